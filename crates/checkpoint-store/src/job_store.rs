@@ -1,0 +1,92 @@
+//! The job store's contract, shared by every backend.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use stage_machine::Checkpoint;
+
+use crate::error::StoreResult;
+use crate::model::{
+    EnqueueOptions, Enqueued, FailOutcome, Failure, HeartbeatReport, Job, JobFilter, JobId,
+    JobKind, Lease, LeaseRequest, QueueCount, Recovery,
+};
+
+/// A durable, lease-based job queue.
+///
+/// Every operation is atomic and reports what it changed. Every write made on behalf of a worker
+/// takes that worker's [`Lease`] and is refused with
+/// [`StoreError::LeaseLost`](crate::StoreError::LeaseLost) once the lease is gone: a worker that
+/// lost its job can never overwrite the worker that took over.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Adds a job. With a unique key, returns the pending or processing job that already has the
+    /// key instead, flagged as deduplicated.
+    async fn enqueue(&self, kind: JobKind, payload: Value, options: EnqueueOptions) -> StoreResult<Enqueued>;
+
+    /// Claims up to `max_jobs` due jobs of the given kinds, highest priority first, then oldest.
+    /// Each claimed job gets a fresh lease token and uses one attempt. Two concurrent callers
+    /// never receive the same job.
+    async fn lease(&self, request: LeaseRequest<'_>) -> StoreResult<Vec<Job>>;
+
+    /// Renews, in one statement, every lease in `leases` that `owner` still holds, and reports
+    /// the ones it no longer holds.
+    async fn heartbeat(&self, owner: &str, leases: &[Lease], ttl: Duration) -> StoreResult<HeartbeatReport>;
+
+    /// Stores the job's checkpoint. Fenced.
+    async fn save_checkpoint(&self, lease: Lease, checkpoint: &Checkpoint) -> StoreResult<()>;
+
+    /// Marks the job completed. Fenced.
+    async fn complete(&self, lease: Lease, result: Option<Value>) -> StoreResult<()>;
+
+    /// Records a failed attempt. A retryable failure returns the job to pending after a backoff
+    /// while attempts remain; otherwise, and for permanent failures, the job is dead-lettered
+    /// with its reason. Fenced.
+    async fn fail(&self, lease: Lease, error: &str, failure: Failure) -> StoreResult<FailOutcome>;
+
+    /// Returns a started job to pending, to run again after `delay`, without using an attempt
+    /// (rate limits, graceful shutdown). Its checkpoint is kept. Fenced.
+    async fn postpone(&self, lease: Lease, delay: Duration, reason: &str) -> StoreResult<()>;
+
+    /// Returns jobs that `owner` leased but never started to pending without using an attempt.
+    /// Jobs held by another owner are left alone; an empty list touches nothing.
+    async fn release(&self, owner: &str, jobs: &[JobId]) -> StoreResult<Vec<JobId>>;
+
+    /// Takes back every processing job whose lease has expired: requeued while attempts remain,
+    /// dead-lettered otherwise. Checkpoints are kept.
+    async fn recover_stale(&self) -> StoreResult<Vec<Recovery>>;
+
+    /// Takes back every processing job that has run longer than its timeout, even if it still
+    /// heartbeats: its lease token changes, then it is retried after a backoff or dead-lettered.
+    async fn enforce_timeouts(&self) -> StoreResult<Vec<Recovery>>;
+
+    /// One job, with its checkpoint in `metadata`.
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
+
+    /// Jobs matching a filter, newest first.
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
+
+    /// Number of jobs by status and kind.
+    async fn counts(&self) -> StoreResult<Vec<QueueCount>>;
+
+    /// Processing jobs whose last heartbeat is at least `silent_for` old, oldest first.
+    async fn stale_jobs(&self, silent_for: Duration) -> StoreResult<Vec<Job>>;
+
+    /// Takes back the given processing jobs if they are still at least `silent_for` silent
+    /// (an operator's `quire clean`): requeued while attempts remain, dead-lettered otherwise.
+    async fn requeue_stale(&self, jobs: &[JobId], silent_for: Duration) -> StoreResult<Vec<Recovery>>;
+
+    /// Moves a dead-lettered job back to pending with a fresh attempt budget. Its checkpoint is
+    /// kept, so it resumes where it stopped.
+    async fn retry_dead(&self, id: JobId) -> StoreResult<Job>;
+
+    /// Deletes dead-lettered jobs that finished at least `older_than` ago; returns how many.
+    async fn purge_dead(&self, older_than: Duration) -> StoreResult<u64>;
+
+    /// Replaces the checkpoint of a job that is not processing (operators rewinding a job for
+    /// replay) and makes it pending with a fresh attempt budget.
+    async fn requeue_with_checkpoint(&self, id: JobId, checkpoint: &Checkpoint) -> StoreResult<Job>;
+
+    /// True when the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+}

@@ -1,0 +1,51 @@
+//! Durable storage for quire: the lease-fenced job queue and, beside it, the documents.
+//!
+//! The main types are the [`JobStore`] trait, its SQLite implementation [`SqliteStore`], the
+//! [`Job`] and its [`Lease`]. The one design choice to understand: **every write a worker makes
+//! on a job carries the [`Lease`] it was given**, and the store accepts the write only while the
+//! job is still processing under that lease's token. Leases are renewed by heartbeats; the
+//! reaper takes back jobs whose lease expired or whose run exceeded its timeout, changing the
+//! token, so a worker that was paused, partitioned or slow can never overwrite the worker that
+//! took over.
+//!
+//! Time comes from an injectable [`Clock`], so expiry and timeouts are tested without sleeping.
+//!
+//! ```
+//! # tokio_test_block_on(async {
+//! use std::time::Duration;
+//! use checkpoint_store::{EnqueueOptions, JobKind, JobStore, LeaseRequest, SqliteStore, StoreOptions};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = SqliteStore::open(dir.path().join("quire.db"), StoreOptions::default()).await.unwrap();
+//! let payload = serde_json::json!({ "document_id": "d1" });
+//! store.enqueue(JobKind::ProcessDocument, payload, EnqueueOptions::default()).await.unwrap();
+//!
+//! let request = LeaseRequest { owner: "worker-1", max_jobs: 10, ttl: Duration::from_secs(60), kinds: &[JobKind::ProcessDocument] };
+//! let jobs = store.lease(request).await.unwrap();
+//! let lease = jobs[0].lease().unwrap();
+//! store.complete(lease, None).await.unwrap();
+//! // The lease is spent: any further write with it is refused.
+//! assert!(store.complete(lease, None).await.unwrap_err().is_lease_lost());
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+mod clock;
+mod error;
+mod job_store;
+mod model;
+mod retry_policy;
+mod sqlite;
+
+pub use clock::{Clock, ManualClock, SystemClock, millis};
+pub use error::{StoreError, StoreResult};
+pub use job_store::JobStore;
+pub use model::{
+    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure,
+    HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount,
+    Recovery, RecoveryAction, RecoveryReason,
+};
+pub use retry_policy::RetryPolicy;
+pub use sqlite::{MIGRATOR as SQLITE_MIGRATOR, SqliteStore, StoreOptions};

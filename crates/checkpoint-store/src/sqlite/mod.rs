@@ -1,0 +1,589 @@
+//! The SQLite job store: the embedded default.
+//!
+//! Two pools share one database file in WAL mode: a single writer connection, through which
+//! every write goes, and a few reader connections. One writer serialises writes inside the
+//! process without busy-wait sleeps; other processes on the same file (several workers, the CLI)
+//! are serialised by SQLite's busy timeout. Transactions of several statements open with
+//! `BEGIN IMMEDIATE`, because a deferred transaction that upgrades to a write fails with
+//! `SQLITE_BUSY` at once instead of waiting.
+
+mod sql;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use stage_machine::{Checkpoint, UnixMillis};
+
+use crate::clock::{Clock, SystemClock, millis};
+use crate::error::{StoreError, StoreResult};
+use crate::job_store::JobStore;
+use crate::model::{
+    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure,
+    HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount,
+    Recovery, RecoveryAction, RecoveryReason,
+};
+use crate::retry_policy::RetryPolicy;
+
+/// The migrations of the SQLite schema, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// How many rows the reaper takes back per transaction, so that one pass never holds the write
+/// lock for long.
+const RECOVERY_BATCH: i64 = 256;
+
+/// Settings of a store, with defaults that suit a worker.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Where "now" comes from.
+    pub clock: Arc<dyn Clock>,
+    /// Backoff between attempts after retryable failures and timeouts.
+    pub retry_policy: RetryPolicy,
+    /// How long a statement waits for another process's write lock.
+    pub busy_timeout: Duration,
+    /// Reader connections.
+    pub readers: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            clock: Arc::new(SystemClock),
+            retry_policy: RetryPolicy::default(),
+            busy_timeout: Duration::from_secs(30),
+            readers: 4,
+        }
+    }
+}
+
+/// The job store on an SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    clock: Arc<dyn Clock>,
+    retry_policy: RetryPolicy,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub async fn open(path: impl AsRef<Path>, options: StoreOptions) -> StoreResult<SqliteStore> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true);
+        Self::open_with(connect, options).await
+    }
+
+    /// Opens the database named by a `sqlite://PATH` URL (see [`SqliteStore::open`]).
+    pub async fn open_url(url: &str, options: StoreOptions) -> StoreResult<SqliteStore> {
+        let connect = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true);
+        Self::open_with(connect, options).await
+    }
+
+    async fn open_with(connect: SqliteConnectOptions, options: StoreOptions) -> StoreResult<SqliteStore> {
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(connect.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.readers.max(1))
+            .connect_with(connect.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader, clock: options.clock, retry_policy: options.retry_policy })
+    }
+
+    /// Applies pending migrations (also done by `open`); applying twice is a no-op.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.writer).await?;
+        Ok(())
+    }
+
+    /// The writer pool, for the other stores that share this database.
+    pub fn writer_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// The reader pool, for the other stores that share this database.
+    pub fn reader_pool(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
+    /// Closes both pools, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    fn now(&self) -> UnixMillis {
+        self.clock.now()
+    }
+
+    async fn begin_immediate(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Takes back one held job inside `tx`: requeued after `delay` while attempts remain,
+    /// dead-lettered otherwise.
+    async fn take_back(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        job: &Job,
+        reason: RecoveryReason,
+        now: UnixMillis,
+    ) -> StoreResult<Option<Recovery>> {
+        let (error_kind, message) = match reason {
+            RecoveryReason::LeaseExpired => (
+                ErrorKind::LeaseLost,
+                format!(
+                    "lease expired: worker {} stopped renewing it",
+                    job.lock_owner.as_deref().unwrap_or("?")
+                ),
+            ),
+            RecoveryReason::TimedOut => (
+                ErrorKind::Timeout,
+                format!(
+                    "timed out after running {} (limit {})",
+                    format_duration(elapsed(job.started_at, now)),
+                    format_duration(job.timeout)
+                ),
+            ),
+            RecoveryReason::Operator => (
+                ErrorKind::LeaseLost,
+                format!(
+                    "taken back by an operator from worker {} after {} without a heartbeat",
+                    job.lock_owner.as_deref().unwrap_or("?"),
+                    format_duration(elapsed(job.last_heartbeat.or(job.started_at), now))
+                ),
+            ),
+        };
+        let out_of_attempts = job.attempts >= job.max_attempts;
+        let changed = if out_of_attempts {
+            sqlx::query(sql::DEAD_LETTER_HELD)
+                .bind(job.id.0)
+                .bind(job.lease_token)
+                .bind(&message)
+                .bind(<&str>::from(error_kind))
+                .bind(now)
+                .execute(&mut **tx)
+                .await?
+        } else {
+            // A crashed worker's job runs again at once; a timed-out one backs off, since the
+            // same input is likely to be slow again.
+            let run_at = match reason {
+                RecoveryReason::TimedOut => now + millis(self.retry_policy.delay_after(job.attempts)),
+                RecoveryReason::LeaseExpired | RecoveryReason::Operator => now,
+            };
+            sqlx::query(sql::REQUEUE_HELD)
+                .bind(job.id.0)
+                .bind(job.lease_token)
+                .bind(run_at)
+                .bind(&message)
+                .bind(<&str>::from(error_kind))
+                .bind(now)
+                .bind(0_i64)
+                .execute(&mut **tx)
+                .await?
+        };
+        if changed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Recovery {
+            job_id: job.id,
+            kind: job.kind,
+            owner: job.lock_owner.clone(),
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            running_for: elapsed(job.started_at, now),
+            silent_for: elapsed(job.last_heartbeat.or(job.started_at), now),
+            reason,
+            action: if out_of_attempts { RecoveryAction::DeadLettered } else { RecoveryAction::Requeued },
+        }))
+    }
+
+    /// Pages through the rows `select` finds and takes each back, one bounded transaction per
+    /// page, until none is left.
+    async fn take_back_all(&self, select: &'static str, reason: RecoveryReason) -> StoreResult<Vec<Recovery>> {
+        let mut recoveries = Vec::new();
+        loop {
+            let now = self.now();
+            let mut tx = self.begin_immediate().await?;
+            let rows = sqlx::query(select).bind(now).bind(RECOVERY_BATCH).fetch_all(&mut *tx).await?;
+            let page = rows.len();
+            for row in rows {
+                let job = job_from_row(&row)?;
+                recoveries.extend(self.take_back(&mut tx, &job, reason, now).await?);
+            }
+            tx.commit().await?;
+            if page < RECOVERY_BATCH as usize {
+                return Ok(recoveries);
+            }
+        }
+    }
+
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn enqueue(&self, kind: JobKind, payload: Value, options: EnqueueOptions) -> StoreResult<Enqueued> {
+        let now = self.now();
+        let max_attempts = options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1);
+        let timeout = options.timeout.unwrap_or_else(|| kind.default_timeout());
+        let mut tx = self.begin_immediate().await?;
+        if let Some(key) = &options.unique_key {
+            let existing = sqlx::query(sql::ACTIVE_JOB_BY_UNIQUE_KEY).bind(key).fetch_optional(&mut *tx).await?;
+            if let Some(row) = existing {
+                let job = job_from_row(&row)?;
+                tx.commit().await?;
+                return Ok(Enqueued { job, deduplicated: true });
+            }
+        }
+        let row = sqlx::query(sql::INSERT_JOB)
+            .bind(<&str>::from(kind))
+            .bind(payload.to_string())
+            .bind(options.priority)
+            .bind(i64::from(max_attempts))
+            .bind(now + millis(options.delay))
+            .bind(millis(timeout).max(1))
+            .bind(&options.unique_key)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        let job = job_from_row(&row)?;
+        tx.commit().await?;
+        Ok(Enqueued { job, deduplicated: false })
+    }
+
+    async fn lease(&self, request: LeaseRequest<'_>) -> StoreResult<Vec<Job>> {
+        if request.max_jobs == 0 || request.kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kinds: Vec<&str> = request.kinds.iter().map(|&kind| kind.into()).collect();
+        let rows = sqlx::query(sql::LEASE)
+            .bind(request.owner)
+            .bind(self.now())
+            .bind(millis(request.ttl))
+            .bind(serde_json::to_string(&kinds).unwrap_or_default())
+            .bind(i64::from(request.max_jobs))
+            .fetch_all(&self.writer)
+            .await?;
+        let mut jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
+        // RETURNING has no defined order; hand jobs out in claim order.
+        jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)).then(a.id.cmp(&b.id)));
+        Ok(jobs)
+    }
+
+    async fn heartbeat(&self, owner: &str, leases: &[Lease], ttl: Duration) -> StoreResult<HeartbeatReport> {
+        if leases.is_empty() {
+            return Ok(HeartbeatReport::default());
+        }
+        let pairs: Vec<[i64; 2]> = leases.iter().map(|lease| [lease.job_id.0, lease.token]).collect();
+        let renewed: Vec<Lease> = sqlx::query(sql::HEARTBEAT)
+            .bind(owner)
+            .bind(self.now())
+            .bind(millis(ttl))
+            .bind(serde_json::to_string(&pairs).unwrap_or_default())
+            .fetch_all(&self.writer)
+            .await?
+            .iter()
+            .map(|row| Ok(Lease { job_id: JobId(row.try_get(0)?), token: row.try_get(1)? }))
+            .collect::<Result<_, sqlx::Error>>()?;
+        let lost = leases.iter().filter(|lease| !renewed.contains(lease)).map(|lease| lease.job_id).collect();
+        let renewed = renewed.into_iter().map(|lease| lease.job_id).collect();
+        Ok(HeartbeatReport { renewed, lost })
+    }
+
+    async fn save_checkpoint(&self, lease: Lease, checkpoint: &Checkpoint) -> StoreResult<()> {
+        let result = sqlx::query(sql::SAVE_CHECKPOINT)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(checkpoint.to_metadata().to_string())
+            .bind(self.now())
+            .execute(&self.writer)
+            .await?;
+        fenced(lease, &result)
+    }
+
+    async fn complete(&self, lease: Lease, result: Option<Value>) -> StoreResult<()> {
+        let outcome = sqlx::query(sql::COMPLETE)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(result.map(|value| value.to_string()))
+            .bind(self.now())
+            .execute(&self.writer)
+            .await?;
+        fenced(lease, &outcome)
+    }
+
+    async fn fail(&self, lease: Lease, error: &str, failure: Failure) -> StoreResult<FailOutcome> {
+        let now = self.now();
+        let mut tx = self.begin_immediate().await?;
+        let Some(row) = sqlx::query(sql::HELD_JOB)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Err(StoreError::LeaseLost { job_id: lease.job_id });
+        };
+        let attempts: i64 = row.try_get(0)?;
+        let max_attempts: i64 = row.try_get(1)?;
+        let outcome = if failure == Failure::Permanent || attempts >= max_attempts {
+            sqlx::query(sql::DEAD_LETTER_HELD)
+                .bind(lease.job_id.0)
+                .bind(lease.token)
+                .bind(error)
+                .bind(<&str>::from(match failure {
+                    Failure::Permanent => ErrorKind::Permanent,
+                    Failure::Retryable => ErrorKind::Retryable,
+                }))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            FailOutcome::Dead
+        } else {
+            let delay = self.retry_policy.delay_after(u32::try_from(attempts).unwrap_or(u32::MAX));
+            let run_at = now + millis(delay);
+            sqlx::query(sql::REQUEUE_HELD)
+                .bind(lease.job_id.0)
+                .bind(lease.token)
+                .bind(run_at)
+                .bind(error)
+                .bind(<&str>::from(ErrorKind::Retryable))
+                .bind(now)
+                .bind(0_i64)
+                .execute(&mut *tx)
+                .await?;
+            FailOutcome::Retrying { run_at }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn postpone(&self, lease: Lease, delay: Duration, reason: &str) -> StoreResult<()> {
+        let now = self.now();
+        let result = sqlx::query(sql::REQUEUE_HELD)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(now + millis(delay))
+            .bind(reason)
+            .bind(None::<&str>)
+            .bind(now)
+            .bind(1_i64)
+            .execute(&self.writer)
+            .await?;
+        fenced(lease, &result)
+    }
+
+    async fn release(&self, owner: &str, jobs: &[JobId]) -> StoreResult<Vec<JobId>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = jobs.iter().map(|id| id.0).collect();
+        let released = sqlx::query(sql::RELEASE)
+            .bind(owner)
+            .bind(serde_json::to_string(&ids).unwrap_or_default())
+            .bind(self.now())
+            .fetch_all(&self.writer)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<i64, _>(0).map(JobId))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(released)
+    }
+
+    async fn recover_stale(&self) -> StoreResult<Vec<Recovery>> {
+        self.take_back_all(sql::EXPIRED_LEASES, RecoveryReason::LeaseExpired).await
+    }
+
+    async fn enforce_timeouts(&self) -> StoreResult<Vec<Recovery>> {
+        self.take_back_all(sql::TIMED_OUT, RecoveryReason::TimedOut).await
+    }
+
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        let row = sqlx::query(sql::JOB_BY_ID).bind(id.0).fetch_optional(&self.reader).await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query(sql::LIST_JOBS)
+            .bind(filter.status.map(<&str>::from))
+            .bind(filter.kind.map(<&str>::from))
+            .bind(&filter.document_id)
+            .bind(i64::from(filter.limit.unwrap_or(100)))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn counts(&self) -> StoreResult<Vec<QueueCount>> {
+        let rows = sqlx::query(sql::COUNTS).fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QueueCount {
+                    status: parse_column(row, 0)?,
+                    kind: parse_column(row, 1)?,
+                    count: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn stale_jobs(&self, silent_for: Duration) -> StoreResult<Vec<Job>> {
+        let since = self.now() - millis(silent_for);
+        let rows = sqlx::query(sql::SILENT_SINCE).bind(since).fetch_all(&self.reader).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn requeue_stale(&self, jobs: &[JobId], silent_for: Duration) -> StoreResult<Vec<Recovery>> {
+        let now = self.now();
+        let mut tx = self.begin_immediate().await?;
+        let mut recoveries = Vec::new();
+        for &id in jobs {
+            let Some(row) = sqlx::query(sql::JOB_BY_ID).bind(id.0).fetch_optional(&mut *tx).await? else {
+                continue;
+            };
+            let job = job_from_row(&row)?;
+            let silent_since = job.last_heartbeat.or(job.started_at).unwrap_or(job.updated_at);
+            // Re-checked inside the transaction: a job that heartbeated since the operator's
+            // listing is alive and stays with its worker.
+            if job.status != JobStatus::Processing || now - silent_since < millis(silent_for) {
+                continue;
+            }
+            recoveries.extend(self.take_back(&mut tx, &job, RecoveryReason::Operator, now).await?);
+        }
+        tx.commit().await?;
+        Ok(recoveries)
+    }
+
+    async fn retry_dead(&self, id: JobId) -> StoreResult<Job> {
+        let row = sqlx::query(sql::RETRY_DEAD).bind(id.0).bind(self.now()).fetch_optional(&self.writer).await?;
+        match row {
+            Some(row) => job_from_row(&row),
+            None => Err(self.not_applicable(id, "only dead-lettered jobs can be retried").await),
+        }
+    }
+
+    async fn purge_dead(&self, older_than: Duration) -> StoreResult<u64> {
+        let before = self.now() - millis(older_than);
+        let result = sqlx::query(sql::PURGE_DEAD).bind(before).execute(&self.writer).await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn requeue_with_checkpoint(&self, id: JobId, checkpoint: &Checkpoint) -> StoreResult<Job> {
+        let row = sqlx::query(sql::REQUEUE_WITH_CHECKPOINT)
+            .bind(id.0)
+            .bind(checkpoint.to_metadata().to_string())
+            .bind(self.now())
+            .fetch_optional(&self.writer)
+            .await?;
+        match row {
+            Some(row) => job_from_row(&row),
+            None => Err(self.not_applicable(id, "a processing job cannot be requeued; wait for it or run `quire clean`").await),
+        }
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+}
+
+impl SqliteStore {
+    async fn not_applicable(&self, id: JobId, reason: &str) -> StoreError {
+        match self.job(id).await {
+            Ok(Some(job)) => StoreError::InvalidState { job_id: id, status: job.status.to_string(), reason: reason.to_owned() },
+            Ok(None) => StoreError::JobNotFound(id),
+            Err(error) => error,
+        }
+    }
+}
+
+/// A fenced statement that changed nothing found the lease gone.
+fn fenced(lease: Lease, result: &sqlx::sqlite::SqliteQueryResult) -> StoreResult<()> {
+    if result.rows_affected() == 0 {
+        return Err(StoreError::LeaseLost { job_id: lease.job_id });
+    }
+    Ok(())
+}
+
+fn elapsed(since: Option<UnixMillis>, now: UnixMillis) -> Duration {
+    since.map_or(Duration::ZERO, |since| Duration::from_millis(u64::try_from(now - since).unwrap_or(0)))
+}
+
+/// A duration for messages: `31m 0s`, `12s`, `250ms`.
+fn format_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0 => format!("{}ms", duration.as_millis()),
+        1..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        _ => format!("{}h {}m", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+fn parse_column<T: FromStr>(row: &SqliteRow, index: usize) -> StoreResult<T> {
+    let text: String = row.try_get(index)?;
+    text.parse().map_err(|_| StoreError::Corrupt(format!("unexpected value {text:?} in column {index}")))
+}
+
+fn parse_json(text: &str, column: &str) -> StoreResult<Value> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("{column}: {error}")))
+}
+
+fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
+    let count = |name: &str| -> StoreResult<u32> {
+        Ok(u32::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
+    };
+    let error_kind: Option<String> = row.try_get("error_kind")?;
+    let result: Option<String> = row.try_get("result")?;
+    Ok(Job {
+        id: JobId(row.try_get("id")?),
+        kind: parse_column(row, 1)?,
+        payload: parse_json(&row.try_get::<String, _>("payload")?, "payload")?,
+        status: parse_column(row, 3)?,
+        priority: row.try_get("priority")?,
+        attempts: count("attempts")?,
+        max_attempts: count("max_attempts")?,
+        run_at: row.try_get("run_at")?,
+        lock_owner: row.try_get("lock_owner")?,
+        lock_until: row.try_get("lock_until")?,
+        lease_token: row.try_get("lease_token")?,
+        started_at: row.try_get("started_at")?,
+        last_heartbeat: row.try_get("last_heartbeat")?,
+        timeout: Duration::from_millis(u64::try_from(row.try_get::<i64, _>("timeout_ms")?).unwrap_or(0)),
+        unique_key: row.try_get("unique_key")?,
+        metadata: parse_json(&row.try_get::<String, _>("metadata")?, "metadata")?,
+        result: result.as_deref().map(|text| parse_json(text, "result")).transpose()?,
+        last_error: row.try_get("last_error")?,
+        error_kind: error_kind
+            .map(|kind| kind.parse().map_err(|_| StoreError::Corrupt(format!("error_kind {kind:?}"))))
+            .transpose()?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}

@@ -1,0 +1,134 @@
+//! Every SQL statement of the SQLite job store, in one place.
+//!
+//! Times are integer milliseconds bound from the store's clock. Lists are bound as one JSON
+//! array and unpacked with `json_each`, so every statement text is static.
+
+macro_rules! job_columns {
+    () => {
+        "id, kind, payload, status, priority, attempts, max_attempts, run_at, lock_owner, \
+         lock_until, lease_token, started_at, last_heartbeat, timeout_ms, unique_key, metadata, \
+         result, last_error, error_kind, created_at, updated_at, finished_at"
+    };
+}
+
+pub const INSERT_JOB: &str = concat!(
+    "INSERT INTO jobs (kind, payload, priority, max_attempts, run_at, timeout_ms, unique_key, \
+                       created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) RETURNING ",
+    job_columns!()
+);
+
+pub const ACTIVE_JOB_BY_UNIQUE_KEY: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE unique_key = ?1 AND status IN ('pending', 'processing')"
+);
+
+/// ?1 owner, ?2 now, ?3 ttl, ?4 kinds (JSON array), ?5 limit.
+pub const LEASE: &str = concat!(
+    "UPDATE jobs SET status = 'processing', lock_owner = ?1, lock_until = ?2 + ?3, \
+         lease_token = lease_token + 1, attempts = attempts + 1, started_at = ?2, \
+         last_heartbeat = ?2, updated_at = ?2 \
+     WHERE id IN (SELECT id FROM jobs \
+                  WHERE status = 'pending' AND run_at <= ?2 \
+                    AND kind IN (SELECT value FROM json_each(?4)) \
+                  ORDER BY priority DESC, run_at, id LIMIT ?5) \
+     RETURNING ",
+    job_columns!()
+);
+
+/// ?1 owner, ?2 now, ?3 ttl, ?4 leases as a JSON array of [id, token] pairs.
+pub const HEARTBEAT: &str = "UPDATE jobs SET lock_until = ?2 + ?3, last_heartbeat = ?2, updated_at = ?2 \
+     WHERE status = 'processing' AND lock_owner = ?1 \
+       AND (id, lease_token) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') \
+                                 FROM json_each(?4)) \
+     RETURNING id, lease_token";
+
+/// ?1 id, ?2 token, ?3 metadata, ?4 now.
+pub const SAVE_CHECKPOINT: &str = "UPDATE jobs SET metadata = ?3, updated_at = ?4 \
+     WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
+
+/// ?1 id, ?2 token, ?3 result, ?4 now.
+pub const COMPLETE: &str = "UPDATE jobs SET status = 'completed', result = ?3, finished_at = ?4, \
+         updated_at = ?4, lock_owner = NULL, lock_until = NULL \
+     WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
+
+/// ?1 id, ?2 token.
+pub const HELD_JOB: &str = "SELECT attempts, max_attempts FROM jobs \
+     WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
+
+/// Moves a held job back to pending. ?1 id, ?2 token, ?3 run_at, ?4 last_error, ?5 error_kind,
+/// ?6 now, ?7 attempts given back (0 or 1).
+pub const REQUEUE_HELD: &str = "UPDATE jobs SET status = 'pending', run_at = ?3, last_error = ?4, \
+         error_kind = COALESCE(?5, error_kind), updated_at = ?6, lock_owner = NULL, \
+         lock_until = NULL, lease_token = lease_token + 1, attempts = MAX(attempts - ?7, 0) \
+     WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
+
+/// Dead-letters a held job. ?1 id, ?2 token, ?3 last_error, ?4 error_kind, ?5 now.
+pub const DEAD_LETTER_HELD: &str = "UPDATE jobs SET status = 'dead', last_error = ?3, error_kind = ?4, \
+         finished_at = ?5, updated_at = ?5, lock_owner = NULL, lock_until = NULL, \
+         lease_token = lease_token + 1 \
+     WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
+
+/// ?1 owner, ?2 ids (JSON array), ?3 now.
+pub const RELEASE: &str = "UPDATE jobs SET status = 'pending', attempts = MAX(attempts - 1, 0), \
+         lock_owner = NULL, lock_until = NULL, started_at = NULL, last_heartbeat = NULL, \
+         lease_token = lease_token + 1, updated_at = ?3 \
+     WHERE status = 'processing' AND lock_owner = ?1 \
+       AND id IN (SELECT value FROM json_each(?2)) \
+     RETURNING id";
+
+/// Processing jobs whose lease expired. ?1 now, ?2 limit.
+pub const EXPIRED_LEASES: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE status = 'processing' AND lock_until < ?1 ORDER BY lock_until, id LIMIT ?2"
+);
+
+/// Processing jobs that ran past their timeout. ?1 now, ?2 limit.
+pub const TIMED_OUT: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE status = 'processing' AND ?1 - started_at > timeout_ms \
+      ORDER BY started_at, id LIMIT ?2"
+);
+
+/// Processing jobs silent since ?1 (a time), oldest first.
+pub const SILENT_SINCE: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE status = 'processing' AND COALESCE(last_heartbeat, started_at, updated_at) <= ?1 \
+      ORDER BY COALESCE(last_heartbeat, started_at, updated_at), id"
+);
+
+pub const JOB_BY_ID: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1");
+
+/// ?1 status or NULL, ?2 kind or NULL, ?3 document id or NULL, ?4 limit.
+pub const LIST_JOBS: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2) \
+        AND (?3 IS NULL OR json_extract(payload, '$.document_id') = ?3) \
+      ORDER BY id DESC LIMIT ?4"
+);
+
+pub const COUNTS: &str = "SELECT status, kind, COUNT(*) FROM jobs GROUP BY status, kind ORDER BY status, kind";
+
+/// ?1 id, ?2 now.
+pub const RETRY_DEAD: &str = concat!(
+    "UPDATE jobs SET status = 'pending', attempts = 0, run_at = ?2, finished_at = NULL, \
+         updated_at = ?2 \
+     WHERE id = ?1 AND status = 'dead' RETURNING ",
+    job_columns!()
+);
+
+/// ?1 finished before.
+pub const PURGE_DEAD: &str = "DELETE FROM jobs WHERE status = 'dead' AND finished_at <= ?1";
+
+/// ?1 id, ?2 metadata, ?3 now.
+pub const REQUEUE_WITH_CHECKPOINT: &str = concat!(
+    "UPDATE jobs SET status = 'pending', attempts = 0, run_at = ?3, finished_at = NULL, \
+         metadata = ?2, updated_at = ?3 \
+     WHERE id = ?1 AND status <> 'processing' RETURNING ",
+    job_columns!()
+);

@@ -1,0 +1,495 @@
+//! The job store's promises, checked against every backend: no job is lost, no job is owned by
+//! two workers, and no worker that lost its lease writes anything.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use checkpoint_store::{
+    EnqueueOptions, ErrorKind, FailOutcome, Failure, JobKind, JobStatus, LeaseRequest,
+    RecoveryAction, RecoveryReason,
+};
+use common::{RETRY_DELAY, START, TTL, backends};
+use serde_json::json;
+use stage_machine::{Checkpoint, Stage};
+
+fn minutes(m: u64) -> Duration {
+    Duration::from_secs(m * 60)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery of stale jobs.
+
+#[tokio::test]
+async fn expired_leases_return_to_pending_with_their_checkpoint() {
+    for h in backends().await {
+        let job = h.enqueue("d1").await;
+        let lease = h.lease_one("w1").await;
+        let mut checkpoint = Checkpoint::default();
+        checkpoint.complete(Stage::Extracted, START).unwrap();
+        h.store.save_checkpoint(lease, &checkpoint).await.unwrap();
+
+        h.clock.advance(TTL + Duration::from_millis(1));
+        let recoveries = h.store.recover_stale().await.unwrap();
+
+        assert_eq!(recoveries.len(), 1, "{}", h.name);
+        assert_eq!(recoveries[0].action, RecoveryAction::Requeued);
+        assert_eq!(recoveries[0].reason, RecoveryReason::LeaseExpired);
+        assert_eq!(recoveries[0].owner.as_deref(), Some("w1"));
+        let job = h.job(job.id).await;
+        assert_eq!(job.status, JobStatus::Pending);
+        assert_eq!(job.lock_owner, None);
+        assert_eq!(job.error_kind, Some(ErrorKind::LeaseLost));
+        assert_eq!(job.checkpoint().completed_stages, [Stage::Extracted]);
+    }
+}
+
+#[tokio::test]
+async fn active_leases_are_untouched_by_recovery() {
+    for h in backends().await {
+        let job = h.enqueue("d1").await;
+        h.lease_one("w1").await;
+        h.clock.advance(TTL); // Exactly at expiry the lease still holds.
+        let before = h.job(job.id).await;
+        assert!(h.store.recover_stale().await.unwrap().is_empty(), "{}", h.name);
+        assert_eq!(h.job(job.id).await, before);
+    }
+}
+
+#[tokio::test]
+async fn recovery_of_mixed_states_takes_back_only_expired_processing_jobs() {
+    for h in backends().await {
+        let expired = h.enqueue("expired").await;
+        h.lease_one("w1").await;
+        h.clock.advance(Duration::from_secs(30));
+        let active = h.enqueue("active").await;
+        h.lease_one("w2").await;
+        let done = h.enqueue("done").await;
+        let done_lease = h.lease_one("w3").await;
+        h.store.complete(done_lease, None).await.unwrap();
+        let pending = h.enqueue("pending").await;
+        h.clock.advance(Duration::from_secs(31));
+
+        let recoveries = h.store.recover_stale().await.unwrap();
+        let recovered: Vec<_> = recoveries.iter().map(|r| r.job_id).collect();
+        assert_eq!(recovered, [expired.id], "{}", h.name);
+        assert_eq!(h.job(expired.id).await.status, JobStatus::Pending);
+        assert_eq!(h.job(active.id).await.status, JobStatus::Processing);
+        assert_eq!(h.job(pending.id).await.status, JobStatus::Pending);
+        assert_eq!(h.job(done.id).await.status, JobStatus::Completed);
+    }
+}
+
+#[tokio::test]
+async fn recovery_with_nothing_stale_changes_nothing() {
+    for h in backends().await {
+        let pending = h.enqueue("d1").await;
+        let before = h.job(pending.id).await;
+        assert!(h.store.recover_stale().await.unwrap().is_empty(), "{}", h.name);
+        assert!(h.store.enforce_timeouts().await.unwrap().is_empty());
+        assert_eq!(h.job(pending.id).await, before);
+    }
+}
+
+#[tokio::test]
+async fn a_stale_job_out_of_attempts_goes_dead_not_pending() {
+    for h in backends().await {
+        let job = h.enqueue_with("d1", EnqueueOptions { max_attempts: Some(2), ..Default::default() }).await;
+        for _ in 0..2 {
+            h.lease_one("w1").await;
+            h.clock.advance(TTL * 2);
+            h.store.recover_stale().await.unwrap();
+        }
+        let job = h.job(job.id).await;
+        assert_eq!(job.status, JobStatus::Dead, "{}", h.name);
+        assert_eq!(job.attempts, 2);
+        assert!(job.finished_at.is_some());
+        assert!(job.last_error.unwrap().contains("w1"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Release.
+
+#[tokio::test]
+async fn release_returns_a_batch_without_using_attempts() {
+    for h in backends().await {
+        for d in ["a", "b", "c"] {
+            h.enqueue(d).await;
+        }
+        let jobs = h.lease("w1", 3).await;
+        let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+        let mut released = h.store.release("w1", &ids).await.unwrap();
+        released.sort();
+        assert_eq!(released, ids, "{}", h.name);
+        for id in ids {
+            let job = h.job(id).await;
+            assert_eq!(job.status, JobStatus::Pending);
+            assert_eq!(job.attempts, 0);
+            assert_eq!(job.lock_owner, None);
+        }
+        // Released jobs can be leased again at once.
+        assert_eq!(h.lease("w2", 10).await.len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn release_leaves_other_owners_jobs_alone() {
+    for h in backends().await {
+        h.enqueue("a").await;
+        h.enqueue("b").await;
+        let mine = h.lease_one("w1").await;
+        let theirs = h.lease_one("w2").await;
+        let released = h.store.release("w1", &[mine.job_id, theirs.job_id]).await.unwrap();
+        assert_eq!(released, [mine.job_id], "{}", h.name);
+        let theirs_now = h.job(theirs.job_id).await;
+        assert_eq!(theirs_now.status, JobStatus::Processing);
+        assert_eq!(theirs_now.lock_owner.as_deref(), Some("w2"));
+    }
+}
+
+#[tokio::test]
+async fn releasing_an_empty_list_touches_nothing() {
+    for h in backends().await {
+        h.enqueue("a").await;
+        let lease = h.lease_one("w1").await;
+        let before = h.job(lease.job_id).await;
+        h.clock.advance(Duration::from_secs(1));
+        assert!(h.store.release("w1", &[]).await.unwrap().is_empty(), "{}", h.name);
+        assert_eq!(h.job(lease.job_id).await, before);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fencing.
+
+#[tokio::test]
+async fn a_worker_whose_lease_was_taken_over_cannot_write_anything() {
+    for h in backends().await {
+        let job = h.enqueue("d1").await;
+        let old = h.lease_one("w1").await;
+        h.clock.advance(TTL * 2);
+        h.store.recover_stale().await.unwrap();
+        let new = h.lease_one("w2").await;
+        assert_ne!(old.token, new.token);
+        let mut theirs = Checkpoint::default();
+        theirs.complete(Stage::Extracted, START).unwrap();
+        h.store.save_checkpoint(new, &theirs).await.unwrap();
+        let before = h.job(job.id).await;
+
+        let mut stale_checkpoint = Checkpoint::default();
+        stale_checkpoint.fail(START);
+        assert!(h.store.save_checkpoint(old, &stale_checkpoint).await.unwrap_err().is_lease_lost(), "{}", h.name);
+        assert!(h.store.complete(old, Some(json!("stale"))).await.unwrap_err().is_lease_lost());
+        assert!(h.store.fail(old, "stale", Failure::Permanent).await.unwrap_err().is_lease_lost());
+        assert!(h.store.fail(old, "stale", Failure::Retryable).await.unwrap_err().is_lease_lost());
+        assert!(h.store.postpone(old, Duration::ZERO, "stale").await.unwrap_err().is_lease_lost());
+        let report = h.store.heartbeat("w1", &[old], TTL).await.unwrap();
+        assert_eq!(report.lost, [job.id]);
+        assert!(report.renewed.is_empty());
+        // Even the new owner's name with the old token is refused.
+        let report = h.store.heartbeat("w2", &[old], TTL).await.unwrap();
+        assert_eq!(report.lost, [job.id]);
+
+        assert_eq!(h.job(job.id).await, before);
+        h.store.complete(new, None).await.unwrap();
+        assert_eq!(h.job(job.id).await.status, JobStatus::Completed);
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_renew_held_leases_in_one_call_and_report_lost_ones() {
+    for h in backends().await {
+        for d in ["a", "b", "c"] {
+            h.enqueue(d).await;
+        }
+        let jobs = h.lease("w1", 3).await;
+        let leases: Vec<_> = jobs.iter().map(|j| j.lease().unwrap()).collect();
+        h.store.complete(leases[2], None).await.unwrap();
+        h.clock.advance(Duration::from_secs(50));
+        let report = h.store.heartbeat("w1", &leases, TTL).await.unwrap();
+        let mut renewed = report.renewed.clone();
+        renewed.sort();
+        assert_eq!(renewed, [leases[0].job_id, leases[1].job_id], "{}", h.name);
+        assert_eq!(report.lost, [leases[2].job_id]);
+        // Renewed leases now outlive the original expiry.
+        h.clock.advance(Duration::from_secs(50));
+        assert!(h.store.recover_stale().await.unwrap().is_empty());
+        let job = h.job(leases[0].job_id).await;
+        assert_eq!(job.lock_until, Some(START + 50_000 + 60_000));
+        assert_eq!(job.last_heartbeat, Some(START + 50_000));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeouts.
+
+#[tokio::test]
+async fn timeouts_spare_a_job_at_29_minutes_and_take_it_back_at_31_despite_heartbeats() {
+    for h in backends().await {
+        let job = h.enqueue("d1").await;
+        assert_eq!(job.timeout, minutes(30));
+        let lease = h.lease_one("w1").await;
+        for _ in 0..29 {
+            h.clock.advance(minutes(1));
+            h.store.heartbeat("w1", &[lease], TTL).await.unwrap();
+        }
+        assert!(h.store.enforce_timeouts().await.unwrap().is_empty(), "{}", h.name);
+        assert_eq!(h.job(job.id).await.status, JobStatus::Processing);
+
+        for _ in 0..2 {
+            h.clock.advance(minutes(1));
+            h.store.heartbeat("w1", &[lease], TTL).await.unwrap();
+        }
+        assert!(h.store.recover_stale().await.unwrap().is_empty(), "the lease itself is fresh");
+        let recoveries = h.store.enforce_timeouts().await.unwrap();
+        assert_eq!(recoveries.len(), 1);
+        assert_eq!(recoveries[0].reason, RecoveryReason::TimedOut);
+        assert_eq!(recoveries[0].running_for, minutes(31));
+
+        let timed_out = h.job(job.id).await;
+        assert_eq!(timed_out.status, JobStatus::Pending);
+        assert_eq!(timed_out.error_kind, Some(ErrorKind::Timeout));
+        assert_eq!(timed_out.run_at, START + 31 * 60_000 + RETRY_DELAY.as_millis() as i64);
+        assert!(timed_out.last_error.unwrap().contains("timed out"));
+        // The old worker's heartbeat now reports its lease lost, and its writes are refused.
+        let report = h.store.heartbeat("w1", &[lease], TTL).await.unwrap();
+        assert_eq!(report.lost, [job.id]);
+        assert!(h.store.complete(lease, None).await.unwrap_err().is_lease_lost());
+    }
+}
+
+#[tokio::test]
+async fn detect_connections_jobs_time_out_after_ten_minutes() {
+    for h in backends().await {
+        let enqueued = h.store.enqueue(JobKind::DetectConnections, json!({"document_id": "d"}), EnqueueOptions::default()).await.unwrap();
+        assert_eq!(enqueued.job.timeout, minutes(10), "{}", h.name);
+        let lease = h.lease_one("w1").await;
+        h.clock.advance(minutes(9));
+        h.store.heartbeat("w1", &[lease], TTL).await.unwrap();
+        assert!(h.store.enforce_timeouts().await.unwrap().is_empty());
+        h.clock.advance(minutes(2));
+        h.store.heartbeat("w1", &[lease], TTL).await.unwrap();
+        assert_eq!(h.store.enforce_timeouts().await.unwrap().len(), 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enqueue, lease order, failures.
+
+#[tokio::test]
+async fn a_unique_key_deduplicates_while_the_job_is_pending_or_processing() {
+    for h in backends().await {
+        let options = || EnqueueOptions { unique_key: Some("connections:d1".into()), ..Default::default() };
+        let first = h.store.enqueue(JobKind::DetectConnections, json!({"document_id": "d1"}), options()).await.unwrap();
+        assert!(!first.deduplicated, "{}", h.name);
+        let second = h.store.enqueue(JobKind::DetectConnections, json!({"document_id": "d1"}), options()).await.unwrap();
+        assert!(second.deduplicated);
+        assert_eq!(second.job.id, first.job.id);
+
+        let lease = h.lease_one("w1").await;
+        let third = h.store.enqueue(JobKind::DetectConnections, json!({}), options()).await.unwrap();
+        assert!(third.deduplicated, "processing jobs deduplicate too");
+        h.store.complete(lease, None).await.unwrap();
+
+        let fourth = h.store.enqueue(JobKind::DetectConnections, json!({}), options()).await.unwrap();
+        assert!(!fourth.deduplicated, "a finished job does not block a new one");
+        assert_ne!(fourth.job.id, first.job.id);
+    }
+}
+
+#[tokio::test]
+async fn leases_go_by_priority_then_age_and_respect_kinds_and_run_at() {
+    for h in backends().await {
+        let old_low = h.enqueue("old-low").await;
+        h.clock.advance(Duration::from_millis(5));
+        let new_high = h.enqueue_with("new-high", EnqueueOptions { priority: 10, ..Default::default() }).await;
+        let delayed = h.enqueue_with("delayed", EnqueueOptions { priority: 99, delay: Duration::from_secs(5), ..Default::default() }).await;
+        let other_kind = h.store.enqueue(JobKind::DetectConnections, json!({}), EnqueueOptions { priority: 50, ..Default::default() }).await.unwrap().job;
+
+        let request = LeaseRequest { owner: "w", max_jobs: 10, ttl: TTL, kinds: &[JobKind::ProcessDocument] };
+        let leased: Vec<_> = h.store.lease(request).await.unwrap().iter().map(|j| j.id).collect();
+        assert_eq!(leased, [new_high.id, old_low.id], "{}", h.name);
+
+        h.clock.advance(Duration::from_secs(5));
+        let leased: Vec<_> = h.lease("w", 10).await.iter().map(|j| j.id).collect();
+        assert_eq!(leased, [delayed.id, other_kind.id]);
+    }
+}
+
+#[tokio::test]
+async fn a_retryable_failure_backs_off_then_dead_letters_after_max_attempts() {
+    for h in backends().await {
+        let job = h.enqueue_with("d1", EnqueueOptions { max_attempts: Some(2), ..Default::default() }).await;
+        let lease = h.lease_one("w1").await;
+        let outcome = h.store.fail(lease, "connection reset", Failure::Retryable).await.unwrap();
+        let retry_at = START + RETRY_DELAY.as_millis() as i64;
+        assert_eq!(outcome, FailOutcome::Retrying { run_at: retry_at }, "{}", h.name);
+        assert!(h.lease("w1", 1).await.is_empty(), "not before the backoff has passed");
+        h.clock.advance(RETRY_DELAY);
+        let lease = h.lease_one("w1").await;
+        assert_eq!(h.store.fail(lease, "connection reset again", Failure::Retryable).await.unwrap(), FailOutcome::Dead);
+        let dead = h.job(job.id).await;
+        assert_eq!(dead.status, JobStatus::Dead);
+        assert_eq!(dead.attempts, 2);
+        assert_eq!(dead.last_error.as_deref(), Some("connection reset again"));
+        assert_eq!(dead.error_kind, Some(ErrorKind::Retryable));
+    }
+}
+
+#[tokio::test]
+async fn a_permanent_failure_dead_letters_at_once_with_its_reason() {
+    for h in backends().await {
+        let job = h.enqueue("d1").await;
+        let lease = h.lease_one("w1").await;
+        let outcome = h.store.fail(lease, "META-INF/container.xml is missing", Failure::Permanent).await.unwrap();
+        assert_eq!(outcome, FailOutcome::Dead, "{}", h.name);
+        let dead = h.job(job.id).await;
+        assert_eq!(dead.status, JobStatus::Dead);
+        assert_eq!(dead.attempts, 1);
+        assert_eq!(dead.error_kind, Some(ErrorKind::Permanent));
+        assert_eq!(dead.last_error.as_deref(), Some("META-INF/container.xml is missing"));
+        assert_eq!(dead.finished_at, Some(START));
+    }
+}
+
+#[tokio::test]
+async fn postpone_keeps_the_checkpoint_and_gives_the_attempt_back() {
+    for h in backends().await {
+        let job = h.enqueue_with("d1", EnqueueOptions { max_attempts: Some(1), ..Default::default() }).await;
+        let lease = h.lease_one("w1").await;
+        let mut checkpoint = Checkpoint::default();
+        checkpoint.complete(Stage::Extracted, START).unwrap();
+        h.store.save_checkpoint(lease, &checkpoint).await.unwrap();
+        h.store.postpone(lease, Duration::from_secs(7), "rate limited").await.unwrap();
+
+        let postponed = h.job(job.id).await;
+        assert_eq!(postponed.status, JobStatus::Pending, "{}", h.name);
+        assert_eq!(postponed.attempts, 0);
+        assert_eq!(postponed.run_at, START + 7_000);
+        assert_eq!(postponed.checkpoint(), checkpoint);
+        assert!(h.lease("w1", 1).await.is_empty());
+        h.clock.advance(Duration::from_secs(7));
+        assert_eq!(h.lease("w2", 1).await.len(), 1, "a one-attempt job can still run after a postpone");
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_can_be_retried_and_purged() {
+    for h in backends().await {
+        let job = h.enqueue("d1").await;
+        let lease = h.lease_one("w1").await;
+        h.store.fail(lease, "broken", Failure::Permanent).await.unwrap();
+        let retried = h.store.retry_dead(job.id).await.unwrap();
+        assert_eq!(retried.status, JobStatus::Pending, "{}", h.name);
+        assert_eq!(retried.attempts, 0);
+        assert_eq!(retried.finished_at, None);
+        assert!(h.store.retry_dead(job.id).await.is_err(), "only dead jobs can be retried");
+
+        let lease = h.lease_one("w1").await;
+        h.store.fail(lease, "broken", Failure::Permanent).await.unwrap();
+        h.clock.advance(Duration::from_secs(100));
+        assert_eq!(h.store.purge_dead(Duration::from_secs(101)).await.unwrap(), 0);
+        assert_eq!(h.store.purge_dead(Duration::from_secs(100)).await.unwrap(), 1);
+        assert!(h.store.job(job.id).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn operators_requeue_silent_jobs_but_not_ones_that_heartbeated_since() {
+    for h in backends().await {
+        h.enqueue("a").await;
+        h.enqueue("b").await;
+        let silent = h.lease_one("w1").await;
+        let alive = h.lease_one("w2").await;
+        h.clock.advance(Duration::from_secs(40));
+        let stale: Vec<_> = h.store.stale_jobs(Duration::from_secs(30)).await.unwrap().iter().map(|j| j.id).collect();
+        assert_eq!(stale.len(), 2, "{}", h.name);
+        h.store.heartbeat("w2", &[alive], TTL).await.unwrap();
+        let recoveries = h.store.requeue_stale(&stale, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(recoveries.iter().map(|r| r.job_id).collect::<Vec<_>>(), [silent.job_id]);
+        assert_eq!(recoveries[0].reason, RecoveryReason::Operator);
+        assert_eq!(h.job(alive.job_id).await.status, JobStatus::Processing);
+    }
+}
+
+#[tokio::test]
+async fn counts_group_by_status_and_kind() {
+    for h in backends().await {
+        h.enqueue("a").await;
+        h.enqueue("b").await;
+        h.lease_one("w1").await;
+        let counts = h.store.counts().await.unwrap();
+        let of = |status| counts.iter().find(|c| c.status == status && c.kind == JobKind::ProcessDocument).map_or(0, |c| c.count);
+        assert_eq!(of(JobStatus::Pending), 1, "{}", h.name);
+        assert_eq!(of(JobStatus::Processing), 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_leasers_complete_two_thousand_jobs_exactly_once() {
+    for h in backends().await {
+        const JOBS: usize = 2_000;
+        for i in 0..JOBS {
+            h.enqueue(&format!("d{i}")).await;
+        }
+        let held: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let completions: Arc<Mutex<HashMap<i64, u32>>> = Arc::default();
+        let mut tasks = Vec::new();
+        for worker in 0..8 {
+            let store = h.store.clone();
+            let held = held.clone();
+            let completions = completions.clone();
+            tasks.push(tokio::spawn(async move {
+                let owner = format!("w{worker}");
+                loop {
+                    let request = LeaseRequest { owner: &owner, max_jobs: 8, ttl: TTL, kinds: &[JobKind::ProcessDocument] };
+                    let jobs = store.lease(request).await.unwrap();
+                    if jobs.is_empty() {
+                        return;
+                    }
+                    for job in &jobs {
+                        assert!(held.lock().unwrap().insert(job.id.0), "job {} leased twice at once", job.id);
+                    }
+                    for job in jobs {
+                        held.lock().unwrap().remove(&job.id.0);
+                        store.complete(job.lease().unwrap(), None).await.unwrap();
+                        *completions.lock().unwrap().entry(job.id.0).or_default() += 1;
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let completions = completions.lock().unwrap();
+        assert_eq!(completions.len(), JOBS, "{}", h.name);
+        assert!(completions.values().all(|&n| n == 1));
+        let counts = h.store.counts().await.unwrap();
+        assert_eq!(counts.len(), 1);
+        assert_eq!((counts[0].status, counts[0].count), (JobStatus::Completed, JOBS as u64));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migrations.
+
+#[tokio::test]
+async fn sqlite_migrations_apply_twice_without_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quire.db");
+    let store = checkpoint_store::SqliteStore::open(&path, Default::default()).await.unwrap();
+    store.migrate().await.unwrap();
+    store.close().await;
+    // Reopening runs the migrator again.
+    let store = checkpoint_store::SqliteStore::open(&path, Default::default()).await.unwrap();
+    // And the statements themselves are idempotent, even outside the migrator's bookkeeping.
+    for migration in checkpoint_store::SQLITE_MIGRATOR.iter() {
+        sqlx::raw_sql(migration.sql.clone()).execute(store.writer_pool()).await.unwrap();
+    }
+}
