@@ -33,13 +33,21 @@
 //! ```
 
 mod clock;
+mod document_store;
+mod documents;
 mod error;
 mod job_store;
 mod model;
+mod postgres;
 mod retry_policy;
 mod sqlite;
 
 pub use clock::{Clock, ManualClock, SystemClock, millis};
+pub use document_store::DocumentStore;
+pub use documents::{
+    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document,
+    DocumentStatus, EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
+};
 pub use error::{StoreError, StoreResult};
 pub use job_store::JobStore;
 pub use model::{
@@ -47,5 +55,11 @@ pub use model::{
     HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount,
     Recovery, RecoveryAction, RecoveryReason,
 };
+pub use postgres::{MIGRATOR as POSTGRES_MIGRATOR, PgStore, PgStoreOptions};
 pub use retry_policy::RetryPolicy;
 pub use sqlite::{MIGRATOR as SQLITE_MIGRATOR, SqliteStore, StoreOptions};
+
+/// Everything a worker needs from storage: the job queue and the documents, in one database.
+pub trait Store: JobStore + DocumentStore {}
+
+impl<T: JobStore + DocumentStore> Store for T {}

@@ -61,8 +61,7 @@ fn holds(job: &Job, lease: Lease) -> bool {
     job.status == JobStatus::Processing && job.lease_token == lease.token
 }
 
-async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let h: Harness = common::sqlite().await;
+async fn run(h: Harness, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     for op in ops {
         step(&h, &mut model, op).await?;
@@ -199,6 +198,22 @@ proptest! {
     #[test]
     fn random_interleavings_keep_the_queue_promises(ops in proptest::collection::vec(op(), 1..60)) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(run(ops))?;
+        runtime.block_on(async { run(common::sqlite().await, ops).await })?;
+    }
+}
+
+proptest! {
+    // Each case opens a fresh schema and runs the migrations: fewer cases keep the suite fast.
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_interleavings_keep_the_queue_promises_on_postgres(ops in proptest::collection::vec(op(), 1..60)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            match common::postgres().await {
+                Some(h) => run(h, ops).await,
+                None => Ok(()),
+            }
+        })?;
     }
 }

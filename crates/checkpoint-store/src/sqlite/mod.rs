@@ -7,6 +7,7 @@
 //! `BEGIN IMMEDIATE`, because a deferred transaction that upgrades to a write fails with
 //! `SQLITE_BUSY` at once instead of waiting.
 
+mod documents;
 mod sql;
 
 use std::path::Path;

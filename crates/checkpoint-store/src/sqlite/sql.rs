@@ -132,3 +132,105 @@ pub const REQUEUE_WITH_CHECKPOINT: &str = concat!(
      WHERE id = ?1 AND status <> 'processing' RETURNING ",
     job_columns!()
 );
+
+// ---------------------------------------------------------------------------------------------
+// Documents, chunks, the embedding cache and connections.
+
+/// ?1 id, ?2 token: the lease check every fenced document write starts its transaction with.
+pub const LEASE_HELD: &str = "SELECT 1 FROM jobs WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
+
+macro_rules! document_columns {
+    () => {
+        "id, content_hash, file_name, byte_size, title, author, language, status, chunk_count, \
+         markdown_hash, ai_requests, embeddings_from_cache, error, created_at, updated_at"
+    };
+}
+
+/// ?1 id, ?2 content hash, ?3 file name, ?4 size, ?5 now.
+pub const INSERT_DOCUMENT: &str = concat!(
+    "INSERT INTO documents (id, content_hash, file_name, byte_size, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (content_hash) DO NOTHING RETURNING ",
+    document_columns!()
+);
+
+pub const DOCUMENT_BY_HASH: &str = concat!("SELECT ", document_columns!(), " FROM documents WHERE content_hash = ?1");
+pub const DOCUMENT_BY_ID: &str = concat!("SELECT ", document_columns!(), " FROM documents WHERE id = ?1");
+pub const LIST_DOCUMENTS: &str = concat!("SELECT ", document_columns!(), " FROM documents ORDER BY created_at, id");
+
+/// ?1 id, ?2 status, ?3 error, ?4 now.
+pub const SET_DOCUMENT_STATUS: &str = "UPDATE documents SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1";
+
+/// ?1 id, ?2 title, ?3 author, ?4 language, ?5 markdown hash, ?6 now.
+pub const RECORD_EXTRACTION: &str = "UPDATE documents SET title = ?2, author = ?3, language = ?4, \
+     markdown_hash = ?5, updated_at = ?6 WHERE id = ?1";
+
+pub const DELETE_CHUNKS: &str = "DELETE FROM chunks WHERE document_id = ?1";
+
+/// One JSON array of chunk objects in ?1.
+pub const INSERT_CHUNKS: &str = "INSERT INTO chunks (id, document_id, chunk_index, heading_path, text, \
+         start_offset, end_offset, content_hash) \
+     SELECT json_extract(value, '$.id'), json_extract(value, '$.document_id'), \
+            json_extract(value, '$.index'), json(json_extract(value, '$.heading_path')), \
+            json_extract(value, '$.text'), json_extract(value, '$.start'), \
+            json_extract(value, '$.end'), json_extract(value, '$.content_hash') \
+     FROM json_each(?1)";
+
+/// ?1 id, ?2 chunk count, ?3 now.
+pub const SET_CHUNK_COUNT: &str = "UPDATE documents SET chunk_count = ?2, updated_at = ?3 WHERE id = ?1";
+
+pub const CHUNKS_OF_DOCUMENT: &str = "SELECT id, document_id, chunk_index, heading_path, text, start_offset, \
+         end_offset, content_hash FROM chunks WHERE document_id = ?1 ORDER BY chunk_index";
+
+/// ?1 model, ?2 dimensions, ?3 hashes (JSON array).
+pub const CACHED_EMBEDDINGS: &str = "SELECT content_hash, vector FROM embedding_cache \
+     WHERE model = ?1 AND dimensions = ?2 AND content_hash IN (SELECT value FROM json_each(?3))";
+
+/// ?1 hash, ?2 model, ?3 dimensions, ?4 vector, ?5 now.
+pub const INSERT_EMBEDDING: &str = "INSERT INTO embedding_cache (content_hash, model, dimensions, vector, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING";
+
+/// ?1 id, ?2 requests, ?3 from cache, ?4 now.
+pub const MARK_EMBEDDED: &str = "UPDATE documents SET status = 'embedded', error = NULL, ai_requests = ?2, \
+     embeddings_from_cache = ?3, updated_at = ?4 WHERE id = ?1";
+
+/// ?1 document id or NULL for all, ?2 model, ?3 dimensions.
+pub const EMBEDDED_CHUNKS: &str = "SELECT c.id, c.document_id, c.chunk_index, c.heading_path, c.text, \
+         c.start_offset, c.end_offset, c.content_hash, e.vector \
+     FROM chunks c LEFT JOIN embedding_cache e \
+       ON e.content_hash = c.content_hash AND e.model = ?2 AND e.dimensions = ?3 \
+     WHERE ?1 IS NULL OR c.document_id = ?1 \
+     ORDER BY c.document_id, c.chunk_index";
+
+pub const CHUNK_COUNT: &str = "SELECT chunk_count, (SELECT COUNT(*) FROM chunks WHERE document_id = ?1) \
+     FROM documents WHERE id = ?1";
+
+pub const DELETE_CONNECTIONS_OF_DOCUMENT: &str = "DELETE FROM connections \
+     WHERE source_chunk_id IN (SELECT id FROM chunks WHERE document_id = ?1)";
+
+/// One JSON array of connection objects in ?1, ?2 now. Rows whose chunks are gone are skipped,
+/// so this statement can never violate a foreign key.
+pub const INSERT_CONNECTIONS: &str = "INSERT INTO connections (source_chunk_id, target_chunk_id, engine, score, \
+         reason, created_at) \
+     SELECT json_extract(value, '$.source_chunk_id'), json_extract(value, '$.target_chunk_id'), \
+            json_extract(value, '$.engine'), json_extract(value, '$.score'), \
+            json_extract(value, '$.reason'), ?2 \
+     FROM json_each(?1) \
+     WHERE EXISTS (SELECT 1 FROM chunks WHERE id = json_extract(value, '$.source_chunk_id')) \
+       AND EXISTS (SELECT 1 FROM chunks WHERE id = json_extract(value, '$.target_chunk_id')) \
+     ON CONFLICT DO UPDATE SET score = excluded.score, reason = excluded.reason";
+
+/// ?1 id, ?2 now.
+pub const MARK_COMPLETE: &str = "UPDATE documents SET status = 'complete', error = NULL, updated_at = ?2 WHERE id = ?1";
+
+/// ?1 document, ?2 engine or NULL, ?3 min score or NULL, ?4 limit.
+pub const CONNECTIONS_OF_DOCUMENT: &str = "SELECT k.engine, k.score, k.reason, \
+         s.id, s.document_id, sd.title, s.chunk_index, s.heading_path, s.text, \
+         t.id, t.document_id, td.title, t.chunk_index, t.heading_path, t.text \
+     FROM connections k \
+     JOIN chunks s ON s.id = k.source_chunk_id JOIN documents sd ON sd.id = s.document_id \
+     JOIN chunks t ON t.id = k.target_chunk_id JOIN documents td ON td.id = t.document_id \
+     WHERE s.document_id = ?1 AND (?2 IS NULL OR k.engine = ?2) AND (?3 IS NULL OR k.score >= ?3) \
+     ORDER BY k.score DESC, k.source_chunk_id, k.target_chunk_id LIMIT ?4";
+
+pub const CONNECTION_COUNT: &str = "SELECT COUNT(*) FROM connections \
+     WHERE source_chunk_id IN (SELECT id FROM chunks WHERE document_id = ?1)";

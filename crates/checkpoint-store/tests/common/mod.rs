@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkpoint_store::{
-    EnqueueOptions, Job, JobId, JobKind, JobStore, Lease, LeaseRequest, ManualClock, RetryPolicy,
-    SqliteStore, StoreOptions,
+    DocumentStore, EnqueueOptions, Job, JobId, JobKind, JobStore, Lease, LeaseRequest, ManualClock, RetryPolicy,
+    PgStore, PgStoreOptions, SqliteStore, StoreOptions,
 };
 use serde_json::json;
 
@@ -23,6 +23,7 @@ pub const TTL: Duration = Duration::from_secs(60);
 pub struct Harness {
     pub name: &'static str,
     pub store: Arc<dyn JobStore>,
+    pub docs: Arc<dyn DocumentStore>,
     pub clock: ManualClock,
     _dir: Option<tempfile::TempDir>,
 }
@@ -36,12 +37,105 @@ pub async fn sqlite() -> Harness {
         ..StoreOptions::default()
     };
     let store = SqliteStore::open(dir.path().join("quire.db"), options).await.expect("open SQLite store");
-    Harness { name: "sqlite", store: Arc::new(store), clock, _dir: Some(dir) }
+    let store = Arc::new(store);
+    Harness { name: "sqlite", store: store.clone(), docs: store, clock, _dir: Some(dir) }
 }
 
-/// Every backend available on this machine.
+/// Every backend available on this machine that implements both stores.
+///
+/// FIXME: PostgreSQL joins this list once `PgStore` implements `DocumentStore`; until then the
+/// job store suite uses [`job_backends`], which includes it.
 pub async fn backends() -> Vec<Harness> {
     vec![sqlite().await]
+}
+
+/// Every backend available on this machine for the job store suite: SQLite, and PostgreSQL
+/// when `QUIRE_TEST_DATABASE_URL` is set (see [`postgres`]).
+pub async fn job_backends() -> Vec<Harness> {
+    let mut harnesses = vec![sqlite().await];
+    harnesses.extend(postgres().await);
+    harnesses
+}
+
+/// The PostgreSQL server to test against, from `QUIRE_TEST_DATABASE_URL`.
+///
+/// Unset: PostgreSQL is skipped with a notice (once per test binary), except under `CI=true`,
+/// where a missing server must not pass silently, so it panics.
+pub fn postgres_url() -> Option<String> {
+    static NOTICE: std::sync::Once = std::sync::Once::new();
+    let url = std::env::var("QUIRE_TEST_DATABASE_URL").ok().filter(|url| !url.trim().is_empty());
+    if url.is_none() {
+        assert!(
+            std::env::var("CI").map_or(true, |ci| ci != "true"),
+            "CI=true but QUIRE_TEST_DATABASE_URL is not set: the PostgreSQL suite must run in CI"
+        );
+        NOTICE.call_once(|| eprintln!("QUIRE_TEST_DATABASE_URL not set: skipping PostgreSQL"));
+    }
+    url
+}
+
+/// A schema name no other harness uses, in this process or any other:
+/// `quire_test_<unix seconds>_<pid>_<counter>_<random>`. The creation time lets
+/// [`sweep_old_schemas`] find leftovers.
+pub fn test_schema() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("quire_test_{secs}_{}_{n}_{:08x}", std::process::id(), rand::random::<u32>())
+}
+
+/// A harness on its own schema of the PostgreSQL database, or `None` when PostgreSQL is
+/// skipped (see [`postgres_url`]). A URL that is set but unreachable panics, CI or not: whoever
+/// set it expects the suite to run there.
+///
+/// Schemas are not dropped when the harness is: a `Drop` cannot await, and the suite creates
+/// a few dozen small schemas per run. Instead the first harness of each test binary drops test
+/// schemas older than an hour, so leftovers never pile up while running suites are safe.
+pub async fn postgres() -> Option<Harness> {
+    let url = postgres_url()?;
+    sweep_old_schemas(&url).await;
+    let clock = ManualClock::new(START);
+    let options = PgStoreOptions {
+        clock: Some(Arc::new(clock.clone())),
+        schema: test_schema(),
+        retry_policy: RetryPolicy::fixed(RETRY_DELAY),
+        acquire_timeout: Duration::from_secs(5),
+        ..PgStoreOptions::default()
+    };
+    let store = PgStore::connect(&url, options).await.unwrap_or_else(|error| {
+        panic!("QUIRE_TEST_DATABASE_URL={url} is set but the PostgreSQL store cannot be opened: {error}")
+    });
+    // PgStore has no DocumentStore yet and `docs` must be filled: an empty SQLite store stands
+    // in. The document suite runs on `backends()`, which leaves PostgreSQL out, so it is unused.
+    let placeholder = sqlite().await;
+    Some(Harness { name: "postgres", store: Arc::new(store), docs: placeholder.docs, clock, _dir: placeholder._dir })
+}
+
+/// Drops test schemas created more than an hour ago, once per test binary. Failures are
+/// ignored: sweeping is housekeeping, not part of any test.
+async fn sweep_old_schemas(url: &str) {
+    use sqlx::{Connection, Row};
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let Ok(mut conn) = sqlx::PgConnection::connect(url).await else { return };
+    let Ok(rows) = sqlx::query("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'quire\\_test\\_%'")
+        .fetch_all(&mut conn)
+        .await
+    else {
+        return;
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    for row in rows {
+        let name: String = row.get(0);
+        let created: Option<u64> = name.split('_').nth(2).and_then(|secs| secs.parse().ok());
+        let valid = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if valid && created.is_some_and(|created| created + 3600 < now) {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {name} CASCADE"))).execute(&mut conn).await;
+        }
+    }
+    let _ = conn.close().await;
 }
 
 impl Harness {

@@ -1,0 +1,644 @@
+//! The PostgreSQL job store: for several machines sharing one queue.
+//!
+//! Every object lives in a schema of the store's own (`quire` by default): each connection starts
+//! with `search_path` set to it, so the statements in [`sql`] and the migrations in
+//! `migrations/postgres/` never name it, and sqlx's migration table lands there too.
+//!
+//! **Time:** without an injected clock, every statement takes "now" from the database server
+//! (`now()`), so that workers on machines whose clocks disagree still agree on which leases have
+//! expired. With an injected clock (tests), its time is bound instead. Both paths go through the
+//! same statements: each takes "now" as a nullable parameter (see [`sql`]). Times are stored as
+//! BIGINT milliseconds, as in SQLite, so both backends produce identical [`Job`] values.
+//!
+//! Claims use `FOR UPDATE SKIP LOCKED`, so concurrent workers and reapers never wait on each
+//! other's rows; statements that lock several rows lock them in id order, so they never
+//! deadlock. A lost connection is dropped by the pool and replaced on the next acquire
+//! (`test_before_acquire` catches connections that died while idle).
+
+mod sql;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgQueryResult, PgRow};
+use sqlx::{Connection, Postgres, Row, Transaction};
+use stage_machine::{Checkpoint, UnixMillis};
+
+use crate::clock::{Clock, millis};
+use crate::error::{StoreError, StoreResult};
+use crate::job_store::JobStore;
+use crate::model::{
+    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure,
+    HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount,
+    Recovery, RecoveryAction, RecoveryReason,
+};
+use crate::retry_policy::RetryPolicy;
+
+/// The migrations of the PostgreSQL schema, embedded in the binary. They name no schema: run
+/// them on a connection whose `search_path` points at the store's schema (as
+/// [`PgStore::connect`] and [`PgStore::migrate`] do).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// How many rows the reaper takes back per transaction, so that one pass never holds many row
+/// locks for long.
+const RECOVERY_BATCH: i64 = 256;
+
+/// How many times enqueue retries when the job holding its unique key finishes between the
+/// conflicting insert and the read of that job. Each retry needs another finish in that window.
+const ENQUEUE_ATTEMPTS: usize = 16;
+
+/// Settings of a PostgreSQL store, with defaults that suit a worker.
+#[derive(Debug, Clone)]
+pub struct PgStoreOptions {
+    /// Where "now" comes from. `None` (the default) uses the database server's clock, so that
+    /// every machine agrees; tests inject a [`ManualClock`](crate::ManualClock).
+    pub clock: Option<Arc<dyn Clock>>,
+    /// The schema holding the store's tables (created if missing). A lowercase SQL identifier:
+    /// ASCII letters, digits and `_`, not starting with a digit, at most 63 bytes.
+    pub schema: String,
+    /// Backoff between attempts after retryable failures and timeouts.
+    pub retry_policy: RetryPolicy,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// How long an operation waits for a connection (including reconnecting after the server
+    /// went away) before failing.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgStoreOptions {
+    fn default() -> Self {
+        PgStoreOptions {
+            clock: None,
+            schema: "quire".to_owned(),
+            retry_policy: RetryPolicy::default(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The job store on a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    schema: String,
+    clock: Option<Arc<dyn Clock>>,
+    retry_policy: RetryPolicy,
+}
+
+impl PgStore {
+    /// Connects to the database named by a `postgres://…` URL, creates the schema if needed and
+    /// applies pending migrations.
+    pub async fn connect(url: &str, options: PgStoreOptions) -> StoreResult<PgStore> {
+        check_schema_name(&options.schema)?;
+        let connect = PgConnectOptions::from_str(url)?
+            .application_name("quire")
+            .options([("search_path", options.schema.as_str())]);
+        // One direct connection first: the pool retries failed connects until its acquire
+        // timeout and then reports only "timed out", while this reports the cause (refused,
+        // authentication failed, no such database) at once.
+        PgConnection::connect_with(&connect).await?.close().await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            // A connection that died while idle (server restart, network cut) is found out and
+            // replaced before it is handed out, instead of failing the caller's statement.
+            .test_before_acquire(true)
+            .idle_timeout(Duration::from_secs(10 * 60))
+            .max_lifetime(Duration::from_secs(30 * 60))
+            .connect_with(connect)
+            .await?;
+        let store = PgStore {
+            pool,
+            schema: options.schema,
+            clock: options.clock,
+            retry_policy: options.retry_policy,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Creates the schema if needed and applies pending migrations (also done by `connect`);
+    /// applying twice is a no-op. Safe to run from several processes at once: sqlx's migrator
+    /// holds an advisory lock, and the schema is created under it.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        let mut migrator = sqlx::migrate::Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
+        // The name was checked by `connect`: a plain identifier, safe to interpolate.
+        migrator.create_schema(self.schema.clone());
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The pool, for the other stores that share this database. Its connections have
+    /// `search_path` set to the store's schema.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema holding the store's tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The injected clock, if any (`None`: the server's clock).
+    pub fn clock(&self) -> Option<Arc<dyn Clock>> {
+        self.clock.clone()
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The injected clock's time, or `None` to let the server decide.
+    fn bound_now(&self) -> Option<UnixMillis> {
+        self.clock.as_ref().map(|clock| clock.now())
+    }
+
+    /// "Now" for a transaction of several statements, which needs it on the client (messages,
+    /// durations, backoff): the injected clock's time, or the server's transaction time.
+    async fn now_in(&self, conn: &mut PgConnection) -> StoreResult<UnixMillis> {
+        match self.bound_now() {
+            Some(now) => Ok(now),
+            None => Ok(sqlx::query_scalar(sql::NOW).bind(None::<i64>).fetch_one(conn).await?),
+        }
+    }
+
+    /// Takes back one held (and locked) job inside `tx`: requeued after a delay while attempts
+    /// remain, dead-lettered otherwise.
+    async fn take_back(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        job: &Job,
+        reason: RecoveryReason,
+        now: UnixMillis,
+    ) -> StoreResult<Option<Recovery>> {
+        let (error_kind, message) = match reason {
+            RecoveryReason::LeaseExpired => (
+                ErrorKind::LeaseLost,
+                format!(
+                    "lease expired: worker {} stopped renewing it",
+                    job.lock_owner.as_deref().unwrap_or("?")
+                ),
+            ),
+            RecoveryReason::TimedOut => (
+                ErrorKind::Timeout,
+                format!(
+                    "timed out after running {} (limit {})",
+                    format_duration(elapsed(job.started_at, now)),
+                    format_duration(job.timeout)
+                ),
+            ),
+            RecoveryReason::Operator => (
+                ErrorKind::LeaseLost,
+                format!(
+                    "taken back by an operator from worker {} after {} without a heartbeat",
+                    job.lock_owner.as_deref().unwrap_or("?"),
+                    format_duration(elapsed(job.last_heartbeat.or(job.started_at), now))
+                ),
+            ),
+        };
+        let out_of_attempts = job.attempts >= job.max_attempts;
+        let changed = if out_of_attempts {
+            sqlx::query(sql::DEAD_LETTER_HELD)
+                .bind(job.id.0)
+                .bind(job.lease_token)
+                .bind(&message)
+                .bind(<&str>::from(error_kind))
+                .bind(Some(now))
+                .execute(&mut **tx)
+                .await?
+        } else {
+            // A crashed worker's job runs again at once; a timed-out one backs off, since the
+            // same input is likely to be slow again.
+            let delay = match reason {
+                RecoveryReason::TimedOut => millis(self.retry_policy.delay_after(job.attempts)),
+                RecoveryReason::LeaseExpired | RecoveryReason::Operator => 0,
+            };
+            sqlx::query(sql::REQUEUE_HELD)
+                .bind(job.id.0)
+                .bind(job.lease_token)
+                .bind(delay)
+                .bind(&message)
+                .bind(<&str>::from(error_kind))
+                .bind(Some(now))
+                .bind(0_i32)
+                .execute(&mut **tx)
+                .await?
+        };
+        if changed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Recovery {
+            job_id: job.id,
+            kind: job.kind,
+            owner: job.lock_owner.clone(),
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            running_for: elapsed(job.started_at, now),
+            silent_for: elapsed(job.last_heartbeat.or(job.started_at), now),
+            reason,
+            action: if out_of_attempts { RecoveryAction::DeadLettered } else { RecoveryAction::Requeued },
+        }))
+    }
+
+    /// Pages through the rows `select` finds and takes each back, one bounded transaction per
+    /// page, until none is left. `select` locks its rows with `SKIP LOCKED`, so several reapers
+    /// can run at once: each takes back the rows the others are not holding.
+    async fn take_back_all(&self, select: &'static str, reason: RecoveryReason) -> StoreResult<Vec<Recovery>> {
+        let mut recoveries = Vec::new();
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let now = self.now_in(&mut tx).await?;
+            let rows = sqlx::query(select).bind(now).bind(RECOVERY_BATCH).fetch_all(&mut *tx).await?;
+            let page = rows.len();
+            for row in rows {
+                let job = job_from_row(&row)?;
+                recoveries.extend(self.take_back(&mut tx, &job, reason, now).await?);
+            }
+            tx.commit().await?;
+            if page < RECOVERY_BATCH as usize {
+                return Ok(recoveries);
+            }
+        }
+    }
+
+    async fn not_applicable(&self, id: JobId, reason: &str) -> StoreError {
+        match self.job(id).await {
+            Ok(Some(job)) => StoreError::InvalidState { job_id: id, status: job.status.to_string(), reason: reason.to_owned() },
+            Ok(None) => StoreError::JobNotFound(id),
+            Err(error) => error,
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for PgStore {
+    async fn enqueue(&self, kind: JobKind, payload: Value, options: EnqueueOptions) -> StoreResult<Enqueued> {
+        let max_attempts = options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1);
+        let timeout = options.timeout.unwrap_or_else(|| kind.default_timeout());
+        // No transaction: under READ COMMITTED each statement sees what committed before it
+        // started. The insert waits for a concurrent insert of the same key and then does
+        // nothing; the read that follows then sees that job. If the job finished in between,
+        // the key is free again: go round.
+        for _ in 0..ENQUEUE_ATTEMPTS {
+            let inserted = sqlx::query(sql::INSERT_JOB)
+                .bind(<&str>::from(kind))
+                .bind(&payload)
+                .bind(options.priority)
+                .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+                .bind(millis(options.delay))
+                .bind(millis(timeout).max(1))
+                .bind(&options.unique_key)
+                .bind(self.bound_now())
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(row) = inserted {
+                return Ok(Enqueued { job: job_from_row(&row)?, deduplicated: false });
+            }
+            // Only the unique key can conflict, so it is set.
+            let key = options.unique_key.as_deref().unwrap_or_default();
+            let existing = sqlx::query(sql::ACTIVE_JOB_BY_UNIQUE_KEY).bind(key).fetch_optional(&self.pool).await?;
+            if let Some(row) = existing {
+                return Ok(Enqueued { job: job_from_row(&row)?, deduplicated: true });
+            }
+        }
+        Err(StoreError::InvalidState {
+            job_id: JobId(0),
+            status: "contended".to_owned(),
+            reason: format!(
+                "unique key {:?} kept changing hands; gave up after {ENQUEUE_ATTEMPTS} attempts",
+                options.unique_key.unwrap_or_default()
+            ),
+        })
+    }
+
+    async fn lease(&self, request: LeaseRequest<'_>) -> StoreResult<Vec<Job>> {
+        if request.max_jobs == 0 || request.kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kinds: Vec<&str> = request.kinds.iter().map(|&kind| kind.into()).collect();
+        let rows = sqlx::query(sql::LEASE)
+            .bind(request.owner)
+            .bind(self.bound_now())
+            .bind(millis(request.ttl))
+            .bind(&kinds)
+            .bind(i64::from(request.max_jobs))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
+        // RETURNING has no defined order; hand jobs out in claim order.
+        jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)).then(a.id.cmp(&b.id)));
+        Ok(jobs)
+    }
+
+    async fn heartbeat(&self, owner: &str, leases: &[Lease], ttl: Duration) -> StoreResult<HeartbeatReport> {
+        if leases.is_empty() {
+            return Ok(HeartbeatReport::default());
+        }
+        let ids: Vec<i64> = leases.iter().map(|lease| lease.job_id.0).collect();
+        let tokens: Vec<i64> = leases.iter().map(|lease| lease.token).collect();
+        let renewed: Vec<Lease> = sqlx::query(sql::HEARTBEAT)
+            .bind(owner)
+            .bind(self.bound_now())
+            .bind(millis(ttl))
+            .bind(&ids)
+            .bind(&tokens)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| Ok(Lease { job_id: JobId(row.try_get(0)?), token: row.try_get(1)? }))
+            .collect::<Result<_, sqlx::Error>>()?;
+        let lost = leases.iter().filter(|lease| !renewed.contains(lease)).map(|lease| lease.job_id).collect();
+        let renewed = renewed.into_iter().map(|lease| lease.job_id).collect();
+        Ok(HeartbeatReport { renewed, lost })
+    }
+
+    async fn save_checkpoint(&self, lease: Lease, checkpoint: &Checkpoint) -> StoreResult<()> {
+        let result = sqlx::query(sql::SAVE_CHECKPOINT)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(checkpoint.to_metadata())
+            .bind(self.bound_now())
+            .execute(&self.pool)
+            .await?;
+        fenced(lease, &result)
+    }
+
+    async fn complete(&self, lease: Lease, result: Option<Value>) -> StoreResult<()> {
+        let outcome = sqlx::query(sql::COMPLETE)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(result)
+            .bind(self.bound_now())
+            .execute(&self.pool)
+            .await?;
+        fenced(lease, &outcome)
+    }
+
+    async fn fail(&self, lease: Lease, error: &str, failure: Failure) -> StoreResult<FailOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query(sql::HELD_JOB)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(self.bound_now())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Err(StoreError::LeaseLost { job_id: lease.job_id });
+        };
+        let attempts: i32 = row.try_get(0)?;
+        let max_attempts: i32 = row.try_get(1)?;
+        let now: i64 = row.try_get(2)?;
+        let outcome = if failure == Failure::Permanent || attempts >= max_attempts {
+            sqlx::query(sql::DEAD_LETTER_HELD)
+                .bind(lease.job_id.0)
+                .bind(lease.token)
+                .bind(error)
+                .bind(<&str>::from(match failure {
+                    Failure::Permanent => ErrorKind::Permanent,
+                    Failure::Retryable => ErrorKind::Retryable,
+                }))
+                .bind(Some(now))
+                .execute(&mut *tx)
+                .await?;
+            FailOutcome::Dead
+        } else {
+            let delay = millis(self.retry_policy.delay_after(u32::try_from(attempts).unwrap_or(0)));
+            sqlx::query(sql::REQUEUE_HELD)
+                .bind(lease.job_id.0)
+                .bind(lease.token)
+                .bind(delay)
+                .bind(error)
+                .bind(<&str>::from(ErrorKind::Retryable))
+                .bind(Some(now))
+                .bind(0_i32)
+                .execute(&mut *tx)
+                .await?;
+            FailOutcome::Retrying { run_at: now + delay }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn postpone(&self, lease: Lease, delay: Duration, reason: &str) -> StoreResult<()> {
+        let result = sqlx::query(sql::REQUEUE_HELD)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(millis(delay))
+            .bind(reason)
+            .bind(None::<&str>)
+            .bind(self.bound_now())
+            .bind(1_i32)
+            .execute(&self.pool)
+            .await?;
+        fenced(lease, &result)
+    }
+
+    async fn release(&self, owner: &str, jobs: &[JobId]) -> StoreResult<Vec<JobId>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = jobs.iter().map(|id| id.0).collect();
+        let released = sqlx::query_scalar::<_, i64>(sql::RELEASE)
+            .bind(owner)
+            .bind(&ids)
+            .bind(self.bound_now())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(released.into_iter().map(JobId).collect())
+    }
+
+    async fn recover_stale(&self) -> StoreResult<Vec<Recovery>> {
+        self.take_back_all(sql::EXPIRED_LEASES, RecoveryReason::LeaseExpired).await
+    }
+
+    async fn enforce_timeouts(&self) -> StoreResult<Vec<Recovery>> {
+        self.take_back_all(sql::TIMED_OUT, RecoveryReason::TimedOut).await
+    }
+
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        let row = sqlx::query(sql::JOB_BY_ID).bind(id.0).fetch_optional(&self.pool).await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query(sql::LIST_JOBS)
+            .bind(filter.status.map(<&str>::from))
+            .bind(filter.kind.map(<&str>::from))
+            .bind(&filter.document_id)
+            .bind(i64::from(filter.limit.unwrap_or(100)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn counts(&self) -> StoreResult<Vec<QueueCount>> {
+        let rows = sqlx::query(sql::COUNTS).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QueueCount {
+                    status: parse_column(row, 0)?,
+                    kind: parse_column(row, 1)?,
+                    count: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn stale_jobs(&self, silent_for: Duration) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query(sql::SILENT_FOR)
+            .bind(millis(silent_for))
+            .bind(self.bound_now())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn requeue_stale(&self, jobs: &[JobId], silent_for: Duration) -> StoreResult<Vec<Recovery>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = jobs.iter().map(|id| id.0).collect();
+        let mut tx = self.pool.begin().await?;
+        let now = self.now_in(&mut tx).await?;
+        let locked = sqlx::query(sql::LOCK_JOBS)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(job_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut recoveries = Vec::new();
+        // In the caller's order, like SQLite; each job at most once.
+        let mut seen = std::collections::HashSet::new();
+        for id in jobs {
+            let Some(job) = locked.iter().find(|job| job.id == *id) else { continue };
+            if !seen.insert(*id) {
+                continue;
+            }
+            let silent_since = job.last_heartbeat.or(job.started_at).unwrap_or(job.updated_at);
+            // Re-checked under the row lock: a job that heartbeated since the operator's
+            // listing is alive and stays with its worker.
+            if job.status != JobStatus::Processing || now - silent_since < millis(silent_for) {
+                continue;
+            }
+            recoveries.extend(self.take_back(&mut tx, job, RecoveryReason::Operator, now).await?);
+        }
+        tx.commit().await?;
+        Ok(recoveries)
+    }
+
+    async fn retry_dead(&self, id: JobId) -> StoreResult<Job> {
+        let row = sqlx::query(sql::RETRY_DEAD).bind(id.0).bind(self.bound_now()).fetch_optional(&self.pool).await?;
+        match row {
+            Some(row) => job_from_row(&row),
+            None => Err(self.not_applicable(id, "only dead-lettered jobs can be retried").await),
+        }
+    }
+
+    async fn purge_dead(&self, older_than: Duration) -> StoreResult<u64> {
+        let result = sqlx::query(sql::PURGE_DEAD)
+            .bind(millis(older_than))
+            .bind(self.bound_now())
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn requeue_with_checkpoint(&self, id: JobId, checkpoint: &Checkpoint) -> StoreResult<Job> {
+        let row = sqlx::query(sql::REQUEUE_WITH_CHECKPOINT)
+            .bind(id.0)
+            .bind(checkpoint.to_metadata())
+            .bind(self.bound_now())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => job_from_row(&row),
+            None => Err(self.not_applicable(id, "a processing job cannot be requeued; wait for it or run `quire clean`").await),
+        }
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Refuses schema names that would need quoting: the name is written into `search_path` and
+/// into `CREATE SCHEMA`, and a plain lowercase identifier needs no escaping in either.
+fn check_schema_name(schema: &str) -> StoreResult<()> {
+    let mut chars = schema.chars();
+    let valid = schema.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Database(sqlx::Error::Configuration(
+            format!("invalid schema name {schema:?}: use lowercase ASCII letters, digits and _ (at most 63)").into(),
+        )))
+    }
+}
+
+/// A fenced statement that changed nothing found the lease gone.
+fn fenced(lease: Lease, result: &PgQueryResult) -> StoreResult<()> {
+    if result.rows_affected() == 0 {
+        return Err(StoreError::LeaseLost { job_id: lease.job_id });
+    }
+    Ok(())
+}
+
+fn elapsed(since: Option<UnixMillis>, now: UnixMillis) -> Duration {
+    since.map_or(Duration::ZERO, |since| Duration::from_millis(u64::try_from(now - since).unwrap_or(0)))
+}
+
+/// A duration for messages: `31m 0s`, `12s`, `250ms`. Same wording as the SQLite store.
+fn format_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0 => format!("{}ms", duration.as_millis()),
+        1..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        _ => format!("{}h {}m", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+fn parse_column<T: FromStr>(row: &PgRow, index: usize) -> StoreResult<T> {
+    let text: String = row.try_get(index)?;
+    text.parse().map_err(|_| StoreError::Corrupt(format!("unexpected value {text:?} in column {index}")))
+}
+
+fn job_from_row(row: &PgRow) -> StoreResult<Job> {
+    let count = |name: &str| -> StoreResult<u32> { Ok(u32::try_from(row.try_get::<i32, _>(name)?).unwrap_or(0)) };
+    let error_kind: Option<String> = row.try_get("error_kind")?;
+    Ok(Job {
+        id: JobId(row.try_get("id")?),
+        kind: parse_column(row, 1)?,
+        payload: row.try_get("payload")?,
+        status: parse_column(row, 3)?,
+        priority: row.try_get("priority")?,
+        attempts: count("attempts")?,
+        max_attempts: count("max_attempts")?,
+        run_at: row.try_get("run_at")?,
+        lock_owner: row.try_get("lock_owner")?,
+        lock_until: row.try_get("lock_until")?,
+        lease_token: row.try_get("lease_token")?,
+        started_at: row.try_get("started_at")?,
+        last_heartbeat: row.try_get("last_heartbeat")?,
+        timeout: Duration::from_millis(u64::try_from(row.try_get::<i64, _>("timeout_ms")?).unwrap_or(0)),
+        unique_key: row.try_get("unique_key")?,
+        metadata: row.try_get("metadata")?,
+        result: row.try_get("result")?,
+        last_error: row.try_get("last_error")?,
+        error_kind: error_kind
+            .map(|kind| kind.parse().map_err(|_| StoreError::Corrupt(format!("error_kind {kind:?}"))))
+            .transpose()?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}

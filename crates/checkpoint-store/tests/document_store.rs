@@ -1,0 +1,201 @@
+//! The document store's promises, checked against every backend: uploads deduplicate by
+//! content, chunk replacement is atomic and fenced, the embedding cache is keyed by content and
+//! model, and connections never point at a missing chunk.
+
+mod common;
+
+use checkpoint_store::{
+    BookMetadata, ConnectionFilter, ConnectionsOutcome, DocumentStatus,
+    EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
+};
+use common::{Harness, TTL, backends};
+
+async fn document(h: &Harness, hash: &str) -> String {
+    let (doc, created) = h
+        .docs
+        .create_document(NewDocument { content_hash: hash.into(), file_name: format!("{hash}.epub"), byte_size: 10 })
+        .await
+        .unwrap();
+    assert!(created);
+    doc.id
+}
+
+fn chunks(document_id: &str, texts: &[&str]) -> Vec<StoredChunk> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| StoredChunk {
+            id: format!("{document_id}-{i}-{text}"),
+            document_id: document_id.into(),
+            index: i as u32,
+            heading_path: vec!["Part".into(), format!("Chapter {i}")],
+            text: (*text).into(),
+            start: i as u64 * 10,
+            end: i as u64 * 10 + text.len() as u64,
+            content_hash: format!("hash-{text}"),
+        })
+        .collect()
+}
+
+fn connection(source: &StoredChunk, target: &StoredChunk, score: f32) -> NewConnection {
+    NewConnection {
+        source_chunk_id: source.id.clone(),
+        target_chunk_id: target.id.clone(),
+        engine: "lexical".into(),
+        score,
+        reason: "shared terms: whale".into(),
+    }
+}
+
+#[tokio::test]
+async fn the_same_upload_is_one_document() {
+    for h in backends().await {
+        let new = || NewDocument { content_hash: "abcdef0123456789ff".into(), file_name: "a.epub".into(), byte_size: 3 };
+        let (first, created) = h.docs.create_document(new()).await.unwrap();
+        assert!(created, "{}", h.name);
+        assert_eq!(first.status, DocumentStatus::Pending);
+        let (second, created) = h.docs.create_document(new()).await.unwrap();
+        assert!(!created);
+        assert_eq!(second.id, first.id);
+        assert_eq!(h.docs.list_documents().await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn chunk_writes_are_fenced_and_replace_the_old_chunks_atomically() {
+    for h in backends().await {
+        let doc = document(&h, "h1").await;
+        h.enqueue(&doc).await;
+        let lease = h.lease_one("w1").await;
+        let first = chunks(&doc, &["alpha", "beta", "gamma"]);
+        h.docs.replace_chunks(lease, &doc, &first).await.unwrap();
+        assert_eq!(h.docs.chunks(&doc).await.unwrap(), first, "{}", h.name);
+        assert_eq!(h.docs.document(&doc).await.unwrap().unwrap().chunk_count, 3);
+
+        let second = chunks(&doc, &["delta", "epsilon"]);
+        h.docs.replace_chunks(lease, &doc, &second).await.unwrap();
+        assert_eq!(h.docs.chunks(&doc).await.unwrap(), second);
+        assert_eq!(h.docs.document(&doc).await.unwrap().unwrap().chunk_count, 2);
+
+        // Once the lease is gone, nothing is written.
+        h.clock.advance(TTL * 2);
+        h.store.recover_stale().await.unwrap();
+        let error = h.docs.replace_chunks(lease, &doc, &first).await.unwrap_err();
+        assert!(error.is_lease_lost());
+        assert_eq!(h.docs.chunks(&doc).await.unwrap(), second);
+        let metadata = BookMetadata { title: Some("T".into()), ..Default::default() };
+        assert!(h.docs.record_extraction(lease, &doc, &metadata, "m").await.unwrap_err().is_lease_lost());
+        assert!(h.docs.set_document_status(lease, &doc, DocumentStatus::Failed, Some("x")).await.unwrap_err().is_lease_lost());
+        assert!(h.docs.store_embeddings(lease, "m", 2, &[("k".into(), vec![1.0, 0.0])]).await.unwrap_err().is_lease_lost());
+        assert!(h.docs.mark_embedded(lease, &doc, EmbeddingUsage::default()).await.unwrap_err().is_lease_lost());
+        assert_eq!(h.docs.document(&doc).await.unwrap().unwrap().status, DocumentStatus::Pending);
+    }
+}
+
+#[tokio::test]
+async fn the_embedding_cache_is_keyed_by_content_model_and_dimensions() {
+    for h in backends().await {
+        let doc = document(&h, "h1").await;
+        h.enqueue(&doc).await;
+        let lease = h.lease_one("w1").await;
+        let vectors = vec![("a".to_string(), vec![0.5_f32, -0.25]), ("b".to_string(), vec![1.0, 2.0])];
+        h.docs.store_embeddings(lease, "model-x", 2, &vectors).await.unwrap();
+        // Storing again is harmless: the first vector stays.
+        h.docs.store_embeddings(lease, "model-x", 2, &[("a".to_string(), vec![9.0, 9.0])]).await.unwrap();
+
+        let wanted = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let found = h.docs.cached_embeddings("model-x", 2, &wanted).await.unwrap();
+        assert_eq!(found.len(), 2, "{}", h.name);
+        assert_eq!(found["a"], vec![0.5, -0.25]);
+        assert!(h.docs.cached_embeddings("model-y", 2, &wanted).await.unwrap().is_empty());
+        assert!(h.docs.store_embeddings(lease, "model-x", 3, &[("z".to_string(), vec![1.0])]).await.is_err());
+    }
+}
+
+#[tokio::test]
+async fn connections_are_stored_with_the_document_marked_complete() {
+    for h in backends().await {
+        let doc = document(&h, "h1").await;
+        h.enqueue(&doc).await;
+        let lease = h.lease_one("w1").await;
+        let stored = chunks(&doc, &["alpha", "beta", "gamma"]);
+        h.docs.replace_chunks(lease, &doc, &stored).await.unwrap();
+        let found = vec![connection(&stored[0], &stored[1], 0.9), connection(&stored[0], &stored[2], 0.4)];
+        let outcome = h.docs.replace_connections(lease, &doc, 3, &found).await.unwrap();
+        assert_eq!(outcome, ConnectionsOutcome::Stored { written: 2 }, "{}", h.name);
+        assert_eq!(h.docs.document(&doc).await.unwrap().unwrap().status, DocumentStatus::Complete);
+        assert_eq!(h.docs.connection_count(&doc).await.unwrap(), 2);
+
+        let strongest = h.docs.connections(&doc, &ConnectionFilter { limit: Some(1), ..Default::default() }).await.unwrap();
+        assert_eq!(strongest.len(), 1);
+        assert_eq!(strongest[0].target.chunk_id, stored[1].id);
+        assert_eq!(strongest[0].source.heading_path, ["Part", "Chapter 0"]);
+        let filtered = h.docs.connections(&doc, &ConnectionFilter { min_score: Some(0.5), ..Default::default() }).await.unwrap();
+        assert_eq!(filtered.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn connections_for_chunks_that_were_replaced_are_superseded_not_violations() {
+    for h in backends().await {
+        let doc = document(&h, "h1").await;
+        h.enqueue(&doc).await;
+        let lease = h.lease_one("w1").await;
+        let old = chunks(&doc, &["alpha", "beta", "gamma"]);
+        h.docs.replace_chunks(lease, &doc, &old).await.unwrap();
+        let computed = vec![connection(&old[0], &old[1], 0.9)];
+        // The document is reprocessed meanwhile into a different number of chunks.
+        h.docs.replace_chunks(lease, &doc, &chunks(&doc, &["delta", "epsilon"])).await.unwrap();
+        let outcome = h.docs.replace_connections(lease, &doc, 3, &computed).await.unwrap();
+        assert_eq!(outcome, ConnectionsOutcome::Superseded, "{}", h.name);
+        assert_eq!(h.docs.connection_count(&doc).await.unwrap(), 0);
+
+        // Same count, different chunks: rows naming missing chunks are skipped, never violate.
+        let now = chunks(&doc, &["zeta", "eta"]);
+        h.docs.replace_chunks(lease, &doc, &now).await.unwrap();
+        let stale = vec![connection(&old[0], &old[1], 0.9), connection(&now[0], &now[1], 0.8)];
+        let outcome = h.docs.replace_connections(lease, &doc, 2, &stale).await.unwrap();
+        assert_eq!(outcome, ConnectionsOutcome::Stored { written: 1 });
+    }
+}
+
+#[tokio::test]
+async fn replacing_chunks_drops_the_connections_that_referenced_them() {
+    for h in backends().await {
+        let a = document(&h, "ha").await;
+        let b = document(&h, "hb").await;
+        h.enqueue(&a).await;
+        let lease = h.lease_one("w1").await;
+        let a_chunks = chunks(&a, &["alpha", "beta"]);
+        let b_chunks = chunks(&b, &["gamma"]);
+        h.docs.replace_chunks(lease, &a, &a_chunks).await.unwrap();
+        h.docs.replace_chunks(lease, &b, &b_chunks).await.unwrap();
+        h.docs.replace_connections(lease, &a, 2, &[connection(&a_chunks[0], &b_chunks[0], 0.7)]).await.unwrap();
+        assert_eq!(h.docs.connection_count(&a).await.unwrap(), 1, "{}", h.name);
+        h.docs.replace_chunks(lease, &b, &chunks(&b, &["delta"])).await.unwrap();
+        assert_eq!(h.docs.connection_count(&a).await.unwrap(), 0);
+    }
+}
+
+#[tokio::test]
+async fn embedded_chunks_join_the_cache_for_one_document_or_the_library() {
+    for h in backends().await {
+        let a = document(&h, "ha").await;
+        let b = document(&h, "hb").await;
+        h.enqueue(&a).await;
+        let lease = h.lease_one("w1").await;
+        let a_chunks = chunks(&a, &["alpha", "beta"]);
+        h.docs.replace_chunks(lease, &a, &a_chunks).await.unwrap();
+        h.docs.replace_chunks(lease, &b, &chunks(&b, &["gamma"])).await.unwrap();
+        h.docs.store_embeddings(lease, "m", 2, &[(a_chunks[0].content_hash.clone(), vec![1.0, 0.0])]).await.unwrap();
+
+        let of_a = h.docs.embedded_chunks(Some(&a), "m", 2).await.unwrap();
+        assert_eq!(of_a.len(), 2, "{}", h.name);
+        assert_eq!(of_a[0].embedding.as_deref(), Some(&[1.0, 0.0][..]));
+        assert_eq!(of_a[1].embedding, None);
+        assert_eq!(h.docs.embedded_chunks(None, "m", 2).await.unwrap().len(), 3);
+        h.docs.mark_embedded(lease, &a, EmbeddingUsage { ai_requests: 3, embeddings_from_cache: 1 }).await.unwrap();
+        let doc = h.docs.document(&a).await.unwrap().unwrap();
+        assert_eq!((doc.status, doc.ai_requests, doc.embeddings_from_cache), (DocumentStatus::Embedded, 3, 1));
+    }
+}

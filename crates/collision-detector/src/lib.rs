@@ -1,0 +1,133 @@
+//! Connections between chunks for quire, within and across documents.
+//!
+//! A [`ConnectionEngine`] looks at the chunks of the document being processed (the *sources*)
+//! and at every chunk of the library (the *candidates*, which include the sources' own
+//! document) and proposes [`Connection`]s, each with a score and a human-readable reason.
+//! Two engines ship here:
+//!
+//! - [`SemanticEngine`]: cosine similarity of embeddings, top-k per source above a threshold;
+//! - [`LexicalEngine`]: TF-IDF cosine over shared rare terms, with the inverse document frequency
+//!   taken from the candidates and an inverted index so that only chunks sharing a term are scored.
+//!
+//! [`detect`] runs several engines and returns their connections in one deterministic order.
+//!
+//! **Key design choice:** both engines do *exact* search behind the [`ConnectionEngine`] trait.
+//! That is simple and reproducible, but the semantic engine costs |sources| × |candidates| ×
+//! dimension; when the library outgrows it, an approximate nearest-neighbour index can be dropped
+//! in as another implementation of the trait without touching callers.
+//!
+//! **Invariants:** the crate is pure (no I/O, no async); a chunk never connects to itself; every
+//! score is finite; the same inputs give the same output in the same order, ties being broken by
+//! chunk id.
+//!
+//! ```
+//! use collision_detector::{detect, ChunkRef, ConnectionEngine, LexicalEngine, SemanticEngine};
+//!
+//! let chunk = |id, text, embedding| ChunkRef { chunk_id: id, document_id: "doc", text, embedding };
+//! let library = [
+//!     chunk("a", "The whale breached near the Nantucket harpoon boat.", Some(&[1.0, 0.0][..])),
+//!     chunk("b", "A harpoon boat from Nantucket chased the whale.", Some(&[0.9, 0.1][..])),
+//!     chunk("c", "Tea and biscuits in the drawing room at noon.", Some(&[0.0, 1.0][..])),
+//! ];
+//! let semantic = SemanticEngine::default();
+//! let lexical = LexicalEngine::default();
+//! let engines: [&dyn ConnectionEngine; 2] = [&semantic, &lexical];
+//!
+//! let connections = detect(&engines, &library[..1], &library);
+//! assert!(connections.iter().all(|c| c.source_chunk_id == "a" && c.target_chunk_id == "b"));
+//! assert_eq!(connections.len(), 2);
+//! assert!(connections.iter().any(|c| c.reason.starts_with("cosine similarity 0.99")));
+//! assert!(connections.iter().any(|c| c.reason.contains("nantucket")));
+//! ```
+
+mod lexical;
+mod semantic;
+
+pub use lexical::LexicalEngine;
+pub use semantic::SemanticEngine;
+
+/// A borrowed view of one chunk, as the engines see it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChunkRef<'a> {
+    /// The chunk's id; connections name chunks by it, and ties are broken by it.
+    pub chunk_id: &'a str,
+    /// The id of the document the chunk belongs to.
+    pub document_id: &'a str,
+    /// The chunk's text (markdown).
+    pub text: &'a str,
+    /// The chunk's embedding, if it has one yet. Engines that need it skip chunks without one.
+    pub embedding: Option<&'a [f32]>,
+}
+
+/// A proposed link from a source chunk to a candidate chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    /// The chunk of the document being processed.
+    pub source_chunk_id: String,
+    /// The related chunk, in the same document or another one; never the source itself.
+    pub target_chunk_id: String,
+    /// The [`ConnectionEngine::name`] of the engine that found it.
+    pub engine: String,
+    /// The engine's score: finite, higher is stronger; for both engines here in `[0, 1]`.
+    pub score: f32,
+    /// Why the engine connected the chunks, for people (e.g. "cosine similarity 0.91").
+    pub reason: String,
+}
+
+/// A way of finding connections. Implementations must be deterministic and must never connect a
+/// chunk to itself (same `chunk_id`).
+pub trait ConnectionEngine: Send + Sync {
+    /// A short stable name, stored in [`Connection::engine`].
+    fn name(&self) -> &'static str;
+
+    /// Returns connections from each of `sources` to chunks of `candidates`.
+    ///
+    /// `candidates` may contain the sources themselves; those pairs are skipped.
+    fn connect(&self, sources: &[ChunkRef<'_>], candidates: &[ChunkRef<'_>]) -> Vec<Connection>;
+}
+
+/// Runs every engine and returns all their connections, ordered by source chunk id, then engine
+/// name, then score (highest first), then target chunk id, so the order does not depend on the
+/// order of the inputs.
+pub fn detect(
+    engines: &[&dyn ConnectionEngine],
+    sources: &[ChunkRef<'_>],
+    candidates: &[ChunkRef<'_>],
+) -> Vec<Connection> {
+    let mut connections: Vec<Connection> = engines
+        .iter()
+        .flat_map(|engine| engine.connect(sources, candidates))
+        .collect();
+    connections.sort_by(|a, b| {
+        a.source_chunk_id
+            .cmp(&b.source_chunk_id)
+            .then_with(|| a.engine.cmp(&b.engine))
+            .then_with(|| b.score.total_cmp(&a.score))
+            .then_with(|| a.target_chunk_id.cmp(&b.target_chunk_id))
+    });
+    connections
+}
+
+/// Keeps the `top_k` best of `scored` (score, candidate index): highest score first, ties broken
+/// by candidate chunk id, a chunk id listed twice among the candidates kept once.
+pub(crate) fn best(
+    mut scored: Vec<(f32, usize)>,
+    candidates: &[ChunkRef<'_>],
+    top_k: usize,
+) -> Vec<(f32, usize)> {
+    scored.sort_unstable_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then_with(|| candidates[a.1].chunk_id.cmp(candidates[b.1].chunk_id))
+    });
+    let mut out: Vec<(f32, usize)> = Vec::with_capacity(top_k.min(scored.len()));
+    for (score, index) in scored {
+        if out.len() == top_k {
+            break;
+        }
+        let id = candidates[index].chunk_id;
+        if !out.iter().any(|&(_, kept)| candidates[kept].chunk_id == id) {
+            out.push((score, index));
+        }
+    }
+    out
+}

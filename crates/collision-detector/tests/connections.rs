@@ -1,0 +1,350 @@
+//! Behaviour of the engines and of `detect`, checked through one invariant-asserting helper.
+
+use collision_detector::{
+    ChunkRef, Connection, ConnectionEngine, LexicalEngine, SemanticEngine, detect,
+};
+use proptest::prelude::*;
+
+/// Owned test chunk; `refs` borrows a slice of them as the engines expect.
+#[derive(Debug, Clone)]
+struct TestChunk {
+    id: String,
+    doc: String,
+    text: String,
+    embedding: Option<Vec<f32>>,
+}
+
+fn chunk(id: &str, text: &str, embedding: Option<Vec<f32>>) -> TestChunk {
+    let doc = id.split('/').next().unwrap_or(id).to_owned();
+    TestChunk {
+        id: id.to_owned(),
+        doc,
+        text: text.to_owned(),
+        embedding,
+    }
+}
+
+fn refs(chunks: &[TestChunk]) -> Vec<ChunkRef<'_>> {
+    chunks
+        .iter()
+        .map(|c| ChunkRef {
+            chunk_id: &c.id,
+            document_id: &c.doc,
+            text: &c.text,
+            embedding: c.embedding.as_deref(),
+        })
+        .collect()
+}
+
+/// Runs one engine on (sources, candidates), asserts every promise, and returns the connections.
+fn check(
+    engine: &dyn ConnectionEngine,
+    top_k: usize,
+    min_score: f32,
+    sources: &[TestChunk],
+    candidates: &[TestChunk],
+) -> Vec<Connection> {
+    let (source_refs, candidate_refs) = (refs(sources), refs(candidates));
+    let connections = engine.connect(&source_refs, &candidate_refs);
+    for c in &connections {
+        assert_ne!(
+            c.source_chunk_id, c.target_chunk_id,
+            "self-connection {c:?}"
+        );
+        assert!(c.score.is_finite(), "score not finite {c:?}");
+        assert!(c.score >= min_score, "below threshold {c:?}");
+        assert_eq!(c.engine, engine.name());
+        assert!(sources.iter().any(|s| s.id == c.source_chunk_id));
+        assert!(candidates.iter().any(|s| s.id == c.target_chunk_id));
+        let per_source = connections
+            .iter()
+            .filter(|o| o.source_chunk_id == c.source_chunk_id);
+        assert!(per_source.clone().count() <= top_k, "top_k exceeded");
+        let mut targets: Vec<_> = per_source.map(|o| &o.target_chunk_id).collect();
+        targets.sort();
+        targets.dedup();
+        assert_eq!(
+            targets.len(),
+            connections
+                .iter()
+                .filter(|o| o.source_chunk_id == c.source_chunk_id)
+                .count(),
+            "duplicate target"
+        );
+    }
+    // Deterministic, also when the candidates come in another order (compared via `detect`,
+    // whose order does not depend on input order).
+    assert_eq!(connections, engine.connect(&source_refs, &candidate_refs));
+    let mut reversed = candidate_refs.clone();
+    reversed.reverse();
+    assert_eq!(
+        detect(&[engine], &source_refs, &candidate_refs),
+        detect(&[engine], &source_refs, &reversed),
+    );
+    connections
+}
+
+fn semantic(top_k: usize, min_score: f32) -> SemanticEngine {
+    SemanticEngine { top_k, min_score }
+}
+
+fn lexical(top_k: usize, min_score: f32) -> LexicalEngine {
+    LexicalEngine { top_k, min_score }
+}
+
+/// A small library of unrelated passages so that IDF means something.
+fn library() -> Vec<TestChunk> {
+    [
+        ("moby/1", "Call me Ishmael. The whale surfaced and the harpooneer from Nantucket readied his harpoon."),
+        ("moby/2", "The harpooneer of Nantucket struck the great whale with a harpoon at dawn."),
+        ("cook/1", "Whisk the eggs with sugar, fold in the flour and bake the sponge cake for twenty minutes."),
+        ("cook/2", "Knead the dough, let it rise overnight, then bake the bread in a hot oven."),
+        ("astro/1", "The telescope revealed Jupiter's moons orbiting in the cold darkness of space."),
+        ("law/1", "The tribunal adjourned after the defendant's counsel filed an appeal on procedural grounds."),
+    ]
+    .into_iter()
+    .map(|(id, text)| chunk(id, text, None))
+    .collect()
+}
+
+#[test]
+fn identical_embeddings_connect_with_score_one() {
+    let chunks = vec![
+        chunk("a/1", "", Some(vec![0.3, -0.2, 0.9])),
+        chunk("b/1", "", Some(vec![0.6, -0.4, 1.8])),
+        chunk("b/2", "", Some(vec![-0.3, 0.2, -0.9])),
+    ];
+    let got = check(&semantic(5, 0.75), 5, 0.75, &chunks[..1], &chunks);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].target_chunk_id, "b/1");
+    assert!((got[0].score - 1.0).abs() < 1e-6);
+    assert_eq!(got[0].reason, "cosine similarity 1.00");
+}
+
+#[test]
+fn identical_texts_connect_with_score_about_one() {
+    let mut chunks = library();
+    chunks.push(chunk("copy/1", &chunks[4].text.clone(), None));
+    let got = check(&lexical(5, 0.3), 5, 0.3, &chunks[4..5], &chunks);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].target_chunk_id, "copy/1");
+    assert!((got[0].score - 1.0).abs() < 1e-5, "{got:?}");
+    // Even in a library of just the two copies, where every term is in every chunk.
+    let got = check(&lexical(5, 0.3), 5, 0.3, &chunks[4..5], &chunks[4..]);
+    assert!((got[0].score - 1.0).abs() < 1e-5, "{got:?}");
+}
+
+#[test]
+fn related_texts_connect_and_name_their_shared_rare_terms() {
+    let chunks = library();
+    let got = check(&LexicalEngine::default(), 5, 0.3, &chunks[..1], &chunks);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].target_chunk_id, "moby/2");
+    assert_eq!(got[0].engine, "lexical");
+    // Four rare terms tie (each in both chunks only, once); the reason names three, alphabetically.
+    assert_eq!(
+        got[0].reason,
+        "shared terms: harpoon, harpooneer, nantucket"
+    );
+}
+
+#[test]
+fn unrelated_texts_do_not_connect() {
+    let chunks = library();
+    for source in 2..chunks.len() {
+        let got = check(
+            &LexicalEngine::default(),
+            5,
+            0.3,
+            &chunks[source..=source],
+            &chunks,
+        );
+        assert!(got.is_empty(), "{got:?}");
+    }
+    let orthogonal = vec![
+        chunk("a/1", "", Some(vec![1.0, 0.0])),
+        chunk("b/1", "", Some(vec![0.0, 1.0])),
+    ];
+    assert!(
+        check(
+            &SemanticEngine::default(),
+            5,
+            0.75,
+            &orthogonal,
+            &orthogonal
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn a_chunk_never_connects_to_itself() {
+    let only = vec![chunk(
+        "a/1",
+        "whale harpoon nantucket",
+        Some(vec![1.0, 2.0]),
+    )];
+    assert!(check(&semantic(5, -1.0), 5, -1.0, &only, &only).is_empty());
+    assert!(check(&lexical(5, 0.0), 5, 0.0, &only, &only).is_empty());
+}
+
+#[test]
+fn connections_within_one_document_are_allowed() {
+    let chunks = vec![
+        chunk("a/1", "whale harpoon nantucket", Some(vec![1.0, 0.0])),
+        chunk("a/2", "whale harpoon nantucket", Some(vec![1.0, 0.01])),
+    ];
+    assert_eq!(
+        check(&SemanticEngine::default(), 5, 0.75, &chunks, &chunks).len(),
+        2
+    );
+    assert_eq!(
+        check(&LexicalEngine::default(), 5, 0.3, &chunks, &chunks).len(),
+        2
+    );
+}
+
+#[test]
+fn top_k_keeps_the_best_with_ties_broken_by_chunk_id() {
+    let mut chunks = vec![chunk("src/1", "", Some(vec![1.0, 0.0]))];
+    for (id, y) in [("z", 0.0), ("y", 0.0), ("x", 0.1), ("w", 0.2), ("v", 0.3)] {
+        chunks.push(chunk(id, "", Some(vec![1.0, y])));
+    }
+    let got = check(&semantic(3, 0.0), 3, 0.0, &chunks[..1], &chunks);
+    let targets: Vec<_> = got.iter().map(|c| c.target_chunk_id.as_str()).collect();
+    assert_eq!(targets, ["y", "z", "x"]);
+    assert!(check(&semantic(0, 0.0), 0, 0.0, &chunks[..1], &chunks).is_empty());
+}
+
+#[test]
+fn threshold_is_respected() {
+    let chunks = vec![
+        chunk("s", "", Some(vec![1.0, 0.0])),
+        chunk("close", "", Some(vec![1.0, 0.1])), // cosine ~0.995
+        chunk("far", "", Some(vec![1.0, 1.0])),   // cosine ~0.707
+    ];
+    let got = check(&semantic(5, 0.75), 5, 0.75, &chunks[..1], &chunks);
+    assert_eq!(
+        got.iter()
+            .map(|c| c.target_chunk_id.as_str())
+            .collect::<Vec<_>>(),
+        ["close"]
+    );
+    assert_eq!(
+        check(&semantic(5, 0.7), 5, 0.7, &chunks[..1], &chunks).len(),
+        2
+    );
+    assert!(check(&semantic(5, 1.01), 5, 1.01, &chunks[..1], &chunks).is_empty());
+}
+
+#[test]
+fn chunks_without_usable_embeddings_are_skipped() {
+    let chunks = vec![
+        chunk("s", "", Some(vec![1.0, 0.0])),
+        chunk("none", "", None),
+        chunk("zero", "", Some(vec![0.0, 0.0])),
+        chunk("nan", "", Some(vec![f32::NAN, 1.0])),
+        chunk("short", "", Some(vec![1.0])),
+        chunk("good", "", Some(vec![2.0, 0.0])),
+    ];
+    let got = check(&semantic(10, -1.0), 10, -1.0, &chunks[..1], &chunks);
+    assert_eq!(
+        got.iter()
+            .map(|c| c.target_chunk_id.as_str())
+            .collect::<Vec<_>>(),
+        ["good"]
+    );
+    // Sources without an embedding get no connections.
+    assert!(check(&semantic(10, -1.0), 10, -1.0, &chunks[1..5], &chunks).is_empty());
+}
+
+#[test]
+fn a_candidate_listed_twice_is_connected_once() {
+    let chunks = vec![
+        chunk("s", "whale harpoon", Some(vec![1.0, 0.0])),
+        chunk("t", "whale harpoon", Some(vec![1.0, 0.0])),
+        chunk("t", "whale harpoon", Some(vec![1.0, 0.0])),
+    ];
+    assert_eq!(
+        check(&SemanticEngine::default(), 5, 0.75, &chunks[..1], &chunks).len(),
+        1
+    );
+    assert_eq!(
+        check(&LexicalEngine::default(), 5, 0.3, &chunks[..1], &chunks).len(),
+        1
+    );
+}
+
+#[test]
+fn detect_runs_every_engine_in_a_fixed_order() {
+    let mut chunks = library();
+    for (i, c) in chunks.iter_mut().enumerate() {
+        c.embedding = Some(if c.id.starts_with("moby") {
+            vec![1.0, 0.0]
+        } else {
+            vec![0.0, i as f32]
+        });
+    }
+    let (semantic, lexical) = (SemanticEngine::default(), LexicalEngine::default());
+    let all = refs(&chunks);
+    let got = detect(&[&semantic, &lexical], &all[..2], &all);
+    let summary: Vec<_> = got
+        .iter()
+        .map(|c| {
+            (
+                c.source_chunk_id.as_str(),
+                c.engine.as_str(),
+                c.target_chunk_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("moby/1", "lexical", "moby/2"),
+            ("moby/1", "semantic", "moby/2"),
+            ("moby/2", "lexical", "moby/1"),
+            ("moby/2", "semantic", "moby/1"),
+        ]
+    );
+    assert_eq!(got, detect(&[&lexical, &semantic], &all[..2], &all));
+}
+
+fn arbitrary_chunks() -> impl Strategy<Value = Vec<TestChunk>> {
+    let component = prop_oneof![
+        4 => -10.0f32..10.0,
+        1 => any::<f32>(),
+        1 => Just(0.0f32),
+    ];
+    let embedding = prop::option::of(prop::collection::vec(component, 0..5));
+    let text = prop_oneof![
+        "[a-e ]{0,40}",
+        "(whale|harpoon|the|and|1851|naïve|Ωμέγα|漢字| |\\.){0,20}",
+        any::<String>(),
+    ];
+    // Ids from a small set so duplicates happen.
+    prop::collection::vec(("[a-f]", text, embedding), 0..12).prop_map(|items| {
+        items
+            .into_iter()
+            .map(|(id, text, embedding)| chunk(&id, &text, embedding))
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn arbitrary_vectors_and_texts_never_panic_or_give_nan(
+        chunks in arbitrary_chunks(),
+        sources in 0usize..12,
+        top_k in 0usize..4,
+        min_score in prop_oneof![Just(-1.0f32), 0.0f32..1.0, Just(f32::NAN)],
+    ) {
+        let sources = &chunks[..sources.min(chunks.len())];
+        // A NaN threshold admits nothing; `check` then expects no connection at all.
+        let floor = if min_score.is_nan() { f32::INFINITY } else { min_score };
+        check(&semantic(top_k, min_score), top_k, floor, sources, &chunks);
+        check(&lexical(top_k, min_score), top_k, floor, sources, &chunks);
+    }
+}

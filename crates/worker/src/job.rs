@@ -1,0 +1,92 @@
+//! What a handler gets and what it reports.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use checkpoint_store::{Job, Lease, StoreError};
+use embedder::EmbedError;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// How an attempt ended, when it did not complete.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobError {
+    /// No retry can fix this (a broken book, a rejected request). Dead-letters the job.
+    #[error("{0}")]
+    Permanent(String),
+    /// Another attempt may succeed. Retried with backoff while attempts remain.
+    #[error("{0}")]
+    Retryable(String),
+    /// The AI service asked us to wait. The job is postponed without using an attempt.
+    #[error("rate limited; retry after {}s", retry_after.as_secs())]
+    RateLimited {
+        /// How long the service asked us to wait.
+        retry_after: Duration,
+    },
+    /// The worker is shutting down; the job stopped at a stage boundary with its checkpoint
+    /// saved. It is postponed without using an attempt.
+    #[error("interrupted by shutdown")]
+    Interrupted,
+    /// The lease was lost; nothing more may be written.
+    #[error("lease lost")]
+    LeaseLost,
+}
+
+impl From<StoreError> for JobError {
+    fn from(error: StoreError) -> JobError {
+        match error {
+            StoreError::LeaseLost { .. } => JobError::LeaseLost,
+            // A row that cannot be read will not read better next time.
+            StoreError::Corrupt(reason) => JobError::Permanent(format!("corrupt data: {reason}")),
+            StoreError::DocumentNotFound(id) => JobError::Permanent(format!("document {id} does not exist")),
+            other => JobError::Retryable(other.to_string()),
+        }
+    }
+}
+
+impl From<EmbedError> for JobError {
+    fn from(error: EmbedError) -> JobError {
+        match error {
+            EmbedError::RateLimited { retry_after } => JobError::RateLimited { retry_after },
+            EmbedError::Retryable(reason) => JobError::Retryable(format!("embedding service: {reason}")),
+            EmbedError::Permanent(reason) => JobError::Permanent(format!("embedding service: {reason}")),
+        }
+    }
+}
+
+/// What an attempt gets besides the job.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    /// The lease every write is fenced with.
+    pub lease: Lease,
+    /// Cancelled when the lease is lost; handlers stop at once and write nothing more.
+    pub lease_lost: CancellationToken,
+    /// Cancelled when a shutting-down worker's grace period is over; handlers stop at the next
+    /// stage boundary, their checkpoint saved.
+    pub shutdown: CancellationToken,
+}
+
+impl JobContext {
+    /// Returns the error that ends the attempt, if the lease is gone or shutdown was asked for.
+    /// Called at stage boundaries.
+    pub fn checkpoint_boundary(&self) -> Result<(), JobError> {
+        if self.lease_lost.is_cancelled() {
+            return Err(JobError::LeaseLost);
+        }
+        if self.shutdown.is_cancelled() {
+            return Err(JobError::Interrupted);
+        }
+        Ok(())
+    }
+}
+
+/// Runs jobs of one kind.
+#[async_trait]
+pub trait JobHandler: Send + Sync {
+    /// Runs one attempt. On success, returns what the job's `result` should hold.
+    async fn run(&self, job: &Job, context: &JobContext) -> Result<Value, JobError>;
+
+    /// Called after the job was dead-lettered, outside any lease, to record the failure where
+    /// users look for it (the document's status).
+    async fn dead_lettered(&self, job: &Job, reason: &str);
+}

@@ -1,0 +1,25 @@
+//! quire's worker: the document pipeline's job handlers and the runtime that runs them.
+//!
+//! The main types are [`Worker`] (lease, run, heartbeat, reap, shut down), the [`JobHandler`]s
+//! [`ProcessDocument`] and [`DetectConnections`] built on a shared [`Pipeline`], and
+//! [`Isolation`], which reads books in a child process.
+//!
+//! The one design choice to understand: **a handler never decides a job's fate in the store
+//! itself.** It returns `Ok(result)` or a classified [`JobError`], and the runtime settles the job
+//! (complete, retry, dead-letter, postpone) with the lease the job was given. The handler's own
+//! writes (checkpoints, chunks, embeddings) are all fenced by the same lease, so a handler that
+//! lost its lease cannot change anything even before it notices.
+
+mod data_dir;
+mod isolation;
+mod job;
+mod pipeline;
+mod runtime;
+mod submit;
+
+pub use data_dir::{DataDir, sha256_hex, write_atomically};
+pub use isolation::{ExtractedMetadata, Isolation, run_child};
+pub use job::{JobContext, JobError, JobHandler};
+pub use pipeline::{DetectConnections, Pipeline, ProcessDocument, detect_connections_key, process_document_key};
+pub use runtime::{Handlers, Worker, WorkerConfig, WorkerMetrics, default_owner};
+pub use submit::{SubmitError, Submission, submit_bytes, submit_file};

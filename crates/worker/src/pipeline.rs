@@ -1,0 +1,410 @@
+//! The two job handlers: `process_document` (extract → save markdown → chunk → embed) and
+//! `detect_connections`.
+//!
+//! `process_document` checkpoints after every stage through the fenced store call, and on a
+//! retry resumes at [`Checkpoint::resume_stage`]: extraction is not redone once its markdown is
+//! saved, chunks are replaced only when the resume stage says so (and then in one transaction
+//! with the new ones), and embeddings already in the cache are never requested again.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use checkpoint_store::{
+    BookMetadata, Clock, ConnectionsOutcome, DocumentStatus, EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Job,
+    JobKind, NewConnection, Store, StoredChunk,
+};
+use chunker::ChunkerConfig;
+use collision_detector::{ChunkRef, ConnectionEngine, LexicalEngine, SemanticEngine};
+use embedder::Embedder;
+use serde_json::{Value, json};
+use stage_machine::{Checkpoint, Stage, retry_deletes_chunks};
+use tracing::{info, warn};
+
+use crate::data_dir::{DataDir, sha256_hex, write_atomically};
+use crate::isolation::{ExtractedMetadata, Isolation, files};
+use crate::job::{JobContext, JobError, JobHandler};
+
+/// Fires the named failpoint; configured to `return`, it ends the attempt as a crash would
+/// (the lease is left to expire). Compiled out unless the `failpoints` feature is on.
+macro_rules! crash_point {
+    ($name:expr) => {
+        fail::fail_point!($name, |_| Err(JobError::LeaseLost))
+    };
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct Pipeline {
+    /// Jobs and documents.
+    pub store: Arc<dyn Store>,
+    /// The embedding service.
+    pub embedder: Arc<dyn Embedder>,
+    /// Uploads and markdown.
+    pub data_dir: DataDir,
+    /// How book parsing is isolated.
+    pub isolation: Isolation,
+    /// Chunk sizes.
+    pub chunker: ChunkerConfig,
+    /// Stage timestamps.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Pipeline {
+    /// A pipeline with the default chunk sizes and isolation limits, isolating book parsing in
+    /// `program` (the `quire` binary) and timing stages with the system clock.
+    pub fn new(store: Arc<dyn Store>, embedder: Arc<dyn Embedder>, data_dir: DataDir, program: impl Into<PathBuf>) -> Pipeline {
+        Pipeline {
+            store,
+            embedder,
+            data_dir,
+            isolation: Isolation::new(program),
+            chunker: ChunkerConfig::default(),
+            clock: Arc::new(checkpoint_store::SystemClock),
+        }
+    }
+
+    /// The handlers of both job kinds.
+    pub fn handlers(&self) -> crate::runtime::Handlers {
+        crate::runtime::Handlers {
+            process_document: Arc::new(ProcessDocument(self.clone())),
+            detect_connections: Arc::new(DetectConnections(self.clone())),
+        }
+    }
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("data_dir", &self.data_dir).field("model", &self.embedder.model()).finish()
+    }
+}
+
+/// The unique key that keeps one connection job per document in the queue.
+pub fn detect_connections_key(document_id: &str) -> String {
+    format!("detect_connections:{document_id}")
+}
+
+/// The unique key that keeps one processing job per document in the queue.
+pub fn process_document_key(document_id: &str) -> String {
+    format!("process_document:{document_id}")
+}
+
+fn document_id(job: &Job) -> Result<String, JobError> {
+    job.document_id()
+        .map(str::to_owned)
+        .ok_or_else(|| JobError::Permanent(format!("job {} has no document_id in its payload", job.id)))
+}
+
+/// The `process_document` handler.
+#[derive(Debug, Clone)]
+pub struct ProcessDocument(pub Pipeline);
+
+/// The `detect_connections` handler.
+#[derive(Debug, Clone)]
+pub struct DetectConnections(pub Pipeline);
+
+/// One attempt of `process_document`.
+struct Attempt<'a> {
+    pipeline: &'a Pipeline,
+    context: &'a JobContext,
+    document_id: String,
+    checkpoint: Checkpoint,
+    work_dir: PathBuf,
+}
+
+impl Attempt<'_> {
+    fn now(&self) -> i64 {
+        self.pipeline.clock.now()
+    }
+
+    async fn save(&self) -> Result<(), JobError> {
+        self.pipeline.store.save_checkpoint(self.context.lease, &self.checkpoint).await?;
+        Ok(())
+    }
+
+    async fn begin(&mut self, stage: Stage) -> Result<(), JobError> {
+        self.context.checkpoint_boundary()?;
+        self.checkpoint.begin(stage, self.now()).map_err(|e| JobError::Permanent(e.to_string()))?;
+        info!(stage = %stage, "stage started");
+        self.save().await
+    }
+
+    async fn complete(&mut self, stage: Stage) -> Result<(), JobError> {
+        self.checkpoint.complete(stage, self.now()).map_err(|e| JobError::Permanent(e.to_string()))?;
+        self.save().await?;
+        info!(stage = %stage, "checkpoint saved");
+        Ok(())
+    }
+
+    async fn run(mut self) -> Result<Value, JobError> {
+        let store = &self.pipeline.store;
+        let resume = self.checkpoint.resume_stage();
+        if resume != Stage::Complete {
+            info!(resume = %resume, deletes_chunks = retry_deletes_chunks(resume), "resuming");
+            store.set_document_status(self.context.lease, &self.document_id, DocumentStatus::Processing, None).await?;
+        }
+        loop {
+            match self.checkpoint.resume_stage() {
+                Stage::Extracting => self.extract().await?,
+                Stage::SavingMarkdown => self.save_markdown().await?,
+                Stage::Chunking => self.chunk().await?,
+                Stage::Embedding => self.embed().await?,
+                Stage::Complete => break,
+                other => return Err(JobError::Permanent(format!("checkpoint resumes at {other}, which is not a working stage"))),
+            }
+        }
+        crash_point!("before_complete");
+        let _ = std::fs::remove_dir_all(&self.work_dir);
+        let facts = &self.checkpoint.facts;
+        Ok(json!({
+            "document_id": self.document_id,
+            "chunk_count": facts.chunk_count,
+            "ai_requests": facts.ai_requests,
+            "ai_cache_hits": facts.ai_cache_hits,
+        }))
+    }
+
+    async fn extract(&mut self) -> Result<(), JobError> {
+        self.begin(Stage::Extracting).await?;
+        let document = self.pipeline.store.document(&self.document_id).await?
+            .ok_or_else(|| JobError::Permanent(format!("document {} does not exist", self.document_id)))?;
+        let upload = self.pipeline.data_dir.upload_path(&document.content_hash);
+        if !upload.exists() {
+            return Err(JobError::Permanent(format!("the upload {} is missing from the data directory", upload.display())));
+        }
+        let metadata = self.pipeline.isolation.extract(&upload, &self.work_dir, self.context).await?;
+        info!(chapters = metadata.chapters, title = ?metadata.title, "extracted");
+        self.complete(Stage::Extracted).await?;
+        crash_point!("after_checkpoint_extracted");
+        Ok(())
+    }
+
+    async fn save_markdown(&mut self) -> Result<(), JobError> {
+        let markdown_file = self.work_dir.join(files::MARKDOWN);
+        let (Ok(markdown), Ok(metadata)) = (std::fs::read(&markdown_file), std::fs::read(self.work_dir.join(files::METADATA))) else {
+            // The extraction's output did not survive (another machine, a cleaned work
+            // directory): extract again rather than fail.
+            warn!("extracted markdown is gone; extracting again");
+            self.checkpoint.rewind_to(Stage::Extracting);
+            return Ok(());
+        };
+        self.begin(Stage::SavingMarkdown).await?;
+        let metadata: ExtractedMetadata = serde_json::from_slice(&metadata).unwrap_or_default();
+        let hash = sha256_hex(&markdown);
+        let path = self.pipeline.data_dir.markdown_path(&hash);
+        if !path.exists() {
+            write_atomically(&path, &markdown).map_err(|e| JobError::Retryable(format!("cannot save markdown: {e}")))?;
+        }
+        let book = BookMetadata { title: metadata.title, author: metadata.author, language: metadata.language };
+        self.pipeline.store.record_extraction(self.context.lease, &self.document_id, &book, &hash).await?;
+        self.checkpoint.facts.markdown_hash = Some(hash);
+        self.checkpoint.facts.markdown_bytes = Some(markdown.len() as u64);
+        self.complete(Stage::MarkdownSaved).await?;
+        crash_point!("after_checkpoint_markdown_saved");
+        Ok(())
+    }
+
+    async fn chunk(&mut self) -> Result<(), JobError> {
+        let markdown = self.checkpoint.facts.markdown_hash.as_deref().map(|hash| self.pipeline.data_dir.markdown_path(hash));
+        let Some(markdown) = markdown.filter(|path| path.exists()) else {
+            warn!("saved markdown is gone; extracting again");
+            self.checkpoint.rewind_to(Stage::Extracting);
+            return Ok(());
+        };
+        self.begin(Stage::Chunking).await?;
+        let chunks = self
+            .pipeline
+            .isolation
+            .chunk(&self.document_id, &markdown, &self.pipeline.chunker, &self.work_dir, self.context)
+            .await?;
+        if chunks.is_empty() {
+            return Err(JobError::Permanent("the book contains no text to chunk".into()));
+        }
+        let stored: Vec<StoredChunk> = chunks
+            .into_iter()
+            .map(|chunk| StoredChunk {
+                id: chunk.id,
+                document_id: self.document_id.clone(),
+                index: chunk.index,
+                heading_path: chunk.heading_path,
+                text: chunk.text,
+                start: chunk.start as u64,
+                end: chunk.end as u64,
+                content_hash: chunk.content_hash,
+            })
+            .collect();
+        // Old chunks go in the same transaction as the new ones arrive.
+        self.pipeline.store.replace_chunks(self.context.lease, &self.document_id, &stored).await?;
+        self.checkpoint.facts.chunk_count = Some(stored.len() as u32);
+        self.checkpoint.facts.embedded_chunks = 0;
+        self.complete(Stage::Chunked).await?;
+        crash_point!("after_checkpoint_chunked");
+        Ok(())
+    }
+
+    async fn embed(&mut self) -> Result<(), JobError> {
+        self.begin(Stage::Embedding).await?;
+        let pipeline = self.pipeline;
+        let embedder = &pipeline.embedder;
+        let (model, dimensions) = (embedder.model(), embedder.dimensions());
+        let chunks = pipeline.store.chunks(&self.document_id).await?;
+        if Some(chunks.len() as u32) != self.checkpoint.facts.chunk_count {
+            // The chunks on disk are not the ones this checkpoint recorded: chunk again.
+            warn!(found = chunks.len(), "chunk count differs from the checkpoint; chunking again");
+            self.checkpoint.rewind_to(Stage::Chunking);
+            return Ok(());
+        }
+        // Identical texts share one embedding: ask for each content hash once.
+        let mut seen = HashSet::new();
+        let unique: Vec<&StoredChunk> = chunks.iter().filter(|c| seen.insert(c.content_hash.as_str())).collect();
+        let hashes: Vec<String> = unique.iter().map(|c| c.content_hash.clone()).collect();
+        let cached = pipeline.store.cached_embeddings(&model, dimensions, &hashes).await?;
+        let missing: Vec<&StoredChunk> = unique.iter().copied().filter(|c| !cached.contains_key(&c.content_hash)).collect();
+        let limits = embedder.batch_limits();
+        let per_input = limits.max_tokens.min(embedder::OPENAI_MAX_INPUT_TOKENS);
+        let texts: Vec<String> = missing.iter().map(|c| embedder::truncate_for_embedding(&c.text, per_input).to_owned()).collect();
+        let batches = embedder::plan_batches(&texts, limits);
+        info!(chunks = chunks.len(), cached = cached.len(), to_embed = texts.len(), batches = batches.len(), "embedding");
+        let mut done = unique.len() - missing.len();
+        for batch in batches {
+            self.context.checkpoint_boundary()?;
+            self.checkpoint.facts.ai_requests += 1;
+            let vectors = match embedder.embed(&texts[batch.clone()]).await {
+                Ok(vectors) => vectors,
+                Err(error) => {
+                    // Keep the request count; finished batches are already in the cache.
+                    let _ = self.save().await;
+                    return Err(error.into());
+                }
+            };
+            if vectors.len() != batch.len() {
+                return Err(JobError::Permanent(format!("the embedder returned {} vectors for {} inputs", vectors.len(), batch.len())));
+            }
+            let pairs: Vec<(String, Vec<f32>)> = missing[batch.clone()].iter().map(|c| c.content_hash.clone()).zip(vectors).collect();
+            pipeline.store.store_embeddings(self.context.lease, &model, dimensions, &pairs).await?;
+            done += batch.len();
+            let facts = &mut self.checkpoint.facts;
+            facts.ai_inputs += batch.len() as u64;
+            facts.ai_tokens += texts[batch].iter().map(|t| embedder::estimate_tokens(t) as u64).sum::<u64>();
+            facts.embedded_chunks = done as u32;
+            self.save().await?;
+            crash_point!("after_embedding_batch");
+        }
+        let facts = &mut self.checkpoint.facts;
+        facts.embedded_chunks = unique.len() as u32;
+        facts.ai_cache_hits = (unique.len() as u64).saturating_sub(facts.ai_inputs);
+        let usage = EmbeddingUsage { ai_requests: facts.ai_requests, embeddings_from_cache: facts.ai_cache_hits };
+        pipeline.store.mark_embedded(self.context.lease, &self.document_id, usage).await?;
+        let chunk_count = chunks.len();
+        let enqueued = pipeline
+            .store
+            .enqueue(
+                JobKind::DetectConnections,
+                json!({ "document_id": self.document_id, "chunk_count": chunk_count }),
+                EnqueueOptions { unique_key: Some(detect_connections_key(&self.document_id)), ..Default::default() },
+            )
+            .await?;
+        info!(detect_job = %enqueued.job.id, deduplicated = enqueued.deduplicated, "connection detection queued");
+        self.complete(Stage::Embedded).await?;
+        crash_point!("after_checkpoint_embedded");
+        self.complete(Stage::Complete).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobHandler for ProcessDocument {
+    async fn run(&self, job: &Job, context: &JobContext) -> Result<Value, JobError> {
+        let document_id = document_id(job)?;
+        let work_dir = self.0.data_dir.work_dir(job.id.0).map_err(|e| JobError::Retryable(format!("work directory: {e}")))?;
+        let attempt = Attempt { pipeline: &self.0, context, document_id, checkpoint: job.checkpoint(), work_dir };
+        attempt.run().await
+    }
+
+    async fn dead_lettered(&self, job: &Job, reason: &str) {
+        if let Some(document_id) = job.document_id() {
+            if let Err(error) = self.0.store.reset_document_status(document_id, DocumentStatus::Failed, Some(reason)).await {
+                warn!(%error, document_id, "could not mark the document failed");
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.0.data_dir.root().join("work").join(job.id.0.to_string()));
+    }
+}
+
+#[async_trait]
+impl JobHandler for DetectConnections {
+    async fn run(&self, job: &Job, context: &JobContext) -> Result<Value, JobError> {
+        let pipeline = &self.0;
+        let document_id = document_id(job)?;
+        let mut expected = job.payload.get("chunk_count").and_then(Value::as_u64).unwrap_or(0) as u32;
+        let (model, dimensions) = (pipeline.embedder.model(), pipeline.embedder.dimensions());
+        // A reprocessing that finishes while we compute supersedes our result; when it has
+        // finished (the document is embedded again), its own request for connections may have
+        // been folded into this job, so compute again for the new chunks, a bounded number of times.
+        for _ in 0..3 {
+            context.checkpoint_boundary()?;
+            let Some(document) = pipeline.store.document(&document_id).await? else {
+                return Ok(json!({ "document_id": document_id, "skipped": "the document no longer exists" }));
+            };
+            if document.chunk_count != expected {
+                if document.status != DocumentStatus::Embedded {
+                    info!(expected, found = document.chunk_count, "document is being reprocessed; leaving connections to the newer job");
+                    return Ok(json!({ "document_id": document_id, "superseded": true }));
+                }
+                expected = document.chunk_count;
+            }
+            let sources = pipeline.store.embedded_chunks(Some(&document_id), &model, dimensions).await?;
+            let candidates = pipeline.store.embedded_chunks(None, &model, dimensions).await?;
+            let connections = tokio::task::spawn_blocking(move || find_connections(&sources, &candidates))
+                .await
+                .map_err(|e| JobError::Retryable(format!("connection detection crashed: {e}")))?;
+            match pipeline.store.replace_connections(context.lease, &document_id, expected, &connections).await? {
+                ConnectionsOutcome::Stored { written } => {
+                    info!(connections = written, "connections stored");
+                    return Ok(json!({ "document_id": document_id, "connections": written }));
+                }
+                ConnectionsOutcome::Superseded => {
+                    info!("chunks changed while connections were computed");
+                }
+            }
+        }
+        Ok(json!({ "document_id": document_id, "superseded": true }))
+    }
+
+    async fn dead_lettered(&self, _job: &Job, _reason: &str) {}
+}
+
+/// Runs every engine over the document's chunks against the library. A pair within one document
+/// is stored once, from its lower chunk id, since both directions say the same.
+fn find_connections(sources: &[EmbeddedChunk], candidates: &[EmbeddedChunk]) -> Vec<NewConnection> {
+    let source_refs = chunk_refs(sources);
+    let candidate_refs = chunk_refs(candidates);
+    let semantic = SemanticEngine::default();
+    let lexical = LexicalEngine::default();
+    let engines: [&dyn ConnectionEngine; 2] = [&semantic, &lexical];
+    let source_ids: HashSet<&str> = sources.iter().map(|s| s.chunk.id.as_str()).collect();
+    collision_detector::detect(&engines, &source_refs, &candidate_refs)
+        .into_iter()
+        .filter(|c| !(source_ids.contains(c.target_chunk_id.as_str()) && c.target_chunk_id < c.source_chunk_id))
+        .map(|c| NewConnection {
+            source_chunk_id: c.source_chunk_id,
+            target_chunk_id: c.target_chunk_id,
+            engine: c.engine,
+            score: c.score,
+            reason: c.reason,
+        })
+        .collect()
+}
+
+fn chunk_refs(chunks: &[EmbeddedChunk]) -> Vec<ChunkRef<'_>> {
+    chunks
+        .iter()
+        .map(|c| ChunkRef {
+            chunk_id: &c.chunk.id,
+            document_id: &c.chunk.document_id,
+            text: &c.chunk.text,
+            embedding: c.embedding.as_deref(),
+        })
+        .collect()
+}

@@ -1,0 +1,468 @@
+//! The worker: leases jobs, runs them, renews their leases, reaps stale jobs, and shuts down
+//! without leaving a job behind.
+//!
+//! One loop owns every piece of state (in-flight jobs, prefetched jobs, the rate-limit pause);
+//! each job runs in its own task with two cancellation tokens: `lease_lost` (stop at once,
+//! write nothing) and `shutdown` (the grace period is over: stop at the next stage boundary and
+//! hand the job back with its checkpoint). Whatever way the loop ends, prefetched jobs that never
+//! started are released.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use checkpoint_store::{
+    FailOutcome, Failure, Job, JobId, JobKind, JobStatus, Lease, LeaseRequest, RecoveryAction, Store,
+    StoreError,
+};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::job::{JobContext, JobError, JobHandler};
+
+/// How a worker runs. Defaults are the documented defaults of `quire worker`.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Written to `lock_owner`; unique per worker process.
+    pub owner: String,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Jobs leased ahead of free slots.
+    pub prefetch: usize,
+    /// How long a lease lasts unless renewed.
+    pub lease_ttl: Duration,
+    /// How often leases are renewed; a third of the lease by default.
+    pub heartbeat_interval: Duration,
+    /// How often stale and timed-out jobs are recovered.
+    pub reaper_interval: Duration,
+    /// How long in-flight jobs may finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// How often an idle worker looks for work.
+    pub poll_interval: Duration,
+    /// Exit once no job is pending or processing (delayed ones included).
+    pub exit_when_idle: bool,
+}
+
+impl WorkerConfig {
+    /// Defaults for a worker named `owner`.
+    pub fn new(owner: impl Into<String>) -> WorkerConfig {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        WorkerConfig {
+            owner: owner.into(),
+            concurrency: cores,
+            prefetch: 0,
+            lease_ttl: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(20),
+            reaper_interval: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            exit_when_idle: false,
+        }
+    }
+}
+
+/// A name for this process's worker: host and process id.
+pub fn default_owner() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// The handler for each job kind.
+#[derive(Clone)]
+pub struct Handlers {
+    /// Runs `process_document` jobs.
+    pub process_document: Arc<dyn JobHandler>,
+    /// Runs `detect_connections` jobs.
+    pub detect_connections: Arc<dyn JobHandler>,
+}
+
+impl Handlers {
+    fn for_kind(&self, kind: JobKind) -> Arc<dyn JobHandler> {
+        match kind {
+            JobKind::ProcessDocument => self.process_document.clone(),
+            JobKind::DetectConnections => self.detect_connections.clone(),
+        }
+    }
+}
+
+/// Counters a worker keeps; rendered by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    /// Jobs completed.
+    pub completed: AtomicU64,
+    /// Attempts that failed and were scheduled again.
+    pub retried: AtomicU64,
+    /// Jobs dead-lettered by this worker.
+    pub dead_lettered: AtomicU64,
+    /// Jobs postponed for a rate limit.
+    pub rate_limited: AtomicU64,
+    /// Jobs handed back at shutdown.
+    pub interrupted: AtomicU64,
+    /// Leases this worker lost.
+    pub leases_lost: AtomicU64,
+    /// Unstarted jobs released.
+    pub released: AtomicU64,
+    /// Stale or timed-out jobs requeued by this worker's reaper.
+    pub reaped_requeued: AtomicU64,
+    /// Stale or timed-out jobs dead-lettered by this worker's reaper.
+    pub reaped_dead: AtomicU64,
+    /// Reaper passes that failed.
+    pub reaper_errors: AtomicU64,
+    /// Unix millis of the last successful reaper pass (0 before the first).
+    pub reaper_last_success: AtomicI64,
+    /// Jobs running now.
+    pub in_flight: AtomicU64,
+}
+
+/// A running job, as the loop tracks it.
+struct InFlight {
+    lease: Lease,
+    lease_lost: CancellationToken,
+}
+
+/// What a job's task reports back to the loop.
+struct Finished {
+    job_id: JobId,
+    rate_limited: Option<Duration>,
+}
+
+/// A worker process's engine.
+pub struct Worker {
+    store: Arc<dyn Store>,
+    handlers: Handlers,
+    config: WorkerConfig,
+    metrics: Arc<WorkerMetrics>,
+}
+
+impl Worker {
+    /// A worker over `store` running `handlers`.
+    pub fn new(store: Arc<dyn Store>, handlers: Handlers, config: WorkerConfig) -> Worker {
+        Worker { store, handlers, config, metrics: Arc::default() }
+    }
+
+    /// The worker's counters.
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled (then drains gracefully) or, with `exit_when_idle`,
+    /// until the queue is empty.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
+        let mut state = LoopState {
+            queued: VecDeque::new(),
+            in_flight: HashMap::new(),
+            tasks: JoinSet::new(),
+            stop: CancellationToken::new(),
+            rate_limited_until: None,
+            draining_since: None,
+        };
+        let result = self.run_loop(&mut state, &shutdown).await;
+        // Runs however the loop ended: nothing leased and unstarted stays with this worker.
+        self.release_queued(&mut state).await;
+        if result.is_err() {
+            state.stop.cancel();
+        }
+        while let Some(joined) = state.tasks.join_next().await {
+            if let Ok(finished) = joined {
+                state.in_flight.remove(&finished.job_id);
+            }
+        }
+        self.metrics.in_flight.store(0, Ordering::Relaxed);
+        result
+    }
+
+    async fn run_loop(&self, state: &mut LoopState, shutdown: &CancellationToken) -> Result<(), StoreError> {
+        let config = &self.config;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The reaper's first pass runs at start-up.
+        let mut reaper = tokio::time::interval(config.reaper_interval);
+        reaper.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut poll = tokio::time::interval(config.poll_interval);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut lease_errors = 0u32;
+
+        loop {
+            self.start_queued(state);
+            let draining = state.draining_since.is_some();
+            if !draining {
+                match self.lease_more(state).await {
+                    Ok(0) => lease_errors = 0,
+                    Ok(_) => {
+                        lease_errors = 0;
+                        continue;
+                    }
+                    Err(error) => {
+                        // A lost connection is survived: log, back off, try again.
+                        lease_errors += 1;
+                        warn!(%error, "leasing failed; backing off");
+                        let pause = Duration::from_millis(200 * u64::from(lease_errors.min(25)));
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            () = shutdown.cancelled() => {}
+                        }
+                    }
+                }
+            }
+            if draining && state.tasks.is_empty() {
+                info!("shutdown complete: no job left in flight");
+                return Ok(());
+            }
+            let grace_over = state.draining_since.map(|since| since + config.shutdown_grace);
+            tokio::select! {
+                () = shutdown.cancelled(), if !draining => {
+                    info!(in_flight = state.tasks.len(), grace = ?config.shutdown_grace, "shutdown requested: no more leases");
+                    state.draining_since = Some(Instant::now());
+                    self.release_queued(state).await;
+                }
+                () = sleep_until_opt(grace_over), if grace_over.is_some() && !state.stop.is_cancelled() => {
+                    warn!(in_flight = state.tasks.len(), "grace period over: stopping jobs at their next stage boundary");
+                    state.stop.cancel();
+                }
+                Some(joined) = state.tasks.join_next() => self.on_finished(state, joined).await,
+                _ = heartbeat.tick() => self.heartbeat(state).await,
+                _ = reaper.tick() => self.reap().await,
+                _ = poll.tick() => {
+                    if config.exit_when_idle && state.tasks.is_empty() && state.queued.is_empty() && !draining && self.queue_is_idle().await {
+                        info!("queue is empty: exiting");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_queued(&self, state: &mut LoopState) {
+        while state.tasks.len() < self.config.concurrency {
+            let Some(job) = state.queued.pop_front() else { return };
+            let lease = job.lease().expect("leased jobs are processing");
+            let context = JobContext { lease, lease_lost: CancellationToken::new(), shutdown: state.stop.clone() };
+            state.in_flight.insert(job.id, InFlight { lease, lease_lost: context.lease_lost.clone() });
+            self.metrics.in_flight.store(state.in_flight.len() as u64, Ordering::Relaxed);
+            let task = run_job(self.store.clone(), self.handlers.for_kind(job.kind), job, context, self.metrics.clone());
+            state.tasks.spawn(task);
+        }
+    }
+
+    /// Leases as many jobs as there are free slots plus prefetch; returns how many it got.
+    async fn lease_more(&self, state: &mut LoopState) -> Result<usize, StoreError> {
+        let capacity = self.config.concurrency + self.config.prefetch;
+        let room = capacity.saturating_sub(state.tasks.len() + state.queued.len());
+        if room == 0 {
+            return Ok(0);
+        }
+        let rate_limited = state.rate_limited_until.is_some_and(|until| Instant::now() < until);
+        if !rate_limited {
+            state.rate_limited_until = None;
+        }
+        // While the AI service asks us to wait, only work that needs no embeddings is leased.
+        let kinds: &[JobKind] = if rate_limited {
+            &[JobKind::DetectConnections]
+        } else {
+            &[JobKind::ProcessDocument, JobKind::DetectConnections]
+        };
+        let request = LeaseRequest { owner: &self.config.owner, max_jobs: room as u32, ttl: self.config.lease_ttl, kinds };
+        let jobs = self.store.lease(request).await?;
+        let got = jobs.len();
+        state.queued.extend(jobs);
+        Ok(got)
+    }
+
+    async fn on_finished(&self, state: &mut LoopState, joined: Result<Finished, tokio::task::JoinError>) {
+        let Ok(finished) = joined else { return };
+        state.in_flight.remove(&finished.job_id);
+        self.metrics.in_flight.store(state.in_flight.len() as u64, Ordering::Relaxed);
+        if let Some(retry_after) = finished.rate_limited {
+            let until = Instant::now() + retry_after;
+            state.rate_limited_until = Some(state.rate_limited_until.map_or(until, |current| current.max(until)));
+            info!(retry_after = ?retry_after, "rate limited: releasing unstarted jobs and pausing embedding work");
+            self.release_queued(state).await;
+        }
+    }
+
+    async fn heartbeat(&self, state: &mut LoopState) {
+        if state.in_flight.is_empty() {
+            return;
+        }
+        let leases: Vec<Lease> = state.in_flight.values().map(|job| job.lease).collect();
+        match self.store.heartbeat(&self.config.owner, &leases, self.config.lease_ttl).await {
+            Ok(report) => {
+                for lost in report.lost {
+                    if let Some(job) = state.in_flight.get(&lost) {
+                        warn!(job_id = %lost, "lease lost: stopping the job");
+                        job.lease_lost.cancel();
+                        self.metrics.leases_lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            // Leases stay valid until they expire; the next beat tries again.
+            Err(error) => warn!(%error, "heartbeat failed"),
+        }
+    }
+
+    async fn reap(&self) {
+        let mut recoveries = match self.store.recover_stale().await {
+            Ok(recoveries) => recoveries,
+            Err(error) => {
+                self.metrics.reaper_errors.fetch_add(1, Ordering::Relaxed);
+                return error!(%error, "reaper: recovering stale jobs failed");
+            }
+        };
+        match self.store.enforce_timeouts().await {
+            Ok(timed_out) => recoveries.extend(timed_out),
+            Err(error) => {
+                self.metrics.reaper_errors.fetch_add(1, Ordering::Relaxed);
+                return error!(%error, "reaper: enforcing timeouts failed");
+            }
+        }
+        for recovery in &recoveries {
+            let counter = match recovery.action {
+                RecoveryAction::Requeued => &self.metrics.reaped_requeued,
+                RecoveryAction::DeadLettered => &self.metrics.reaped_dead,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                job_id = %recovery.job_id,
+                kind = %recovery.kind,
+                owner = recovery.owner.as_deref().unwrap_or("?"),
+                running_for = ?recovery.running_for,
+                silent_for = ?recovery.silent_for,
+                attempts = recovery.attempts,
+                max_attempts = recovery.max_attempts,
+                reason = %recovery.reason,
+                action = %recovery.action,
+                "reaper recovered a job"
+            );
+            if recovery.action == RecoveryAction::DeadLettered {
+                if let Ok(Some(job)) = self.store.job(recovery.job_id).await {
+                    let reason = job.last_error.clone().unwrap_or_default();
+                    self.handlers.for_kind(job.kind).dead_lettered(&job, &reason).await;
+                }
+            }
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        self.metrics.reaper_last_success.store(now, Ordering::Relaxed);
+    }
+
+    async fn queue_is_idle(&self) -> bool {
+        match self.store.counts().await {
+            Ok(counts) => !counts
+                .iter()
+                .any(|c| c.count > 0 && matches!(c.status, JobStatus::Pending | JobStatus::Processing)),
+            Err(_) => false,
+        }
+    }
+
+    async fn release_queued(&self, state: &mut LoopState) {
+        if state.queued.is_empty() {
+            return;
+        }
+        let ids: Vec<JobId> = state.queued.drain(..).map(|job| job.id).collect();
+        match self.store.release(&self.config.owner, &ids).await {
+            Ok(released) => {
+                self.metrics.released.fetch_add(released.len() as u64, Ordering::Relaxed);
+                info!(released = released.len(), "released unstarted jobs");
+            }
+            // Their leases expire and the reaper recovers them; nothing is lost.
+            Err(error) => warn!(%error, jobs = ids.len(), "could not release unstarted jobs"),
+        }
+    }
+}
+
+struct LoopState {
+    queued: VecDeque<Job>,
+    in_flight: HashMap<JobId, InFlight>,
+    tasks: JoinSet<Finished>,
+    /// Cancelled when the grace period is over.
+    stop: CancellationToken,
+    rate_limited_until: Option<Instant>,
+    draining_since: Option<Instant>,
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs one attempt and settles the job with the store according to how it ended.
+async fn run_job(
+    store: Arc<dyn Store>,
+    handler: Arc<dyn JobHandler>,
+    job: Job,
+    context: JobContext,
+    metrics: Arc<WorkerMetrics>,
+) -> Finished {
+    let span = info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts, stage = tracing::field::Empty);
+    let job_id = job.id;
+    let lease = context.lease;
+    async move {
+        info!("started");
+        let attempt = {
+            let (handler, job, context) = (handler.clone(), job.clone(), context.clone());
+            tokio::spawn(async move { handler.run(&job, &context).await }.in_current_span())
+        };
+        let outcome = match attempt.await {
+            Ok(outcome) => outcome,
+            // A panicking handler is a bug, not a verdict on the job: retry it.
+            Err(join_error) => Err(JobError::Retryable(format!("the handler panicked: {join_error}"))),
+        };
+        let mut rate_limited = None;
+        let settled = match outcome {
+            Ok(result) => store.complete(lease, Some(result)).await.map(|()| {
+                metrics.completed.fetch_add(1, Ordering::Relaxed);
+                info!("completed");
+            }),
+            Err(JobError::LeaseLost) => {
+                warn!("lease lost: the job is left to its new owner");
+                Ok(())
+            }
+            Err(JobError::RateLimited { retry_after }) => {
+                rate_limited = Some(retry_after);
+                metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let reason = format!("rate limited by the embedding service; retry after {}s", retry_after.as_secs());
+                info!(retry_after = ?retry_after, "postponed: rate limited");
+                store.postpone(lease, retry_after, &reason).await
+            }
+            Err(JobError::Interrupted) => {
+                metrics.interrupted.fetch_add(1, Ordering::Relaxed);
+                info!("handed back at shutdown with its checkpoint");
+                store.postpone(lease, Duration::ZERO, "worker shut down before the job finished").await
+            }
+            Err(error @ (JobError::Permanent(_) | JobError::Retryable(_))) => {
+                let failure = if matches!(error, JobError::Permanent(_)) { Failure::Permanent } else { Failure::Retryable };
+                let reason = error.to_string();
+                match store.fail(lease, &reason, failure).await {
+                    Ok(FailOutcome::Dead) => {
+                        metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        error!(reason, "dead-lettered");
+                        handler.dead_lettered(&job, &reason).await;
+                        Ok(())
+                    }
+                    Ok(FailOutcome::Retrying { run_at }) => {
+                        metrics.retried.fetch_add(1, Ordering::Relaxed);
+                        warn!(reason, run_at, "attempt failed; will retry");
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        match settled {
+            Ok(()) => {}
+            Err(StoreError::LeaseLost { .. }) => {
+                metrics.leases_lost.fetch_add(1, Ordering::Relaxed);
+                warn!("lease lost before the outcome could be recorded");
+            }
+            // The lease will expire and the reaper will hand the job to another attempt.
+            Err(error) => error!(%error, "could not record the outcome"),
+        }
+        Finished { job_id, rate_limited }
+    }
+    .instrument(span)
+    .await
+}
