@@ -467,9 +467,11 @@ async fn eight_leasers_complete_two_thousand_jobs_exactly_once() {
         for task in tasks {
             task.await.unwrap();
         }
-        let completions = completions.lock().unwrap();
-        assert_eq!(completions.len(), JOBS, "{}", h.name);
-        assert!(completions.values().all(|&n| n == 1));
+        {
+            let completions = completions.lock().unwrap();
+            assert_eq!(completions.len(), JOBS, "{}", h.name);
+            assert!(completions.values().all(|&n| n == 1));
+        }
         let counts = h.store.counts().await.unwrap();
         assert_eq!(counts.len(), 1);
         assert_eq!((counts[0].status, counts[0].count), (JobStatus::Completed, JOBS as u64));

@@ -36,8 +36,7 @@ pub(crate) fn tidy(markdown: &str, max_run: usize) -> String {
             in_fence = !in_fence;
         }
     }
-    let out = split_long_runs(out.trim_end(), max_run);
-    out
+    split_long_runs(out.trim_end(), max_run)
 }
 
 fn unescape_into(line: &str, out: &mut String) {
@@ -47,16 +46,16 @@ fn unescape_into(line: &str, out: &mut String) {
     while let Some(c) = chars.next() {
         if c == '`' {
             in_code = !in_code;
-        } else if c == '\\' && !in_code {
-            if let Some(&next) = chars.peek()
-                && ESCAPABLE.contains(&next)
-                && !(next == '#' && at_line_start)
-            {
-                out.push(next);
-                chars.next();
-                at_line_start = false;
-                continue;
-            }
+        } else if c == '\\'
+            && !in_code
+            && let Some(&next) = chars.peek()
+            && ESCAPABLE.contains(&next)
+            && !(next == '#' && at_line_start)
+        {
+            out.push(next);
+            chars.next();
+            at_line_start = false;
+            continue;
         }
         at_line_start &= c.is_whitespace();
         out.push(c);

@@ -49,6 +49,27 @@ pub struct Pipeline {
     pub chunker: ChunkerConfig,
     /// Stage timestamps.
     pub clock: Arc<dyn Clock>,
+    /// Work counters.
+    pub stats: Arc<PipelineStats>,
+}
+
+/// How much work the pipeline did, for metrics and for tests that prove work was not redone.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Books extracted.
+    pub extractions: std::sync::atomic::AtomicU64,
+    /// Markdown documents chunked.
+    pub chunkings: std::sync::atomic::AtomicU64,
+    /// Embedding requests sent.
+    pub embedding_requests: std::sync::atomic::AtomicU64,
+    /// Chunks whose embedding came from the cache.
+    pub embedding_cache_hits: std::sync::atomic::AtomicU64,
+    /// Connection detections run.
+    pub detections: std::sync::atomic::AtomicU64,
+}
+
+fn bump(counter: &std::sync::atomic::AtomicU64, by: u64) {
+    counter.fetch_add(by, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl Pipeline {
@@ -62,6 +83,7 @@ impl Pipeline {
             isolation: Isolation::new(program),
             chunker: ChunkerConfig::default(),
             clock: Arc::new(checkpoint_store::SystemClock),
+            stats: Arc::default(),
         }
     }
 
@@ -173,6 +195,7 @@ impl Attempt<'_> {
         if !upload.exists() {
             return Err(JobError::Permanent(format!("the upload {} is missing from the data directory", upload.display())));
         }
+        bump(&self.pipeline.stats.extractions, 1);
         let metadata = self.pipeline.isolation.extract(&upload, &self.work_dir, self.context).await?;
         info!(chapters = metadata.chapters, title = ?metadata.title, "extracted");
         self.complete(Stage::Extracted).await?;
@@ -213,6 +236,7 @@ impl Attempt<'_> {
             return Ok(());
         };
         self.begin(Stage::Chunking).await?;
+        bump(&self.pipeline.stats.chunkings, 1);
         let chunks = self
             .pipeline
             .isolation
@@ -267,9 +291,11 @@ impl Attempt<'_> {
         let batches = embedder::plan_batches(&texts, limits);
         info!(chunks = chunks.len(), cached = cached.len(), to_embed = texts.len(), batches = batches.len(), "embedding");
         let mut done = unique.len() - missing.len();
+        bump(&pipeline.stats.embedding_cache_hits, done as u64);
         for batch in batches {
             self.context.checkpoint_boundary()?;
             self.checkpoint.facts.ai_requests += 1;
+            bump(&pipeline.stats.embedding_requests, 1);
             let vectors = match embedder.embed(&texts[batch.clone()]).await {
                 Ok(vectors) => vectors,
                 Err(error) => {
@@ -281,6 +307,7 @@ impl Attempt<'_> {
             if vectors.len() != batch.len() {
                 return Err(JobError::Permanent(format!("the embedder returned {} vectors for {} inputs", vectors.len(), batch.len())));
             }
+            crash_point!("before_storing_embeddings");
             let pairs: Vec<(String, Vec<f32>)> = missing[batch.clone()].iter().map(|c| c.content_hash.clone()).zip(vectors).collect();
             pipeline.store.store_embeddings(self.context.lease, &model, dimensions, &pairs).await?;
             done += batch.len();
@@ -354,6 +381,7 @@ impl JobHandler for DetectConnections {
                 }
                 expected = document.chunk_count;
             }
+            bump(&pipeline.stats.detections, 1);
             let sources = pipeline.store.embedded_chunks(Some(&document_id), &model, dimensions).await?;
             let candidates = pipeline.store.embedded_chunks(None, &model, dimensions).await?;
             let connections = tokio::task::spawn_blocking(move || find_connections(&sources, &candidates))

@@ -123,10 +123,13 @@ struct InFlight {
     lease_lost: CancellationToken,
 }
 
-/// What a job's task reports back to the loop.
-struct Finished {
-    job_id: JobId,
-    rate_limited: Option<Duration>,
+/// What an attempt reports back to the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    /// The job.
+    pub job_id: JobId,
+    /// Set when the AI service asked to wait this long.
+    pub rate_limited: Option<Duration>,
 }
 
 /// A worker process's engine.
@@ -242,7 +245,7 @@ impl Worker {
             let context = JobContext { lease, lease_lost: CancellationToken::new(), shutdown: state.stop.clone() };
             state.in_flight.insert(job.id, InFlight { lease, lease_lost: context.lease_lost.clone() });
             self.metrics.in_flight.store(state.in_flight.len() as u64, Ordering::Relaxed);
-            let task = run_job(self.store.clone(), self.handlers.for_kind(job.kind), job, context, self.metrics.clone());
+            let task = run_attempt(self.store.clone(), self.handlers.for_kind(job.kind), job, context, self.metrics.clone());
             state.tasks.spawn(task);
         }
     }
@@ -389,8 +392,10 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Runs one attempt and settles the job with the store according to how it ended.
-async fn run_job(
+/// Runs one attempt of a leased job and settles it with the store according to how it ended:
+/// completed, retried or dead-lettered, postponed (rate limit, shutdown), or left alone when the
+/// lease was lost.
+pub async fn run_attempt(
     store: Arc<dyn Store>,
     handler: Arc<dyn JobHandler>,
     job: Job,

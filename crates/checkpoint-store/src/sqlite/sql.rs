@@ -25,11 +25,14 @@ pub const ACTIVE_JOB_BY_UNIQUE_KEY: &str = concat!(
 );
 
 /// ?1 owner, ?2 now, ?3 ttl, ?4 kinds (JSON array), ?5 limit.
+///
+/// `INDEXED BY jobs_claim`: without statistics SQLite prefers `jobs_status_kind` and sorts every
+/// pending job on each claim (2.8 ms instead of 79 µs with 20,000 queued).
 pub const LEASE: &str = concat!(
     "UPDATE jobs SET status = 'processing', lock_owner = ?1, lock_until = ?2 + ?3, \
          lease_token = lease_token + 1, attempts = attempts + 1, started_at = ?2, \
          last_heartbeat = ?2, updated_at = ?2 \
-     WHERE id IN (SELECT id FROM jobs \
+     WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_claim \
                   WHERE status = 'pending' AND run_at <= ?2 \
                     AND kind IN (SELECT value FROM json_each(?4)) \
                   ORDER BY priority DESC, run_at, id LIMIT ?5) \

@@ -1,0 +1,161 @@
+//! What the end-to-end tests share: an in-process rig that drives jobs through the real
+//! handlers and the real store, an embedder that counts what it is asked, and a scripted
+//! OpenAI-compatible server.
+
+#![allow(dead_code)]
+
+pub mod fake_openai;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use checkpoint_store::{
+    DocumentStore, JobKind, JobStatus, JobStore, LeaseRequest, ManualClock, RetryPolicy, SqliteStore,
+    StoreOptions,
+};
+use embedder::{BatchLimits, EmbedError, Embedder, LocalEmbedder};
+use tokio_util::sync::CancellationToken;
+use worker::{DataDir, JobContext, Pipeline, Submission, WorkerMetrics};
+
+pub const START: i64 = 1_767_225_600_000;
+pub const TTL: Duration = Duration::from_secs(60);
+
+/// The `quire` binary under test.
+pub fn quire_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_quire")
+}
+
+/// The local embedder, counting requests and inputs, with a small batch size so that a book
+/// takes several requests.
+pub struct CountingEmbedder {
+    inner: LocalEmbedder,
+    pub requests: AtomicU64,
+    pub inputs: AtomicU64,
+    pub max_inputs: usize,
+}
+
+impl CountingEmbedder {
+    pub fn new(max_inputs: usize) -> Arc<CountingEmbedder> {
+        Arc::new(CountingEmbedder { inner: LocalEmbedder::new(64), requests: AtomicU64::new(0), inputs: AtomicU64::new(0), max_inputs })
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn inputs(&self) -> u64 {
+        self.inputs.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Embedder for CountingEmbedder {
+    fn model(&self) -> String {
+        self.inner.model()
+    }
+    fn dimensions(&self) -> usize {
+        self.inner.dimensions()
+    }
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits { max_inputs: self.max_inputs, ..self.inner.batch_limits() }
+    }
+    async fn embed(&self, inputs: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.inputs.fetch_add(inputs.len() as u64, Ordering::SeqCst);
+        self.inner.embed(inputs).await
+    }
+}
+
+/// A data directory, an SQLite store on a hand-moved clock, and the real pipeline.
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<SqliteStore>,
+    pub clock: ManualClock,
+    pub pipeline: Pipeline,
+    pub metrics: Arc<WorkerMetrics>,
+}
+
+/// What one document ended with, for comparing runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub status: String,
+    pub chunks: Vec<(String, u32, String)>,
+    pub connections: BTreeSet<(String, String, String)>,
+}
+
+impl Rig {
+    pub async fn new(embedder: Arc<dyn Embedder>) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(START);
+        let options = StoreOptions {
+            clock: Arc::new(clock.clone()),
+            retry_policy: RetryPolicy::fixed(Duration::from_secs(10)),
+            ..StoreOptions::default()
+        };
+        let data_dir = DataDir::open(dir.path().join("data")).unwrap();
+        let store = Arc::new(SqliteStore::open(data_dir.database_path(), options).await.unwrap());
+        let mut pipeline = Pipeline::new(store.clone(), embedder, data_dir, quire_bin());
+        pipeline.clock = Arc::new(clock.clone());
+        Rig { dir, store, clock, pipeline, metrics: Arc::default() }
+    }
+
+    pub async fn submit(&self, name: &str, bytes: &[u8]) -> Submission {
+        worker::submit_bytes(self.store.as_ref(), &self.pipeline.data_dir, name, bytes).await.unwrap()
+    }
+
+    /// Leases and runs jobs one at a time until none is left. A job left processing (a
+    /// simulated crash) is recovered once its lease expires; delayed jobs wait for the clock.
+    pub async fn drive(&self) {
+        let handlers = self.pipeline.handlers();
+        for _ in 0..500 {
+            let request = LeaseRequest { owner: "rig", max_jobs: 1, ttl: TTL, kinds: &[JobKind::ProcessDocument, JobKind::DetectConnections] };
+            let jobs = self.store.lease(request).await.unwrap();
+            let Some(job) = jobs.into_iter().next() else {
+                let counts = self.store.counts().await.unwrap();
+                let active = |status| counts.iter().filter(|c| c.status == status).map(|c| c.count).sum::<u64>();
+                if active(JobStatus::Processing) > 0 {
+                    self.clock.advance(TTL + Duration::from_millis(1));
+                    self.store.recover_stale().await.unwrap();
+                    continue;
+                }
+                if active(JobStatus::Pending) > 0 {
+                    self.clock.advance(Duration::from_secs(5));
+                    continue;
+                }
+                return;
+            };
+            let handler = match job.kind {
+                JobKind::ProcessDocument => handlers.process_document.clone(),
+                JobKind::DetectConnections => handlers.detect_connections.clone(),
+            };
+            let context = JobContext { lease: job.lease().unwrap(), lease_lost: CancellationToken::new(), shutdown: CancellationToken::new() };
+            worker::run_attempt(self.store.clone(), handler, job, context, self.metrics.clone()).await;
+        }
+        panic!("the queue did not drain");
+    }
+
+    pub async fn snapshot(&self, document_id: &str) -> Snapshot {
+        let document = self.store.document(document_id).await.unwrap().unwrap();
+        let chunks = self.store.chunks(document_id).await.unwrap().into_iter().map(|c| (c.id, c.index, c.text)).collect();
+        let connections = self
+            .store
+            .connections(document_id, &checkpoint_store::ConnectionFilter { limit: Some(100_000), ..Default::default() })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.source.chunk_id, c.target.chunk_id, c.engine))
+            .collect();
+        Snapshot { status: document.status.to_string(), chunks, connections }
+    }
+
+    pub fn extractions(&self) -> u64 {
+        self.pipeline.stats.extractions.load(Ordering::SeqCst)
+    }
+
+    pub fn chunkings(&self) -> u64 {
+        self.pipeline.stats.chunkings.load(Ordering::SeqCst)
+    }
+}
