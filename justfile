@@ -4,9 +4,14 @@
 test:
     cargo test --workspace
 
-# The retry-scenario suite: real `quire worker` processes killed and restarted.
+# The retry story: real `quire worker` processes killed, paused, stopped and rate limited, and the
+# stage-by-stage crash tests of the pipeline.
 test-retry-scenarios:
-    cargo test -p quire --features failpoints --test retry_scenarios -- --test-threads=1
+    cargo test -p quire --features failpoints --test retry_scenarios --test pipeline_resume --test pipeline_openai
+
+# Everything against the local PostgreSQL too.
+test-postgres:
+    QUIRE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test --workspace
 
 # Process the generated sample book with the local embedder.
 demo:
@@ -21,6 +26,6 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     cargo fmt --all --check
 
-# Queue benchmarks; results go to BENCHMARKS.md by hand.
+# Queue benchmarks (a package outside the workspace); results go to BENCHMARKS.md by hand.
 bench:
-    cargo run --release -p quire-bench
+    cargo run --release --manifest-path bench/Cargo.toml -- --all

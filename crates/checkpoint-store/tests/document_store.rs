@@ -199,3 +199,61 @@ async fn embedded_chunks_join_the_cache_for_one_document_or_the_library() {
         assert_eq!((doc.status, doc.ai_requests, doc.embeddings_from_cache), (DocumentStatus::Embedded, 3, 1));
     }
 }
+
+/// Regression test for the PostgreSQL backend, where writers really run at once: connections
+/// into a document whose chunks another worker is replacing at the same moment are skipped,
+/// never a foreign key violation, and reprocessing two documents connected both ways at once
+/// never deadlocks.
+#[tokio::test]
+async fn concurrent_reprocessing_never_violates_a_foreign_key_or_deadlocks() {
+    const ROUNDS: usize = 40;
+    for h in backends().await {
+        let a = document(&h, "ha").await;
+        let b = document(&h, "hb").await;
+        h.enqueue(&a).await;
+        let lease = h.lease_one("w1").await;
+        let a_chunks = chunks(&a, &["alpha", "beta"]);
+        let b_sets = [chunks(&b, &["gamma", "delta"]), chunks(&b, &["epsilon", "zeta"])];
+        h.docs.replace_chunks(lease, &a, &a_chunks).await.unwrap();
+        h.docs.replace_chunks(lease, &b, &b_sets[0]).await.unwrap();
+
+        // One task keeps replacing B's chunks; the other keeps connecting A to whichever
+        // chunks of B it last saw, and B back to A.
+        let docs = h.docs.clone();
+        let (b_id, sets) = (b.clone(), b_sets.clone());
+        let reprocess = tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                docs.replace_chunks(lease, &b_id, &sets[round % 2]).await.unwrap();
+            }
+        });
+        let connect = {
+            let docs = h.docs.clone();
+            let (a_id, b_id, a_chunks, sets) = (a.clone(), b.clone(), a_chunks.clone(), b_sets.clone());
+            tokio::spawn(async move {
+                for round in 0..ROUNDS {
+                    let targets = &sets[round % 2];
+                    let found: Vec<_> = targets.iter().map(|target| connection(&a_chunks[0], target, 0.5)).collect();
+                    docs.replace_connections(lease, &a_id, 2, &found).await.unwrap();
+                    let back: Vec<_> = targets.iter().map(|source| connection(source, &a_chunks[1], 0.5)).collect();
+                    docs.replace_connections(lease, &b_id, 2, &back).await.unwrap();
+                }
+            })
+        };
+        let a_again = {
+            let docs = h.docs.clone();
+            let (a_id, a_chunks) = (a.clone(), a_chunks.clone());
+            tokio::spawn(async move {
+                for _ in 0..ROUNDS {
+                    docs.replace_chunks(lease, &a_id, &a_chunks).await.unwrap();
+                }
+            })
+        };
+        reprocess.await.unwrap();
+        connect.await.unwrap();
+        a_again.await.unwrap();
+        // Whatever survived points at chunks that exist.
+        for view in h.docs.connections(&a, &Default::default()).await.unwrap() {
+            assert!(h.docs.chunks(&view.target.document_id).await.unwrap().iter().any(|c| c.id == view.target.chunk_id), "{}", h.name);
+        }
+    }
+}

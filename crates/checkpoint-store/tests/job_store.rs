@@ -11,7 +11,7 @@ use checkpoint_store::{
     EnqueueOptions, ErrorKind, FailOutcome, Failure, JobKind, JobStatus, JobStore, LeaseRequest,
     RecoveryAction, RecoveryReason,
 };
-use common::{RETRY_DELAY, START, TTL, job_backends};
+use common::{RETRY_DELAY, START, TTL, backends};
 use serde_json::json;
 use stage_machine::{Checkpoint, Stage};
 
@@ -24,7 +24,7 @@ fn minutes(m: u64) -> Duration {
 
 #[tokio::test]
 async fn expired_leases_return_to_pending_with_their_checkpoint() {
-    for h in job_backends().await {
+    for h in backends().await {
         let job = h.enqueue("d1").await;
         let lease = h.lease_one("w1").await;
         let mut checkpoint = Checkpoint::default();
@@ -48,7 +48,7 @@ async fn expired_leases_return_to_pending_with_their_checkpoint() {
 
 #[tokio::test]
 async fn active_leases_are_untouched_by_recovery() {
-    for h in job_backends().await {
+    for h in backends().await {
         let job = h.enqueue("d1").await;
         h.lease_one("w1").await;
         h.clock.advance(TTL); // Exactly at expiry the lease still holds.
@@ -60,7 +60,7 @@ async fn active_leases_are_untouched_by_recovery() {
 
 #[tokio::test]
 async fn recovery_of_mixed_states_takes_back_only_expired_processing_jobs() {
-    for h in job_backends().await {
+    for h in backends().await {
         let expired = h.enqueue("expired").await;
         h.lease_one("w1").await;
         h.clock.advance(Duration::from_secs(30));
@@ -84,7 +84,7 @@ async fn recovery_of_mixed_states_takes_back_only_expired_processing_jobs() {
 
 #[tokio::test]
 async fn recovery_with_nothing_stale_changes_nothing() {
-    for h in job_backends().await {
+    for h in backends().await {
         let pending = h.enqueue("d1").await;
         let before = h.job(pending.id).await;
         assert!(h.store.recover_stale().await.unwrap().is_empty(), "{}", h.name);
@@ -95,7 +95,7 @@ async fn recovery_with_nothing_stale_changes_nothing() {
 
 #[tokio::test]
 async fn a_stale_job_out_of_attempts_goes_dead_not_pending() {
-    for h in job_backends().await {
+    for h in backends().await {
         let job = h.enqueue_with("d1", EnqueueOptions { max_attempts: Some(2), ..Default::default() }).await;
         for _ in 0..2 {
             h.lease_one("w1").await;
@@ -115,7 +115,7 @@ async fn a_stale_job_out_of_attempts_goes_dead_not_pending() {
 
 #[tokio::test]
 async fn release_returns_a_batch_without_using_attempts() {
-    for h in job_backends().await {
+    for h in backends().await {
         for d in ["a", "b", "c"] {
             h.enqueue(d).await;
         }
@@ -137,7 +137,7 @@ async fn release_returns_a_batch_without_using_attempts() {
 
 #[tokio::test]
 async fn release_leaves_other_owners_jobs_alone() {
-    for h in job_backends().await {
+    for h in backends().await {
         h.enqueue("a").await;
         h.enqueue("b").await;
         let mine = h.lease_one("w1").await;
@@ -152,7 +152,7 @@ async fn release_leaves_other_owners_jobs_alone() {
 
 #[tokio::test]
 async fn releasing_an_empty_list_touches_nothing() {
-    for h in job_backends().await {
+    for h in backends().await {
         h.enqueue("a").await;
         let lease = h.lease_one("w1").await;
         let before = h.job(lease.job_id).await;
@@ -167,7 +167,7 @@ async fn releasing_an_empty_list_touches_nothing() {
 
 #[tokio::test]
 async fn a_worker_whose_lease_was_taken_over_cannot_write_anything() {
-    for h in job_backends().await {
+    for h in backends().await {
         let job = h.enqueue("d1").await;
         let old = h.lease_one("w1").await;
         h.clock.advance(TTL * 2);
@@ -201,7 +201,7 @@ async fn a_worker_whose_lease_was_taken_over_cannot_write_anything() {
 
 #[tokio::test]
 async fn heartbeats_renew_held_leases_in_one_call_and_report_lost_ones() {
-    for h in job_backends().await {
+    for h in backends().await {
         for d in ["a", "b", "c"] {
             h.enqueue(d).await;
         }
@@ -228,7 +228,7 @@ async fn heartbeats_renew_held_leases_in_one_call_and_report_lost_ones() {
 
 #[tokio::test]
 async fn timeouts_spare_a_job_at_29_minutes_and_take_it_back_at_31_despite_heartbeats() {
-    for h in job_backends().await {
+    for h in backends().await {
         let job = h.enqueue("d1").await;
         assert_eq!(job.timeout, minutes(30));
         let lease = h.lease_one("w1").await;
@@ -263,7 +263,7 @@ async fn timeouts_spare_a_job_at_29_minutes_and_take_it_back_at_31_despite_heart
 
 #[tokio::test]
 async fn detect_connections_jobs_time_out_after_ten_minutes() {
-    for h in job_backends().await {
+    for h in backends().await {
         let enqueued = h.store.enqueue(JobKind::DetectConnections, json!({"document_id": "d"}), EnqueueOptions::default()).await.unwrap();
         assert_eq!(enqueued.job.timeout, minutes(10), "{}", h.name);
         let lease = h.lease_one("w1").await;
@@ -281,7 +281,7 @@ async fn detect_connections_jobs_time_out_after_ten_minutes() {
 
 #[tokio::test]
 async fn a_unique_key_deduplicates_while_the_job_is_pending_or_processing() {
-    for h in job_backends().await {
+    for h in backends().await {
         let options = || EnqueueOptions { unique_key: Some("connections:d1".into()), ..Default::default() };
         let first = h.store.enqueue(JobKind::DetectConnections, json!({"document_id": "d1"}), options()).await.unwrap();
         assert!(!first.deduplicated, "{}", h.name);
@@ -302,7 +302,7 @@ async fn a_unique_key_deduplicates_while_the_job_is_pending_or_processing() {
 
 #[tokio::test]
 async fn leases_go_by_priority_then_age_and_respect_kinds_and_run_at() {
-    for h in job_backends().await {
+    for h in backends().await {
         let old_low = h.enqueue("old-low").await;
         h.clock.advance(Duration::from_millis(5));
         let new_high = h.enqueue_with("new-high", EnqueueOptions { priority: 10, ..Default::default() }).await;
@@ -321,7 +321,7 @@ async fn leases_go_by_priority_then_age_and_respect_kinds_and_run_at() {
 
 #[tokio::test]
 async fn a_retryable_failure_backs_off_then_dead_letters_after_max_attempts() {
-    for h in job_backends().await {
+    for h in backends().await {
         let job = h.enqueue_with("d1", EnqueueOptions { max_attempts: Some(2), ..Default::default() }).await;
         let lease = h.lease_one("w1").await;
         let outcome = h.store.fail(lease, "connection reset", Failure::Retryable).await.unwrap();
@@ -341,7 +341,7 @@ async fn a_retryable_failure_backs_off_then_dead_letters_after_max_attempts() {
 
 #[tokio::test]
 async fn a_permanent_failure_dead_letters_at_once_with_its_reason() {
-    for h in job_backends().await {
+    for h in backends().await {
         let job = h.enqueue("d1").await;
         let lease = h.lease_one("w1").await;
         let outcome = h.store.fail(lease, "META-INF/container.xml is missing", Failure::Permanent).await.unwrap();
@@ -357,7 +357,7 @@ async fn a_permanent_failure_dead_letters_at_once_with_its_reason() {
 
 #[tokio::test]
 async fn postpone_keeps_the_checkpoint_and_gives_the_attempt_back() {
-    for h in job_backends().await {
+    for h in backends().await {
         let job = h.enqueue_with("d1", EnqueueOptions { max_attempts: Some(1), ..Default::default() }).await;
         let lease = h.lease_one("w1").await;
         let mut checkpoint = Checkpoint::default();
@@ -378,7 +378,7 @@ async fn postpone_keeps_the_checkpoint_and_gives_the_attempt_back() {
 
 #[tokio::test]
 async fn dead_letters_can_be_retried_and_purged() {
-    for h in job_backends().await {
+    for h in backends().await {
         let job = h.enqueue("d1").await;
         let lease = h.lease_one("w1").await;
         h.store.fail(lease, "broken", Failure::Permanent).await.unwrap();
@@ -399,7 +399,7 @@ async fn dead_letters_can_be_retried_and_purged() {
 
 #[tokio::test]
 async fn operators_requeue_silent_jobs_but_not_ones_that_heartbeated_since() {
-    for h in job_backends().await {
+    for h in backends().await {
         h.enqueue("a").await;
         h.enqueue("b").await;
         let silent = h.lease_one("w1").await;
@@ -417,7 +417,7 @@ async fn operators_requeue_silent_jobs_but_not_ones_that_heartbeated_since() {
 
 #[tokio::test]
 async fn counts_group_by_status_and_kind() {
-    for h in job_backends().await {
+    for h in backends().await {
         h.enqueue("a").await;
         h.enqueue("b").await;
         h.lease_one("w1").await;
@@ -433,7 +433,7 @@ async fn counts_group_by_status_and_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_leasers_complete_two_thousand_jobs_exactly_once() {
-    for h in job_backends().await {
+    for h in backends().await {
         const JOBS: usize = 2_000;
         for i in 0..JOBS {
             h.enqueue(&format!("d{i}")).await;
@@ -517,7 +517,7 @@ async fn postgres_migrations_apply_twice_without_error() {
     .fetch_all(store.pool())
     .await
     .unwrap();
-    assert_eq!(tables, ["_sqlx_migrations", "jobs"]);
+    assert_eq!(tables, ["_sqlx_migrations", "chunks", "connections", "documents", "embedding_cache", "jobs"]);
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", options.schema)))
         .execute(store.pool())
         .await
@@ -552,7 +552,7 @@ async fn postgres_takes_time_from_the_server_without_an_injected_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_enqueues_with_one_unique_key_make_one_job() {
-    for h in job_backends().await {
+    for h in backends().await {
         for round in 0..5 {
             let key = format!("connections:d{round}");
             let tasks: Vec<_> = (0..8)

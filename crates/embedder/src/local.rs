@@ -31,6 +31,8 @@ const TRIGRAM_TAG: u8 = b'c';
 pub struct LocalEmbedder {
     /// Vector size; at least 1.
     dimensions: usize,
+    /// Inputs per call.
+    max_inputs: usize,
 }
 
 impl Default for LocalEmbedder {
@@ -47,7 +49,14 @@ impl LocalEmbedder {
     /// If `dimensions` is 0.
     pub fn new(dimensions: usize) -> Self {
         assert!(dimensions > 0, "LocalEmbedder needs at least one dimension");
-        Self { dimensions }
+        Self { dimensions, max_inputs: 256 }
+    }
+
+    /// The same embedder, taking at most `max_inputs` (at least 1) inputs per call, so that a
+    /// document is embedded in several checkpointed batches as with a remote service.
+    pub fn with_batch_size(mut self, max_inputs: usize) -> Self {
+        self.max_inputs = max_inputs.max(1);
+        self
     }
 
     /// Embeds one text synchronously (the work is pure CPU, a few µs per
@@ -94,7 +103,7 @@ impl Embedder for LocalEmbedder {
     fn batch_limits(&self) -> BatchLimits {
         // No provider limits: keep batches modest so one call stays short.
         BatchLimits {
-            max_inputs: 256,
+            max_inputs: self.max_inputs,
             max_tokens: 1_000_000,
         }
     }

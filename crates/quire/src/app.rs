@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use checkpoint_store::{SqliteStore, Store, StoreOptions};
+use checkpoint_store::{PgStore, PgStoreOptions, SqliteStore, Store, StoreOptions};
 use embedder::{Embedder, LocalEmbedder, OpenAiConfig, OpenAiEmbedder};
 use worker::{DataDir, Pipeline};
 
@@ -25,12 +25,12 @@ impl App {
             .with_context(|| format!("cannot use the data directory {}", global.data_dir.display()))?;
         let store: Arc<dyn Store> = match global.database_url.as_deref() {
             None => Arc::new(
-                SqliteStore::open(data_dir.database_path(), StoreOptions::default())
+                SqliteStore::open(data_dir.database_path(), store_options()?)
                     .await
                     .with_context(|| format!("cannot open {}", data_dir.database_path().display()))?,
             ),
             Some(url) if url.starts_with("sqlite:") => {
-                Arc::new(SqliteStore::open_url(url, StoreOptions::default()).await.with_context(|| format!("cannot open {url}"))?)
+                Arc::new(SqliteStore::open_url(url, store_options()?).await.with_context(|| format!("cannot open {url}"))?)
             }
             Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => open_postgres(url).await?,
             Some(url) => bail!("unsupported database URL {url:?}: use sqlite://PATH or postgres://…"),
@@ -45,14 +45,55 @@ impl App {
     }
 }
 
+/// Opens the PostgreSQL store named by `url`, in the schema `QUIRE_DATABASE_SCHEMA` names
+/// (`quire` by default), with the same retry settings as SQLite, applying migrations.
 async fn open_postgres(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    bail!("PostgreSQL ({url}) is not available in this build of quire yet; use the SQLite default")
+    let mut options = PgStoreOptions { retry_policy: store_options()?.retry_policy, ..PgStoreOptions::default() };
+    if let Some(schema) = std::env::var("QUIRE_DATABASE_SCHEMA").ok().filter(|schema| !schema.trim().is_empty()) {
+        options.schema = schema;
+    }
+    let schema = options.schema.clone();
+    // The URL is left out of the message: it may carry a password.
+    let store = PgStore::connect(url, options)
+        .await
+        .with_context(|| format!("cannot open the PostgreSQL database (schema {schema})"))?;
+    Ok(Arc::new(store))
+}
+
+/// Store settings from the environment: `QUIRE_RETRY_BASE_DELAY` and `QUIRE_RETRY_MAX_DELAY`
+/// (durations such as `10s`) shape the backoff between attempts.
+fn store_options() -> anyhow::Result<StoreOptions> {
+    let mut options = StoreOptions::default();
+    let duration = |name: &str| -> anyhow::Result<Option<std::time::Duration>> {
+        match std::env::var(name) {
+            Ok(text) => Ok(Some(humantime::parse_duration(&text).with_context(|| format!("{name}={text:?}"))?)),
+            Err(_) => Ok(None),
+        }
+    };
+    if let Some(base) = duration("QUIRE_RETRY_BASE_DELAY")? {
+        options.retry_policy.initial_delay = base;
+        options.retry_policy.max_delay = options.retry_policy.max_delay.max(base);
+    }
+    if let Some(max) = duration("QUIRE_RETRY_MAX_DELAY")? {
+        options.retry_policy.max_delay = max.max(options.retry_policy.initial_delay);
+    }
+    Ok(options)
 }
 
 /// The embedder the options ask for.
 pub fn embedder(options: &EmbedderOptions) -> anyhow::Result<Arc<dyn Embedder>> {
     match options.embedder {
-        EmbedderKind::Local => Ok(Arc::new(LocalEmbedder::new(options.embedding_dimensions.unwrap_or(embedder::DEFAULT_LOCAL_DIMENSIONS)))),
+        EmbedderKind::Local => {
+            let dimensions = options.embedding_dimensions.unwrap_or(embedder::DEFAULT_LOCAL_DIMENSIONS);
+            if dimensions == 0 {
+                bail!("--embedding-dimensions must be at least 1");
+            }
+            let mut local = LocalEmbedder::new(dimensions);
+            if let Some(batch_size) = options.embedding_batch_size {
+                local = local.with_batch_size(batch_size);
+            }
+            Ok(Arc::new(local))
+        }
         EmbedderKind::Openai => {
             let mut config = OpenAiConfig::from_env();
             if let Some(url) = &options.openai_base_url {

@@ -1,8 +1,10 @@
 //! The command line: global options, every command and its flags.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use checkpoint_store::{JobKind, JobStatus};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Turns EPUB books into markdown, chunks, embeddings and connections, through a durable job
@@ -20,7 +22,15 @@ const EXAMPLES: &str = "Examples:
   quire process fixtures/sample.epub          process a book now, with the local embedder
   quire submit books/*.epub && quire worker   queue books, then run a worker
   quire status --json                         documents and jobs, for scripts
-  quire dlq list                              jobs that failed for good";
+  quire jobs list --status processing         what the workers are doing
+  quire search \"the white whale\"             chunks of the library nearest a question
+  quire dlq list                              jobs that failed for good
+  quire serve                                 the HTTP API on 127.0.0.1:8080
+
+Configuration: every option with an environment variable (shown in each command's --help) can
+also be set in quire.toml (current directory, or --config PATH / QUIRE_CONFIG), under its long
+flag name: `concurrency = 4`, `lease-ttl = \"60s\"`, `data-dir = \"/var/lib/quire\"`.
+Precedence: flag, then environment, then file, then the built-in default.";
 
 /// Options every command takes.
 #[derive(Debug, Args)]
@@ -31,6 +41,10 @@ pub struct GlobalOptions {
     /// Database URL (sqlite://PATH or postgres://…); overrides the SQLite file in the data directory.
     #[arg(long, global = true, env = "QUIRE_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Configuration file (default: ./quire.toml when it exists). Its keys are long flag names;
+    /// a flag or an environment variable wins over the file.
+    #[arg(long, global = true, env = "QUIRE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Log format.
     #[arg(long, global = true, env = "QUIRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -45,9 +59,14 @@ pub enum LogFormat {
     Json,
 }
 
+/// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Submit EPUB files and process them now, with a progress bar per book.
+    #[command(after_help = "Examples:
+  quire process book.epub
+  quire process --json books/*.epub
+  quire process --embedder openai --embedding-model text-embedding-3-small book.epub")]
     Process {
         /// EPUB files.
         #[arg(required = true)]
@@ -59,6 +78,9 @@ pub enum Command {
         json: bool,
     },
     /// Store EPUB files and queue them for a worker.
+    #[command(after_help = "Examples:
+  quire submit book.epub
+  quire submit --json books/*.epub | jq '.[].job_id'")]
     Submit {
         /// EPUB files.
         #[arg(required = true)]
@@ -68,8 +90,20 @@ pub enum Command {
         json: bool,
     },
     /// Run a worker: lease jobs and process them until stopped (SIGTERM or Ctrl-C).
+    ///
+    /// Serves Prometheus metrics on `/metrics` and a health check on `/healthz` at
+    /// --metrics-addr (127.0.0.1:9464 unless set to `off`).
+    #[command(after_help = "Examples:
+  quire worker
+  quire worker --concurrency 4 --lease-ttl 2m
+  quire worker --exit-when-idle --metrics-addr off
+  curl -s 127.0.0.1:9464/metrics")]
     Worker(WorkerOptions),
     /// Show documents and jobs.
+    #[command(after_help = "Examples:
+  quire status
+  quire status doc-1f2e3d4c5b6a7980
+  quire status 42 --json")]
     Status {
         /// One document or job id.
         id: Option<String>,
@@ -79,11 +113,204 @@ pub enum Command {
     },
     /// Apply database migrations.
     Migrate,
+    /// List and inspect jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Show a document's connections to the library, strongest first.
+    #[command(after_help = "Examples:
+  quire connections doc-1f2e3d4c5b6a7980
+  quire connections doc-1f2e3d4c5b6a7980 --engine semantic --min-score 0.8 --limit 10
+  quire connections doc-1f2e3d4c5b6a7980 --json")]
+    Connections {
+        /// The document.
+        document_id: String,
+        /// Only connections found by this engine (`semantic` or `lexical`).
+        #[arg(long)]
+        engine: Option<String>,
+        /// Only connections scoring at least this much.
+        #[arg(long)]
+        min_score: Option<f32>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search the library: the chunks whose embeddings are nearest the query's.
+    ///
+    /// The query is embedded with the configured embedder (the same options as `quire worker`);
+    /// every chunk embedded with that model is ranked by cosine similarity (exact search).
+    #[command(after_help = "Examples:
+  quire search \"the white whale\"
+  quire search --limit 5 --json \"harpoons and the sea\"")]
+    Search {
+        /// The text to look for.
+        query: String,
+        /// At most this many results.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[command(flatten)]
+        embedder: EmbedderOptions,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take back processing jobs whose worker went silent (crashed or hung).
+    ///
+    /// Lists processing jobs with no heartbeat for --older-than, then (after confirmation)
+    /// returns each to pending, or dead-letters it when it is out of attempts. A job that
+    /// heartbeats between the listing and the confirmation is left alone.
+    #[command(after_help = "Examples:
+  quire clean --dry-run
+  quire clean --older-than 5m
+  quire clean --yes --json            in a script (no terminal to confirm on)")]
+    Clean {
+        /// Only list the jobs; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Silence that makes a job stale: seconds (`90`) or a duration (`5m`). Default: the
+        /// default lease, 60 s.
+        #[arg(long, value_parser = parse_seconds, default_value = "60")]
+        older_than: Duration,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The dead-letter queue: jobs that failed for good.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Run a job again: resume from its checkpoint, rewind to a stage, or start afresh.
+    ///
+    /// By default the job is queued again with its checkpoint, so it resumes where it stopped.
+    /// --from-stage rewinds the checkpoint so that stage and every later one run again; cached
+    /// embeddings are reused, so unchanged text costs no AI request. --fresh starts from nothing
+    /// (chunks are replaced; the embedding cache is still used).
+    ///
+    /// With --inline the job is not left to the workers: this process runs a worker (one job at
+    /// a time, verbose logs) until the queue is empty — which includes this job and the
+    /// connection detection it queues, and any other queued job — then exits non-zero if the
+    /// job (or its connection detection) ended dead-lettered.
+    #[command(after_help = "Examples:
+  quire replay 42
+  quire replay 42 --from-stage chunking
+  quire replay 42 --fresh --inline
+
+Stages: extracting, extracted, saving_markdown, markdown_saved, chunking, chunked, embedding,
+embedded. A milestone (extracted, …) means the stage that produces it.")]
+    Replay {
+        /// The job.
+        job_id: i64,
+        /// Rewind the checkpoint so that this stage runs again.
+        #[arg(long, conflicts_with = "fresh", value_name = "STAGE")]
+        from_stage: Option<String>,
+        /// Start from an empty checkpoint.
+        #[arg(long)]
+        fresh: bool,
+        /// Run the job in this process, in the foreground, with debug logs.
+        #[arg(long)]
+        inline: bool,
+        #[command(flatten)]
+        embedder: EmbedderOptions,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the HTTP API: upload books, read documents and jobs, metrics and health.
+    ///
+    /// Endpoints: POST /v1/documents (body: the EPUB, Content-Type: application/epub+zip;
+    /// optional X-File-Name header), GET /v1/documents/{id}, GET /v1/jobs/{id}, GET /metrics,
+    /// GET /healthz. Uploads are queued for `quire worker`; this command processes nothing.
+    #[command(after_help = "Examples:
+  quire serve
+  quire serve --addr 0.0.0.0:8080 --max-upload-bytes 20000000
+  curl -X POST --data-binary @book.epub -H 'Content-Type: application/epub+zip' \\
+       127.0.0.1:8080/v1/documents")]
+    Serve {
+        /// Address to listen on (port 0 picks a free port; the address is printed).
+        #[arg(long, env = "QUIRE_ADDR", default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        /// Largest accepted upload, in bytes.
+        #[arg(long, env = "QUIRE_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
+        max_upload_bytes: usize,
+    },
     /// Runs one step of book parsing in isolation (used by the worker itself).
     #[command(hide = true, disable_help_flag = true)]
     Isolated {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+/// `quire jobs …`
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    #[command(after_help = "Examples:
+  quire jobs list
+  quire jobs list --status processing --kind process_document
+  quire jobs list --status dead --limit 10 --json")]
+    List {
+        /// Only this status: pending, processing, completed, failed, dead, cancelled.
+        #[arg(long)]
+        status: Option<JobStatus>,
+        /// Only this kind: process_document, detect_connections.
+        #[arg(long)]
+        kind: Option<JobKind>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `quire dlq …`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead-lettered jobs.
+    #[command(after_help = "Examples:
+  quire dlq list
+  quire dlq list --json")]
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move dead-lettered jobs back to pending with a fresh attempt budget; each resumes from
+    /// its checkpoint.
+    #[command(after_help = "Examples:
+  quire dlq retry 42
+  quire dlq retry --all")]
+    Retry {
+        /// The job.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        job_id: Option<i64>,
+        /// Every dead-lettered job.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete dead-lettered jobs for good.
+    #[command(after_help = "Examples:
+  quire dlq purge --older-than 7d
+  quire dlq purge --yes               every dead job, without asking")]
+    Purge {
+        /// Only jobs that died at least this long ago (`30s`, `7d`). Default: all.
+        #[arg(long, value_parser = parse_seconds, default_value = "0")]
+        older_than: Duration,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -146,8 +373,36 @@ pub struct WorkerOptions {
     /// Name written to each leased job (default: host:pid).
     #[arg(long, env = "QUIRE_WORKER_NAME")]
     pub name: Option<String>,
+    /// Address of the `/metrics` and `/healthz` endpoint; `off` (or empty) disables it.
+    #[arg(long, env = "QUIRE_METRICS_ADDR", value_parser = parse_metrics_addr, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: MetricsAddr,
     #[command(flatten)]
     pub embedder: EmbedderOptions,
+}
+
+/// Where the worker serves its metrics, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAddr {
+    /// No endpoint.
+    Off,
+    /// Listen here.
+    On(SocketAddr),
+}
+
+/// Parses `HOST:PORT`, or `off`/empty for no endpoint.
+pub fn parse_metrics_addr(text: &str) -> Result<MetricsAddr, String> {
+    match text.trim() {
+        "" | "off" | "none" | "false" => Ok(MetricsAddr::Off),
+        addr => addr.parse().map(MetricsAddr::On).map_err(|e| format!("{e} (use e.g. 127.0.0.1:9464, or off)")),
+    }
+}
+
+/// Parses a plain number of seconds (`90`) or a duration (`5m`, `500ms`).
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => parse_duration(text),
+    }
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`.

@@ -7,11 +7,13 @@
 mod app;
 mod cli;
 mod commands;
+mod config;
+mod metrics;
 mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -24,7 +26,13 @@ fn main() -> ExitCode {
     }
     // Reads FAILPOINTS=name=action;… when built with the `failpoints` feature; a no-op otherwise.
     let _failpoints = fail::FailScenario::setup();
-    let cli = Cli::parse();
+    let cli = match parse_command_line(&raw) {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -45,6 +53,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// Parses the command line, with the values of the configuration file (if any) as defaults.
+fn parse_command_line(raw: &[String]) -> anyhow::Result<Cli> {
+    let mut command = Cli::command();
+    if let Some(file) = config::locate(raw)? {
+        command = config::apply(command, &file)?;
+    }
+    let matches = command.get_matches_from(raw);
+    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit()))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
     match cli.command {
@@ -53,6 +71,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(options) => commands::worker::run(global, &options, shutdown_signal()).await,
         Command::Status { id, json } => commands::status::run(global, id.as_deref(), json).await,
         Command::Migrate => commands::migrate(global).await,
+        Command::Jobs(command) => commands::jobs::run(global, command).await,
+        Command::Connections { document_id, engine, min_score, limit, json } => {
+            commands::connections::run(global, &document_id, engine, min_score, limit, json).await
+        }
+        Command::Search { query, limit, embedder, json } => commands::search::run(global, &query, limit, &embedder, json).await,
+        Command::Clean { dry_run, older_than, yes, json } => commands::clean::run(global, dry_run, older_than, yes, json).await,
+        Command::Dlq(command) => commands::dlq::run(global, command).await,
+        Command::Replay { job_id, from_stage, fresh, inline, embedder, json } => {
+            let options = commands::replay::ReplayOptions { job_id, from_stage, fresh, inline, json };
+            commands::replay::run(global, &options, &embedder, shutdown_signal()).await
+        }
+        Command::Serve { addr, max_upload_bytes } => commands::serve::run(global, addr, max_upload_bytes, shutdown_signal()).await,
         Command::Isolated { .. } => unreachable!("dispatched before parsing"),
     }
 }
@@ -95,8 +125,10 @@ async fn wait_for_signal() {
 
 fn init_logging(cli: &Cli) {
     // `process` draws progress bars: only warnings interrupt them unless RUST_LOG says otherwise.
+    // `replay --inline` exists to watch one job closely.
     let default = match cli.command {
         Command::Process { .. } => "warn",
+        Command::Replay { inline: true, .. } => "debug,sqlx=warn,hyper=info,hyper_util=info,h2=info,rustls=info,reqwest=info",
         _ => "info",
     };
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));

@@ -35,3 +35,37 @@ pub fn excerpt(text: &str, max: usize) -> String {
         format!("{cut}…")
     }
 }
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How long ago `millis` (Unix millis) was, to the second: `3m 12s`.
+pub fn age(millis: i64) -> String {
+    let seconds = u64::try_from(now_millis() - millis).unwrap_or(0) / 1000;
+    humantime::format_duration(std::time::Duration::from_secs(seconds)).to_string()
+}
+
+/// A Unix-millis time as an RFC 3339 UTC timestamp, to the second.
+pub fn timestamp(millis: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(millis).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// Asks before a destructive change: `yes` answers for the operator; otherwise the question is
+/// asked on the terminal, and refused (with an error naming `--yes`) when there is none.
+pub fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("refusing to change anything without confirmation: no terminal to ask on (pass --yes to confirm)");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
+}

@@ -192,6 +192,10 @@ pub struct StageFacts {
     pub ai_cache_hits: u64,
     /// Inputs sent to the AI service, over all attempts.
     pub ai_inputs: u64,
+    /// Inputs sent to the AI service since the current embedding pass started from its first
+    /// chunk (a resume midway continues the pass; a rewind starts a new one). Chunks of the pass
+    /// not sent came from the cache.
+    pub embedding_pass_inputs: u64,
     /// Tokens the AI service reported (or that were estimated), over all attempts.
     pub ai_tokens: u64,
 }

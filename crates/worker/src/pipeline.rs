@@ -26,11 +26,21 @@ use crate::data_dir::{DataDir, sha256_hex, write_atomically};
 use crate::isolation::{ExtractedMetadata, Isolation, files};
 use crate::job::{JobContext, JobError, JobHandler};
 
-/// Fires the named failpoint; configured to `return`, it ends the attempt as a crash would
-/// (the lease is left to expire). Compiled out unless the `failpoints` feature is on.
+/// A named failpoint for the crash tests, compiled out unless the `failpoints` feature is on.
+///
+/// Configured (through `FAILPOINTS` or `fail::cfg`) to `return`, it ends the attempt as a crash
+/// would: nothing more is written and the lease is left to expire. To `return(MS)`, it stalls
+/// the attempt for MS milliseconds without blocking the worker, which keeps heartbeating, as a
+/// slow stage would. Other actions (`sleep`, `panic`, `pause`) behave as the `fail` crate says.
 macro_rules! crash_point {
     ($name:expr) => {
-        fail::fail_point!($name, |_| Err(JobError::LeaseLost))
+        #[cfg(feature = "failpoints")]
+        if let Some(argument) = fail::eval($name, |argument| argument) {
+            match argument.as_deref().map(str::parse::<u64>) {
+                Some(Ok(millis)) => tokio::time::sleep(std::time::Duration::from_millis(millis)).await,
+                _ => return Err(JobError::LeaseLost),
+            }
+        }
     };
 }
 
@@ -269,6 +279,9 @@ impl Attempt<'_> {
 
     async fn embed(&mut self) -> Result<(), JobError> {
         self.begin(Stage::Embedding).await?;
+        if self.checkpoint.facts.embedded_chunks == 0 {
+            self.checkpoint.facts.embedding_pass_inputs = 0;
+        }
         let pipeline = self.pipeline;
         let embedder = &pipeline.embedder;
         let (model, dimensions) = (embedder.model(), embedder.dimensions());
@@ -313,6 +326,7 @@ impl Attempt<'_> {
             done += batch.len();
             let facts = &mut self.checkpoint.facts;
             facts.ai_inputs += batch.len() as u64;
+            facts.embedding_pass_inputs += batch.len() as u64;
             facts.ai_tokens += texts[batch].iter().map(|t| embedder::estimate_tokens(t) as u64).sum::<u64>();
             facts.embedded_chunks = done as u32;
             self.save().await?;
@@ -320,7 +334,7 @@ impl Attempt<'_> {
         }
         let facts = &mut self.checkpoint.facts;
         facts.embedded_chunks = unique.len() as u32;
-        facts.ai_cache_hits = (unique.len() as u64).saturating_sub(facts.ai_inputs);
+        facts.ai_cache_hits = (unique.len() as u64).saturating_sub(facts.embedding_pass_inputs);
         let usage = EmbeddingUsage { ai_requests: facts.ai_requests, embeddings_from_cache: facts.ai_cache_hits };
         pipeline.store.mark_embedded(self.context.lease, &self.document_id, usage).await?;
         let chunk_count = chunks.len();
@@ -350,10 +364,10 @@ impl JobHandler for ProcessDocument {
     }
 
     async fn dead_lettered(&self, job: &Job, reason: &str) {
-        if let Some(document_id) = job.document_id() {
-            if let Err(error) = self.0.store.reset_document_status(document_id, DocumentStatus::Failed, Some(reason)).await {
-                warn!(%error, document_id, "could not mark the document failed");
-            }
+        if let Some(document_id) = job.document_id()
+            && let Err(error) = self.0.store.reset_document_status(document_id, DocumentStatus::Failed, Some(reason)).await
+        {
+            warn!(%error, document_id, "could not mark the document failed");
         }
         let _ = std::fs::remove_dir_all(self.0.data_dir.root().join("work").join(job.id.0.to_string()));
     }

@@ -339,11 +339,11 @@ impl Worker {
                 action = %recovery.action,
                 "reaper recovered a job"
             );
-            if recovery.action == RecoveryAction::DeadLettered {
-                if let Ok(Some(job)) = self.store.job(recovery.job_id).await {
-                    let reason = job.last_error.clone().unwrap_or_default();
-                    self.handlers.for_kind(job.kind).dead_lettered(&job, &reason).await;
-                }
+            if recovery.action == RecoveryAction::DeadLettered
+                && let Ok(Some(job)) = self.store.job(recovery.job_id).await
+            {
+                let reason = job.last_error.clone().unwrap_or_default();
+                self.handlers.for_kind(job.kind).dead_lettered(&job, &reason).await;
             }
         }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);

@@ -1,4 +1,5 @@
-//! The PostgreSQL job store: for several machines sharing one queue.
+//! The PostgreSQL store: the job queue and the documents, for several machines sharing one
+//! database. The document half lives in `documents.rs`.
 //!
 //! Every object lives in a schema of the store's own (`quire` by default): each connection starts
 //! with `search_path` set to it, so the statements in [`sql`] and the migrations in
@@ -14,7 +15,13 @@
 //! other's rows; statements that lock several rows lock them in id order, so they never
 //! deadlock. A lost connection is dropped by the pool and replaced on the next acquire
 //! (`test_before_acquire` catches connections that died while idle).
+//!
+//! **Similarity search** is done in process over the vectors `embedded_chunks` returns, as with
+//! SQLite. At connect time the store checks whether the pgvector extension is available on the
+//! server and logs which path is used; [`PgStore::has_pgvector`] reports it, but nothing uses
+//! pgvector yet (vectors are stored as BYTEA, the encoding both backends share).
 
+mod documents;
 mod sql;
 
 use std::str::FromStr;
@@ -80,13 +87,15 @@ impl Default for PgStoreOptions {
     }
 }
 
-/// The job store on a PostgreSQL database.
+/// The job store and document store on a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
     schema: String,
     clock: Option<Arc<dyn Clock>>,
     retry_policy: RetryPolicy,
+    /// Whether the server offers the pgvector extension, checked once at connect time.
+    pgvector: bool,
 }
 
 impl PgStore {
@@ -111,14 +120,38 @@ impl PgStore {
             .max_lifetime(Duration::from_secs(30 * 60))
             .connect_with(connect)
             .await?;
+        let pgvector: bool = sqlx::query_scalar(sql::PGVECTOR_AVAILABLE).fetch_one(&pool).await?;
+        if pgvector {
+            tracing::info!(
+                schema = %options.schema,
+                "pgvector is available but not used yet: similarity search runs in process over cached vectors"
+            );
+        } else {
+            tracing::info!(
+                schema = %options.schema,
+                "pgvector is not available: similarity search runs in process over cached vectors"
+            );
+        }
         let store = PgStore {
             pool,
             schema: options.schema,
             clock: options.clock,
             retry_policy: options.retry_policy,
+            pgvector,
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Whether the server offers the pgvector extension (`pg_available_extensions`), as found
+    /// at connect time. Informational only: the store neither installs nor uses it, and
+    /// similarity search runs in process over the vectors [`embedded_chunks`] returns, whatever
+    /// this says. In-database search would need a `vector` column (or a cast from the BYTEA
+    /// encoding) and an index, which is left for when the library outgrows memory.
+    ///
+    /// [`embedded_chunks`]: crate::DocumentStore::embedded_chunks
+    pub fn has_pgvector(&self) -> bool {
+        self.pgvector
     }
 
     /// Creates the schema if needed and applies pending migrations (also done by `connect`);

@@ -242,3 +242,192 @@ pub const REQUEUE_WITH_CHECKPOINT: &str = concat!(
     " WHERE id = $1 AND status <> 'processing' RETURNING ",
     qualified_job_columns!()
 );
+
+// ---------------------------------------------------------------------------------------------
+// Documents, chunks, the embedding cache and connections (used by `documents.rs`).
+//
+// Lists are bound column-wise as arrays and expanded with `UNNEST`, so a whole book's chunks or
+// a document's connections go in one statement with a fixed number of parameters. Orderings
+// that SQLite gives in byte order use `COLLATE "C"`, so both backends list rows alike.
+//
+// Lock order, which every multi-statement document transaction follows so that none of them
+// can deadlock another: the job row (`FOR SHARE`, the fence), then the document row, then chunk
+// rows in id order, then connection rows in key order. See `documents.rs` for why each is taken.
+
+/// The lease check every fenced document write starts its transaction with. $1 id, $2 token.
+///
+/// `FOR SHARE` holds the job row until commit: every statement that takes a lease away
+/// (reaper, timeout, operator, completion, failure) is an `UPDATE` of this row or a
+/// `SELECT … FOR UPDATE` of it, and both conflict with a share lock, so they wait for the
+/// document write to commit (or, with `SKIP LOCKED`, leave the job for their next pass). And
+/// if the lease is being taken away right now, this statement waits for that transaction and
+/// then re-checks the token on the new row version, finding no row. A weaker `FOR KEY SHARE`
+/// would not do: it does not conflict with an `UPDATE` that leaves the key alone.
+pub const LEASE_HELD: &str =
+    "SELECT 1 FROM jobs WHERE id = $1 AND lease_token = $2 AND status = 'processing' FOR SHARE";
+
+macro_rules! document_columns {
+    () => {
+        "id, content_hash, file_name, byte_size, title, author, language, status, chunk_count, \
+         markdown_hash, ai_requests, embeddings_from_cache, error, created_at, updated_at"
+    };
+}
+
+/// $1 id, $2 content hash, $3 file name, $4 size, $5 now or NULL. Returns no row when a
+/// document with this content exists; a concurrent insert of the same content is waited for.
+pub const INSERT_DOCUMENT: &str = concat!(
+    "INSERT INTO documents (id, content_hash, file_name, byte_size, created_at, updated_at) \
+     SELECT $1::text, $2::text, $3::text, $4::bigint, clock.now, clock.now FROM ",
+    clock!("$5"),
+    " ON CONFLICT (content_hash) DO NOTHING RETURNING ",
+    document_columns!()
+);
+
+/// $1 content hash.
+pub const DOCUMENT_BY_HASH: &str = concat!("SELECT ", document_columns!(), " FROM documents WHERE content_hash = $1");
+
+/// $1 id.
+pub const DOCUMENT_BY_ID: &str = concat!("SELECT ", document_columns!(), " FROM documents WHERE id = $1");
+
+/// Oldest first.
+pub const LIST_DOCUMENTS: &str =
+    concat!("SELECT ", document_columns!(), " FROM documents ORDER BY created_at, id COLLATE \"C\"");
+
+/// $1 id, $2 status, $3 error, $4 now or NULL.
+pub const SET_DOCUMENT_STATUS: &str = concat!(
+    "UPDATE documents SET status = $2, error = $3, updated_at = ",
+    now!("$4"),
+    " WHERE id = $1"
+);
+
+/// $1 id, $2 title, $3 author, $4 language, $5 markdown hash, $6 now or NULL.
+pub const RECORD_EXTRACTION: &str = concat!(
+    "UPDATE documents SET title = $2, author = $3, language = $4, markdown_hash = $5, updated_at = ",
+    now!("$6"),
+    " WHERE id = $1"
+);
+
+/// Locks a document against concurrent chunk and connection replacement. $1 id. Returns its
+/// recorded chunk count (of the newest row version, even when the lock had to wait).
+pub const LOCK_DOCUMENT: &str = "SELECT chunk_count FROM documents WHERE id = $1 FOR NO KEY UPDATE";
+
+/// Locks a document's chunks, in id order, before they are deleted. $1 document id.
+pub const LOCK_CHUNKS_OF_DOCUMENT: &str = "SELECT id FROM chunks WHERE document_id = $1 ORDER BY id FOR UPDATE";
+
+/// Locks, in key order, every connection from or to a document's chunks: the rows that
+/// deleting the chunks cascades to. $1 document id.
+pub const LOCK_CONNECTIONS_TOUCHING_DOCUMENT: &str = "SELECT 1 FROM connections \
+     WHERE source_chunk_id IN (SELECT id FROM chunks WHERE document_id = $1) \
+        OR target_chunk_id IN (SELECT id FROM chunks WHERE document_id = $1) \
+     ORDER BY source_chunk_id, target_chunk_id, engine FOR UPDATE";
+
+/// $1 document id. The connections go with them (`ON DELETE CASCADE`).
+pub const DELETE_CHUNKS: &str = "DELETE FROM chunks WHERE document_id = $1";
+
+/// Column arrays, pair-wise: $1 ids, $2 document ids, $3 indexes, $4 heading paths (JSON
+/// text), $5 texts, $6 start offsets, $7 end offsets, $8 content hashes.
+pub const INSERT_CHUNKS: &str = "INSERT INTO chunks (id, document_id, chunk_index, heading_path, text, \
+         start_offset, end_offset, content_hash) \
+     SELECT c.id, c.document_id, c.chunk_index, c.heading_path::jsonb, c.text, c.start_offset, \
+            c.end_offset, c.content_hash \
+     FROM UNNEST($1::text[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::bigint[], \
+                 $7::bigint[], $8::text[]) \
+          AS c(id, document_id, chunk_index, heading_path, text, start_offset, end_offset, content_hash)";
+
+/// $1 id, $2 chunk count, $3 now or NULL.
+pub const SET_CHUNK_COUNT: &str = concat!(
+    "UPDATE documents SET chunk_count = $2, updated_at = ",
+    now!("$3"),
+    " WHERE id = $1"
+);
+
+/// $1 document id.
+pub const CHUNKS_OF_DOCUMENT: &str = "SELECT id, document_id, chunk_index, heading_path, text, start_offset, \
+         end_offset, content_hash FROM chunks WHERE document_id = $1 ORDER BY chunk_index";
+
+/// $1 model, $2 dimensions, $3 content hashes.
+pub const CACHED_EMBEDDINGS: &str = "SELECT content_hash, vector FROM embedding_cache \
+     WHERE model = $1 AND dimensions = $2 AND content_hash = ANY($3::text[])";
+
+/// $1 content hashes, $2 model, $3 dimensions, $4 vectors (pair-wise with $1), $5 now or NULL.
+/// Existing entries are kept. Callers pass the hashes sorted, so two concurrent inserts of
+/// overlapping hashes wait for each other in the same order and never deadlock.
+pub const INSERT_EMBEDDINGS: &str = concat!(
+    "INSERT INTO embedding_cache (content_hash, model, dimensions, vector, created_at) \
+     SELECT v.content_hash, $2::text, $3::integer, v.vector, clock.now \
+     FROM UNNEST($1::text[], $4::bytea[]) AS v(content_hash, vector), ",
+    clock!("$5"),
+    " ON CONFLICT DO NOTHING"
+);
+
+/// $1 id, $2 requests, $3 from cache, $4 now or NULL.
+pub const MARK_EMBEDDED: &str = concat!(
+    "UPDATE documents SET status = 'embedded', error = NULL, ai_requests = $2, \
+         embeddings_from_cache = $3, updated_at = ",
+    now!("$4"),
+    " WHERE id = $1"
+);
+
+/// $1 document id or NULL for all, $2 model, $3 dimensions.
+pub const EMBEDDED_CHUNKS: &str = "SELECT c.id, c.document_id, c.chunk_index, c.heading_path, c.text, \
+         c.start_offset, c.end_offset, c.content_hash, e.vector \
+     FROM chunks c LEFT JOIN embedding_cache e \
+       ON e.content_hash = c.content_hash AND e.model = $2 AND e.dimensions = $3 \
+     WHERE $1::text IS NULL OR c.document_id = $1 \
+     ORDER BY c.document_id COLLATE \"C\", c.chunk_index";
+
+/// $1 document id.
+pub const COUNT_CHUNKS: &str = "SELECT COUNT(*) FROM chunks WHERE document_id = $1";
+
+/// Locks the chunks that exist among $1 (ids), in id order, so that none of them can be
+/// deleted before the transaction ends. Returns their ids; a chunk deleted by a transaction
+/// this one waited for is not returned.
+pub const LOCK_CHUNKS: &str = "SELECT id FROM chunks WHERE id = ANY($1::text[]) ORDER BY id FOR KEY SHARE";
+
+/// Locks, in key order, the connections whose source is one of a document's chunks. $1 id.
+pub const LOCK_CONNECTIONS_OF_DOCUMENT: &str = "SELECT 1 FROM connections \
+     WHERE source_chunk_id IN (SELECT id FROM chunks WHERE document_id = $1) \
+     ORDER BY source_chunk_id, target_chunk_id, engine FOR UPDATE";
+
+/// $1 document id.
+pub const DELETE_CONNECTIONS_OF_DOCUMENT: &str = "DELETE FROM connections \
+     WHERE source_chunk_id IN (SELECT id FROM chunks WHERE document_id = $1)";
+
+/// Column arrays, pair-wise: $1 sources, $2 targets, $3 engines, $4 scores, $5 reasons;
+/// $6 now or NULL. The caller passes only rows whose chunks it has locked (see
+/// [`LOCK_CHUNKS`]), each key at most once (`ON CONFLICT DO UPDATE` may not touch a row twice).
+pub const INSERT_CONNECTIONS: &str = concat!(
+    "INSERT INTO connections (source_chunk_id, target_chunk_id, engine, score, reason, created_at) \
+     SELECT k.source, k.target, k.engine, k.score, k.reason, clock.now \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::real[], $5::text[]) \
+          AS k(source, target, engine, score, reason), ",
+    clock!("$6"),
+    " ON CONFLICT (source_chunk_id, target_chunk_id, engine) \
+      DO UPDATE SET score = excluded.score, reason = excluded.reason"
+);
+
+/// $1 id, $2 now or NULL.
+pub const MARK_COMPLETE: &str = concat!(
+    "UPDATE documents SET status = 'complete', error = NULL, updated_at = ",
+    now!("$2"),
+    " WHERE id = $1"
+);
+
+/// $1 document, $2 engine or NULL, $3 min score or NULL, $4 limit.
+pub const CONNECTIONS_OF_DOCUMENT: &str = "SELECT k.engine, k.score, k.reason, \
+         s.id, s.document_id, sd.title, s.chunk_index, s.heading_path, s.text, \
+         t.id, t.document_id, td.title, t.chunk_index, t.heading_path, t.text \
+     FROM connections k \
+     JOIN chunks s ON s.id = k.source_chunk_id JOIN documents sd ON sd.id = s.document_id \
+     JOIN chunks t ON t.id = k.target_chunk_id JOIN documents td ON td.id = t.document_id \
+     WHERE s.document_id = $1 AND ($2::text IS NULL OR k.engine = $2) \
+       AND ($3::real IS NULL OR k.score >= $3) \
+     ORDER BY k.score DESC, k.source_chunk_id COLLATE \"C\", k.target_chunk_id COLLATE \"C\" \
+     LIMIT $4";
+
+/// $1 document id.
+pub const CONNECTION_COUNT: &str = "SELECT COUNT(*) FROM connections \
+     WHERE source_chunk_id IN (SELECT id FROM chunks WHERE document_id = $1)";
+
+/// Whether the pgvector extension can be installed on this server.
+pub const PGVECTOR_AVAILABLE: &str = "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')";

@@ -41,17 +41,9 @@ pub async fn sqlite() -> Harness {
     Harness { name: "sqlite", store: store.clone(), docs: store, clock, _dir: Some(dir) }
 }
 
-/// Every backend available on this machine that implements both stores.
-///
-/// FIXME: PostgreSQL joins this list once `PgStore` implements `DocumentStore`; until then the
-/// job store suite uses [`job_backends`], which includes it.
+/// Every backend available on this machine: SQLite, and PostgreSQL when
+/// `QUIRE_TEST_DATABASE_URL` is set (see [`postgres`]). Each implements both stores.
 pub async fn backends() -> Vec<Harness> {
-    vec![sqlite().await]
-}
-
-/// Every backend available on this machine for the job store suite: SQLite, and PostgreSQL
-/// when `QUIRE_TEST_DATABASE_URL` is set (see [`postgres`]).
-pub async fn job_backends() -> Vec<Harness> {
     let mut harnesses = vec![sqlite().await];
     harnesses.extend(postgres().await);
     harnesses
@@ -105,10 +97,8 @@ pub async fn postgres() -> Option<Harness> {
     let store = PgStore::connect(&url, options).await.unwrap_or_else(|error| {
         panic!("QUIRE_TEST_DATABASE_URL={url} is set but the PostgreSQL store cannot be opened: {error}")
     });
-    // PgStore has no DocumentStore yet and `docs` must be filled: an empty SQLite store stands
-    // in. The document suite runs on `backends()`, which leaves PostgreSQL out, so it is unused.
-    let placeholder = sqlite().await;
-    Some(Harness { name: "postgres", store: Arc::new(store), docs: placeholder.docs, clock, _dir: placeholder._dir })
+    let store = Arc::new(store);
+    Some(Harness { name: "postgres", store: store.clone(), docs: store, clock, _dir: None })
 }
 
 /// Drops test schemas created more than an hour ago, once per test binary. Failures are

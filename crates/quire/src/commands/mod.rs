@@ -1,6 +1,13 @@
 //! One module per command.
 
+pub mod clean;
+pub mod connections;
+pub mod dlq;
+pub mod jobs;
 pub mod process;
+pub mod replay;
+pub mod search;
+pub mod serve;
 pub mod status;
 pub mod submit;
 pub mod worker;

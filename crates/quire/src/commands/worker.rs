@@ -1,12 +1,15 @@
-//! `quire worker`
+//! `quire worker`: the worker, and beside it the `/metrics` and `/healthz` endpoint.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use worker::{Worker, WorkerConfig, default_owner};
 
 use crate::app::{App, embedder};
-use crate::cli::{GlobalOptions, WorkerOptions};
+use crate::cli::{GlobalOptions, MetricsAddr, WorkerOptions};
+use crate::metrics::{MetricsSource, WorkerProbe};
 
 /// The worker configuration the options describe.
 pub fn config(options: &WorkerOptions) -> WorkerConfig {
@@ -39,6 +42,34 @@ pub async fn run(global: &GlobalOptions, options: &WorkerOptions, shutdown: Canc
         model = %pipeline.embedder.model(),
         "worker starting"
     );
-    Worker::new(app.store.clone(), pipeline.handlers(), config).run(shutdown).await?;
+    let worker = Worker::new(app.store.clone(), pipeline.handlers(), config.clone());
+
+    // The endpoint lives as long as the worker: it stops when the worker has stopped.
+    let endpoint_stop = CancellationToken::new();
+    let endpoint = match options.metrics_addr {
+        MetricsAddr::Off => None,
+        MetricsAddr::On(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics (use --metrics-addr off to disable)"))?;
+            let local = listener.local_addr()?;
+            let source = MetricsSource {
+                store: app.store.clone(),
+                lease_ttl: config.lease_ttl,
+                worker: Some(WorkerProbe { metrics: worker.metrics(), stats: pipeline.stats.clone(), reaper_interval: config.reaper_interval }),
+            };
+            tracing::info!(%local, "metrics endpoint listening (/metrics, /healthz)");
+            // One line on stdout, so that scripts started with port 0 learn the address.
+            println!("metrics listening on {local}");
+            let _ = std::io::stdout().flush();
+            Some(tokio::spawn(crate::metrics::serve(listener, source.router(), endpoint_stop.clone())))
+        }
+    };
+    let result = worker.run(shutdown).await;
+    endpoint_stop.cancel();
+    if let Some(endpoint) = endpoint
+        && let Err(error) = endpoint.await?
+    {
+        tracing::warn!(%error, "the metrics endpoint failed");
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }

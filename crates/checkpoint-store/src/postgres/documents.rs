@@ -1,0 +1,446 @@
+//! The PostgreSQL document store: documents, chunks, the embedding cache and connections, with
+//! the same meaning as the SQLite one (`src/sqlite/documents.rs`).
+//!
+//! **Fencing.** A fenced write opens a transaction whose first statement is
+//! [`sql::LEASE_HELD`]: the job row, still processing under the lease's token, locked
+//! `FOR SHARE` until commit. Whatever takes a lease away updates that row, and an update
+//! conflicts with the share lock, so the lease cannot be lost between the check and the commit:
+//! a reaper waits for the write (or skips the job until its next pass), and a write that comes
+//! after a reaper sees the new token and is refused. Several fenced writes of one lease share
+//! the lock without waiting for each other.
+//!
+//! **Concurrency without SQLite's single writer.** Several workers write at once here, so the
+//! multi-statement transactions lock what they depend on, always in the same order (job row,
+//! document row, chunk rows by id, connection rows by key), which keeps them free of deadlocks:
+//!
+//! - `replace_chunks` and `replace_connections` of one document lock its row first
+//!   (`FOR NO KEY UPDATE`), so they run one after the other: connections are never checked
+//!   against one set of chunks and written against another.
+//! - `replace_connections` locks every chunk it is about to reference `FOR KEY SHARE` and writes
+//!   only connections whose two chunks it locked. A chunk of another document being deleted at
+//!   that moment is waited for and left out; once locked, none can be deleted before commit. So
+//!   the insert never violates a foreign key, whoever reprocesses what.
+//! - `replace_chunks` locks the chunks it deletes and the connections that cascade from them in
+//!   order before deleting, so two documents connected both ways can be reprocessed at once.
+//!
+//! Lists go in one statement each, as column arrays expanded with `UNNEST`.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{PgStore, sql};
+use crate::document_store::DocumentStore;
+use crate::documents::{
+    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document,
+    DocumentStatus, EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
+};
+use crate::error::{StoreError, StoreResult};
+use crate::model::Lease;
+
+/// Rows per insert statement: a long book goes in a few bounded statements, inside the same
+/// transaction.
+const INSERT_BATCH: usize = 2_000;
+
+/// How many times `create_document` looks again when its insert found a conflicting row that
+/// its read then did not see. Documents are never deleted, so once is enough; the bound only
+/// turns an impossible loop into an error.
+const CREATE_ATTEMPTS: usize = 3;
+
+impl PgStore {
+    /// Opens a transaction that holds only while `lease` does: its first statement locks the
+    /// job row `FOR SHARE` (see [`sql::LEASE_HELD`]).
+    async fn begin_fenced(&self, lease: Lease) -> StoreResult<Transaction<'static, Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        let held = sqlx::query(sql::LEASE_HELD)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if held.is_none() {
+            return Err(StoreError::LeaseLost { job_id: lease.job_id });
+        }
+        Ok(tx)
+    }
+
+    /// Locks the document's row for the rest of `tx` and returns its recorded chunk count.
+    async fn lock_document(tx: &mut Transaction<'static, Postgres>, id: &str) -> StoreResult<i32> {
+        match sqlx::query_scalar::<_, i32>(sql::LOCK_DOCUMENT).bind(id).fetch_optional(&mut **tx).await? {
+            Some(count) => Ok(count),
+            None => Err(StoreError::DocumentNotFound(id.to_owned())),
+        }
+    }
+}
+
+#[async_trait]
+impl DocumentStore for PgStore {
+    async fn create_document(&self, document: NewDocument) -> StoreResult<(Document, bool)> {
+        let id = NewDocument::id_for(&document.content_hash);
+        // No transaction: under READ COMMITTED the insert waits for a concurrent insert of the
+        // same content and then does nothing, and the read that follows (a new snapshot) sees
+        // the row that won.
+        for _ in 0..CREATE_ATTEMPTS {
+            let inserted = sqlx::query(sql::INSERT_DOCUMENT)
+                .bind(&id)
+                .bind(&document.content_hash)
+                .bind(&document.file_name)
+                .bind(i64::try_from(document.byte_size).unwrap_or(i64::MAX))
+                .bind(self.bound_now())
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(row) = inserted {
+                return Ok((document_from_row(&row)?, true));
+            }
+            let existing = sqlx::query(sql::DOCUMENT_BY_HASH).bind(&document.content_hash).fetch_optional(&self.pool).await?;
+            if let Some(row) = existing {
+                return Ok((document_from_row(&row)?, false));
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "document with content {} neither inserted nor found after {CREATE_ATTEMPTS} attempts",
+            document.content_hash
+        )))
+    }
+
+    async fn document(&self, id: &str) -> StoreResult<Option<Document>> {
+        let row = sqlx::query(sql::DOCUMENT_BY_ID).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(document_from_row).transpose()
+    }
+
+    async fn list_documents(&self) -> StoreResult<Vec<Document>> {
+        let rows = sqlx::query(sql::LIST_DOCUMENTS).fetch_all(&self.pool).await?;
+        rows.iter().map(document_from_row).collect()
+    }
+
+    async fn set_document_status(&self, lease: Lease, id: &str, status: DocumentStatus, error: Option<&str>) -> StoreResult<()> {
+        let mut tx = self.begin_fenced(lease).await?;
+        let changed = sqlx::query(sql::SET_DOCUMENT_STATUS)
+            .bind(id)
+            .bind(<&str>::from(status))
+            .bind(error)
+            .bind(self.bound_now())
+            .execute(&mut *tx)
+            .await?;
+        if changed.rows_affected() == 0 {
+            return Err(StoreError::DocumentNotFound(id.to_owned()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reset_document_status(&self, id: &str, status: DocumentStatus, error: Option<&str>) -> StoreResult<()> {
+        let changed = sqlx::query(sql::SET_DOCUMENT_STATUS)
+            .bind(id)
+            .bind(<&str>::from(status))
+            .bind(error)
+            .bind(self.bound_now())
+            .execute(&self.pool)
+            .await?;
+        if changed.rows_affected() == 0 {
+            return Err(StoreError::DocumentNotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn record_extraction(&self, lease: Lease, id: &str, metadata: &BookMetadata, markdown_hash: &str) -> StoreResult<()> {
+        let mut tx = self.begin_fenced(lease).await?;
+        sqlx::query(sql::RECORD_EXTRACTION)
+            .bind(id)
+            .bind(&metadata.title)
+            .bind(&metadata.author)
+            .bind(&metadata.language)
+            .bind(markdown_hash)
+            .bind(self.bound_now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn replace_chunks(&self, lease: Lease, id: &str, chunks: &[StoredChunk]) -> StoreResult<()> {
+        // The document lock below serialises this with `replace_connections` of the same
+        // document; it only means something if every chunk belongs to that document.
+        if let Some(stray) = chunks.iter().find(|chunk| chunk.document_id != id) {
+            return Err(StoreError::Corrupt(format!(
+                "chunk {} belongs to document {}, not {id}",
+                stray.id, stray.document_id
+            )));
+        }
+        let mut tx = self.begin_fenced(lease).await?;
+        // Waits for a `replace_connections` of this document to finish, and holds it off
+        // until the new chunks are committed.
+        Self::lock_document(&mut tx, id).await?;
+        // The rows the delete will touch, locked in a fixed order first (chunks by id, then
+        // the connections that cascade from them by key). Without this, two documents with
+        // connections both ways, reprocessed at once, could each cascade into a connection
+        // row the other had already deleted, and deadlock.
+        sqlx::query(sql::LOCK_CHUNKS_OF_DOCUMENT).bind(id).execute(&mut *tx).await?;
+        sqlx::query(sql::LOCK_CONNECTIONS_TOUCHING_DOCUMENT).bind(id).execute(&mut *tx).await?;
+        sqlx::query(sql::DELETE_CHUNKS).bind(id).execute(&mut *tx).await?;
+        for slice in chunks.chunks(INSERT_BATCH) {
+            let heading_paths = slice
+                .iter()
+                .map(|chunk| serde_json::to_string(&chunk.heading_path))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            sqlx::query(sql::INSERT_CHUNKS)
+                .bind(slice.iter().map(|chunk| chunk.id.as_str()).collect::<Vec<_>>())
+                .bind(slice.iter().map(|chunk| chunk.document_id.as_str()).collect::<Vec<_>>())
+                .bind(slice.iter().map(|chunk| i32::try_from(chunk.index).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+                .bind(heading_paths)
+                .bind(slice.iter().map(|chunk| chunk.text.as_str()).collect::<Vec<_>>())
+                .bind(slice.iter().map(|chunk| i64::try_from(chunk.start).unwrap_or(i64::MAX)).collect::<Vec<_>>())
+                .bind(slice.iter().map(|chunk| i64::try_from(chunk.end).unwrap_or(i64::MAX)).collect::<Vec<_>>())
+                .bind(slice.iter().map(|chunk| chunk.content_hash.as_str()).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(sql::SET_CHUNK_COUNT)
+            .bind(id)
+            .bind(i32::try_from(chunks.len()).unwrap_or(i32::MAX))
+            .bind(self.bound_now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn chunks(&self, id: &str) -> StoreResult<Vec<StoredChunk>> {
+        let rows = sqlx::query(sql::CHUNKS_OF_DOCUMENT).bind(id).fetch_all(&self.pool).await?;
+        rows.iter().map(chunk_from_row).collect()
+    }
+
+    async fn cached_embeddings(&self, model: &str, dimensions: usize, content_hashes: &[String]) -> StoreResult<HashMap<String, Vec<f32>>> {
+        let mut found = HashMap::new();
+        if content_hashes.is_empty() {
+            return Ok(found);
+        }
+        let rows = sqlx::query(sql::CACHED_EMBEDDINGS)
+            .bind(model)
+            .bind(i32::try_from(dimensions).unwrap_or(i32::MAX))
+            .bind(content_hashes)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in rows {
+            let hash: String = row.try_get(0)?;
+            let bytes: Vec<u8> = row.try_get(1)?;
+            found.insert(hash, decode_vector(&bytes));
+        }
+        Ok(found)
+    }
+
+    async fn store_embeddings(&self, lease: Lease, model: &str, dimensions: usize, vectors: &[(String, Vec<f32>)]) -> StoreResult<()> {
+        let mut tx = self.begin_fenced(lease).await?;
+        if let Some((hash, vector)) = vectors.iter().find(|(_, vector)| vector.len() != dimensions) {
+            return Err(StoreError::Corrupt(format!(
+                "embedding of {hash} has {} dimensions, expected {dimensions}",
+                vector.len()
+            )));
+        }
+        // Sorted, so that two workers caching overlapping hashes wait for each other's rows in
+        // the same order (no deadlock); the first vector of a repeated hash wins, as in SQLite.
+        let mut sorted: Vec<&(String, Vec<f32>)> = vectors.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        sorted.dedup_by(|later, first| later.0 == first.0);
+        for slice in sorted.chunks(INSERT_BATCH) {
+            sqlx::query(sql::INSERT_EMBEDDINGS)
+                .bind(slice.iter().map(|(hash, _)| hash.as_str()).collect::<Vec<_>>())
+                .bind(model)
+                .bind(i32::try_from(dimensions).unwrap_or(i32::MAX))
+                .bind(slice.iter().map(|(_, vector)| encode_vector(vector)).collect::<Vec<_>>())
+                .bind(self.bound_now())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_embedded(&self, lease: Lease, id: &str, usage: EmbeddingUsage) -> StoreResult<()> {
+        let mut tx = self.begin_fenced(lease).await?;
+        sqlx::query(sql::MARK_EMBEDDED)
+            .bind(id)
+            .bind(i64::try_from(usage.ai_requests).unwrap_or(i64::MAX))
+            .bind(i64::try_from(usage.embeddings_from_cache).unwrap_or(i64::MAX))
+            .bind(self.bound_now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn embedded_chunks(&self, document_id: Option<&str>, model: &str, dimensions: usize) -> StoreResult<Vec<EmbeddedChunk>> {
+        let rows = sqlx::query(sql::EMBEDDED_CHUNKS)
+            .bind(document_id)
+            .bind(model)
+            .bind(i32::try_from(dimensions).unwrap_or(i32::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let vector: Option<Vec<u8>> = row.try_get(8)?;
+                Ok(EmbeddedChunk { chunk: chunk_from_row(row)?, embedding: vector.as_deref().map(decode_vector) })
+            })
+            .collect()
+    }
+
+    async fn replace_connections(&self, lease: Lease, id: &str, expected_chunk_count: u32, connections: &[NewConnection]) -> StoreResult<ConnectionsOutcome> {
+        let mut tx = self.begin_fenced(lease).await?;
+        // The same lock `replace_chunks` takes first: a reprocessing of this document either
+        // committed before this point (and the counts below see its chunks) or waits until this
+        // transaction ends. The counts are read after the lock, in statements of their own, so
+        // they see what committed while this one waited.
+        let recorded = Self::lock_document(&mut tx, id).await?;
+        let present: i64 = sqlx::query_scalar(sql::COUNT_CHUNKS).bind(id).fetch_one(&mut *tx).await?;
+        if i64::from(recorded) != i64::from(expected_chunk_count) || present != i64::from(recorded) {
+            return Ok(ConnectionsOutcome::Superseded);
+        }
+        // Targets may belong to other documents, whose reprocessing the lock above does not
+        // stop: lock the referenced chunks that still exist, so none of them can go before
+        // commit, and keep only connections whose two chunks were locked. Rows naming a
+        // missing chunk are skipped, never a foreign key violation.
+        let mut referenced: Vec<&str> = connections
+            .iter()
+            .flat_map(|connection| [connection.source_chunk_id.as_str(), connection.target_chunk_id.as_str()])
+            .collect();
+        referenced.sort_unstable();
+        referenced.dedup();
+        let existing: HashSet<String> = if referenced.is_empty() {
+            HashSet::new()
+        } else {
+            sqlx::query_scalar::<_, String>(sql::LOCK_CHUNKS).bind(&referenced).fetch_all(&mut *tx).await?.into_iter().collect()
+        };
+        // One row per key; a repeated key keeps its last values, as SQLite's upsert does.
+        let mut by_key: HashMap<(&str, &str, &str), &NewConnection> = HashMap::new();
+        let mut keys = Vec::new();
+        for connection in connections {
+            if !existing.contains(&connection.source_chunk_id) || !existing.contains(&connection.target_chunk_id) {
+                continue;
+            }
+            let key = (connection.source_chunk_id.as_str(), connection.target_chunk_id.as_str(), connection.engine.as_str());
+            if by_key.insert(key, connection).is_none() {
+                keys.push(key);
+            }
+        }
+        let rows: Vec<&NewConnection> = keys.iter().map(|key| by_key[key]).collect();
+
+        sqlx::query(sql::LOCK_CONNECTIONS_OF_DOCUMENT).bind(id).execute(&mut *tx).await?;
+        sqlx::query(sql::DELETE_CONNECTIONS_OF_DOCUMENT).bind(id).execute(&mut *tx).await?;
+        let mut written = 0;
+        for slice in rows.chunks(INSERT_BATCH) {
+            written += sqlx::query(sql::INSERT_CONNECTIONS)
+                .bind(slice.iter().map(|c| c.source_chunk_id.as_str()).collect::<Vec<_>>())
+                .bind(slice.iter().map(|c| c.target_chunk_id.as_str()).collect::<Vec<_>>())
+                .bind(slice.iter().map(|c| c.engine.as_str()).collect::<Vec<_>>())
+                .bind(slice.iter().map(|c| c.score).collect::<Vec<_>>())
+                .bind(slice.iter().map(|c| c.reason.as_str()).collect::<Vec<_>>())
+                .bind(self.bound_now())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        sqlx::query(sql::MARK_COMPLETE).bind(id).bind(self.bound_now()).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(ConnectionsOutcome::Stored { written })
+    }
+
+    async fn connections(&self, id: &str, filter: &ConnectionFilter) -> StoreResult<Vec<ConnectionView>> {
+        let rows = sqlx::query(sql::CONNECTIONS_OF_DOCUMENT)
+            .bind(id)
+            .bind(&filter.engine)
+            .bind(filter.min_score)
+            .bind(i64::from(filter.limit.unwrap_or(50)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ConnectionView {
+                    engine: row.try_get(0)?,
+                    score: row.try_get(1)?,
+                    reason: row.try_get(2)?,
+                    source: chunk_view(row, 3)?,
+                    target: chunk_view(row, 9)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn connection_count(&self, id: &str) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar(sql::CONNECTION_COUNT).bind(id).fetch_one(&self.pool).await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+}
+
+/// Little-endian f32s, the encoding SQLite's store uses too.
+fn encode_vector(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|value| value.to_le_bytes()).collect()
+}
+
+fn decode_vector(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn unsigned(row: &PgRow, index: usize) -> StoreResult<u64> {
+    Ok(u64::try_from(row.try_get::<i64, _>(index)?).unwrap_or(0))
+}
+
+fn unsigned32(row: &PgRow, index: usize) -> StoreResult<u32> {
+    Ok(u32::try_from(row.try_get::<i32, _>(index)?).unwrap_or(0))
+}
+
+fn heading_path(row: &PgRow, index: usize) -> StoreResult<Vec<String>> {
+    let Json(path) = row.try_get::<Json<Vec<String>>, _>(index)?;
+    Ok(path)
+}
+
+fn document_from_row(row: &PgRow) -> StoreResult<Document> {
+    let status: String = row.try_get(7)?;
+    Ok(Document {
+        id: row.try_get(0)?,
+        content_hash: row.try_get(1)?,
+        file_name: row.try_get(2)?,
+        byte_size: unsigned(row, 3)?,
+        title: row.try_get(4)?,
+        author: row.try_get(5)?,
+        language: row.try_get(6)?,
+        status: DocumentStatus::from_str(&status).map_err(|_| StoreError::Corrupt(format!("document status {status:?}")))?,
+        chunk_count: unsigned32(row, 8)?,
+        markdown_hash: row.try_get(9)?,
+        ai_requests: unsigned(row, 10)?,
+        embeddings_from_cache: unsigned(row, 11)?,
+        error: row.try_get(12)?,
+        created_at: row.try_get(13)?,
+        updated_at: row.try_get(14)?,
+    })
+}
+
+fn chunk_from_row(row: &PgRow) -> StoreResult<StoredChunk> {
+    Ok(StoredChunk {
+        id: row.try_get(0)?,
+        document_id: row.try_get(1)?,
+        index: unsigned32(row, 2)?,
+        heading_path: heading_path(row, 3)?,
+        text: row.try_get(4)?,
+        start: unsigned(row, 5)?,
+        end: unsigned(row, 6)?,
+        content_hash: row.try_get(7)?,
+    })
+}
+
+fn chunk_view(row: &PgRow, first: usize) -> StoreResult<ChunkView> {
+    Ok(ChunkView {
+        chunk_id: row.try_get(first)?,
+        document_id: row.try_get(first + 1)?,
+        document_title: row.try_get(first + 2)?,
+        chunk_index: unsigned32(row, first + 3)?,
+        heading_path: heading_path(row, first + 4)?,
+        text: row.try_get(first + 5)?,
+    })
+}

@@ -1,0 +1,85 @@
+//! `quire jobs list`
+
+use std::process::ExitCode;
+
+use checkpoint_store::{Job, JobFilter};
+use serde::Serialize;
+
+use crate::app::App;
+use crate::cli::{GlobalOptions, JobsCommand};
+use crate::output::{age, excerpt, or_dash, print_json, table};
+
+/// A job as `jobs list --json` shows it. The fields of `status --json`'s jobs, plus more.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    pub id: i64,
+    pub kind: String,
+    pub document_id: Option<String>,
+    pub status: String,
+    pub stage: String,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub last_error: Option<String>,
+    pub error_kind: Option<String>,
+    pub lock_owner: Option<String>,
+    /// Unix millis.
+    pub created_at: i64,
+    /// Unix millis: not leased before.
+    pub run_at: i64,
+    /// Unix millis, while or since the last attempt ran.
+    pub started_at: Option<i64>,
+    /// Unix millis, once terminal.
+    pub finished_at: Option<i64>,
+}
+
+impl From<&Job> for JobView {
+    fn from(job: &Job) -> JobView {
+        JobView {
+            id: job.id.0,
+            kind: job.kind.to_string(),
+            document_id: job.document_id().map(str::to_owned),
+            status: job.status.to_string(),
+            stage: job.checkpoint().processing_stage.to_string(),
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            last_error: job.last_error.clone(),
+            error_kind: job.error_kind.map(|k| k.to_string()),
+            lock_owner: job.lock_owner.clone(),
+            created_at: job.created_at,
+            run_at: job.run_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+        }
+    }
+}
+
+/// Runs a `jobs` subcommand.
+pub async fn run(global: &GlobalOptions, command: JobsCommand) -> anyhow::Result<ExitCode> {
+    let JobsCommand::List { status, kind, limit, json } = command;
+    let app = App::open(global).await?;
+    let filter = JobFilter { status, kind, limit: Some(limit), ..Default::default() };
+    let jobs = app.store.list_jobs(&filter).await?;
+    if json {
+        print_json(&jobs.iter().map(JobView::from).collect::<Vec<_>>())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if jobs.is_empty() {
+        println!("no jobs match");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = jobs.iter().map(|job| {
+        [
+            job.id.to_string(),
+            job.kind.to_string(),
+            or_dash(job.document_id()),
+            job.status.to_string(),
+            job.checkpoint().processing_stage.to_string(),
+            format!("{}/{}", job.attempts, job.max_attempts),
+            age(job.created_at),
+            or_dash(job.lock_owner.as_deref()),
+            excerpt(job.last_error.as_deref().unwrap_or(""), 50),
+        ]
+    });
+    println!("{}", table(["job", "kind", "document", "status", "stage", "attempts", "age", "owner", "last error"], rows));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,466 @@
+//! The retry story, proven with real processes: `quire worker` processes on one SQLite database,
+//! killed with SIGKILL, paused with SIGSTOP, stopped with SIGTERM, rate limited and starved of a
+//! working AI service. Every scenario ends with the documents of an uninterrupted run, and with
+//! no AI request repeated for work that was already done.
+//!
+//! Workers run with a 2 s lease so that recovery takes seconds. Waiting is by polling the
+//! database with a deadline; no assertion depends on how long anything took.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use checkpoint_store::{
+    ConnectionFilter, DocumentStatus, DocumentStore, Job, JobFilter, JobId, JobKind, JobStatus, JobStore,
+    SqliteStore, StoreOptions,
+};
+use serde_json::Value;
+use support::fake_openai::{FakeOpenAi, Reply};
+use support::quire_bin;
+
+/// Scenarios share two cores; running them one at a time keeps heartbeats on schedule.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// A data directory shared by worker processes.
+struct Cluster {
+    dir: tempfile::TempDir,
+    logs: Mutex<Vec<PathBuf>>,
+}
+
+/// A `quire worker` process, killed when dropped.
+struct WorkerProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl WorkerProcess {
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid()).status().unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "worker did not exit; log:\n{}", tail(&self.log));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_contains(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log).unwrap_or_default().contains(needle)
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-CONT").arg(self.pid()).stderr(Stdio::null()).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// What one document ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outcome {
+    status: DocumentStatus,
+    chunks: Vec<(String, String)>,
+    connections: BTreeSet<(String, String, String)>,
+    ai_requests: u64,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        Cluster { dir: tempfile::tempdir().unwrap(), logs: Mutex::default() }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn quire(&self) -> Command {
+        let mut command = Command::new(quire_bin());
+        command.arg("--data-dir").arg(self.data_dir()).env("QUIRE_METRICS_ADDR", "off").env_remove("FAILPOINTS");
+        command
+    }
+
+    /// Submits books; returns their document ids in order.
+    fn submit(&self, books: &[(String, Vec<u8>)]) -> Vec<String> {
+        let mut paths = Vec::new();
+        for (name, bytes) in books {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            paths.push(path);
+        }
+        let output = self.quire().arg("submit").arg("--json").args(&paths).output().unwrap();
+        assert!(output.status.success(), "submit failed: {}", String::from_utf8_lossy(&output.stderr));
+        let submissions: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+        submissions.iter().map(|s| s["document_id"].as_str().unwrap().to_owned()).collect()
+    }
+
+    /// Starts a worker with short leases; `failpoints` as in the FAILPOINTS variable, where
+/// `return(MS)` stalls a job without blocking its worker and `sleep(MS)` blocks it.
+    fn worker(&self, name: &str, failpoints: Option<&str>, extra: &[&str]) -> WorkerProcess {
+        let mut logs = self.logs.lock().unwrap();
+        let log = self.dir.path().join(format!("worker-{name}-{}.log", logs.len()));
+        logs.push(log.clone());
+        let mut command = self.quire();
+        command
+            .arg("worker")
+            .args(["--name", name, "--concurrency", "1", "--lease-ttl", "2s", "--heartbeat-interval", "300ms"])
+            .args(["--reaper-interval", "300ms", "--poll-interval", "100ms", "--shutdown-grace", "500ms"])
+            .args(extra)
+            .env("QUIRE_RETRY_BASE_DELAY", "100ms")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(failpoints) = failpoints {
+            command.env("FAILPOINTS", failpoints);
+        }
+        WorkerProcess { child: command.spawn().unwrap(), log }
+    }
+
+    fn all_logs(&self) -> String {
+        self.logs.lock().unwrap().iter().map(|log| format!("== {}\n{}", log.display(), tail(log))).collect::<Vec<_>>().join("\n")
+    }
+
+    async fn store(&self) -> SqliteStore {
+        SqliteStore::open(self.data_dir().join("quire.db"), StoreOptions::default()).await.unwrap()
+    }
+
+    /// Polls until `condition` holds.
+    async fn wait_until<F, Fut>(&self, what: &str, mut condition: F)
+    where
+        F: FnMut(SqliteStore) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let store = self.store().await;
+        let deadline = Instant::now() + DEADLINE;
+        while !condition(store.clone()).await {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}\n{}", self.all_logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn process_job(&self, document_id: &str) -> Job {
+        let filter = JobFilter { kind: Some(JobKind::ProcessDocument), document_id: Some(document_id.into()), ..Default::default() };
+        self.store().await.list_jobs(&filter).await.unwrap().remove(0)
+    }
+
+    async fn outcome(&self, document_id: &str) -> Outcome {
+        let store = self.store().await;
+        let document = store.document(document_id).await.unwrap().unwrap();
+        let chunks = store.chunks(document_id).await.unwrap().into_iter().map(|c| (c.id, c.text)).collect();
+        let connections = store
+            .connections(document_id, &ConnectionFilter { limit: Some(100_000), ..Default::default() })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.source.chunk_id, c.target.chunk_id, c.engine))
+            .collect();
+        Outcome { status: document.status, chunks, connections, ai_requests: document.ai_requests }
+    }
+
+    async fn wait_complete(&self, document_ids: &[String]) {
+        self.wait_until("every document is complete", |store| async move {
+            for id in document_ids {
+                match store.document(id).await.unwrap() {
+                    Some(d) if d.status == DocumentStatus::Complete => {}
+                    _ => return false,
+                }
+            }
+            true
+        })
+        .await;
+    }
+
+    async fn wait_checkpoint(&self, document_id: &str, reached: impl Fn(&Job) -> bool) {
+        let id = document_id.to_owned();
+        let reached = &reached;
+        self.wait_until(&format!("the checkpoint of {document_id} is reached"), |store| {
+            let id = id.clone();
+            async move {
+                let filter = JobFilter { kind: Some(JobKind::ProcessDocument), document_id: Some(id), ..Default::default() };
+                store.list_jobs(&filter).await.unwrap().first().is_some_and(reached)
+            }
+        })
+        .await;
+    }
+}
+
+fn book(seed: u64) -> (String, Vec<u8>) {
+    let (name, bytes) = epub_fixtures::corpus_of(1, seed).remove(0);
+    (format!("{name}.epub"), bytes)
+}
+
+/// Processes `books` in a fresh cluster with one uninterrupted worker.
+async fn clean_run(books: &[(String, Vec<u8>)], extra: &[&str]) -> Vec<Outcome> {
+    let cluster = Cluster::new();
+    let ids = cluster.submit(books);
+    let mut args = vec!["--exit-when-idle"];
+    args.extend_from_slice(extra);
+    let mut worker = cluster.worker("clean", None, &args);
+    assert!(worker.wait_exit(DEADLINE).await.success());
+    let mut outcomes = Vec::new();
+    for id in &ids {
+        let outcome = cluster.outcome(id).await;
+        assert_eq!(outcome.status, DocumentStatus::Complete, "{}", cluster.all_logs());
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+fn milestone_reached(stage: &'static str) -> impl Fn(&Job) -> bool {
+    move |job| {
+        let checkpoint = job.checkpoint();
+        checkpoint.completed_stages.iter().any(|s| s.to_string() == stage) || checkpoint.processing_stage.to_string() == stage
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_after_any_stage_checkpoint_is_finished_by_the_next_with_nothing_repaid() {
+    let _serial = serial().await;
+    let books = vec![book(11)];
+    let clean = clean_run(&books, &["--embedding-batch-size", "2"]).await;
+    for (failpoint, stage) in [
+        ("after_checkpoint_extracted", "extracted"),
+        ("after_checkpoint_markdown_saved", "markdown_saved"),
+        ("after_checkpoint_chunked", "chunked"),
+        ("after_checkpoint_embedded", "embedded"),
+        ("before_complete", "complete"),
+    ] {
+        let cluster = Cluster::new();
+        let ids = cluster.submit(&books);
+        let mut first = cluster.worker("first", Some(&format!("{failpoint}=sleep(60000)")), &["--embedding-batch-size", "2"]);
+        cluster.wait_checkpoint(&ids[0], milestone_reached(stage)).await;
+        first.kill9();
+        let mut second = cluster.worker("second", None, &["--exit-when-idle", "--embedding-batch-size", "2"]);
+        assert!(second.wait_exit(DEADLINE).await.success(), "{failpoint}");
+        let outcome = cluster.outcome(&ids[0]).await;
+        assert_eq!(outcome, clean[0], "{failpoint}: the result differs from an uninterrupted run\n{}", cluster.all_logs());
+        let job = cluster.process_job(&ids[0]).await;
+        assert_eq!((job.status, job.attempts), (JobStatus::Completed, 2), "{failpoint}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_midway_through_embedding_leaves_only_unfinished_batches_to_send() {
+    let _serial = serial().await;
+    let books = vec![book(12)];
+    let batch = ["--embedding-batch-size", "1"];
+    let clean = clean_run(&books, &batch).await;
+    assert!(clean[0].ai_requests >= 3, "the book must take several batches");
+    let cluster = Cluster::new();
+    let ids = cluster.submit(&books);
+    let mut first = cluster.worker("first", Some("after_embedding_batch=1*off->sleep(60000)"), &batch);
+    cluster.wait_checkpoint(&ids[0], |job| job.checkpoint().facts.embedded_chunks >= 2).await;
+    first.kill9();
+    let mut second = cluster.worker("second", None, &["--exit-when-idle", "--embedding-batch-size", "1"]);
+    assert!(second.wait_exit(DEADLINE).await.success());
+    let outcome = cluster.outcome(&ids[0]).await;
+    assert_eq!(outcome, clean[0], "{}", cluster.all_logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeating_job_past_its_timeout_is_taken_back_and_its_old_worker_writes_nothing() {
+    let _serial = serial().await;
+    let books = vec![book(13)];
+    let clean = clean_run(&books, &[]).await;
+    let cluster = Cluster::new();
+    let ids = cluster.submit(&books);
+    // Every attempt of this job may run 2.5 s; the first stalls for 5 s after chunking while its
+    // worker keeps heartbeating.
+    let store = cluster.store().await;
+    sqlx::query("UPDATE jobs SET timeout_ms = 2500").execute(store.writer_pool()).await.unwrap();
+    let mut stalled = cluster.worker("stalled", Some("after_checkpoint_chunked=1*return(5000)"), &[]);
+    cluster.wait_checkpoint(&ids[0], milestone_reached("chunked")).await;
+    let mut rescuer = cluster.worker("rescuer", None, &[]);
+    cluster.wait_complete(&ids).await;
+    let job = cluster.process_job(&ids[0]).await;
+    assert_eq!(job.attempts, 2, "{}", cluster.all_logs());
+    assert!(job.last_error.as_deref().unwrap_or_default().contains("timed out"), "{job:?}");
+    // The stalled attempt wakes up to find its lease gone.
+    cluster.wait_until("the stalled worker notices its lost lease", |_| async { stalled.log_contains("lease lost") }).await;
+    assert_eq!(cluster.outcome(&ids[0]).await, clean[0]);
+    stalled.signal("TERM");
+    rescuer.signal("TERM");
+    assert!(stalled.wait_exit(DEADLINE).await.success());
+    assert!(rescuer.wait_exit(DEADLINE).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_is_fenced_and_the_job_completes_once_under_the_new_owner() {
+    let _serial = serial().await;
+    let books = vec![book(14)];
+    let clean = clean_run(&books, &[]).await;
+    let cluster = Cluster::new();
+    let ids = cluster.submit(&books);
+    let mut paused = cluster.worker("paused", Some("after_checkpoint_chunked=1*return(1000)"), &[]);
+    cluster.wait_checkpoint(&ids[0], milestone_reached("chunked")).await;
+    paused.signal("STOP");
+    let mut new_owner = cluster.worker("new-owner", None, &["--exit-when-idle"]);
+    assert!(new_owner.wait_exit(DEADLINE).await.success());
+    let completed = cluster.process_job(&ids[0]).await;
+    assert_eq!((completed.status, completed.attempts), (JobStatus::Completed, 2));
+    paused.signal("CONT");
+    cluster.wait_until("the resumed worker finds its lease gone", |_| async { paused.log_contains("lease lost") }).await;
+    // Its late writes changed nothing.
+    assert_eq!(cluster.process_job(&ids[0]).await, completed);
+    assert_eq!(cluster.outcome(&ids[0]).await, clean[0]);
+    let detect = JobFilter { kind: Some(JobKind::DetectConnections), ..Default::default() };
+    assert_eq!(cluster.store().await.list_jobs(&detect).await.unwrap().len(), 1, "connections were detected once");
+    paused.signal("TERM");
+    assert!(paused.wait_exit(DEADLINE).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_worker_releases_its_prefetched_jobs_to_another_worker() {
+    let _serial = serial().await;
+    let server = FakeOpenAi::start(|request| if request == 0 { Reply::RateLimited(30) } else { Reply::Embed }).await;
+    let openai = ["--embedder", "openai", "--openai-base-url", &server.base_url, "--embedding-model", "test-embed", "--embedding-dimensions", "64"];
+    let cluster = Cluster::new();
+    let ids = cluster.submit(&[book(21), book(22), book(23)]);
+    let mut args = openai.to_vec();
+    args.extend(["--prefetch", "3"]);
+    let _limited = cluster.worker("limited", None, &args);
+    cluster
+        .wait_until("the first job is postponed by the rate limit", |store| async move {
+            let jobs = store.list_jobs(&JobFilter::default()).await.unwrap();
+            jobs.iter().any(|j| j.status == JobStatus::Pending && j.last_error.as_deref().is_some_and(|e| e.contains("rate limited")))
+        })
+        .await;
+    let store = cluster.store().await;
+    let limited_job = store.list_jobs(&JobFilter::default()).await.unwrap().into_iter().find(|j| j.last_error.as_deref().is_some_and(|e| e.contains("rate limited"))).unwrap();
+    // Everything the limited worker had leased but not started is free again at once.
+    let held: Vec<JobId> = store.list_jobs(&JobFilter { status: Some(JobStatus::Processing), ..Default::default() }).await.unwrap().iter().map(|j| j.id).collect();
+    assert!(held.is_empty(), "jobs still held after the rate limit: {held:?}\n{}", cluster.all_logs());
+    let _other = cluster.worker("other", None, &openai);
+    let others: Vec<String> = ids.iter().filter(|id| limited_job.document_id() != Some(id.as_str())).cloned().collect();
+    cluster.wait_complete(&others).await;
+    for id in &others {
+        assert_eq!(cluster.process_job(id).await.attempts, 1, "a released job used no attempt");
+    }
+    let postponed = store.job(limited_job.id).await.unwrap().unwrap();
+    assert_eq!((postponed.status, postponed.attempts), (JobStatus::Pending, 0), "{postponed:?}");
+    assert!(postponed.checkpoint().has_completed(stage_machine::Stage::Chunked), "its progress was kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_a_long_job_back_with_its_checkpoint_and_the_next_worker_finishes_it() {
+    let _serial = serial().await;
+    let books = vec![book(15)];
+    let clean = clean_run(&books, &[]).await;
+    let cluster = Cluster::new();
+    let ids = cluster.submit(&books);
+    let mut stopping = cluster.worker("stopping", Some("after_checkpoint_chunked=1*return(2000)"), &[]);
+    cluster.wait_checkpoint(&ids[0], milestone_reached("chunked")).await;
+    stopping.signal("TERM");
+    assert!(stopping.wait_exit(DEADLINE).await.success(), "{}", cluster.all_logs());
+    let handed_back = cluster.process_job(&ids[0]).await;
+    assert_eq!((handed_back.status, handed_back.attempts), (JobStatus::Pending, 0), "{}", cluster.all_logs());
+    assert!(handed_back.checkpoint().has_completed(stage_machine::Stage::Chunked));
+    let processing = cluster.store().await.list_jobs(&JobFilter { status: Some(JobStatus::Processing), ..Default::default() }).await.unwrap();
+    assert!(processing.is_empty(), "nothing stays processing after a graceful shutdown");
+    let mut next = cluster.worker("next", None, &["--exit-when-idle"]);
+    assert!(next.wait_exit(DEADLINE).await.success());
+    assert_eq!(cluster.outcome(&ids[0]).await, clean[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_fails_every_time_ends_in_the_dead_letter_queue_with_its_last_error() {
+    let _serial = serial().await;
+    let server = FakeOpenAi::start(|_| Reply::Error(500, "the model is overloaded")).await;
+    let cluster = Cluster::new();
+    let ids = cluster.submit(&[book(16)]);
+    let args = ["--exit-when-idle", "--embedder", "openai", "--openai-base-url", &server.base_url, "--embedding-model", "test-embed", "--embedding-dimensions", "64"];
+    let mut worker = cluster.worker("doomed", None, &args);
+    assert!(worker.wait_exit(DEADLINE).await.success());
+    let job = cluster.process_job(&ids[0]).await;
+    assert_eq!((job.status, job.attempts), (JobStatus::Dead, 3), "{}", cluster.all_logs());
+    assert!(job.last_error.as_deref().unwrap_or_default().contains("overloaded"), "{job:?}");
+    assert_eq!(server.requests(), 3, "one request per attempt, none hidden");
+    let document = cluster.store().await.document(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(document.status, DocumentStatus::Failed);
+}
+
+/// A small xorshift generator: the chaos is random but repeatable from its seed.
+struct Chaos(u64);
+
+impl Chaos {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_three_workers_killed_at_random_still_finish_every_document_exactly() {
+    let _serial = serial().await;
+    let books: Vec<(String, Vec<u8>)> = epub_fixtures::corpus_of(20, 99).into_iter().map(|(n, b)| (format!("{n}.epub"), b)).collect();
+    let batch = ["--embedding-batch-size", "2"];
+    let clean = clean_run(&books, &batch).await;
+    let cluster = Cluster::new();
+    let ids = cluster.submit(&books);
+    let mut workers: Vec<WorkerProcess> = (0..3).map(|i| cluster.worker(&format!("w{i}"), None, &batch)).collect();
+    let mut chaos = Chaos(0x9e37_79b9_7f4a_7c15);
+    let mut kills = 0u64;
+    let chaos_until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < chaos_until {
+        tokio::time::sleep(Duration::from_millis(200 + chaos.next(400))).await;
+        let victim = chaos.next(3) as usize;
+        workers[victim].kill9();
+        kills += 1;
+        workers[victim] = cluster.worker(&format!("w{victim}"), None, &batch);
+    }
+    cluster.wait_complete(&ids).await;
+    let store = cluster.store().await;
+    let mut total_requests = 0;
+    for (id, clean) in ids.iter().zip(&clean) {
+        let outcome = cluster.outcome(id).await;
+        assert_eq!(outcome.chunks, clean.chunks, "{id}: chunks differ from a clean run");
+        total_requests += outcome.ai_requests;
+    }
+    let clean_requests: u64 = clean.iter().map(|o| o.ai_requests).sum();
+    assert!(total_requests <= clean_requests + kills, "{total_requests} AI requests for {clean_requests} clean ones and {kills} kills");
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM connections k WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE id = k.source_chunk_id) \
+         OR NOT EXISTS (SELECT 1 FROM chunks WHERE id = k.target_chunk_id)",
+    )
+    .fetch_one(store.reader_pool())
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0);
+    let duplicated: i64 = sqlx::query_scalar("SELECT COUNT(*) - COUNT(DISTINCT id) FROM chunks").fetch_one(store.reader_pool()).await.unwrap();
+    assert_eq!(duplicated, 0);
+}
