@@ -1,0 +1,463 @@
+//! The worker runtime's timing and hand-over rules, on paused tokio time: heartbeat cadence,
+//! immediate cancellation on a lost lease, the reaper at start-up and on its interval (and its
+//! survival of errors), the rate-limit pause with release of unstarted jobs, graceful shutdown
+//! with a grace period, and release of prefetched jobs however the loop ends.
+//!
+//! The store here is an in-memory fake that records every call with the (virtual) time it came
+//! at; the real stores' semantics are proven by checkpoint-store's conformance suite.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use checkpoint_store::{
+    BookMetadata, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document,
+    DocumentStatus, DocumentStore, EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued,
+    FailOutcome, Failure, HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, JobStore,
+    Lease, LeaseRequest, NewConnection, NewDocument, QueueCount, Recovery, StoreError, StoreResult,
+    StoredChunk,
+};
+use serde_json::{Value, json};
+use stage_machine::Checkpoint;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use worker::{Handlers, JobContext, JobError, JobHandler, Worker, WorkerConfig};
+
+/// Calls the runtime made, with the virtual time since the test started.
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Lease(Vec<JobKind>, u32),
+    Heartbeat(Vec<JobId>),
+    Complete(JobId),
+    Fail(JobId, Failure),
+    Postpone(JobId, Duration),
+    Release(Vec<JobId>),
+    RecoverStale,
+    EnforceTimeouts,
+}
+
+#[derive(Default)]
+struct FakeState {
+    pending: Vec<Job>,
+    processing: HashMap<JobId, Job>,
+    revoked: Vec<JobId>,
+    calls: Vec<(Duration, Call)>,
+    reaper_fails: u32,
+}
+
+struct FakeStore {
+    state: Mutex<FakeState>,
+    start: Instant,
+}
+
+impl FakeStore {
+    fn new(jobs: Vec<Job>) -> Arc<FakeStore> {
+        Arc::new(FakeStore { state: Mutex::new(FakeState { pending: jobs, ..Default::default() }), start: Instant::now() })
+    }
+
+    fn record(&self, state: &mut FakeState, call: Call) {
+        state.calls.push((self.start.elapsed(), call));
+    }
+
+    fn calls(&self) -> Vec<(Duration, Call)> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Takes the job's lease away, as a reaper elsewhere would.
+    fn revoke(&self, id: JobId) {
+        let mut state = self.state.lock().unwrap();
+        state.processing.remove(&id);
+        state.revoked.push(id);
+    }
+
+    fn held(&self, state: &FakeState, lease: Lease) -> bool {
+        state.processing.get(&lease.job_id).is_some_and(|job| job.lease_token == lease.token)
+    }
+}
+
+fn job(id: i64, kind: JobKind) -> Job {
+    Job {
+        id: JobId(id),
+        kind,
+        payload: json!({ "document_id": format!("doc-{id}") }),
+        status: JobStatus::Pending,
+        priority: 0,
+        attempts: 0,
+        max_attempts: 3,
+        run_at: 0,
+        lock_owner: None,
+        lock_until: None,
+        lease_token: 0,
+        started_at: None,
+        last_heartbeat: None,
+        timeout: kind.default_timeout(),
+        unique_key: None,
+        metadata: json!({}),
+        result: None,
+        last_error: None,
+        error_kind: None,
+        created_at: 0,
+        updated_at: 0,
+        finished_at: None,
+    }
+}
+
+fn unused<T>() -> StoreResult<T> {
+    Err(StoreError::Corrupt("not used by the worker runtime".into()))
+}
+
+#[async_trait]
+impl JobStore for FakeStore {
+    async fn enqueue(&self, _: JobKind, _: Value, _: EnqueueOptions) -> StoreResult<Enqueued> {
+        unused()
+    }
+    async fn lease(&self, request: LeaseRequest<'_>) -> StoreResult<Vec<Job>> {
+        let mut state = self.state.lock().unwrap();
+        self.record(&mut state, Call::Lease(request.kinds.to_vec(), request.max_jobs));
+        let mut leased = Vec::new();
+        let mut index = 0;
+        while index < state.pending.len() && leased.len() < request.max_jobs as usize {
+            if request.kinds.contains(&state.pending[index].kind) {
+                let mut job = state.pending.remove(index);
+                job.status = JobStatus::Processing;
+                job.lock_owner = Some(request.owner.to_owned());
+                job.lock_until = Some(1);
+                job.lease_token += 1;
+                job.attempts += 1;
+                state.processing.insert(job.id, job.clone());
+                leased.push(job);
+            } else {
+                index += 1;
+            }
+        }
+        Ok(leased)
+    }
+    async fn heartbeat(&self, _: &str, leases: &[Lease], _: Duration) -> StoreResult<HeartbeatReport> {
+        let mut state = self.state.lock().unwrap();
+        let mut ids: Vec<JobId> = leases.iter().map(|l| l.job_id).collect();
+        ids.sort();
+        self.record(&mut state, Call::Heartbeat(ids));
+        let (renewed, lost): (Vec<Lease>, Vec<Lease>) = leases.iter().partition(|&&lease| self.held(&state, lease));
+        Ok(HeartbeatReport { renewed: renewed.iter().map(|l| l.job_id).collect(), lost: lost.iter().map(|l| l.job_id).collect() })
+    }
+    async fn save_checkpoint(&self, _: Lease, _: &Checkpoint) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn complete(&self, lease: Lease, _: Option<Value>) -> StoreResult<()> {
+        let mut state = self.state.lock().unwrap();
+        if !self.held(&state, lease) {
+            return Err(StoreError::LeaseLost { job_id: lease.job_id });
+        }
+        state.processing.remove(&lease.job_id);
+        self.record(&mut state, Call::Complete(lease.job_id));
+        Ok(())
+    }
+    async fn fail(&self, lease: Lease, _: &str, failure: Failure) -> StoreResult<FailOutcome> {
+        let mut state = self.state.lock().unwrap();
+        state.processing.remove(&lease.job_id);
+        self.record(&mut state, Call::Fail(lease.job_id, failure));
+        Ok(FailOutcome::Dead)
+    }
+    async fn postpone(&self, lease: Lease, delay: Duration, _: &str) -> StoreResult<()> {
+        let mut state = self.state.lock().unwrap();
+        state.processing.remove(&lease.job_id);
+        self.record(&mut state, Call::Postpone(lease.job_id, delay));
+        Ok(())
+    }
+    async fn release(&self, _: &str, jobs: &[JobId]) -> StoreResult<Vec<JobId>> {
+        let mut state = self.state.lock().unwrap();
+        let mut released = Vec::new();
+        for id in jobs {
+            if let Some(mut job) = state.processing.remove(id) {
+                job.status = JobStatus::Pending;
+                job.attempts -= 1;
+                state.pending.push(job);
+                released.push(*id);
+            }
+        }
+        self.record(&mut state, Call::Release(released.clone()));
+        Ok(released)
+    }
+    async fn recover_stale(&self) -> StoreResult<Vec<Recovery>> {
+        let mut state = self.state.lock().unwrap();
+        self.record(&mut state, Call::RecoverStale);
+        if state.reaper_fails > 0 {
+            state.reaper_fails -= 1;
+            return Err(StoreError::Corrupt("the database is having a bad day".into()));
+        }
+        Ok(Vec::new())
+    }
+    async fn enforce_timeouts(&self) -> StoreResult<Vec<Recovery>> {
+        let mut state = self.state.lock().unwrap();
+        self.record(&mut state, Call::EnforceTimeouts);
+        Ok(Vec::new())
+    }
+    async fn job(&self, _: JobId) -> StoreResult<Option<Job>> {
+        Ok(None)
+    }
+    async fn list_jobs(&self, _: &JobFilter) -> StoreResult<Vec<Job>> {
+        unused()
+    }
+    async fn counts(&self) -> StoreResult<Vec<QueueCount>> {
+        let state = self.state.lock().unwrap();
+        let mut counts = Vec::new();
+        for (status, n) in [(JobStatus::Pending, state.pending.len()), (JobStatus::Processing, state.processing.len())] {
+            counts.push(QueueCount { status, kind: JobKind::ProcessDocument, count: n as u64 });
+        }
+        Ok(counts)
+    }
+    async fn stale_jobs(&self, _: Duration) -> StoreResult<Vec<Job>> {
+        unused()
+    }
+    async fn requeue_stale(&self, _: &[JobId], _: Duration) -> StoreResult<Vec<Recovery>> {
+        unused()
+    }
+    async fn retry_dead(&self, _: JobId) -> StoreResult<Job> {
+        unused()
+    }
+    async fn purge_dead(&self, _: Duration) -> StoreResult<u64> {
+        unused()
+    }
+    async fn requeue_with_checkpoint(&self, _: JobId, _: &Checkpoint) -> StoreResult<Job> {
+        unused()
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DocumentStore for FakeStore {
+    async fn create_document(&self, _: NewDocument) -> StoreResult<(Document, bool)> {
+        unused()
+    }
+    async fn document(&self, _: &str) -> StoreResult<Option<Document>> {
+        unused()
+    }
+    async fn list_documents(&self) -> StoreResult<Vec<Document>> {
+        unused()
+    }
+    async fn set_document_status(&self, _: Lease, _: &str, _: DocumentStatus, _: Option<&str>) -> StoreResult<()> {
+        unused()
+    }
+    async fn reset_document_status(&self, _: &str, _: DocumentStatus, _: Option<&str>) -> StoreResult<()> {
+        unused()
+    }
+    async fn record_extraction(&self, _: Lease, _: &str, _: &BookMetadata, _: &str) -> StoreResult<()> {
+        unused()
+    }
+    async fn replace_chunks(&self, _: Lease, _: &str, _: &[StoredChunk]) -> StoreResult<()> {
+        unused()
+    }
+    async fn chunks(&self, _: &str) -> StoreResult<Vec<StoredChunk>> {
+        unused()
+    }
+    async fn cached_embeddings(&self, _: &str, _: usize, _: &[String]) -> StoreResult<HashMap<String, Vec<f32>>> {
+        unused()
+    }
+    async fn store_embeddings(&self, _: Lease, _: &str, _: usize, _: &[(String, Vec<f32>)]) -> StoreResult<()> {
+        unused()
+    }
+    async fn mark_embedded(&self, _: Lease, _: &str, _: EmbeddingUsage) -> StoreResult<()> {
+        unused()
+    }
+    async fn embedded_chunks(&self, _: Option<&str>, _: &str, _: usize) -> StoreResult<Vec<EmbeddedChunk>> {
+        unused()
+    }
+    async fn replace_connections(&self, _: Lease, _: &str, _: u32, _: &[NewConnection]) -> StoreResult<ConnectionsOutcome> {
+        unused()
+    }
+    async fn connections(&self, _: &str, _: &ConnectionFilter) -> StoreResult<Vec<ConnectionView>> {
+        unused()
+    }
+    async fn connection_count(&self, _: &str) -> StoreResult<u64> {
+        unused()
+    }
+}
+
+/// How the scripted handler treats each job.
+#[derive(Clone, Copy)]
+enum Script {
+    /// Works for this long (virtual time), checking for lost leases, then completes.
+    WorkFor(Duration),
+    /// Works in ten steps of this long, stopping at a step boundary once shutdown is asked for.
+    Steps(Duration),
+    /// Reports a rate limit.
+    RateLimited(Duration),
+}
+
+struct ScriptedHandler {
+    scripts: HashMap<JobId, Script>,
+    /// Jobs whose attempt saw its lease lost, and when.
+    saw_lease_lost: Mutex<Vec<(JobId, Duration)>>,
+    start: Instant,
+}
+
+#[async_trait]
+impl JobHandler for ScriptedHandler {
+    async fn run(&self, job: &Job, context: &JobContext) -> Result<Value, JobError> {
+        match self.scripts.get(&job.id).copied().unwrap_or(Script::WorkFor(Duration::ZERO)) {
+            Script::WorkFor(duration) => {
+                tokio::select! {
+                    () = tokio::time::sleep(duration) => Ok(json!({})),
+                    () = context.lease_lost.cancelled() => {
+                        self.saw_lease_lost.lock().unwrap().push((job.id, self.start.elapsed()));
+                        Err(JobError::LeaseLost)
+                    }
+                }
+            }
+            Script::Steps(step) => {
+                for _ in 0..10 {
+                    context.checkpoint_boundary()?;
+                    tokio::time::sleep(step).await;
+                }
+                Ok(json!({}))
+            }
+            Script::RateLimited(retry_after) => Err(JobError::RateLimited { retry_after }),
+        }
+    }
+
+    async fn dead_lettered(&self, _: &Job, _: &str) {}
+}
+
+fn config() -> WorkerConfig {
+    let mut config = WorkerConfig::new("test-worker");
+    config.concurrency = 1;
+    config.prefetch = 0;
+    config.lease_ttl = Duration::from_secs(60);
+    config.heartbeat_interval = Duration::from_secs(20);
+    config.reaper_interval = Duration::from_secs(30);
+    config.shutdown_grace = Duration::from_secs(30);
+    config.poll_interval = Duration::from_millis(500);
+    config
+}
+
+fn handler(scripts: &[(i64, Script)]) -> Arc<ScriptedHandler> {
+    Arc::new(ScriptedHandler {
+        scripts: scripts.iter().map(|&(id, script)| (JobId(id), script)).collect(),
+        saw_lease_lost: Mutex::default(),
+        start: Instant::now(),
+    })
+}
+
+fn spawn(store: &Arc<FakeStore>, handler: &Arc<ScriptedHandler>, config: WorkerConfig) -> (CancellationToken, tokio::task::JoinHandle<Result<(), StoreError>>) {
+    let handlers = Handlers { process_document: handler.clone(), detect_connections: handler.clone() };
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(store.clone(), handlers, config);
+    (shutdown.clone(), tokio::spawn(worker.run(shutdown)))
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_renew_in_flight_leases_every_interval_in_one_call() {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument)]);
+    let handler = handler(&[(1, Script::WorkFor(secs(70)))]);
+    let (_shutdown, run) = spawn(&store, &handler, config());
+    tokio::time::sleep(secs(80)).await;
+    let beats: Vec<Duration> = store.calls().into_iter().filter_map(|(at, call)| matches!(call, Call::Heartbeat(_)).then_some(at)).collect();
+    // Leased at 0, worked for 70 s: renewed at 20, 40 and 60 s, each call carrying the job.
+    assert_eq!(beats, [secs(20), secs(40), secs(60)]);
+    assert!(store.calls().iter().any(|(_, call)| *call == Call::Complete(JobId(1))));
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_lease_cancels_the_job_at_the_next_heartbeat() {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument)]);
+    let handler = handler(&[(1, Script::WorkFor(secs(600)))]);
+    let (_shutdown, run) = spawn(&store, &handler, config());
+    tokio::time::sleep(secs(25)).await;
+    store.revoke(JobId(1));
+    tokio::time::sleep(secs(30)).await;
+    // Revoked at 25 s; the heartbeat at 40 s finds out and the job stops then, not at 600 s.
+    assert_eq!(*handler.saw_lease_lost.lock().unwrap(), [(JobId(1), secs(40))]);
+    // It writes nothing more: no completion, no failure, no postponement.
+    assert!(!store.calls().iter().any(|(_, call)| matches!(call, Call::Complete(_) | Call::Fail(..) | Call::Postpone(..))));
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_reaper_runs_at_start_up_and_on_its_interval_and_survives_errors() {
+    let store = FakeStore::new(Vec::new());
+    store.state.lock().unwrap().reaper_fails = 1;
+    let handler = handler(&[]);
+    let (_shutdown, run) = spawn(&store, &handler, config());
+    tokio::time::sleep(secs(65)).await;
+    let passes: Vec<Duration> = store.calls().into_iter().filter_map(|(at, call)| (call == Call::RecoverStale).then_some(at)).collect();
+    assert_eq!(passes, [secs(0), secs(30), secs(60)], "a failed pass at start-up does not stop the reaper");
+    let timeouts = store.calls().iter().filter(|(_, call)| *call == Call::EnforceTimeouts).count();
+    assert_eq!(timeouts, 2, "timeouts are enforced on every successful pass");
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_releases_prefetched_jobs_and_pauses_embedding_work_until_it_passes() {
+    let store = FakeStore::new(vec![
+        job(1, JobKind::ProcessDocument),
+        job(2, JobKind::ProcessDocument),
+        job(3, JobKind::ProcessDocument),
+    ]);
+    let handler = handler(&[(1, Script::RateLimited(secs(30)))]);
+    let mut config = config();
+    config.prefetch = 2;
+    let (_shutdown, run) = spawn(&store, &handler, config);
+    tokio::time::sleep(secs(10)).await;
+    let calls = store.calls();
+    assert!(calls.iter().any(|(_, c)| *c == Call::Postpone(JobId(1), secs(30))), "{calls:?}");
+    assert!(calls.iter().any(|(at, c)| *c == Call::Release(vec![JobId(2), JobId(3)]) && *at == Duration::ZERO), "{calls:?}");
+    // While limited, only work that needs no embeddings is leased.
+    let during: Vec<&Call> = calls.iter().filter(|(at, c)| *at > Duration::ZERO && matches!(c, Call::Lease(..))).map(|(_, c)| c).collect();
+    assert!(!during.is_empty());
+    assert!(during.iter().all(|c| **c == Call::Lease(vec![JobKind::DetectConnections], 3)), "{during:?}");
+    tokio::time::sleep(secs(25)).await;
+    // After 30 s the released jobs are leased and done.
+    let calls = store.calls();
+    assert!(calls.iter().any(|(at, c)| *c == Call::Complete(JobId(2)) && *at >= secs(30)), "{calls:?}");
+    assert!(calls.iter().any(|(_, c)| *c == Call::Complete(JobId(3))));
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_the_grace_period_then_hands_jobs_back_at_a_stage_boundary() {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument), job(2, JobKind::ProcessDocument)]);
+    let handler = handler(&[(1, Script::Steps(secs(10)))]);
+    let mut config = config();
+    config.prefetch = 1;
+    let (shutdown, run) = spawn(&store, &handler, config);
+    tokio::time::sleep(secs(15)).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    let calls = store.calls();
+    // The prefetched job goes back at once; the running one keeps going through the 30 s grace
+    // and is handed back at its next step boundary (50 s), without using an attempt.
+    assert!(calls.iter().any(|(at, c)| *c == Call::Release(vec![JobId(2)]) && *at == secs(15)), "{calls:?}");
+    assert!(calls.iter().any(|(at, c)| *c == Call::Postpone(JobId(1), Duration::ZERO) && *at == secs(50)), "{calls:?}");
+    assert!(store.state.lock().unwrap().processing.is_empty(), "nothing is left processing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_finishes_within_the_grace_period_completes() {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument)]);
+    let handler = handler(&[(1, Script::WorkFor(secs(20)))]);
+    let (shutdown, run) = spawn(&store, &handler, config());
+    tokio::time::sleep(secs(5)).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    assert!(store.calls().iter().any(|(at, c)| *c == Call::Complete(JobId(1)) && *at == secs(20)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn exit_when_idle_returns_once_the_queue_is_empty() {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument), job(2, JobKind::DetectConnections)]);
+    let handler = handler(&[(1, Script::WorkFor(secs(3)))]);
+    let mut config = config();
+    config.exit_when_idle = true;
+    let (_shutdown, run) = spawn(&store, &handler, config);
+    tokio::time::timeout(secs(60), run).await.expect("the worker exits by itself").unwrap().unwrap();
+    let completed = store.calls().into_iter().filter(|(_, c)| matches!(c, Call::Complete(_))).count();
+    assert_eq!(completed, 2);
+}
