@@ -127,7 +127,9 @@ impl Isolation {
             let mut text = Vec::new();
             if let Some(stderr) = stderr.as_mut() {
                 // Bounded: a child cannot make the worker hold more than 64 KiB of its output.
-                let _ = stderr.take(64 << 10).read_to_end(&mut text).await;
+                // The rest is drained, so a chatty child never blocks on a full pipe.
+                let _ = (&mut *stderr).take(64 << 10).read_to_end(&mut text).await;
+                let _ = tokio::io::copy(stderr, &mut tokio::io::sink()).await;
             }
             String::from_utf8_lossy(&text).into_owned()
         };
