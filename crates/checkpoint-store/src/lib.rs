@@ -39,6 +39,7 @@ mod error;
 mod job_store;
 mod model;
 mod postgres;
+mod recovery;
 mod retry_policy;
 mod sqlite;
 

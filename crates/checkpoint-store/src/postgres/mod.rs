@@ -40,8 +40,9 @@ use crate::job_store::JobStore;
 use crate::model::{
     DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure,
     HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount,
-    Recovery, RecoveryAction, RecoveryReason,
+    Recovery, RecoveryReason,
 };
+use crate::recovery;
 use crate::retry_policy::RetryPolicy;
 
 /// The migrations of the PostgreSQL schema, embedded in the binary. They name no schema: run
@@ -209,73 +210,29 @@ impl PgStore {
         reason: RecoveryReason,
         now: UnixMillis,
     ) -> StoreResult<Option<Recovery>> {
-        let (error_kind, message) = match reason {
-            RecoveryReason::LeaseExpired => (
-                ErrorKind::LeaseLost,
-                format!(
-                    "lease expired: worker {} stopped renewing it",
-                    job.lock_owner.as_deref().unwrap_or("?")
-                ),
-            ),
-            RecoveryReason::TimedOut => (
-                ErrorKind::Timeout,
-                format!(
-                    "timed out after running {} (limit {})",
-                    format_duration(elapsed(job.started_at, now)),
-                    format_duration(job.timeout)
-                ),
-            ),
-            RecoveryReason::Operator => (
-                ErrorKind::LeaseLost,
-                format!(
-                    "taken back by an operator from worker {} after {} without a heartbeat",
-                    job.lock_owner.as_deref().unwrap_or("?"),
-                    format_duration(elapsed(job.last_heartbeat.or(job.started_at), now))
-                ),
-            ),
-        };
-        let out_of_attempts = job.attempts >= job.max_attempts;
-        let changed = if out_of_attempts {
+        let plan = recovery::plan(job, reason, now, &self.retry_policy);
+        let changed = if plan.dead {
             sqlx::query(sql::DEAD_LETTER_HELD)
                 .bind(job.id.0)
                 .bind(job.lease_token)
-                .bind(&message)
-                .bind(<&str>::from(error_kind))
+                .bind(&plan.message)
+                .bind(<&str>::from(plan.error_kind))
                 .bind(Some(now))
                 .execute(&mut **tx)
                 .await?
         } else {
-            // A crashed worker's job runs again at once; a timed-out one backs off, since the
-            // same input is likely to be slow again.
-            let delay = match reason {
-                RecoveryReason::TimedOut => millis(self.retry_policy.delay_after(job.attempts)),
-                RecoveryReason::LeaseExpired | RecoveryReason::Operator => 0,
-            };
             sqlx::query(sql::REQUEUE_HELD)
                 .bind(job.id.0)
                 .bind(job.lease_token)
-                .bind(delay)
-                .bind(&message)
-                .bind(<&str>::from(error_kind))
+                .bind(millis(plan.delay))
+                .bind(&plan.message)
+                .bind(<&str>::from(plan.error_kind))
                 .bind(Some(now))
                 .bind(0_i32)
                 .execute(&mut **tx)
                 .await?
         };
-        if changed.rows_affected() == 0 {
-            return Ok(None);
-        }
-        Ok(Some(Recovery {
-            job_id: job.id,
-            kind: job.kind,
-            owner: job.lock_owner.clone(),
-            attempts: job.attempts,
-            max_attempts: job.max_attempts,
-            running_for: elapsed(job.started_at, now),
-            silent_for: elapsed(job.last_heartbeat.or(job.started_at), now),
-            reason,
-            action: if out_of_attempts { RecoveryAction::DeadLettered } else { RecoveryAction::Requeued },
-        }))
+        Ok((changed.rows_affected() > 0).then(|| recovery::report(job, reason, now, &plan)))
     }
 
     /// Pages through the rows `select` finds and takes each back, one bounded transaction per
@@ -625,20 +582,6 @@ fn fenced(lease: Lease, result: &PgQueryResult) -> StoreResult<()> {
     Ok(())
 }
 
-fn elapsed(since: Option<UnixMillis>, now: UnixMillis) -> Duration {
-    since.map_or(Duration::ZERO, |since| Duration::from_millis(u64::try_from(now - since).unwrap_or(0)))
-}
-
-/// A duration for messages: `31m 0s`, `12s`, `250ms`. Same wording as the SQLite store.
-fn format_duration(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    match secs {
-        0 => format!("{}ms", duration.as_millis()),
-        1..60 => format!("{secs}s"),
-        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
-        _ => format!("{}h {}m", secs / 3600, (secs % 3600) / 60),
-    }
-}
 
 fn parse_column<T: FromStr>(row: &PgRow, index: usize) -> StoreResult<T> {
     let text: String = row.try_get(index)?;

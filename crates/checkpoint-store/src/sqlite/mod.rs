@@ -30,8 +30,9 @@ use crate::job_store::JobStore;
 use crate::model::{
     DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure,
     HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount,
-    Recovery, RecoveryAction, RecoveryReason,
+    Recovery, RecoveryReason,
 };
+use crate::recovery;
 use crate::retry_policy::RetryPolicy;
 
 /// The migrations of the SQLite schema, embedded in the binary.
@@ -77,28 +78,21 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub async fn open(path: impl AsRef<Path>, options: StoreOptions) -> StoreResult<SqliteStore> {
-        let connect = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(options.busy_timeout)
-            .foreign_keys(true);
-        Self::open_with(connect, options).await
+        Self::open_with(SqliteConnectOptions::new().filename(path), options).await
     }
 
     /// Opens the database named by a `sqlite://PATH` URL (see [`SqliteStore::open`]).
     pub async fn open_url(url: &str, options: StoreOptions) -> StoreResult<SqliteStore> {
-        let connect = SqliteConnectOptions::from_str(url)?
+        Self::open_with(SqliteConnectOptions::from_str(url)?, options).await
+    }
+
+    async fn open_with(connect: SqliteConnectOptions, options: StoreOptions) -> StoreResult<SqliteStore> {
+        let connect = connect
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
-        Self::open_with(connect, options).await
-    }
-
-    async fn open_with(connect: SqliteConnectOptions, options: StoreOptions) -> StoreResult<SqliteStore> {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -156,73 +150,29 @@ impl SqliteStore {
         reason: RecoveryReason,
         now: UnixMillis,
     ) -> StoreResult<Option<Recovery>> {
-        let (error_kind, message) = match reason {
-            RecoveryReason::LeaseExpired => (
-                ErrorKind::LeaseLost,
-                format!(
-                    "lease expired: worker {} stopped renewing it",
-                    job.lock_owner.as_deref().unwrap_or("?")
-                ),
-            ),
-            RecoveryReason::TimedOut => (
-                ErrorKind::Timeout,
-                format!(
-                    "timed out after running {} (limit {})",
-                    format_duration(elapsed(job.started_at, now)),
-                    format_duration(job.timeout)
-                ),
-            ),
-            RecoveryReason::Operator => (
-                ErrorKind::LeaseLost,
-                format!(
-                    "taken back by an operator from worker {} after {} without a heartbeat",
-                    job.lock_owner.as_deref().unwrap_or("?"),
-                    format_duration(elapsed(job.last_heartbeat.or(job.started_at), now))
-                ),
-            ),
-        };
-        let out_of_attempts = job.attempts >= job.max_attempts;
-        let changed = if out_of_attempts {
+        let plan = recovery::plan(job, reason, now, &self.retry_policy);
+        let changed = if plan.dead {
             sqlx::query(sql::DEAD_LETTER_HELD)
                 .bind(job.id.0)
                 .bind(job.lease_token)
-                .bind(&message)
-                .bind(<&str>::from(error_kind))
+                .bind(&plan.message)
+                .bind(<&str>::from(plan.error_kind))
                 .bind(now)
                 .execute(&mut **tx)
                 .await?
         } else {
-            // A crashed worker's job runs again at once; a timed-out one backs off, since the
-            // same input is likely to be slow again.
-            let run_at = match reason {
-                RecoveryReason::TimedOut => now + millis(self.retry_policy.delay_after(job.attempts)),
-                RecoveryReason::LeaseExpired | RecoveryReason::Operator => now,
-            };
             sqlx::query(sql::REQUEUE_HELD)
                 .bind(job.id.0)
                 .bind(job.lease_token)
-                .bind(run_at)
-                .bind(&message)
-                .bind(<&str>::from(error_kind))
+                .bind(now + millis(plan.delay))
+                .bind(&plan.message)
+                .bind(<&str>::from(plan.error_kind))
                 .bind(now)
                 .bind(0_i64)
                 .execute(&mut **tx)
                 .await?
         };
-        if changed.rows_affected() == 0 {
-            return Ok(None);
-        }
-        Ok(Some(Recovery {
-            job_id: job.id,
-            kind: job.kind,
-            owner: job.lock_owner.clone(),
-            attempts: job.attempts,
-            max_attempts: job.max_attempts,
-            running_for: elapsed(job.started_at, now),
-            silent_for: elapsed(job.last_heartbeat.or(job.started_at), now),
-            reason,
-            action: if out_of_attempts { RecoveryAction::DeadLettered } else { RecoveryAction::Requeued },
-        }))
+        Ok((changed.rows_affected() > 0).then(|| recovery::report(job, reason, now, &plan)))
     }
 
     /// Pages through the rows `select` finds and takes each back, one bounded transaction per
@@ -531,20 +481,6 @@ fn fenced(lease: Lease, result: &sqlx::sqlite::SqliteQueryResult) -> StoreResult
     Ok(())
 }
 
-fn elapsed(since: Option<UnixMillis>, now: UnixMillis) -> Duration {
-    since.map_or(Duration::ZERO, |since| Duration::from_millis(u64::try_from(now - since).unwrap_or(0)))
-}
-
-/// A duration for messages: `31m 0s`, `12s`, `250ms`.
-fn format_duration(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    match secs {
-        0 => format!("{}ms", duration.as_millis()),
-        1..60 => format!("{secs}s"),
-        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
-        _ => format!("{}h {}m", secs / 3600, (secs % 3600) / 60),
-    }
-}
 
 fn parse_column<T: FromStr>(row: &SqliteRow, index: usize) -> StoreResult<T> {
     let text: String = row.try_get(index)?;
