@@ -1,6 +1,7 @@
 //! Durable storage for quire: the lease-fenced job queue and, beside it, the documents.
 //!
-//! The main types are the [`JobStore`] trait, its SQLite implementation [`SqliteStore`], the
+//! The main types are the [`JobStore`] and [`DocumentStore`] traits, their implementations
+//! [`SqliteStore`] (the embedded default) and [`PgStore`] (many workers on many machines), the
 //! [`Job`] and its [`Lease`]. The one design choice to understand: **every write a worker makes
 //! on a job carries the [`Lease`] it was given**, and the store accepts the write only while the
 //! job is still processing under that lease's token. Leases are renewed by heartbeats; the
@@ -8,7 +9,9 @@
 //! token, so a worker that was paused, partitioned or slow can never overwrite the worker that
 //! took over.
 //!
-//! Time comes from an injectable [`Clock`], so expiry and timeouts are tested without sleeping.
+//! Time comes from an injectable [`Clock`], so expiry and timeouts are tested without sleeping;
+//! PostgreSQL uses the database server's clock unless a clock is injected, so machines with
+//! skewed clocks agree on lease expiry.
 //!
 //! ```
 //! # tokio_test_block_on(async {
