@@ -1,14 +1,18 @@
 //! Where the queue under test lives: one fresh, empty store per measured run.
 //!
 //! Every run gets its own database so that no run inherits another's completed rows, index
-//! pages or WAL. To add a backend (PostgreSQL next), add a [`Backend`] variant, an arm in
+//! pages or WAL. To add a backend, add a [`Backend`] variant, an arm in
 //! [`Backend::fresh`] that creates an empty database or schema and returns its store, and an
 //! arm in [`FreshStore::close`] that drops it; the scenarios only see `dyn JobStore`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
-use checkpoint_store::{JobStore, SqliteStore, StoreOptions};
+use checkpoint_store::{JobStore, PgStore, PgStoreOptions, SqliteStore, StoreOptions};
 use tempfile::TempDir;
+
+/// The environment variable naming the PostgreSQL server for `--backend postgres`.
+pub const DATABASE_URL_VAR: &str = "QUIRE_BENCH_DATABASE_URL";
 
 /// Result type of the benchmark: any error ends the run with its message.
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -19,16 +23,37 @@ pub enum Backend {
     /// `SqliteStore` on a file in a fresh temporary directory, with the store's default options
     /// (WAL, synchronous=NORMAL, one writer connection, four readers).
     Sqlite,
+    /// `PgStore` on a fresh schema (`quire_bench_<pid>_<n>`, dropped after the run) of the
+    /// database named by `QUIRE_BENCH_DATABASE_URL`, with the store's default options (a pool
+    /// of 10 connections, the server's clock).
+    Postgres,
 }
 
 impl Backend {
     /// A new, empty, migrated store.
     pub async fn fresh(self) -> BenchResult<FreshStore> {
+        self.fresh_at(None).await
+    }
+
+    /// As [`Backend::fresh`], with the PostgreSQL URL given (`--database-url`) instead of taken
+    /// from `QUIRE_BENCH_DATABASE_URL`.
+    pub async fn fresh_at(self, database_url: Option<&str>) -> BenchResult<FreshStore> {
         match self {
             Backend::Sqlite => {
                 let dir = tempfile::Builder::new().prefix("quire-queue-bench-").tempdir()?;
                 let store = SqliteStore::open(dir.path().join("quire.db"), StoreOptions::default()).await?;
                 Ok(FreshStore { store: Arc::new(store.clone()), owned: Owned::Sqlite { store, _dir: dir } })
+            }
+            Backend::Postgres => {
+                static RUN: AtomicU32 = AtomicU32::new(0);
+                let url = database_url
+                    .map(str::to_owned)
+                    .or_else(|| std::env::var(DATABASE_URL_VAR).ok())
+                    .filter(|url| !url.trim().is_empty())
+                    .ok_or_else(|| format!("--backend postgres needs {DATABASE_URL_VAR} (a postgres://… URL)"))?;
+                let schema = format!("quire_bench_{}_{}", std::process::id(), RUN.fetch_add(1, Ordering::Relaxed));
+                let store = PgStore::connect(&url, PgStoreOptions { schema, ..PgStoreOptions::default() }).await?;
+                Ok(FreshStore { store: Arc::new(store.clone()), owned: Owned::Postgres { store } })
             }
         }
     }
@@ -45,6 +70,8 @@ pub struct FreshStore {
 enum Owned {
     /// The temporary directory is deleted when dropped, after the pools are closed.
     Sqlite { store: SqliteStore, _dir: TempDir },
+    /// The schema is dropped, then the pool closed.
+    Postgres { store: PgStore },
 }
 
 impl FreshStore {
@@ -52,6 +79,14 @@ impl FreshStore {
     pub async fn close(self) {
         match self.owned {
             Owned::Sqlite { store, _dir } => store.close().await,
+            Owned::Postgres { store } => {
+                // The name was made above from digits and `_`: safe to interpolate.
+                let drop = format!("DROP SCHEMA IF EXISTS {} CASCADE", store.schema());
+                if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(drop.clone())).execute(store.pool()).await {
+                    eprintln!("warning: could not drop schema {}: {error}", store.schema());
+                }
+                store.close().await;
+            }
         }
     }
 }

@@ -32,9 +32,15 @@ use crate::scenarios::Run;
 #[derive(Debug, Parser)]
 #[command(name = "quire-queue-bench")]
 struct Cli {
-    /// The store implementation to measure.
-    #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
-    backend: Backend,
+    /// The store implementations to measure, comma-separated (`sqlite,postgres`): with several,
+    /// runs are interleaved across backends too and one table is printed per backend.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sqlite")]
+    backend: Vec<Backend>,
+    /// The PostgreSQL database for `--backend postgres` (each run gets a schema of its own,
+    /// dropped after it), e.g. `postgres://postgres@127.0.0.1:5432/test` or, over the Unix
+    /// socket, `postgres://postgres@%2Fvar%2Frun%2Fpostgresql/test`.
+    #[arg(long, env = "QUIRE_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
     /// Jobs per run (enqueued, drained, or checkpoint writes).
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     jobs: u64,
@@ -114,31 +120,40 @@ async fn main() -> BenchResult<()> {
 
     let load_before = report::load_average();
     let started = Instant::now();
-    let mut results: Vec<Vec<Run>> = vec![Vec::new(); configs.len()];
+    let mut results: Vec<Vec<Vec<Run>>> = vec![vec![Vec::new(); configs.len()]; cli.backend.len()];
     for round in 1..=cli.runs {
-        for (config, runs) in configs.iter().zip(&mut results) {
-            let run = measure(&cli, *config).await?;
-            eprintln!(
-                "run {round}/{}: {:?} workers={} batch={}: {:.0}/s",
-                cli.runs, config.scenario, config.workers, config.batch, run.rate()
-            );
-            runs.push(run);
+        for (c, config) in configs.iter().enumerate() {
+            for (b, backend) in cli.backend.iter().enumerate() {
+                let run = measure(&cli, *backend, *config).await?;
+                eprintln!(
+                    "run {round}/{}: {backend:?} {:?} workers={} batch={}: {:.0}/s",
+                    cli.runs, config.scenario, config.workers, config.batch, run.rate()
+                );
+                results[b][c].push(run);
+            }
         }
     }
     let load_after = report::load_average();
 
-    let rows: Vec<Row> = configs.iter().zip(results).map(|(config, runs)| row(&cli, *config, runs)).collect();
     let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-    println!("Command: `quire-queue-bench {command}` (backend {:?}, {} jobs, {} runs each)", cli.backend, cli.jobs, cli.runs);
+    println!("Command: `quire-queue-bench {command}` ({} jobs, {} runs each)", cli.jobs, cli.runs);
     println!("Load average (1, 5, 15 min): before {load_before}, after {load_after}; total {:.0?}", started.elapsed());
-    println!();
-    print!("{}", report::table(&rows));
+    for (backend, runs) in cli.backend.iter().zip(results) {
+        let rows: Vec<Row> = configs.iter().zip(runs).map(|(config, runs)| row(&cli, *config, runs)).collect();
+        println!();
+        println!("Backend {backend:?}:");
+        println!();
+        print!("{}", report::table(&rows));
+    }
     Ok(())
 }
 
 /// Runs one configuration once, on a fresh store.
-async fn measure(cli: &Cli, config: Config) -> BenchResult<Run> {
-    let fresh = cli.backend.fresh().await?;
+async fn measure(cli: &Cli, backend: Backend, config: Config) -> BenchResult<Run> {
+    let fresh = match cli.database_url.as_deref() {
+        Some(url) => backend.fresh_at(Some(url)).await?,
+        None => backend.fresh().await?,
+    };
     let store = fresh.store.clone();
     let run = match config.scenario {
         Scenario::Enqueue => scenarios::enqueue(store.as_ref(), cli.jobs, false).await,

@@ -15,6 +15,11 @@
 //! see [`estimate_tokens`]); over-long inputs are cut by
 //! [`truncate_for_embedding`].
 //!
+//! Large jobs can go through an OpenAI-compatible Batch API instead, behind
+//! the [`BatchService`] trait (implemented by [`OpenAiEmbedder`]): upload the
+//! inputs, create a batch, check its [`BatchState`], download its results,
+//! cancel it. Every call is one request, never retried, like `embed`.
+//!
 //! **The key design choice: this crate never retries.** The durable job queue
 //! owns retries, so every failure comes back at once, classified as
 //! [`EmbedError::RateLimited`] (with the server's `Retry-After`),
@@ -37,11 +42,13 @@
 //! ```
 
 mod batch;
+mod batch_api;
 mod error;
 mod local;
 mod openai;
 
 pub use batch::{BatchLimits, estimate_tokens, plan_batches, truncate_for_embedding};
+pub use batch_api::{BatchInfo, BatchInput, BatchResults, BatchService, BatchState};
 pub use error::EmbedError;
 pub use local::{DEFAULT_LOCAL_DIMENSIONS, LocalEmbedder};
 pub use openai::{

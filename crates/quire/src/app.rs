@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use checkpoint_store::{PgStore, PgStoreOptions, SqliteStore, Store, StoreOptions};
-use embedder::{Embedder, LocalEmbedder, OpenAiConfig, OpenAiEmbedder};
+use embedder::{BatchService, Embedder, LocalEmbedder, OpenAiConfig, OpenAiEmbedder};
 use worker::{DataDir, Pipeline};
 
-use crate::cli::{EmbedderKind, EmbedderOptions, GlobalOptions};
+use crate::cli::{EmbedderKind, EmbedderOptions, EmbeddingModeArg, GlobalOptions, WorkerOptions};
 
 /// The opened data directory and store.
 pub struct App {
@@ -82,6 +82,59 @@ fn store_options() -> anyhow::Result<StoreOptions> {
 
 /// The embedder the options ask for.
 pub fn embedder(options: &EmbedderOptions) -> anyhow::Result<Arc<dyn Embedder>> {
+    Ok(embedder_and_batches(options)?.0)
+}
+
+/// An embedder and, when it has one, its Batch API.
+pub type EmbedderWithBatches = (Arc<dyn Embedder>, Option<Arc<dyn BatchService>>);
+
+/// The embedder the options ask for and, for the OpenAI embedder, its Batch API.
+pub fn embedder_and_batches(options: &EmbedderOptions) -> anyhow::Result<EmbedderWithBatches> {
+    match options.embedder {
+        EmbedderKind::Local => Ok((configured_embedder(options)?, None)),
+        EmbedderKind::Openai => {
+            let openai = openai_embedder(options)?;
+            Ok((openai.clone(), Some(openai)))
+        }
+    }
+}
+
+/// The worker's Batch API settings (`--embedding-mode`, `--batch-threshold`,
+/// `--batch-poll-interval`) over `service`.
+pub fn batching(options: &WorkerOptions, service: Option<Arc<dyn BatchService>>) -> worker::Batching {
+    let mode = match options.embedding_mode {
+        EmbeddingModeArg::Direct => worker::EmbeddingMode::Direct,
+        EmbeddingModeArg::Batch => worker::EmbeddingMode::Batch,
+        EmbeddingModeArg::Auto => worker::EmbeddingMode::Auto,
+    };
+    let defaults = worker::Batching::default();
+    worker::Batching {
+        service,
+        mode,
+        threshold: options.batch_threshold,
+        poll_interval: options.batch_poll_interval,
+        max_poll_interval: defaults.max_poll_interval.max(options.batch_poll_interval),
+    }
+}
+
+fn openai_embedder(options: &EmbedderOptions) -> anyhow::Result<Arc<OpenAiEmbedder>> {
+    let mut config = OpenAiConfig::from_env();
+    if let Some(url) = &options.openai_base_url {
+        config.base_url = url.clone();
+    }
+    if let Some(model) = &options.embedding_model {
+        config.model = model.clone();
+    }
+    if let Some(dimensions) = options.embedding_dimensions {
+        config.dimensions = Some(dimensions);
+    }
+    if let Some(batch_size) = options.embedding_batch_size {
+        config.batch_size = batch_size;
+    }
+    Ok(Arc::new(OpenAiEmbedder::new(config).context("cannot configure the OpenAI embedder")?))
+}
+
+fn configured_embedder(options: &EmbedderOptions) -> anyhow::Result<Arc<dyn Embedder>> {
     match options.embedder {
         EmbedderKind::Local => {
             let dimensions = options.embedding_dimensions.unwrap_or(embedder::DEFAULT_LOCAL_DIMENSIONS);
@@ -94,21 +147,6 @@ pub fn embedder(options: &EmbedderOptions) -> anyhow::Result<Arc<dyn Embedder>> 
             }
             Ok(Arc::new(local))
         }
-        EmbedderKind::Openai => {
-            let mut config = OpenAiConfig::from_env();
-            if let Some(url) = &options.openai_base_url {
-                config.base_url = url.clone();
-            }
-            if let Some(model) = &options.embedding_model {
-                config.model = model.clone();
-            }
-            if let Some(dimensions) = options.embedding_dimensions {
-                config.dimensions = Some(dimensions);
-            }
-            if let Some(batch_size) = options.embedding_batch_size {
-                config.batch_size = batch_size;
-            }
-            Ok(Arc::new(OpenAiEmbedder::new(config).context("cannot configure the OpenAI embedder")?))
-        }
+        EmbedderKind::Openai => Ok(openai_embedder(options)?),
     }
 }

@@ -181,6 +181,23 @@ fn render_worker(out: &mut Exposition, worker: &WorkerProbe) {
     out.counter("quire_extractions_total", "Books extracted.", &s.extractions);
     out.counter("quire_chunkings_total", "Markdown documents chunked.", &s.chunkings);
     out.counter("quire_detections_total", "Connection detections run.", &s.detections);
+    let load = |value: &AtomicU64| value.load(Ordering::Relaxed) as f64;
+    let name = "quire_ai_batch_status_checks_total";
+    out.family(name, "counter", "Batch API status checks, by outcome (error: the service could not be asked).");
+    out.sample(name, &[("outcome", "ok")], load(&s.batch_checks_ok));
+    out.sample(name, &[("outcome", "error")], load(&s.batch_checks_failed));
+    let name = "quire_ai_batches_total";
+    out.family(name, "counter", "Batch API batches: submitted, then found completed, failed, expired or cancelled; cancel_requested when a dead job's batch was cancelled.");
+    out.sample(name, &[("state", "submitted")], load(&s.batches_submitted));
+    out.sample(name, &[("state", "completed")], load(&s.batches_completed));
+    out.sample(name, &[("state", "failed")], load(&s.batches_failed));
+    out.sample(name, &[("state", "expired")], load(&s.batches_expired));
+    out.sample(name, &[("state", "cancelled")], load(&s.batches_cancelled));
+    out.sample(name, &[("state", "cancel_requested")], load(&s.batch_cancel_requests));
+    let name = "quire_ai_inputs_embedded_total";
+    out.family(name, "counter", "Inputs embedded by the AI service, by mode (direct requests or the Batch API).");
+    out.sample(name, &[("mode", "direct")], load(&s.inputs_direct));
+    out.sample(name, &[("mode", "batch")], load(&s.inputs_batch));
 }
 
 async fn metrics_handler(State(source): State<Arc<MetricsSource>>) -> Response {

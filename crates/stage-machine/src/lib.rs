@@ -198,6 +198,26 @@ pub struct StageFacts {
     pub embedding_pass_inputs: u64,
     /// Tokens the AI service reported (or that were estimated), over all attempts.
     pub ai_tokens: u64,
+    /// The Batch API batch this job is waiting on, recorded as soon as the service created it,
+    /// so that a retry asks the service about it before submitting anything again.
+    pub embedding_batch: Option<BatchRef>,
+}
+
+/// A batch submitted to the AI service's Batch API, as a checkpoint remembers it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BatchRef {
+    /// The service's batch id.
+    pub id: String,
+    /// The uploaded input file.
+    pub input_file_id: String,
+    /// When the batch was created (Unix milliseconds, quire's clock).
+    pub created_at: UnixMillis,
+    /// How many inputs (content hashes) the batch holds.
+    pub hashes_count: u64,
+    /// The embedding model (cache key) the batch was created for; its results are stored only
+    /// under this model.
+    pub model: String,
 }
 
 /// Progress of one job through the pipeline, stored in the job's metadata.

@@ -20,6 +20,9 @@ mod submit;
 pub use data_dir::{DataDir, sha256_hex, write_atomically};
 pub use isolation::{ExtractedMetadata, Isolation, run_child};
 pub use job::{JobContext, JobError, JobHandler};
-pub use pipeline::{DetectConnections, Pipeline, PipelineStats, ProcessDocument, detect_connections_key, process_document_key};
+pub use pipeline::{
+    Batching, DetectConnections, EmbeddingMode, Pipeline, PipelineStats, ProcessDocument, detect_connections_key,
+    process_document_key,
+};
 pub use runtime::{Finished, Handlers, Worker, WorkerConfig, WorkerMetrics, default_owner, run_attempt};
 pub use submit::{SubmitError, Submission, submit_bytes, submit_file};

@@ -17,9 +17,9 @@ use checkpoint_store::{
 };
 use chunker::ChunkerConfig;
 use collision_detector::{ChunkRef, ConnectionEngine, LexicalEngine, SemanticEngine};
-use embedder::Embedder;
+use embedder::{BatchInfo, BatchInput, BatchService, BatchState, Embedder};
 use serde_json::{Value, json};
-use stage_machine::{Checkpoint, Stage, retry_deletes_chunks};
+use stage_machine::{BatchRef, Checkpoint, Stage, retry_deletes_chunks};
 use tracing::{info, warn};
 
 use crate::data_dir::{DataDir, sha256_hex, write_atomically};
@@ -61,6 +61,73 @@ pub struct Pipeline {
     pub clock: Arc<dyn Clock>,
     /// Work counters.
     pub stats: Arc<PipelineStats>,
+    /// When and how the embedding stage uses the AI service's Batch API.
+    pub batching: Batching,
+}
+
+/// How the embedding stage sends its inputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EmbeddingMode {
+    /// One request per planned batch, answered at once.
+    Direct,
+    /// Through the Batch API whenever there is anything to embed.
+    Batch,
+    /// Through the Batch API when more than [`Batching::threshold`] inputs are missing from the
+    /// cache, directly otherwise.
+    #[default]
+    Auto,
+}
+
+/// The Batch API settings of the embedding stage.
+#[derive(Clone)]
+pub struct Batching {
+    /// The service; `None` (the local embedder) always embeds directly.
+    pub service: Option<Arc<dyn BatchService>>,
+    /// Direct, batch or auto.
+    pub mode: EmbeddingMode,
+    /// In `auto` mode, documents with more inputs to embed than this use the Batch API.
+    pub threshold: usize,
+    /// First wait between two status checks of a running batch; doubles up to `max_poll_interval`.
+    pub poll_interval: std::time::Duration,
+    /// Longest wait between two status checks.
+    pub max_poll_interval: std::time::Duration,
+}
+
+impl Default for Batching {
+    fn default() -> Batching {
+        Batching {
+            service: None,
+            mode: EmbeddingMode::Auto,
+            threshold: 500,
+            poll_interval: std::time::Duration::from_secs(5),
+            max_poll_interval: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+impl std::fmt::Debug for Batching {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batching")
+            .field("service", &self.service.is_some())
+            .field("mode", &self.mode)
+            .field("threshold", &self.threshold)
+            .field("poll_interval", &self.poll_interval)
+            .field("max_poll_interval", &self.max_poll_interval)
+            .finish()
+    }
+}
+
+impl Batching {
+    /// Whether `missing` inputs go through the Batch API.
+    fn wants_batch(&self, missing: usize) -> bool {
+        self.service.is_some()
+            && missing > 0
+            && match self.mode {
+                EmbeddingMode::Direct => false,
+                EmbeddingMode::Batch => true,
+                EmbeddingMode::Auto => missing > self.threshold,
+            }
+    }
 }
 
 /// How much work the pipeline did, for metrics and for tests that prove work was not redone.
@@ -76,6 +143,26 @@ pub struct PipelineStats {
     pub embedding_cache_hits: std::sync::atomic::AtomicU64,
     /// Connection detections run.
     pub detections: std::sync::atomic::AtomicU64,
+    /// Batch API status checks that got an answer.
+    pub batch_checks_ok: std::sync::atomic::AtomicU64,
+    /// Batch API status checks that failed (service unreachable, refused, unreadable).
+    pub batch_checks_failed: std::sync::atomic::AtomicU64,
+    /// Batches submitted to the Batch API.
+    pub batches_submitted: std::sync::atomic::AtomicU64,
+    /// Batches found completed (their results were fetched).
+    pub batches_completed: std::sync::atomic::AtomicU64,
+    /// Batches found failed.
+    pub batches_failed: std::sync::atomic::AtomicU64,
+    /// Batches found expired.
+    pub batches_expired: std::sync::atomic::AtomicU64,
+    /// Batches found cancelled.
+    pub batches_cancelled: std::sync::atomic::AtomicU64,
+    /// Batches this worker asked the service to cancel (their job was dead-lettered).
+    pub batch_cancel_requests: std::sync::atomic::AtomicU64,
+    /// Inputs embedded by direct requests.
+    pub inputs_direct: std::sync::atomic::AtomicU64,
+    /// Inputs embedded through the Batch API (results stored in the cache).
+    pub inputs_batch: std::sync::atomic::AtomicU64,
 }
 
 fn bump(counter: &std::sync::atomic::AtomicU64, by: u64) {
@@ -94,6 +181,7 @@ impl Pipeline {
             chunker: ChunkerConfig::default(),
             clock: Arc::new(checkpoint_store::SystemClock),
             stats: Arc::default(),
+            batching: Batching::default(),
         }
     }
 
@@ -143,6 +231,8 @@ struct Attempt<'a> {
     document_id: String,
     checkpoint: Checkpoint,
     work_dir: PathBuf,
+    /// Inputs whose vectors this attempt took from Batch API results (not cache hits).
+    batch_inputs_this_attempt: u64,
 }
 
 impl Attempt<'_> {
@@ -296,15 +386,26 @@ impl Attempt<'_> {
         let mut seen = HashSet::new();
         let unique: Vec<&StoredChunk> = chunks.iter().filter(|c| seen.insert(c.content_hash.as_str())).collect();
         let hashes: Vec<String> = unique.iter().map(|c| c.content_hash.clone()).collect();
-        let cached = pipeline.store.cached_embeddings(&model, dimensions, &hashes).await?;
-        let missing: Vec<&StoredChunk> = unique.iter().copied().filter(|c| !cached.contains_key(&c.content_hash)).collect();
         let limits = embedder.batch_limits();
         let per_input = limits.max_tokens.min(embedder::OPENAI_MAX_INPUT_TOKENS);
+        // Recovery asks first: a batch an earlier attempt submitted is settled with the service
+        // (results fetched, or waited on) before anything is submitted again.
+        if self.checkpoint.facts.embedding_batch.is_some() {
+            self.resume_batch(&model, dimensions).await?;
+        }
+        let mut cached = pipeline.store.cached_embeddings(&model, dimensions, &hashes).await?;
+        let mut missing: Vec<&StoredChunk> = unique.iter().copied().filter(|c| !cached.contains_key(&c.content_hash)).collect();
+        if pipeline.batching.wants_batch(missing.len()) {
+            self.run_new_batch(&missing, per_input, &model, dimensions).await?;
+            // What the batch did not return (requests the service refused) is embedded directly.
+            cached = pipeline.store.cached_embeddings(&model, dimensions, &hashes).await?;
+            missing = unique.iter().copied().filter(|c| !cached.contains_key(&c.content_hash)).collect();
+        }
         let texts: Vec<String> = missing.iter().map(|c| embedder::truncate_for_embedding(&c.text, per_input).to_owned()).collect();
         let batches = embedder::plan_batches(&texts, limits);
         info!(chunks = chunks.len(), cached = cached.len(), to_embed = texts.len(), batches = batches.len(), "embedding");
         let mut done = unique.len() - missing.len();
-        bump(&pipeline.stats.embedding_cache_hits, done as u64);
+        bump(&pipeline.stats.embedding_cache_hits, (done as u64).saturating_sub(self.batch_inputs_this_attempt));
         for batch in batches {
             self.context.checkpoint_boundary()?;
             self.checkpoint.facts.ai_requests += 1;
@@ -324,6 +425,7 @@ impl Attempt<'_> {
             let pairs: Vec<(String, Vec<f32>)> = missing[batch.clone()].iter().map(|c| c.content_hash.clone()).zip(vectors).collect();
             pipeline.store.store_embeddings(self.context.lease, &model, dimensions, &pairs).await?;
             done += batch.len();
+            bump(&pipeline.stats.inputs_direct, batch.len() as u64);
             let facts = &mut self.checkpoint.facts;
             facts.ai_inputs += batch.len() as u64;
             facts.embedding_pass_inputs += batch.len() as u64;
@@ -352,6 +454,161 @@ impl Attempt<'_> {
         self.complete(Stage::Complete).await?;
         Ok(())
     }
+
+    /// Settles the batch recorded in the checkpoint by an earlier attempt, asking the service
+    /// before anything else: completed → its results go into the cache; still running → wait on
+    /// it; failed, expired or cancelled → forget it (partial results kept), and the caller submits
+    /// the inputs still missing. An unreachable service is an ordinary retryable failure, and the
+    /// batch stays recorded for the next attempt.
+    async fn resume_batch(&mut self, model: &str, dimensions: usize) -> Result<(), JobError> {
+        let Some(batch) = self.checkpoint.facts.embedding_batch.clone() else { return Ok(()) };
+        let service = match &self.pipeline.batching.service {
+            Some(service) if batch.model.is_empty() || batch.model == model => service.clone(),
+            _ => {
+                // Another embedder or model now: its vectors would not belong in this cache key.
+                warn!(batch_id = %batch.id, batch_model = %batch.model, model, "the recorded batch does not match the configured embedder; forgetting it");
+                self.checkpoint.facts.embedding_batch = None;
+                return self.save().await;
+            }
+        };
+        info!(batch_id = %batch.id, inputs = batch.hashes_count, "an earlier attempt submitted a batch: asking the service about it first");
+        let info = self.wait_for_batch(service.as_ref(), &batch.id).await?;
+        let state = self.settle_batch(service.as_ref(), &batch, info, model, dimensions).await?;
+        if state != BatchState::Completed {
+            info!(batch_id = %batch.id, %state, "the recorded batch did not complete; submitting the missing inputs again");
+        }
+        Ok(())
+    }
+
+    /// Submits `missing` as one batch, records it in the checkpoint at once, waits for it and
+    /// stores its results. A batch that fails, expires or is cancelled fails the attempt
+    /// (retryable): the next attempt submits what is still missing.
+    async fn run_new_batch(&mut self, missing: &[&StoredChunk], per_input: usize, model: &str, dimensions: usize) -> Result<(), JobError> {
+        let Some(service) = self.pipeline.batching.service.clone() else { return Ok(()) };
+        let stats = &self.pipeline.stats;
+        let inputs: Vec<BatchInput> = missing
+            .iter()
+            .map(|c| BatchInput { custom_id: c.content_hash.clone(), text: embedder::truncate_for_embedding(&c.text, per_input).to_owned() })
+            .collect();
+        self.context.checkpoint_boundary()?;
+        self.checkpoint.facts.ai_requests += 1;
+        bump(&stats.embedding_requests, 1);
+        let info = match service.submit(&inputs).await {
+            Ok(info) => info,
+            Err(error) => {
+                let _ = self.save().await;
+                return Err(error.into());
+            }
+        };
+        bump(&stats.batches_submitted, 1);
+        // The service is working (and billing) from now on: record the batch before anything
+        // else can fail, so that every later attempt asks about it instead of paying again.
+        let batch = BatchRef {
+            id: info.id.clone(),
+            input_file_id: info.input_file_id.clone(),
+            created_at: self.now(),
+            hashes_count: inputs.len() as u64,
+            model: model.to_owned(),
+        };
+        self.checkpoint.facts.embedding_batch = Some(batch.clone());
+        if let Err(error) = self.save().await {
+            // Nobody would ever ask about this batch again: do not let it run for nothing.
+            match service.cancel(&batch.id).await {
+                Ok(after) => warn!(batch_id = %batch.id, state = %after.state, "could not record the batch; cancelled it"),
+                Err(cancel) => warn!(batch_id = %batch.id, error = %cancel, "could not record the batch, nor cancel it"),
+            }
+            return Err(error);
+        }
+        info!(batch_id = %batch.id, inputs = inputs.len(), "embedding batch submitted");
+        crash_point!("after_batch_created");
+        let info = if info.state.is_running() { self.wait_for_batch(service.as_ref(), &batch.id).await? } else { info };
+        let state = self.settle_batch(service.as_ref(), &batch, info.clone(), model, dimensions).await?;
+        if state != BatchState::Completed {
+            let why = info.errors.map(|e| format!(": {e}")).unwrap_or_default();
+            return Err(JobError::Retryable(format!("embedding service: batch {} ended {state}{why}", batch.id)));
+        }
+        Ok(())
+    }
+
+    /// Asks the service about `batch_id` until it stops running, waiting longer between checks
+    /// (from the configured poll interval, doubling up to the maximum). The worker heartbeats
+    /// meanwhile; a lost lease stops at once, a shutdown hands the job back with the batch kept.
+    async fn wait_for_batch(&self, service: &dyn BatchService, batch_id: &str) -> Result<BatchInfo, JobError> {
+        let batching = &self.pipeline.batching;
+        let mut delay = batching.poll_interval;
+        loop {
+            self.context.checkpoint_boundary()?;
+            let info = check_batch(&self.pipeline.stats, service, batch_id).await?;
+            if !info.state.is_running() {
+                return Ok(info);
+            }
+            tracing::debug!(batch_id, state = %info.state, wait = ?delay, "batch still running");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.context.lease_lost.cancelled() => return Err(JobError::LeaseLost),
+                () = self.context.shutdown.cancelled() => return Err(JobError::Interrupted),
+            }
+            delay = (delay * 2).min(batching.max_poll_interval.max(batching.poll_interval));
+        }
+    }
+
+    /// Takes what a finished batch produced: its results (all of them when completed, the
+    /// finished part when it expired or was cancelled) go into the cache, then the batch is
+    /// forgotten. Returns the batch's final state.
+    async fn settle_batch(&mut self, service: &dyn BatchService, batch: &BatchRef, info: BatchInfo, model: &str, dimensions: usize) -> Result<BatchState, JobError> {
+        let stats = &self.pipeline.stats;
+        let counter = match info.state {
+            BatchState::Completed => &stats.batches_completed,
+            BatchState::Failed => &stats.batches_failed,
+            BatchState::Expired => &stats.batches_expired,
+            _ => &stats.batches_cancelled,
+        };
+        bump(counter, 1);
+        if let Some(output) = &info.output_file_id {
+            match service.results(output).await {
+                Ok(results) => {
+                    if !results.failed.is_empty() {
+                        let (id, reason) = &results.failed[0];
+                        warn!(batch_id = %batch.id, failed = results.failed.len(), first = %id, %reason, "some batch requests failed");
+                    }
+                    let stored = results.vectors.len() as u64;
+                    if stored > 0 {
+                        self.pipeline.store.store_embeddings(self.context.lease, model, dimensions, &results.vectors).await?;
+                    }
+                    bump(&stats.inputs_batch, stored);
+                    self.batch_inputs_this_attempt += stored;
+                    let facts = &mut self.checkpoint.facts;
+                    facts.ai_inputs += stored;
+                    facts.embedding_pass_inputs += stored;
+                    facts.embedded_chunks = facts.embedded_chunks.saturating_add(stored as u32);
+                    info!(batch_id = %batch.id, state = %info.state, stored, "batch results stored in the embedding cache");
+                }
+                // Completed results are what this job waits for: try again later, batch kept.
+                Err(error) if info.state == BatchState::Completed => return Err(error.into()),
+                Err(error) => warn!(batch_id = %batch.id, %error, "could not download the partial results of a finished batch"),
+            }
+        } else if info.state == BatchState::Completed {
+            warn!(batch_id = %batch.id, "the completed batch has no output file");
+        }
+        self.checkpoint.facts.embedding_batch = None;
+        self.save().await?;
+        Ok(info.state)
+    }
+}
+
+/// One status check, counted by outcome.
+async fn check_batch(stats: &PipelineStats, service: &dyn BatchService, batch_id: &str) -> Result<BatchInfo, JobError> {
+    match service.status(batch_id).await {
+        Ok(info) => {
+            bump(&stats.batch_checks_ok, 1);
+            Ok(info)
+        }
+        Err(error) => {
+            bump(&stats.batch_checks_failed, 1);
+            warn!(batch_id, %error, "could not ask the embedding service about the batch");
+            Err(error.into())
+        }
+    }
 }
 
 #[async_trait]
@@ -359,7 +616,7 @@ impl JobHandler for ProcessDocument {
     async fn run(&self, job: &Job, context: &JobContext) -> Result<Value, JobError> {
         let document_id = document_id(job)?;
         let work_dir = self.0.data_dir.work_dir(job.id.0).map_err(|e| JobError::Retryable(format!("work directory: {e}")))?;
-        let attempt = Attempt { pipeline: &self.0, context, document_id, checkpoint: job.checkpoint(), work_dir };
+        let attempt = Attempt { pipeline: &self.0, context, document_id, checkpoint: job.checkpoint(), work_dir, batch_inputs_this_attempt: 0 };
         attempt.run().await
     }
 
@@ -370,6 +627,32 @@ impl JobHandler for ProcessDocument {
             warn!(%error, document_id, "could not mark the document failed");
         }
         let _ = std::fs::remove_dir_all(self.0.data_dir.root().join("work").join(job.id.0.to_string()));
+        self.cancel_abandoned_batch(job).await;
+    }
+}
+
+impl ProcessDocument {
+    /// A dead job will never collect its batch: cancel it on the service unless it already
+    /// finished. Logged either way; failures change nothing else.
+    async fn cancel_abandoned_batch(&self, job: &Job) {
+        let pipeline = &self.0;
+        let Some(service) = &pipeline.batching.service else { return };
+        // `job` may be the copy leased before the attempt that submitted the batch.
+        let current = pipeline.store.job(job.id).await.ok().flatten();
+        let Some(batch) = current.as_ref().unwrap_or(job).checkpoint().facts.embedding_batch else { return };
+        match check_batch(&pipeline.stats, service.as_ref(), &batch.id).await {
+            Ok(info) if !info.state.is_running() || info.state == BatchState::Cancelling => {
+                info!(job_id = %job.id, batch_id = %batch.id, state = %info.state, "dead-lettered job's batch already finished; not cancelling");
+                return;
+            }
+            Ok(_) => {}
+            Err(_) => info!(job_id = %job.id, batch_id = %batch.id, "cancelling the batch without knowing its state"),
+        }
+        bump(&pipeline.stats.batch_cancel_requests, 1);
+        match service.cancel(&batch.id).await {
+            Ok(after) => info!(job_id = %job.id, batch_id = %batch.id, state = %after.state, "cancelled the dead-lettered job's batch"),
+            Err(error) => warn!(job_id = %job.id, batch_id = %batch.id, %error, "could not cancel the dead-lettered job's batch"),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use worker::{Worker, WorkerConfig, default_owner};
 
-use crate::app::{App, embedder};
+use crate::app::{App, batching, embedder_and_batches};
 use crate::cli::{GlobalOptions, MetricsAddr, WorkerOptions};
 use crate::metrics::{MetricsSource, WorkerProbe};
 
@@ -30,7 +30,9 @@ pub fn config(options: &WorkerOptions) -> WorkerConfig {
 /// Runs a worker until `shutdown` (a signal) or, with `--exit-when-idle`, an empty queue.
 pub async fn run(global: &GlobalOptions, options: &WorkerOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let app = App::open(global).await?;
-    let pipeline = app.pipeline(embedder(&options.embedder)?)?;
+    let (embedder, batch_service) = embedder_and_batches(&options.embedder)?;
+    let mut pipeline = app.pipeline(embedder)?;
+    pipeline.batching = batching(options, batch_service);
     let config = config(options);
     tracing::info!(
         owner = %config.owner,
@@ -40,6 +42,7 @@ pub async fn run(global: &GlobalOptions, options: &WorkerOptions, shutdown: Canc
         heartbeat = ?config.heartbeat_interval,
         reaper = ?config.reaper_interval,
         model = %pipeline.embedder.model(),
+        batching = ?pipeline.batching,
         "worker starting"
     );
     let worker = Worker::new(app.store.clone(), pipeline.handlers(), config.clone());

@@ -1,0 +1,439 @@
+//! Real `quire worker` processes on one PostgreSQL database: four workers share forty books while
+//! one of them is killed with SIGKILL and restarted, or while the server terminates their
+//! connections. Every document must end complete exactly once, with nothing lost, duplicated or
+//! paid for twice beyond what the interruptions explain.
+//!
+//! Needs `QUIRE_TEST_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`); without it
+//! the tests print a notice and pass, unless `CI=true`, where they fail. Each test works in a
+//! schema of its own (`quire_t_<pid>_<n>`), dropped at the end, and a data directory of its own
+//! shared by its workers (uploads and markdown live there).
+//!
+//! Workers run with a 2 s lease so that recovery takes seconds. Waiting is by polling the
+//! database with a deadline; no assertion depends on how long anything took.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use checkpoint_store::{DocumentStatus, DocumentStore, JobFilter, JobKind, JobStatus, JobStore, PgStore, PgStoreOptions};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use support::quire_bin;
+
+/// The two scenarios share two cores; one at a time keeps heartbeats on schedule.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Numbers the schemas of this process.
+static SCHEMAS: AtomicU32 = AtomicU32::new(0);
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Inputs per embedding request: small, so that a book takes several requests.
+const BATCH: u64 = 2;
+
+const WORKERS: usize = 4;
+
+/// The server to test against, or `None` (with a notice) when none is configured outside CI.
+fn database_url() -> Option<String> {
+    match std::env::var("QUIRE_TEST_DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("CI=true but QUIRE_TEST_DATABASE_URL is not set: the PostgreSQL worker tests must run in CI")
+        }
+        _ => {
+            eprintln!("notice: QUIRE_TEST_DATABASE_URL is not set; skipping the PostgreSQL worker tests");
+            None
+        }
+    }
+}
+
+/// A schema and a data directory shared by worker processes.
+struct PgCluster {
+    url: String,
+    schema: String,
+    dir: tempfile::TempDir,
+    logs: Mutex<Vec<PathBuf>>,
+    store: PgStore,
+    /// Connections outside the schema, for `pg_stat_activity` and dropping the schema.
+    admin: PgPool,
+}
+
+/// A `quire worker` process, killed when dropped.
+struct WorkerProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl WorkerProcess {
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The exit status, if the process has ended.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+impl PgCluster {
+    async fn new(url: &str) -> PgCluster {
+        let schema = format!("quire_t_{}_{}", std::process::id(), SCHEMAS.fetch_add(1, Ordering::SeqCst));
+        let admin_options: PgConnectOptions = url.parse::<PgConnectOptions>().unwrap().application_name("quire_t_admin");
+        let admin = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(admin_options)
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to QUIRE_TEST_DATABASE_URL: {error}"));
+        // A leftover of an earlier process with the same pid would only confuse the checks.
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&admin).await.unwrap();
+        let store = PgStore::connect(url, PgStoreOptions { schema: schema.clone(), max_connections: 4, ..PgStoreOptions::default() })
+            .await
+            .unwrap();
+        PgCluster { url: url.to_owned(), schema, dir: tempfile::tempdir().unwrap(), logs: Mutex::default(), store, admin }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn quire(&self) -> Command {
+        let mut command = Command::new(quire_bin());
+        command
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--database-url")
+            .arg(&self.url)
+            .env("QUIRE_DATABASE_SCHEMA", &self.schema)
+            .env("QUIRE_METRICS_ADDR", "off")
+            .env_remove("QUIRE_DATABASE_URL")
+            .env_remove("FAILPOINTS");
+        command
+    }
+
+    /// Submits books with `quire submit`; returns their document ids in order.
+    fn submit(&self, books: &[(String, Vec<u8>)]) -> Vec<String> {
+        let mut paths = Vec::new();
+        for (name, bytes) in books {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            paths.push(path);
+        }
+        let output = self.quire().arg("submit").arg("--json").args(&paths).output().unwrap();
+        assert!(output.status.success(), "submit failed: {}", String::from_utf8_lossy(&output.stderr));
+        let submissions: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+        submissions.iter().map(|s| s["document_id"].as_str().unwrap().to_owned()).collect()
+    }
+
+    /// Starts a worker with short leases, one job at a time.
+    fn worker(&self, name: &str) -> WorkerProcess {
+        let mut logs = self.logs.lock().unwrap();
+        let log = self.dir.path().join(format!("worker-{name}-{}.log", logs.len()));
+        logs.push(log.clone());
+        let mut command = self.quire();
+        command
+            .arg("worker")
+            .args(["--name", name, "--concurrency", "1", "--lease-ttl", "2s", "--heartbeat-interval", "300ms"])
+            .args(["--reaper-interval", "300ms", "--poll-interval", "100ms", "--shutdown-grace", "500ms"])
+            .args(["--embedding-batch-size", &BATCH.to_string()])
+            .env("QUIRE_RETRY_BASE_DELAY", "100ms")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        WorkerProcess { child: command.spawn().unwrap(), log }
+    }
+
+    fn all_logs(&self) -> String {
+        self.logs.lock().unwrap().iter().map(|log| format!("== {}\n{}", log.display(), tail(log))).collect::<Vec<_>>().join("\n")
+    }
+
+    fn logs_containing(&self, needle: &str) -> usize {
+        self.logs.lock().unwrap().iter().map(|log| std::fs::read_to_string(log).unwrap_or_default().matches(needle).count()).sum()
+    }
+
+    /// Polls until every document is complete and no job is left to run (a failed document fails
+    /// the test).
+    async fn wait_complete(&self, ids: &[String]) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let mut done = true;
+            for id in ids {
+                match self.store.document(id).await {
+                    Ok(Some(d)) if d.status == DocumentStatus::Complete => {}
+                    Ok(Some(d)) if d.status == DocumentStatus::Failed => {
+                        panic!("{id} failed: {:?}\n{}", d.error, self.all_logs())
+                    }
+                    _ => {
+                        done = false;
+                        break;
+                    }
+                }
+            }
+            // A document is marked complete just before its job is; and a job whose completion
+            // was lost with its connection is finished by a later attempt.
+            if done {
+                let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'processing')")
+                    .fetch_one(self.store.pool())
+                    .await
+                    .unwrap_or(1);
+                if active == 0 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for every document to complete\n{}", self.all_logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Terminates the server connections of these worker processes (and only theirs: they are
+    /// found by their client ports); returns how many were terminated.
+    async fn terminate_connections(&self, workers: &[WorkerProcess]) -> u64 {
+        let ports: Vec<i32> = workers.iter().flat_map(|w| tcp_ports(w.child.id())).collect();
+        if ports.is_empty() {
+            return 0;
+        }
+        let terminated: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'quire' \
+             AND client_port = ANY($1)",
+        )
+        .bind(&ports)
+        .fetch_all(&self.admin)
+        .await
+        .unwrap();
+        terminated.iter().filter(|t| **t).count() as u64
+    }
+
+    /// Checks what every run must end with; returns the total of the documents' AI requests.
+    async fn verify(&self, ids: &[String], extra_allowed: u64) -> u64 {
+        let pool = self.store.pool();
+        for id in ids {
+            let document = self.store.document(id).await.unwrap().unwrap();
+            assert_eq!(document.status, DocumentStatus::Complete, "{id}");
+            let filter = |kind| JobFilter { kind: Some(kind), document_id: Some(id.clone()), limit: Some(1000), ..Default::default() };
+            let process = self.store.list_jobs(&filter(JobKind::ProcessDocument)).await.unwrap();
+            let completed = process.iter().filter(|j| j.status == JobStatus::Completed).count();
+            assert_eq!((process.len(), completed), (1, 1), "{id}: one process_document job, completed once: {process:?}");
+            let detect = self.store.list_jobs(&filter(JobKind::DetectConnections)).await.unwrap();
+            assert_eq!(detect.len(), 1, "{id}: connections detected by one job: {detect:?}");
+            assert_eq!(detect[0].status, JobStatus::Completed, "{id}: {detect:?}");
+            // Every chunk the document counts is there, once, in order.
+            let indexes: Vec<i32> = sqlx::query_scalar("SELECT chunk_index FROM chunks WHERE document_id = $1 ORDER BY chunk_index")
+                .bind(id)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+            assert_eq!(indexes, (0..document.chunk_count as i32).collect::<Vec<_>>(), "{id}: chunks");
+            assert!(document.chunk_count > 0, "{id}: no chunks");
+        }
+        let leftovers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status <> 'completed'").fetch_one(pool).await.unwrap();
+        assert_eq!(leftovers, 0, "jobs not completed\n{}", self.all_logs());
+        let duplicated: i64 = sqlx::query_scalar("SELECT COUNT(*) - COUNT(DISTINCT id) FROM chunks").fetch_one(pool).await.unwrap();
+        assert_eq!(duplicated, 0, "duplicated chunk ids");
+        let orphans: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM connections k WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE id = k.source_chunk_id) \
+             OR NOT EXISTS (SELECT 1 FROM chunks WHERE id = k.target_chunk_id)",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(orphans, 0, "connections to missing chunks");
+        // AI requests. A clean run asks for each distinct chunk text of a document at most once,
+        // BATCH texts per request (the local embedder sets no token limit that would split a
+        // batch further; texts cached by another document only lower the count), so a clean run
+        // costs at most the sum of ceil(distinct texts / BATCH). Each interruption (a kill, a
+        // failed attempt) can repeat at most the one request whose vectors were not stored yet.
+        let per_document: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT d.id, d.ai_requests, (SELECT COUNT(DISTINCT content_hash) FROM chunks c WHERE c.document_id = d.id) \
+             FROM documents d ORDER BY d.id",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let attempts: BTreeMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+            "SELECT payload->>'document_id', SUM(attempts - 1)::BIGINT FROM jobs WHERE kind = 'process_document' GROUP BY 1",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+        let mut total = 0u64;
+        let mut clean_ceiling = 0u64;
+        for (id, requests, distinct) in &per_document {
+            let ceiling = (*distinct as u64).div_ceil(BATCH);
+            let retries = attempts.get(id).copied().unwrap_or(0) as u64;
+            assert!(*requests as u64 <= ceiling + retries, "{id}: {requests} AI requests for {distinct} distinct chunks and {retries} retries");
+            total += *requests as u64;
+            clean_ceiling += ceiling;
+        }
+        assert!(total <= clean_ceiling + extra_allowed, "{total} AI requests; a clean run needs at most {clean_ceiling}, interruptions allow {extra_allowed} more");
+        total
+    }
+
+    /// Closes the test's connections; the schema is dropped when the cluster is.
+    async fn finish(self) {
+        self.store.close().await;
+        self.admin.close().await;
+    }
+}
+
+impl Drop for PgCluster {
+    /// Drops the schema, best effort, also when the test panicked (its workers, declared after
+    /// the cluster, are killed first). On a thread of its own: `Drop` cannot await.
+    fn drop(&mut self) {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                sqlx::query("SET lock_timeout = '10s'").execute(&mut conn).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&mut conn).await?;
+                conn.close().await?;
+                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the test schema {}: {dropped:?}", self.schema);
+        }
+    }
+}
+
+/// The local TCP ports of the sockets process `pid` holds open (Linux `/proc`): the client
+/// ports `pg_stat_activity` shows for its connections.
+fn tcp_ports(pid: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    let inodes: HashSet<String> = entries
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| Some(target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned()))
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 9 && inodes.contains(fields[9])
+                && let Some(port) = fields[1].rsplit(':').next().and_then(|hex| i32::from_str_radix(hex, 16).ok())
+            {
+                ports.push(port);
+            }
+        }
+    }
+    ports
+}
+
+fn corpus(seed: u64) -> Vec<(String, Vec<u8>)> {
+    epub_fixtures::corpus_of(40, seed).into_iter().map(|(name, bytes)| (format!("{name}.epub"), bytes)).collect()
+}
+
+/// Asserts that every worker is still running: none may exit because of what happened to it
+/// from outside (other than the kills the test made itself).
+fn assert_running(cluster: &PgCluster, workers: &mut [WorkerProcess]) {
+    for worker in workers.iter_mut() {
+        if let Some(status) = worker.exited() {
+            panic!("a worker exited with {status}; its log:\n{}\n\nall logs:\n{}", tail(&worker.log), cluster.all_logs());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_one_killed_and_restarted_finish_forty_documents_exactly_once() {
+    let Some(url) = database_url() else { return };
+    let _serial = SERIAL.lock().await;
+    let cluster = PgCluster::new(&url).await;
+    let ids = cluster.submit(&corpus(4040));
+    let mut workers: Vec<WorkerProcess> = (0..WORKERS).map(|i| cluster.worker(&format!("w{i}"))).collect();
+    // Kill a worker that holds a job, wait a little, restart it; a few times.
+    let mut kills = 0u64;
+    let mut victim = 0;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let processing = cluster.store.list_jobs(&JobFilter { status: Some(JobStatus::Processing), ..Default::default() }).await.unwrap();
+        if processing.is_empty() {
+            break;
+        }
+        workers[victim].kill9();
+        kills += 1;
+        workers[victim] = cluster.worker(&format!("w{victim}"));
+        victim = (victim + 1) % WORKERS;
+    }
+    cluster.wait_complete(&ids).await;
+    assert_running(&cluster, &mut workers);
+    assert!(kills > 0, "the run ended before any worker could be killed");
+    // With one job per worker, each kill interrupts at most one attempt.
+    let total = cluster.verify(&ids, kills).await;
+    eprintln!("{} documents, {kills} kills, {total} AI requests", ids.len());
+    drop(workers);
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_survive_their_connections_being_terminated_and_lose_nothing() {
+    let Some(url) = database_url() else { return };
+    let _serial = SERIAL.lock().await;
+    let cluster = PgCluster::new(&url).await;
+    let ids = cluster.submit(&corpus(5050));
+    let mut workers: Vec<WorkerProcess> = (0..WORKERS).map(|i| cluster.worker(&format!("w{i}"))).collect();
+    let mut rounds = 0u64;
+    let mut terminated = 0u64;
+    // Two rounds, not more: a lost connection fails the statement running on it, and a job
+    // whose statement fails uses one of its three attempts (a retryable failure, as documented).
+    // One round costs a job at most one attempt, so two rounds can never dead-letter a job;
+    // terminating every 200 ms for 2 s did dead-letter one ("terminating connection due to
+    // administrator command" three times), which is the documented policy, not a lost job.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'processing')")
+            .fetch_one(cluster.store.pool())
+            .await
+            .unwrap();
+        if pending == 0 {
+            break;
+        }
+        terminated += cluster.terminate_connections(&workers).await;
+        rounds += 1;
+        assert_running(&cluster, &mut workers);
+    }
+    cluster.wait_complete(&ids).await;
+    assert_running(&cluster, &mut workers);
+    assert!(terminated > 0, "no worker connection was found to terminate (is the URL a TCP one?)");
+    // A terminated connection fails at most the statement running on it: at most one attempt per
+    // worker per round; those are counted by the attempts themselves in `verify`.
+    let retries: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(attempts - 1), 0)::BIGINT FROM jobs WHERE kind = 'process_document'")
+        .fetch_one(cluster.store.pool())
+        .await
+        .unwrap();
+    let total = cluster.verify(&ids, retries as u64).await;
+    eprintln!(
+        "{} documents, {rounds} rounds, {terminated} connections terminated, {retries} retried attempts, {total} AI requests, \
+         log lines: {} 'leasing failed', {} 'heartbeat failed', {} 'reaper: … failed', {} 'attempt failed', {} 'could not record'",
+        ids.len(),
+        cluster.logs_containing("leasing failed"),
+        cluster.logs_containing("heartbeat failed"),
+        cluster.logs_containing("reaper: "),
+        cluster.logs_containing("attempt failed; will retry"),
+        cluster.logs_containing("could not record the outcome"),
+    );
+    drop(workers);
+    cluster.finish().await;
+}
