@@ -40,6 +40,7 @@ async fn rig(server: &FakeBatchOpenAi) -> Rig {
         threshold: 0,
         poll_interval: Duration::from_millis(1),
         max_poll_interval: Duration::from_millis(2),
+        max_wait_per_attempt: Duration::from_secs(3600),
     };
     rig
 }
@@ -290,4 +291,26 @@ async fn a_job_dead_lettered_by_its_timeout_cancels_its_batch() {
     assert_eq!(server.batches_created(), 1);
     let document = rig.store.document(&submission.document_id).await.unwrap().unwrap();
     assert_eq!(document.status.to_string(), "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_batch_hands_the_job_back_between_checks_without_using_attempts() {
+    let scenario = fail::FailScenario::setup();
+    let server = FakeBatchOpenAi::start(|_| BatchScript::completes_after(5)).await;
+    let mut rig = rig(&server).await;
+    // Every attempt checks once and, finding the batch still running, hands the job back.
+    rig.pipeline.batching.max_wait_per_attempt = Duration::ZERO;
+    let submission = rig.submit("book.epub", &book()).await;
+
+    let waiting = one_attempt(&rig).await;
+    assert_eq!((waiting.status, waiting.attempts), (JobStatus::Pending, 0), "waiting uses no attempt");
+    assert!(waiting.last_error.as_deref().unwrap_or_default().contains("waiting on embedding batch batch_0"));
+    assert_eq!(waiting.checkpoint().facts.embedding_batch.map(|b| b.id).as_deref(), Some("batch_0"));
+
+    rig.drive().await;
+    scenario.teardown();
+    assert_complete(&rig, &submission.document_id).await;
+    assert_eq!(server.batches_created(), 1, "every later attempt waited on the same batch");
+    let job = rig.store.job(submission.job_id.unwrap()).await.unwrap().unwrap();
+    assert_eq!((job.status, job.attempts), (JobStatus::Completed, 1));
 }

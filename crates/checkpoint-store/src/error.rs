@@ -47,7 +47,50 @@ impl StoreError {
     pub fn is_lease_lost(&self) -> bool {
         matches!(self, StoreError::LeaseLost { .. })
     }
+
+    /// True when the database itself was out of reach (a dropped or refused connection, an
+    /// exhausted or closed pool, a server shutting down): nothing about the job caused it, and
+    /// the same statement will succeed once the database is back.
+    pub fn is_connection_loss(&self) -> bool {
+        match self {
+            StoreError::Database(error) => match error {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+                    // SQLSTATE class 08 (connection exception) and 57P01–57P03 (the server is
+                    // shutting down, crashed, or not accepting connections yet).
+                    code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_loss_is_told_apart_from_other_failures() {
+        let lost = [
+            StoreError::Database(sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))),
+            StoreError::Database(sqlx::Error::PoolTimedOut),
+            StoreError::Database(sqlx::Error::PoolClosed),
+        ];
+        for error in lost {
+            assert!(error.is_connection_loss(), "{error}");
+        }
+        let other = [
+            StoreError::Database(sqlx::Error::RowNotFound),
+            StoreError::LeaseLost { job_id: JobId(1) },
+            StoreError::Corrupt("x".into()),
+        ];
+        for error in other {
+            assert!(!error.is_connection_loss(), "{error}");
+        }
+    }
+}

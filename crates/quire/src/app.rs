@@ -114,6 +114,7 @@ pub fn batching(options: &WorkerOptions, service: Option<Arc<dyn BatchService>>)
         threshold: options.batch_threshold,
         poll_interval: options.batch_poll_interval,
         max_poll_interval: defaults.max_poll_interval.max(options.batch_poll_interval),
+        max_wait_per_attempt: defaults.max_wait_per_attempt,
     }
 }
 

@@ -27,6 +27,16 @@ pub enum JobError {
     /// saved. It is postponed without using an attempt.
     #[error("interrupted by shutdown")]
     Interrupted,
+    /// Nothing is wrong with the job, but it cannot progress now: it waits on work the AI
+    /// service is doing, or the database dropped the connection. It is postponed by
+    /// `retry_after` without using an attempt, its checkpoint kept.
+    #[error("deferred for {}s: {reason}", retry_after.as_secs())]
+    Deferred {
+        /// How long to wait before the next attempt.
+        retry_after: Duration,
+        /// What the job waits for.
+        reason: String,
+    },
     /// The lease was lost; nothing more may be written.
     #[error("lease lost")]
     LeaseLost,
@@ -36,6 +46,11 @@ impl From<StoreError> for JobError {
     fn from(error: StoreError) -> JobError {
         match error {
             StoreError::LeaseLost { .. } => JobError::LeaseLost,
+            // The book is not at fault: spend no attempt on a database that went away.
+            error if error.is_connection_loss() => JobError::Deferred {
+                retry_after: Duration::from_secs(5),
+                reason: format!("database unavailable: {error}"),
+            },
             // A row that cannot be read will not read better next time.
             StoreError::Corrupt(reason) => JobError::Permanent(format!("corrupt data: {reason}")),
             StoreError::DocumentNotFound(id) => JobError::Permanent(format!("document {id} does not exist")),

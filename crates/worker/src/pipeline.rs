@@ -91,6 +91,10 @@ pub struct Batching {
     pub poll_interval: std::time::Duration,
     /// Longest wait between two status checks.
     pub max_poll_interval: std::time::Duration,
+    /// Longest one attempt waits on a running batch before handing the job back (without using
+    /// an attempt) to check again later, so that a batch taking hours never runs into the job's
+    /// timeout nor holds a worker slot.
+    pub max_wait_per_attempt: std::time::Duration,
 }
 
 impl Default for Batching {
@@ -101,6 +105,7 @@ impl Default for Batching {
             threshold: 500,
             poll_interval: std::time::Duration::from_secs(5),
             max_poll_interval: std::time::Duration::from_secs(60),
+            max_wait_per_attempt: std::time::Duration::from_secs(10 * 60),
         }
     }
 }
@@ -113,6 +118,7 @@ impl std::fmt::Debug for Batching {
             .field("threshold", &self.threshold)
             .field("poll_interval", &self.poll_interval)
             .field("max_poll_interval", &self.max_poll_interval)
+            .field("max_wait_per_attempt", &self.max_wait_per_attempt)
             .finish()
     }
 }
@@ -536,11 +542,19 @@ impl Attempt<'_> {
     async fn wait_for_batch(&self, service: &dyn BatchService, batch_id: &str) -> Result<BatchInfo, JobError> {
         let batching = &self.pipeline.batching;
         let mut delay = batching.poll_interval;
+        let started = tokio::time::Instant::now();
         loop {
             self.context.checkpoint_boundary()?;
             let info = check_batch(&self.pipeline.stats, service, batch_id).await?;
             if !info.state.is_running() {
                 return Ok(info);
+            }
+            if started.elapsed() >= batching.max_wait_per_attempt {
+                // The batch id is in the checkpoint: the next attempt asks about it first.
+                return Err(JobError::Deferred {
+                    retry_after: delay,
+                    reason: format!("waiting on embedding batch {batch_id} ({})", info.state),
+                });
             }
             tracing::debug!(batch_id, state = %info.state, wait = ?delay, "batch still running");
             tokio::select! {

@@ -101,6 +101,8 @@ pub struct WorkerMetrics {
     pub rate_limited: AtomicU64,
     /// Jobs handed back at shutdown.
     pub interrupted: AtomicU64,
+    /// Jobs postponed without an attempt while they wait (on a batch, on the database).
+    pub deferred: AtomicU64,
     /// Leases this worker lost.
     pub leases_lost: AtomicU64,
     /// Unstarted jobs released.
@@ -431,6 +433,11 @@ pub async fn run_attempt(
                 metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
                 let reason = format!("rate limited by the embedding service; retry after {}s", retry_after.as_secs());
                 info!(retry_after = ?retry_after, "postponed: rate limited");
+                store.postpone(lease, retry_after, &reason).await
+            }
+            Err(JobError::Deferred { retry_after, reason }) => {
+                metrics.deferred.fetch_add(1, Ordering::Relaxed);
+                info!(retry_after = ?retry_after, reason, "postponed without using an attempt");
                 store.postpone(lease, retry_after, &reason).await
             }
             Err(JobError::Interrupted) => {

@@ -285,6 +285,8 @@ enum Script {
     Steps(Duration),
     /// Reports a rate limit.
     RateLimited(Duration),
+    /// Reports that it waits on something outside the job.
+    Deferred(Duration),
 }
 
 struct ScriptedHandler {
@@ -315,6 +317,7 @@ impl JobHandler for ScriptedHandler {
                 Ok(json!({}))
             }
             Script::RateLimited(retry_after) => Err(JobError::RateLimited { retry_after }),
+            Script::Deferred(retry_after) => Err(JobError::Deferred { retry_after, reason: "waiting".into() }),
         }
     }
 
@@ -460,4 +463,17 @@ async fn exit_when_idle_returns_once_the_queue_is_empty() {
     tokio::time::timeout(secs(60), run).await.expect("the worker exits by itself").unwrap().unwrap();
     let completed = store.calls().into_iter().filter(|(_, c)| matches!(c, Call::Complete(_))).count();
     assert_eq!(completed, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deferred_job_is_postponed_without_pausing_other_work() {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument), job(2, JobKind::ProcessDocument)]);
+    let handler = handler(&[(1, Script::Deferred(secs(60)))]);
+    let (_shutdown, run) = spawn(&store, &handler, config());
+    tokio::time::sleep(secs(1)).await;
+    let calls = store.calls();
+    assert!(calls.iter().any(|(_, c)| *c == Call::Postpone(JobId(1), secs(60))), "{calls:?}");
+    // Unlike a rate limit, waiting on one job does not stop the worker taking others.
+    assert!(calls.iter().any(|(_, c)| *c == Call::Complete(JobId(2))), "{calls:?}");
+    run.abort();
 }
