@@ -500,6 +500,8 @@ fn worker_serves_metrics_and_health() {
         "quire_ai_requests_total",
         "quire_ai_cache_hits_total",
         "quire_worker_reaper_last_success_timestamp_seconds",
+        "quire_job_attempt_duration_seconds",
+        "quire_stage_duration_seconds",
     ] {
         assert!(metrics.contains(&format!("# TYPE {family} ")), "no {family} family in:\n{metrics}");
     }
@@ -512,6 +514,15 @@ fn worker_serves_metrics_and_health() {
     assert_eq!(sample(&metrics, "quire_worker_jobs_reaped_total{action=\"requeued\"}"), Some(0.0));
     assert_eq!(sample(&metrics, "quire_worker_jobs_dead_lettered_total"), Some(0.0));
     assert!(sample(&metrics, "quire_ai_requests_total").unwrap() >= 1.0);
+    // One attempt of each kind, one observation of each stage.
+    assert_eq!(sample(&metrics, "quire_job_attempt_duration_seconds_count{kind=\"process_document\"}"), Some(1.0));
+    assert_eq!(sample(&metrics, "quire_job_attempt_duration_seconds_count{kind=\"detect_connections\"}"), Some(1.0));
+    for stage in ["extracting", "saving_markdown", "chunking", "embedding"] {
+        let count = format!("quire_stage_duration_seconds_count{{stage=\"{stage}\"}}");
+        assert_eq!(sample(&metrics, &count), Some(1.0), "{count}");
+        let inf = format!("quire_stage_duration_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}}");
+        assert_eq!(sample(&metrics, &inf), Some(1.0), "{inf}");
+    }
     let reaped_at = sample(&metrics, "quire_worker_reaper_last_success_timestamp_seconds").unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     assert!(reaped_at > 0.0 && reaped_at <= now + 1.0, "{reaped_at}");

@@ -21,7 +21,7 @@ use checkpoint_store::{JobFilter, JobKind, JobStatus, Store};
 use serde_json::json;
 use strum::VariantArray;
 use tokio_util::sync::CancellationToken;
-use worker::{PipelineStats, WorkerMetrics};
+use worker::{DurationHistogram, PipelineStats, WorkerMetrics};
 
 /// Upper bounds (seconds) of the processing-age histogram's buckets.
 const AGE_BUCKETS: [f64; 5] = [30.0, 60.0, 120.0, 300.0, 600.0];
@@ -72,6 +72,20 @@ impl Exposition {
             let _ = write!(self.0, "{{{}}}", labels.join(","));
         }
         let _ = writeln!(self.0, " {value}");
+    }
+
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], histogram: &DurationHistogram) {
+        for (bound, count) in histogram.cumulative() {
+            let bound = bound.to_string();
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &bound));
+            self.sample(&format!("{name}_bucket"), &with_le, count as f64);
+        }
+        let mut with_le = labels.to_vec();
+        with_le.push(("le", "+Inf"));
+        self.sample(&format!("{name}_bucket"), &with_le, histogram.count() as f64);
+        self.sample(&format!("{name}_sum"), labels, histogram.sum_seconds());
+        self.sample(&format!("{name}_count"), labels, histogram.count() as f64);
     }
 
     fn counter(&mut self, name: &str, help: &str, value: &AtomicU64) {
@@ -175,7 +189,17 @@ fn render_worker(out: &mut Exposition, worker: &WorkerProbe) {
     out.sample("quire_worker_jobs_in_flight", &[], m.in_flight.load(Ordering::Relaxed) as f64);
     out.family("quire_worker_reaper_last_success_timestamp_seconds", "gauge", "Unix time of the reaper's last successful pass (0 before the first).");
     out.sample("quire_worker_reaper_last_success_timestamp_seconds", &[], m.reaper_last_success.load(Ordering::Relaxed) as f64 / 1000.0);
+    let name = "quire_job_attempt_duration_seconds";
+    out.family(name, "histogram", "How long this worker's job attempts ran, by kind.");
+    for kind in JobKind::VARIANTS {
+        out.histogram(name, &[("kind", kind.into())], m.attempt_durations(*kind));
+    }
     let s = &worker.stats;
+    let name = "quire_stage_duration_seconds";
+    out.family(name, "histogram", "How long each pipeline stage took in this worker, from its start to its checkpoint.");
+    for (stage, histogram) in PipelineStats::TIMED_STAGES.iter().zip(&s.stage_durations) {
+        out.histogram(name, &[("stage", stage.into())], histogram);
+    }
     out.counter("quire_ai_requests_total", "Embedding requests sent to the AI service.", &s.embedding_requests);
     out.counter("quire_ai_cache_hits_total", "Chunks whose embedding came from the cache instead of the AI service.", &s.embedding_cache_hits);
     out.counter("quire_extractions_total", "Books extracted.", &s.extractions);

@@ -11,6 +11,7 @@
 //! lost its lease cannot change anything even before it notices.
 
 mod data_dir;
+mod histogram;
 mod isolation;
 mod job;
 mod pipeline;
@@ -18,6 +19,7 @@ mod runtime;
 mod submit;
 
 pub use data_dir::{DataDir, sha256_hex, write_atomically};
+pub use histogram::{DURATION_BUCKETS, DurationHistogram};
 pub use isolation::{ExtractedMetadata, Isolation, run_child};
 pub use job::{JobContext, JobError, JobHandler};
 pub use pipeline::{

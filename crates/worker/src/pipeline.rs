@@ -149,6 +149,9 @@ pub struct PipelineStats {
     pub embedding_cache_hits: std::sync::atomic::AtomicU64,
     /// Connection detections run.
     pub detections: std::sync::atomic::AtomicU64,
+    /// How long each working stage took, from its start to its milestone:
+    /// extracting, saving_markdown, chunking, embedding.
+    pub stage_durations: [crate::histogram::DurationHistogram; 4],
     /// Batch API status checks that got an answer.
     pub batch_checks_ok: std::sync::atomic::AtomicU64,
     /// Batch API status checks that failed (service unreachable, refused, unreadable).
@@ -169,6 +172,17 @@ pub struct PipelineStats {
     pub inputs_direct: std::sync::atomic::AtomicU64,
     /// Inputs embedded through the Batch API (results stored in the cache).
     pub inputs_batch: std::sync::atomic::AtomicU64,
+}
+
+impl PipelineStats {
+    /// The working stages whose durations are kept, in the order of `stage_durations`.
+    pub const TIMED_STAGES: [Stage; 4] = [Stage::Extracting, Stage::SavingMarkdown, Stage::Chunking, Stage::Embedding];
+
+    fn observe_stage(&self, stage: Stage, duration: std::time::Duration) {
+        if let Some(index) = Self::TIMED_STAGES.iter().position(|&timed| timed == stage) {
+            self.stage_durations[index].observe(duration);
+        }
+    }
 }
 
 fn bump(counter: &std::sync::atomic::AtomicU64, by: u64) {
@@ -254,13 +268,21 @@ impl Attempt<'_> {
     async fn begin(&mut self, stage: Stage) -> Result<(), JobError> {
         self.context.checkpoint_boundary()?;
         self.checkpoint.begin(stage, self.now()).map_err(|e| JobError::Permanent(e.to_string()))?;
+        tracing::Span::current().record("stage", tracing::field::display(stage));
         info!(stage = %stage, "stage started");
         self.save().await
     }
 
     async fn complete(&mut self, stage: Stage) -> Result<(), JobError> {
-        self.checkpoint.complete(stage, self.now()).map_err(|e| JobError::Permanent(e.to_string()))?;
+        let now = self.now();
+        self.checkpoint.complete(stage, now).map_err(|e| JobError::Permanent(e.to_string()))?;
         self.save().await?;
+        if let Some(working) = stage.working_stage()
+            && let Some(&began) = self.checkpoint.stage_timestamps.get(&working)
+        {
+            let took = std::time::Duration::from_millis(u64::try_from(now - began).unwrap_or(0));
+            self.pipeline.stats.observe_stage(working, took);
+        }
         info!(stage = %stage, "checkpoint saved");
         Ok(())
     }

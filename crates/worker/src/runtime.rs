@@ -117,6 +117,18 @@ pub struct WorkerMetrics {
     pub reaper_last_success: AtomicI64,
     /// Jobs running now.
     pub in_flight: AtomicU64,
+    /// How long attempts ran, by kind: `process_document`, `detect_connections`.
+    pub attempt_durations: [crate::histogram::DurationHistogram; 2],
+}
+
+impl WorkerMetrics {
+    /// The histogram of attempt durations for `kind`.
+    pub fn attempt_durations(&self, kind: JobKind) -> &crate::histogram::DurationHistogram {
+        match kind {
+            JobKind::ProcessDocument => &self.attempt_durations[0],
+            JobKind::DetectConnections => &self.attempt_durations[1],
+        }
+    }
 }
 
 /// A running job, as the loop tracks it.
@@ -409,6 +421,7 @@ pub async fn run_attempt(
     let lease = context.lease;
     async move {
         info!("started");
+        let started = tokio::time::Instant::now();
         let attempt = {
             let (handler, job, context) = (handler.clone(), job.clone(), context.clone());
             tokio::spawn(async move { handler.run(&job, &context).await }.in_current_span())
@@ -418,6 +431,7 @@ pub async fn run_attempt(
             // A panicking handler is a bug, not a verdict on the job: retry it.
             Err(join_error) => Err(JobError::Retryable(format!("the handler panicked: {join_error}"))),
         };
+        metrics.attempt_durations(job.kind).observe(started.elapsed());
         let mut rate_limited = None;
         let settled = match outcome {
             Ok(result) => store.complete(lease, Some(result)).await.map(|()| {
