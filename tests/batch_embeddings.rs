@@ -199,7 +199,11 @@ async fn an_expired_batch_is_resubmitted_once_for_the_missing_inputs_only() {
     scenario.teardown();
     assert_complete(&rig, &submission.document_id).await;
     let inputs = unique_inputs(&rig, &submission.document_id).await;
-    assert_eq!(server.inputs_per_batch(), vec![inputs, inputs - 3], "resubmitted once, without the three finished inputs");
+    assert_eq!(
+        server.inputs_per_batch(),
+        vec![inputs, inputs - 3],
+        "resubmitted once, without the three finished inputs"
+    );
     let batches = server.batches();
     assert!(batches[0].custom_ids[..3].iter().all(|id| !batches[1].custom_ids.contains(id)));
     assert_eq!(server.embedding_requests(), 0);
@@ -209,7 +213,11 @@ async fn an_expired_batch_is_resubmitted_once_for_the_missing_inputs_only() {
 async fn a_batch_found_failed_on_recovery_is_resubmitted_once() {
     let scenario = fail::FailScenario::setup();
     fail::cfg("after_batch_created", "1*return").unwrap();
-    let server = FakeBatchOpenAi::start(|n| if n == 0 { BatchScript::ends("failed", 0) } else { BatchScript::completes_after(0) }).await;
+    let server =
+        FakeBatchOpenAi::start(
+            |n| if n == 0 { BatchScript::ends("failed", 0) } else { BatchScript::completes_after(0) },
+        )
+        .await;
     let rig = rig(&server).await;
     let submission = rig.submit("book.epub", &book()).await;
 
@@ -219,7 +227,11 @@ async fn a_batch_found_failed_on_recovery_is_resubmitted_once() {
     scenario.teardown();
     assert_complete(&rig, &submission.document_id).await;
     let inputs = unique_inputs(&rig, &submission.document_id).await;
-    assert_eq!(server.inputs_per_batch(), vec![inputs, inputs], "nothing of the failed batch was usable; one resubmission");
+    assert_eq!(
+        server.inputs_per_batch(),
+        vec![inputs, inputs],
+        "nothing of the failed batch was usable; one resubmission"
+    );
     let job = rig.store.job(submission.job_id.unwrap()).await.unwrap().unwrap();
     assert_eq!(job.attempts, 2, "the recovering attempt resubmitted and finished");
 }
@@ -240,11 +252,22 @@ async fn an_unreachable_service_during_recovery_is_an_ordinary_retry_and_nothing
     assert_eq!((retried.status, retried.attempts), (JobStatus::Pending, 2));
     assert_eq!(retried.error_kind, Some(ErrorKind::Retryable));
     assert!(retried.last_error.as_deref().unwrap().contains("503"), "{:?}", retried.last_error);
-    assert_eq!(retried.checkpoint().facts.embedding_batch.map(|b| b.id).as_deref(), Some("batch_0"), "the batch is still remembered");
+    assert_eq!(
+        retried.checkpoint().facts.embedding_batch.map(|b| b.id).as_deref(),
+        Some("batch_0"),
+        "the batch is still remembered"
+    );
     assert!(server.refused() >= 1);
     let document = rig.store.document(&submission.document_id).await.unwrap().unwrap();
     assert_eq!(document.status.to_string(), "processing", "nothing was marked done");
-    assert!(rig.store.embedded_chunks(Some(&submission.document_id), "test-embed@64", 64).await.unwrap().iter().all(|c| c.embedding.is_none()));
+    assert!(
+        rig.store
+            .embedded_chunks(Some(&submission.document_id), "test-embed@64", 64)
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.embedding.is_none())
+    );
 
     server.set_unreachable(false);
     rig.drive().await;
@@ -262,7 +285,9 @@ async fn a_job_dead_lettered_by_its_timeout_cancels_its_batch() {
     let rig = rig(&server).await;
     let submission = rig.submit("book.epub", &book()).await;
     // The job's only attempt.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", rig.pipeline.data_dir.database_path().display())).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", rig.pipeline.data_dir.database_path().display()))
+        .await
+        .unwrap();
     sqlx::query("UPDATE jobs SET max_attempts = 1").execute(&pool).await.unwrap();
     pool.close().await;
 

@@ -75,14 +75,19 @@ impl Env {
     fn json(&self, args: &[&str]) -> Value {
         let output = self.cmd(args).output().expect("quire runs");
         assert!(output.status.success(), "quire {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-        serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|e| panic!("quire {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!("quire {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&output.stdout))
+        })
     }
 
     /// Runs a command that must fail; returns its stderr.
     fn fails(&self, args: &[&str]) -> String {
         let output = self.cmd(args).output().expect("quire runs");
-        assert!(!output.status.success(), "quire {args:?} should have failed: {}", String::from_utf8_lossy(&output.stdout));
+        assert!(
+            !output.status.success(),
+            "quire {args:?} should have failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
         String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
@@ -163,7 +168,11 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[
     stream.read_to_end(&mut response).expect("response read");
     let text = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
     (status, body.to_owned())
 }
 
@@ -181,7 +190,9 @@ const WHALE: &str = "The white whale breached beside the Nantucket harpoon boat,
     rowed hard through the cold grey swell while the mate stood ready with the iron.";
 
 fn assert_document_contract(document: &Value) {
-    for field in ["id", "title", "status", "chunk_count", "connection_count", "ai_requests", "embeddings_from_cache", "error"] {
+    for field in
+        ["id", "title", "status", "chunk_count", "connection_count", "ai_requests", "embeddings_from_cache", "error"]
+    {
         assert!(document.get(field).is_some(), "documents[] lacks {field}: {document}");
     }
 }
@@ -201,8 +212,19 @@ fn every_command_has_help_with_examples() {
         assert!(help.contains(command), "quire --help does not mention {command}");
     }
     let commands: [&[&str]; 13] = [
-        &["process"], &["submit"], &["worker"], &["status"], &["jobs", "list"], &["connections"], &["search"],
-        &["clean"], &["dlq", "list"], &["dlq", "retry"], &["dlq", "purge"], &["replay"], &["serve"],
+        &["process"],
+        &["submit"],
+        &["worker"],
+        &["status"],
+        &["jobs", "list"],
+        &["connections"],
+        &["search"],
+        &["clean"],
+        &["dlq", "list"],
+        &["dlq", "retry"],
+        &["dlq", "purge"],
+        &["replay"],
+        &["serve"],
     ];
     for command in commands {
         let mut args = command.to_vec();
@@ -229,12 +251,14 @@ fn processed_books_can_be_listed_connected_and_searched() {
     status["jobs"].as_array().unwrap().iter().for_each(assert_job_contract);
     assert!(documents.iter().all(|d| d["status"] == "complete" && d["error"].is_null()), "{status}");
     let first_id = documents.iter().find(|d| d["title"] == "First Voyage").unwrap()["id"].as_str().unwrap().to_owned();
-    let second_id = documents.iter().find(|d| d["title"] == "Second Voyage").unwrap()["id"].as_str().unwrap().to_owned();
+    let second_id =
+        documents.iter().find(|d| d["title"] == "Second Voyage").unwrap()["id"].as_str().unwrap().to_owned();
 
     let jobs = env.json(&["jobs", "list", "--json"]);
     assert_eq!(jobs.as_array().unwrap().len(), 4, "two process and two detect jobs: {jobs}");
     jobs.as_array().unwrap().iter().for_each(assert_job_contract);
-    let processed = env.json(&["jobs", "list", "--status", "completed", "--kind", "process_document", "--limit", "1", "--json"]);
+    let processed =
+        env.json(&["jobs", "list", "--status", "completed", "--kind", "process_document", "--limit", "1", "--json"]);
     assert_eq!(processed.as_array().unwrap().len(), 1);
     assert_eq!(processed[0]["kind"], "process_document");
     assert_eq!(processed[0]["status"], "completed");
@@ -242,7 +266,10 @@ fn processed_books_can_be_listed_connected_and_searched() {
 
     let connections = env.json(&["connections", &second_id, "--json"]);
     let connections = connections.as_array().unwrap();
-    let across = connections.iter().find(|c| c["target"]["document_id"] == first_id.as_str()).expect("a connection to the first book");
+    let across = connections
+        .iter()
+        .find(|c| c["target"]["document_id"] == first_id.as_str())
+        .expect("a connection to the first book");
     for side in ["source", "target"] {
         for field in ["document_id", "document_title", "chunk_index", "heading_path", "text"] {
             assert!(across[side].get(field).is_some(), "{side} lacks {field}: {across}");
@@ -252,9 +279,12 @@ fn processed_books_can_be_listed_connected_and_searched() {
     assert!(across["engine"].is_string() && across["reason"].is_string());
     let scores: Vec<f64> = connections.iter().map(|c| c["score"].as_f64().unwrap()).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "strongest first: {scores:?}");
-    let semantic = env.json(&["connections", &second_id, "--engine", "semantic", "--min-score", "0.5", "--limit", "1", "--json"]);
+    let semantic =
+        env.json(&["connections", &second_id, "--engine", "semantic", "--min-score", "0.5", "--limit", "1", "--json"]);
     assert!(semantic.as_array().unwrap().len() <= 1);
-    assert!(semantic.as_array().unwrap().iter().all(|c| c["engine"] == "semantic" && c["score"].as_f64().unwrap() >= 0.5));
+    assert!(
+        semantic.as_array().unwrap().iter().all(|c| c["engine"] == "semantic" && c["score"].as_f64().unwrap() >= 0.5)
+    );
     assert!(env.fails(&["connections", "doc-nope"]).contains("no document"));
     env.cmd(&["connections", &second_id]).assert().success();
 
@@ -281,7 +311,12 @@ fn clean_dry_run_changes_nothing_and_clean_yes_requeues() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store = env.store().await;
-        let request = LeaseRequest { owner: "vanished-worker", max_jobs: 1, ttl: Duration::from_secs(600), kinds: &[JobKind::ProcessDocument] };
+        let request = LeaseRequest {
+            owner: "vanished-worker",
+            max_jobs: 1,
+            ttl: Duration::from_secs(600),
+            kinds: &[JobKind::ProcessDocument],
+        };
         let leased = store.lease(request).await.unwrap();
         assert_eq!(leased[0].id, JobId(job_id));
     });
@@ -366,7 +401,9 @@ fn replay_from_chunked_reuses_cached_embeddings() {
     let chunks = document["chunk_count"].as_u64().unwrap();
     let ai_requests = document["ai_requests"].as_u64().unwrap();
     assert!(chunks > 0 && ai_requests > 0, "{document}");
-    let job_id = before["jobs"].as_array().unwrap().iter().find(|j| j["kind"] == "process_document").unwrap()["id"].as_i64().unwrap();
+    let job_id = before["jobs"].as_array().unwrap().iter().find(|j| j["kind"] == "process_document").unwrap()["id"]
+        .as_i64()
+        .unwrap();
 
     // A completed job has nothing to resume.
     assert!(env.fails(&["replay", &job_id.to_string()]).contains("--from-stage"));
@@ -443,7 +480,13 @@ fn serve_accepts_an_upload_and_refuses_what_is_not_an_epub() {
     assert!(json_body(&body)["error"].as_str().unwrap().contains("application/epub+zip"), "{body}");
 
     // Over the limit by its declared length: refused before the body is read.
-    let (status, body) = http(&addr, "POST", "/v1/documents", &[("Content-Type", "application/epub+zip"), ("Content-Length", "300000")], b"");
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/documents",
+        &[("Content-Type", "application/epub+zip"), ("Content-Length", "300000")],
+        b"",
+    );
     assert_eq!(status, 413);
     assert!(json_body(&body)["error"].as_str().unwrap().contains("200000 bytes"), "{body}");
 
@@ -472,7 +515,9 @@ fn serve_accepts_an_upload_and_refuses_what_is_not_an_epub() {
 
 /// The value of the first sample of `name` (with its labels, if any) in Prometheus text.
 fn sample(metrics: &str, name: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+    })
 }
 
 #[test]
@@ -480,7 +525,8 @@ fn worker_serves_metrics_and_health() {
     let env = Env::new();
     let file = env.write("sample.epub", &epub_fixtures::sample_book());
     env.cmd(&["submit"]).arg(&file).assert().success();
-    let mut worker = env.spawn(&["worker", "--metrics-addr", "127.0.0.1:0", "--reaper-interval", "1s", "--poll-interval", "50ms"]);
+    let mut worker =
+        env.spawn(&["worker", "--metrics-addr", "127.0.0.1:0", "--reaper-interval", "1s", "--poll-interval", "50ms"]);
     let addr = worker.wait_for_line("metrics listening on");
 
     let mut metrics = String::new();

@@ -100,7 +100,8 @@ async fn awkward_but_readable_files_complete() {
 async fn every_valid_corpus_book_processes_to_complete() {
     let Some(corpus) = corpus() else { return };
     let manifest = std::fs::read_to_string(corpus.join("valid/MANIFEST.tsv")).unwrap();
-    let files: Vec<&str> = manifest.lines().skip(1).filter_map(|line| line.split('\t').next()).filter(|f| !f.is_empty()).collect();
+    let files: Vec<&str> =
+        manifest.lines().skip(1).filter_map(|line| line.split('\t').next()).filter(|f| !f.is_empty()).collect();
     assert_eq!(files.len(), 14);
     for file in files {
         let bytes = std::fs::read(corpus.join("valid").join(file)).unwrap();
@@ -114,8 +115,12 @@ async fn every_valid_corpus_book_processes_to_complete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_invalid_corpus_file_completes_or_fails_permanently_as_the_table_says() {
     let Some(corpus) = corpus() else { return };
-    let table = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../epub-extract/tests/invalid-corpus-expectations.tsv")).unwrap();
-    let rows: Vec<Vec<&str>> = table.lines().filter(|l| !l.starts_with('#')).skip(1).map(|l| l.split('\t').collect()).collect();
+    let table = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../epub-extract/tests/invalid-corpus-expectations.tsv"),
+    )
+    .unwrap();
+    let rows: Vec<Vec<&str>> =
+        table.lines().filter(|l| !l.starts_with('#')).skip(1).map(|l| l.split('\t').collect()).collect();
     assert_eq!(rows.len(), 40, "one row per file of the invalid corpus");
     for row in rows {
         let (file, verdict_expected) = (row[0], row[1]);

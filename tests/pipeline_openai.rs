@@ -32,10 +32,19 @@ fn book() -> Vec<u8> {
 /// Runs one lease of the processing job and returns the job as the store then holds it.
 async fn one_attempt(rig: &Rig) -> checkpoint_store::Job {
     let handlers = rig.pipeline.handlers();
-    let request = checkpoint_store::LeaseRequest { owner: "w", max_jobs: 1, ttl: support::TTL, kinds: &[checkpoint_store::JobKind::ProcessDocument] };
+    let request = checkpoint_store::LeaseRequest {
+        owner: "w",
+        max_jobs: 1,
+        ttl: support::TTL,
+        kinds: &[checkpoint_store::JobKind::ProcessDocument],
+    };
     let job = rig.store.lease(request).await.unwrap().remove(0);
     let id = job.id;
-    let context = worker::JobContext { lease: job.lease().unwrap(), lease_lost: Default::default(), shutdown: Default::default() };
+    let context = worker::JobContext {
+        lease: job.lease().unwrap(),
+        lease_lost: Default::default(),
+        shutdown: Default::default(),
+    };
     worker::run_attempt(rig.store.clone(), handlers.process_document.clone(), job, context, rig.metrics.clone()).await;
     rig.store.job(id).await.unwrap().unwrap()
 }
@@ -62,7 +71,9 @@ async fn a_rate_limit_postpones_the_job_without_an_attempt_and_keeps_finished_ba
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_error_is_retried_with_backoff() {
-    let server = FakeOpenAi::start(|request| if request == 0 { Reply::Error(500, "upstream hiccup") } else { Reply::Embed }).await;
+    let server =
+        FakeOpenAi::start(|request| if request == 0 { Reply::Error(500, "upstream hiccup") } else { Reply::Embed })
+            .await;
     let rig = Rig::new(embedder(&server)).await;
     let submission = rig.submit("book.epub", &book()).await;
 

@@ -132,7 +132,8 @@ async fn a_second_submission_of_the_same_book_queues_nothing() {
     rig.drive().await;
     let after = rig.submit("third.epub", &book()).await;
     assert!(after.deduplicated, "a processed book is not processed again");
-    let jobs = rig.store.list_jobs(&JobFilter { kind: Some(JobKind::ProcessDocument), ..Default::default() }).await.unwrap();
+    let jobs =
+        rig.store.list_jobs(&JobFilter { kind: Some(JobKind::ProcessDocument), ..Default::default() }).await.unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].status, JobStatus::Completed);
 }
@@ -147,15 +148,29 @@ async fn connection_detection_during_reprocessing_finishes_without_errors_or_orp
     let clean = rig.snapshot(&submission.document_id).await;
 
     // Reprocess from scratch while a connection job for the old chunks runs concurrently.
-    let process = rig.store.list_jobs(&JobFilter { kind: Some(JobKind::ProcessDocument), ..Default::default() }).await.unwrap().remove(0);
+    let process = rig
+        .store
+        .list_jobs(&JobFilter { kind: Some(JobKind::ProcessDocument), ..Default::default() })
+        .await
+        .unwrap()
+        .remove(0);
     rig.store.requeue_with_checkpoint(process.id, &stage_machine::Checkpoint::default()).await.unwrap();
     let old_count = clean.chunks.len();
     rig.store
-        .enqueue(JobKind::DetectConnections, serde_json::json!({"document_id": submission.document_id, "chunk_count": old_count}), Default::default())
+        .enqueue(
+            JobKind::DetectConnections,
+            serde_json::json!({"document_id": submission.document_id, "chunk_count": old_count}),
+            Default::default(),
+        )
         .await
         .unwrap();
     // Both jobs are leased and run at the same time.
-    let request = checkpoint_store::LeaseRequest { owner: "racer", max_jobs: 2, ttl: support::TTL, kinds: &[JobKind::ProcessDocument, JobKind::DetectConnections] };
+    let request = checkpoint_store::LeaseRequest {
+        owner: "racer",
+        max_jobs: 2,
+        ttl: support::TTL,
+        kinds: &[JobKind::ProcessDocument, JobKind::DetectConnections],
+    };
     let jobs = rig.store.lease(request).await.unwrap();
     assert_eq!(jobs.len(), 2);
     let handlers = rig.pipeline.handlers();
@@ -164,8 +179,18 @@ async fn connection_detection_during_reprocessing_finishes_without_errors_or_orp
             JobKind::ProcessDocument => handlers.process_document.clone(),
             JobKind::DetectConnections => handlers.detect_connections.clone(),
         };
-        let context = worker::JobContext { lease: job.lease().unwrap(), lease_lost: Default::default(), shutdown: Default::default() };
-        tokio::spawn(worker::run_attempt(rig.store.clone(), handler, job, context, Arc::new(worker::WorkerMetrics::default())))
+        let context = worker::JobContext {
+            lease: job.lease().unwrap(),
+            lease_lost: Default::default(),
+            shutdown: Default::default(),
+        };
+        tokio::spawn(worker::run_attempt(
+            rig.store.clone(),
+            handler,
+            job,
+            context,
+            Arc::new(worker::WorkerMetrics::default()),
+        ))
     });
     for attempt in attempts.collect::<Vec<_>>() {
         attempt.await.unwrap();

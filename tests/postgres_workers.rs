@@ -20,7 +20,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use checkpoint_store::{DocumentStatus, DocumentStore, JobFilter, JobKind, JobStatus, JobStore, PgStore, PgStoreOptions};
+use checkpoint_store::{
+    DocumentStatus, DocumentStore, JobFilter, JobKind, JobStatus, JobStore, PgStore, PgStoreOptions,
+};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use support::quire_bin;
@@ -96,18 +98,32 @@ fn tail(path: &Path) -> String {
 impl PgCluster {
     async fn new(url: &str) -> PgCluster {
         let schema = format!("quire_t_{}_{}", std::process::id(), SCHEMAS.fetch_add(1, Ordering::SeqCst));
-        let admin_options: PgConnectOptions = url.parse::<PgConnectOptions>().unwrap().application_name("quire_t_admin");
+        let admin_options: PgConnectOptions =
+            url.parse::<PgConnectOptions>().unwrap().application_name("quire_t_admin");
         let admin = PgPoolOptions::new()
             .max_connections(2)
             .connect_with(admin_options)
             .await
             .unwrap_or_else(|error| panic!("cannot connect to QUIRE_TEST_DATABASE_URL: {error}"));
         // A leftover of an earlier process with the same pid would only confuse the checks.
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&admin).await.unwrap();
-        let store = PgStore::connect(url, PgStoreOptions { schema: schema.clone(), max_connections: 4, ..PgStoreOptions::default() })
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+            .execute(&admin)
             .await
             .unwrap();
-        PgCluster { url: url.to_owned(), schema, dir: tempfile::tempdir().unwrap(), logs: Mutex::default(), store, admin }
+        let store = PgStore::connect(
+            url,
+            PgStoreOptions { schema: schema.clone(), max_connections: 4, ..PgStoreOptions::default() },
+        )
+        .await
+        .unwrap();
+        PgCluster {
+            url: url.to_owned(),
+            schema,
+            dir: tempfile::tempdir().unwrap(),
+            logs: Mutex::default(),
+            store,
+            admin,
+        }
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -162,11 +178,22 @@ impl PgCluster {
     }
 
     fn all_logs(&self) -> String {
-        self.logs.lock().unwrap().iter().map(|log| format!("== {}\n{}", log.display(), tail(log))).collect::<Vec<_>>().join("\n")
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|log| format!("== {}\n{}", log.display(), tail(log)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn logs_containing(&self, needle: &str) -> usize {
-        self.logs.lock().unwrap().iter().map(|log| std::fs::read_to_string(log).unwrap_or_default().matches(needle).count()).sum()
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|log| std::fs::read_to_string(log).unwrap_or_default().matches(needle).count())
+            .sum()
     }
 
     /// Polls until every document is complete and no job is left to run (a failed document fails
@@ -190,10 +217,11 @@ impl PgCluster {
             // A document is marked complete just before its job is; and a job whose completion
             // was lost with its connection is finished by a later attempt.
             if done {
-                let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'processing')")
-                    .fetch_one(self.store.pool())
-                    .await
-                    .unwrap_or(1);
+                let active: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'processing')")
+                        .fetch_one(self.store.pool())
+                        .await
+                        .unwrap_or(1);
                 if active == 0 {
                     return;
                 }
@@ -228,25 +256,37 @@ impl PgCluster {
         for id in ids {
             let document = self.store.document(id).await.unwrap().unwrap();
             assert_eq!(document.status, DocumentStatus::Complete, "{id}");
-            let filter = |kind| JobFilter { kind: Some(kind), document_id: Some(id.clone()), limit: Some(1000), ..Default::default() };
+            let filter = |kind| JobFilter {
+                kind: Some(kind),
+                document_id: Some(id.clone()),
+                limit: Some(1000),
+                ..Default::default()
+            };
             let process = self.store.list_jobs(&filter(JobKind::ProcessDocument)).await.unwrap();
             let completed = process.iter().filter(|j| j.status == JobStatus::Completed).count();
-            assert_eq!((process.len(), completed), (1, 1), "{id}: one process_document job, completed once: {process:?}");
+            assert_eq!(
+                (process.len(), completed),
+                (1, 1),
+                "{id}: one process_document job, completed once: {process:?}"
+            );
             let detect = self.store.list_jobs(&filter(JobKind::DetectConnections)).await.unwrap();
             assert_eq!(detect.len(), 1, "{id}: connections detected by one job: {detect:?}");
             assert_eq!(detect[0].status, JobStatus::Completed, "{id}: {detect:?}");
             // Every chunk the document counts is there, once, in order.
-            let indexes: Vec<i32> = sqlx::query_scalar("SELECT chunk_index FROM chunks WHERE document_id = $1 ORDER BY chunk_index")
-                .bind(id)
-                .fetch_all(pool)
-                .await
-                .unwrap();
+            let indexes: Vec<i32> =
+                sqlx::query_scalar("SELECT chunk_index FROM chunks WHERE document_id = $1 ORDER BY chunk_index")
+                    .bind(id)
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
             assert_eq!(indexes, (0..document.chunk_count as i32).collect::<Vec<_>>(), "{id}: chunks");
             assert!(document.chunk_count > 0, "{id}: no chunks");
         }
-        let leftovers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status <> 'completed'").fetch_one(pool).await.unwrap();
+        let leftovers: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status <> 'completed'").fetch_one(pool).await.unwrap();
         assert_eq!(leftovers, 0, "jobs not completed\n{}", self.all_logs());
-        let duplicated: i64 = sqlx::query_scalar("SELECT COUNT(*) - COUNT(DISTINCT id) FROM chunks").fetch_one(pool).await.unwrap();
+        let duplicated: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) - COUNT(DISTINCT id) FROM chunks").fetch_one(pool).await.unwrap();
         assert_eq!(duplicated, 0, "duplicated chunk ids");
         let orphans: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM connections k WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE id = k.source_chunk_id) \
@@ -281,11 +321,17 @@ impl PgCluster {
         for (id, requests, distinct) in &per_document {
             let ceiling = (*distinct as u64).div_ceil(BATCH);
             let retries = attempts.get(id).copied().unwrap_or(0) as u64;
-            assert!(*requests as u64 <= ceiling + retries, "{id}: {requests} AI requests for {distinct} distinct chunks and {retries} retries");
+            assert!(
+                *requests as u64 <= ceiling + retries,
+                "{id}: {requests} AI requests for {distinct} distinct chunks and {retries} retries"
+            );
             total += *requests as u64;
             clean_ceiling += ceiling;
         }
-        assert!(total <= clean_ceiling + extra_allowed, "{total} AI requests; a clean run needs at most {clean_ceiling}, interruptions allow {extra_allowed} more");
+        assert!(
+            total <= clean_ceiling + extra_allowed,
+            "{total} AI requests; a clean run needs at most {clean_ceiling}, interruptions allow {extra_allowed} more"
+        );
         total
     }
 
@@ -307,7 +353,9 @@ impl Drop for PgCluster {
                 use sqlx::Connection;
                 let mut conn = sqlx::PgConnection::connect(&url).await?;
                 sqlx::query("SET lock_timeout = '10s'").execute(&mut conn).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&mut conn).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+                    .execute(&mut conn)
+                    .await?;
                 conn.close().await?;
                 Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
             })
@@ -332,7 +380,8 @@ fn tcp_ports(pid: u32) -> Vec<i32> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() > 9 && inodes.contains(fields[9])
+            if fields.len() > 9
+                && inodes.contains(fields[9])
                 && let Some(port) = fields[1].rsplit(':').next().and_then(|hex| i32::from_str_radix(hex, 16).ok())
             {
                 ports.push(port);
@@ -351,7 +400,11 @@ fn corpus(seed: u64) -> Vec<(String, Vec<u8>)> {
 fn assert_running(cluster: &PgCluster, workers: &mut [WorkerProcess]) {
     for worker in workers.iter_mut() {
         if let Some(status) = worker.exited() {
-            panic!("a worker exited with {status}; its log:\n{}\n\nall logs:\n{}", tail(&worker.log), cluster.all_logs());
+            panic!(
+                "a worker exited with {status}; its log:\n{}\n\nall logs:\n{}",
+                tail(&worker.log),
+                cluster.all_logs()
+            );
         }
     }
 }
@@ -368,7 +421,11 @@ async fn four_workers_one_killed_and_restarted_finish_forty_documents_exactly_on
     let mut victim = 0;
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let processing = cluster.store.list_jobs(&JobFilter { status: Some(JobStatus::Processing), ..Default::default() }).await.unwrap();
+        let processing = cluster
+            .store
+            .list_jobs(&JobFilter { status: Some(JobStatus::Processing), ..Default::default() })
+            .await
+            .unwrap();
         if processing.is_empty() {
             break;
         }
@@ -419,10 +476,11 @@ async fn workers_survive_their_connections_being_terminated_and_lose_nothing() {
     assert!(terminated > 0, "no worker connection was found to terminate (is the URL a TCP one?)");
     // A terminated connection fails at most the statement running on it: at most one attempt per
     // worker per round; those are counted by the attempts themselves in `verify`.
-    let retries: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(attempts - 1), 0)::BIGINT FROM jobs WHERE kind = 'process_document'")
-        .fetch_one(cluster.store.pool())
-        .await
-        .unwrap();
+    let retries: i64 =
+        sqlx::query_scalar("SELECT COALESCE(SUM(attempts - 1), 0)::BIGINT FROM jobs WHERE kind = 'process_document'")
+            .fetch_one(cluster.store.pool())
+            .await
+            .unwrap();
     let total = cluster.verify(&ids, retries as u64).await;
     eprintln!(
         "{} documents, {rounds} rounds, {terminated} connections terminated, {retries} retried attempts, {total} AI requests, \

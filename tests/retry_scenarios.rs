@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use checkpoint_store::{
-    ConnectionFilter, DocumentStatus, DocumentStore, Job, JobFilter, JobId, JobKind, JobStatus, JobStore,
-    SqliteStore, StoreOptions,
+    ConnectionFilter, DocumentStatus, DocumentStore, Job, JobFilter, JobId, JobKind, JobStatus, JobStore, SqliteStore,
+    StoreOptions,
 };
 use serde_json::Value;
 use support::fake_openai::{FakeOpenAi, Reply};
@@ -127,7 +127,7 @@ impl Cluster {
     }
 
     /// Starts a worker with short leases; `failpoints` as in the FAILPOINTS variable, where
-/// `return(MS)` stalls a job without blocking its worker and `sleep(MS)` blocks it.
+    /// `return(MS)` stalls a job without blocking its worker and `sleep(MS)` blocks it.
     fn worker(&self, name: &str, failpoints: Option<&str>, extra: &[&str]) -> WorkerProcess {
         let mut logs = self.logs.lock().unwrap();
         let log = self.dir.path().join(format!("worker-{name}-{}.log", logs.len()));
@@ -150,7 +150,13 @@ impl Cluster {
     }
 
     fn all_logs(&self) -> String {
-        self.logs.lock().unwrap().iter().map(|log| format!("== {}\n{}", log.display(), tail(log))).collect::<Vec<_>>().join("\n")
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|log| format!("== {}\n{}", log.display(), tail(log)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     async fn store(&self) -> SqliteStore {
@@ -172,7 +178,11 @@ impl Cluster {
     }
 
     async fn process_job(&self, document_id: &str) -> Job {
-        let filter = JobFilter { kind: Some(JobKind::ProcessDocument), document_id: Some(document_id.into()), ..Default::default() };
+        let filter = JobFilter {
+            kind: Some(JobKind::ProcessDocument),
+            document_id: Some(document_id.into()),
+            ..Default::default()
+        };
         self.store().await.list_jobs(&filter).await.unwrap().remove(0)
     }
 
@@ -209,7 +219,8 @@ impl Cluster {
         self.wait_until(&format!("the checkpoint of {document_id} is reached"), |store| {
             let id = id.clone();
             async move {
-                let filter = JobFilter { kind: Some(JobKind::ProcessDocument), document_id: Some(id), ..Default::default() };
+                let filter =
+                    JobFilter { kind: Some(JobKind::ProcessDocument), document_id: Some(id), ..Default::default() };
                 store.list_jobs(&filter).await.unwrap().first().is_some_and(reached)
             }
         })
@@ -242,7 +253,8 @@ async fn clean_run(books: &[(String, Vec<u8>)], extra: &[&str]) -> Vec<Outcome> 
 fn milestone_reached(stage: &'static str) -> impl Fn(&Job) -> bool {
     move |job| {
         let checkpoint = job.checkpoint();
-        checkpoint.completed_stages.iter().any(|s| s.to_string() == stage) || checkpoint.processing_stage.to_string() == stage
+        checkpoint.completed_stages.iter().any(|s| s.to_string() == stage)
+            || checkpoint.processing_stage.to_string() == stage
     }
 }
 
@@ -260,13 +272,19 @@ async fn a_worker_killed_after_any_stage_checkpoint_is_finished_by_the_next_with
     ] {
         let cluster = Cluster::new();
         let ids = cluster.submit(&books);
-        let mut first = cluster.worker("first", Some(&format!("{failpoint}=sleep(60000)")), &["--embedding-batch-size", "2"]);
+        let mut first =
+            cluster.worker("first", Some(&format!("{failpoint}=sleep(60000)")), &["--embedding-batch-size", "2"]);
         cluster.wait_checkpoint(&ids[0], milestone_reached(stage)).await;
         first.kill9();
         let mut second = cluster.worker("second", None, &["--exit-when-idle", "--embedding-batch-size", "2"]);
         assert!(second.wait_exit(DEADLINE).await.success(), "{failpoint}");
         let outcome = cluster.outcome(&ids[0]).await;
-        assert_eq!(outcome, clean[0], "{failpoint}: the result differs from an uninterrupted run\n{}", cluster.all_logs());
+        assert_eq!(
+            outcome,
+            clean[0],
+            "{failpoint}: the result differs from an uninterrupted run\n{}",
+            cluster.all_logs()
+        );
         let job = cluster.process_job(&ids[0]).await;
         assert_eq!((job.status, job.attempts), (JobStatus::Completed, 2), "{failpoint}");
     }
@@ -309,7 +327,9 @@ async fn a_heartbeating_job_past_its_timeout_is_taken_back_and_its_old_worker_wr
     assert_eq!(job.attempts, 2, "{}", cluster.all_logs());
     assert!(job.last_error.as_deref().unwrap_or_default().contains("timed out"), "{job:?}");
     // The stalled attempt wakes up to find its lease gone.
-    cluster.wait_until("the stalled worker notices its lost lease", |_| async { stalled.log_contains("lease lost") }).await;
+    cluster
+        .wait_until("the stalled worker notices its lost lease", |_| async { stalled.log_contains("lease lost") })
+        .await;
     assert_eq!(cluster.outcome(&ids[0]).await, clean[0]);
     stalled.signal("TERM");
     rescuer.signal("TERM");
@@ -332,7 +352,9 @@ async fn a_paused_worker_is_fenced_and_the_job_completes_once_under_the_new_owne
     let completed = cluster.process_job(&ids[0]).await;
     assert_eq!((completed.status, completed.attempts), (JobStatus::Completed, 2));
     paused.signal("CONT");
-    cluster.wait_until("the resumed worker finds its lease gone", |_| async { paused.log_contains("lease lost") }).await;
+    cluster
+        .wait_until("the resumed worker finds its lease gone", |_| async { paused.log_contains("lease lost") })
+        .await;
     // Its late writes changed nothing.
     assert_eq!(cluster.process_job(&ids[0]).await, completed);
     assert_eq!(cluster.outcome(&ids[0]).await, clean[0]);
@@ -346,7 +368,16 @@ async fn a_paused_worker_is_fenced_and_the_job_completes_once_under_the_new_owne
 async fn a_rate_limited_worker_releases_its_prefetched_jobs_to_another_worker() {
     let _serial = serial().await;
     let server = FakeOpenAi::start(|request| if request == 0 { Reply::RateLimited(30) } else { Reply::Embed }).await;
-    let openai = ["--embedder", "openai", "--openai-base-url", &server.base_url, "--embedding-model", "test-embed", "--embedding-dimensions", "64"];
+    let openai = [
+        "--embedder",
+        "openai",
+        "--openai-base-url",
+        &server.base_url,
+        "--embedding-model",
+        "test-embed",
+        "--embedding-dimensions",
+        "64",
+    ];
     let cluster = Cluster::new();
     let ids = cluster.submit(&[book(21), book(22), book(23)]);
     let mut args = openai.to_vec();
@@ -355,13 +386,27 @@ async fn a_rate_limited_worker_releases_its_prefetched_jobs_to_another_worker() 
     cluster
         .wait_until("the first job is postponed by the rate limit", |store| async move {
             let jobs = store.list_jobs(&JobFilter::default()).await.unwrap();
-            jobs.iter().any(|j| j.status == JobStatus::Pending && j.last_error.as_deref().is_some_and(|e| e.contains("rate limited")))
+            jobs.iter().any(|j| {
+                j.status == JobStatus::Pending && j.last_error.as_deref().is_some_and(|e| e.contains("rate limited"))
+            })
         })
         .await;
     let store = cluster.store().await;
-    let limited_job = store.list_jobs(&JobFilter::default()).await.unwrap().into_iter().find(|j| j.last_error.as_deref().is_some_and(|e| e.contains("rate limited"))).unwrap();
+    let limited_job = store
+        .list_jobs(&JobFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.last_error.as_deref().is_some_and(|e| e.contains("rate limited")))
+        .unwrap();
     // Everything the limited worker had leased but not started is free again at once.
-    let held: Vec<JobId> = store.list_jobs(&JobFilter { status: Some(JobStatus::Processing), ..Default::default() }).await.unwrap().iter().map(|j| j.id).collect();
+    let held: Vec<JobId> = store
+        .list_jobs(&JobFilter { status: Some(JobStatus::Processing), ..Default::default() })
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
     assert!(held.is_empty(), "jobs still held after the rate limit: {held:?}\n{}", cluster.all_logs());
     let _other = cluster.worker("other", None, &openai);
     let others: Vec<String> = ids.iter().filter(|id| limited_job.document_id() != Some(id.as_str())).cloned().collect();
@@ -388,7 +433,12 @@ async fn sigterm_hands_a_long_job_back_with_its_checkpoint_and_the_next_worker_f
     let handed_back = cluster.process_job(&ids[0]).await;
     assert_eq!((handed_back.status, handed_back.attempts), (JobStatus::Pending, 0), "{}", cluster.all_logs());
     assert!(handed_back.checkpoint().has_completed(stage_machine::Stage::Chunked));
-    let processing = cluster.store().await.list_jobs(&JobFilter { status: Some(JobStatus::Processing), ..Default::default() }).await.unwrap();
+    let processing = cluster
+        .store()
+        .await
+        .list_jobs(&JobFilter { status: Some(JobStatus::Processing), ..Default::default() })
+        .await
+        .unwrap();
     assert!(processing.is_empty(), "nothing stays processing after a graceful shutdown");
     let mut next = cluster.worker("next", None, &["--exit-when-idle"]);
     assert!(next.wait_exit(DEADLINE).await.success());
@@ -401,7 +451,17 @@ async fn a_job_that_fails_every_time_ends_in_the_dead_letter_queue_with_its_last
     let server = FakeOpenAi::start(|_| Reply::Error(500, "the model is overloaded")).await;
     let cluster = Cluster::new();
     let ids = cluster.submit(&[book(16)]);
-    let args = ["--exit-when-idle", "--embedder", "openai", "--openai-base-url", &server.base_url, "--embedding-model", "test-embed", "--embedding-dimensions", "64"];
+    let args = [
+        "--exit-when-idle",
+        "--embedder",
+        "openai",
+        "--openai-base-url",
+        &server.base_url,
+        "--embedding-model",
+        "test-embed",
+        "--embedding-dimensions",
+        "64",
+    ];
     let mut worker = cluster.worker("doomed", None, &args);
     assert!(worker.wait_exit(DEADLINE).await.success());
     let job = cluster.process_job(&ids[0]).await;
@@ -427,7 +487,8 @@ impl Chaos {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_three_workers_killed_at_random_still_finish_every_document_exactly() {
     let _serial = serial().await;
-    let books: Vec<(String, Vec<u8>)> = epub_fixtures::corpus_of(20, 99).into_iter().map(|(n, b)| (format!("{n}.epub"), b)).collect();
+    let books: Vec<(String, Vec<u8>)> =
+        epub_fixtures::corpus_of(20, 99).into_iter().map(|(n, b)| (format!("{n}.epub"), b)).collect();
     let batch = ["--embedding-batch-size", "2"];
     let clean = clean_run(&books, &batch).await;
     let cluster = Cluster::new();
@@ -452,7 +513,10 @@ async fn chaos_three_workers_killed_at_random_still_finish_every_document_exactl
         total_requests += outcome.ai_requests;
     }
     let clean_requests: u64 = clean.iter().map(|o| o.ai_requests).sum();
-    assert!(total_requests <= clean_requests + kills, "{total_requests} AI requests for {clean_requests} clean ones and {kills} kills");
+    assert!(
+        total_requests <= clean_requests + kills,
+        "{total_requests} AI requests for {clean_requests} clean ones and {kills} kills"
+    );
     let orphans: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM connections k WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE id = k.source_chunk_id) \
          OR NOT EXISTS (SELECT 1 FROM chunks WHERE id = k.target_chunk_id)",
@@ -461,6 +525,9 @@ async fn chaos_three_workers_killed_at_random_still_finish_every_document_exactl
     .await
     .unwrap();
     assert_eq!(orphans, 0);
-    let duplicated: i64 = sqlx::query_scalar("SELECT COUNT(*) - COUNT(DISTINCT id) FROM chunks").fetch_one(store.reader_pool()).await.unwrap();
+    let duplicated: i64 = sqlx::query_scalar("SELECT COUNT(*) - COUNT(DISTINCT id) FROM chunks")
+        .fetch_one(store.reader_pool())
+        .await
+        .unwrap();
     assert_eq!(duplicated, 0);
 }

@@ -413,7 +413,10 @@ async fn serve_batch_api(mut stream: TcpStream, server: &BatchServer, script: &S
                         let batch = FakeBatch {
                             id: format!("batch_{number}"),
                             input_file_id,
-                            custom_ids: requests.iter().map(|r| r["custom_id"].as_str().unwrap_or_default().to_owned()).collect(),
+                            custom_ids: requests
+                                .iter()
+                                .map(|r| r["custom_id"].as_str().unwrap_or_default().to_owned())
+                                .collect(),
                             status: "validating".into(),
                             output_file_id: None,
                             cancel_requests: 0,

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_store::{
-    DocumentStore, JobKind, JobStatus, JobStore, LeaseRequest, ManualClock, RetryPolicy, SqliteStore,
-    StoreOptions,
+    DocumentStore, JobKind, JobStatus, JobStore, LeaseRequest, ManualClock, RetryPolicy, SqliteStore, StoreOptions,
 };
 use embedder::{BatchLimits, EmbedError, Embedder, LocalEmbedder};
 use tokio_util::sync::CancellationToken;
@@ -39,7 +38,12 @@ pub struct CountingEmbedder {
 
 impl CountingEmbedder {
     pub fn new(max_inputs: usize) -> Arc<CountingEmbedder> {
-        Arc::new(CountingEmbedder { inner: LocalEmbedder::new(64), requests: AtomicU64::new(0), inputs: AtomicU64::new(0), max_inputs })
+        Arc::new(CountingEmbedder {
+            inner: LocalEmbedder::new(64),
+            requests: AtomicU64::new(0),
+            inputs: AtomicU64::new(0),
+            max_inputs,
+        })
     }
 
     pub fn requests(&self) -> u64 {
@@ -111,7 +115,12 @@ impl Rig {
     pub async fn drive(&self) {
         let handlers = self.pipeline.handlers();
         for _ in 0..500 {
-            let request = LeaseRequest { owner: "rig", max_jobs: 1, ttl: TTL, kinds: &[JobKind::ProcessDocument, JobKind::DetectConnections] };
+            let request = LeaseRequest {
+                owner: "rig",
+                max_jobs: 1,
+                ttl: TTL,
+                kinds: &[JobKind::ProcessDocument, JobKind::DetectConnections],
+            };
             let jobs = self.store.lease(request).await.unwrap();
             let Some(job) = jobs.into_iter().next() else {
                 let counts = self.store.counts().await.unwrap();
@@ -131,7 +140,11 @@ impl Rig {
                 JobKind::ProcessDocument => handlers.process_document.clone(),
                 JobKind::DetectConnections => handlers.detect_connections.clone(),
             };
-            let context = JobContext { lease: job.lease().unwrap(), lease_lost: CancellationToken::new(), shutdown: CancellationToken::new() };
+            let context = JobContext {
+                lease: job.lease().unwrap(),
+                lease_lost: CancellationToken::new(),
+                shutdown: CancellationToken::new(),
+            };
             worker::run_attempt(self.store.clone(), handler, job, context, self.metrics.clone()).await;
         }
         panic!("the queue did not drain");
@@ -139,10 +152,14 @@ impl Rig {
 
     pub async fn snapshot(&self, document_id: &str) -> Snapshot {
         let document = self.store.document(document_id).await.unwrap().unwrap();
-        let chunks = self.store.chunks(document_id).await.unwrap().into_iter().map(|c| (c.id, c.index, c.text)).collect();
+        let chunks =
+            self.store.chunks(document_id).await.unwrap().into_iter().map(|c| (c.id, c.index, c.text)).collect();
         let connections = self
             .store
-            .connections(document_id, &checkpoint_store::ConnectionFilter { limit: Some(100_000), ..Default::default() })
+            .connections(
+                document_id,
+                &checkpoint_store::ConnectionFilter { limit: Some(100_000), ..Default::default() },
+            )
             .await
             .unwrap()
             .into_iter()

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use crate::documents::{
-    BookMetadata, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
-    EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
+    BookMetadata, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus, EmbeddedChunk,
+    EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
 };
 use crate::error::StoreResult;
 use crate::model::Lease;
@@ -29,14 +29,26 @@ pub trait DocumentStore: Send + Sync {
     async fn list_documents(&self) -> StoreResult<Vec<Document>>;
 
     /// Sets a document's status (and error, for `failed`). Fenced.
-    async fn set_document_status(&self, lease: Lease, id: &str, status: DocumentStatus, error: Option<&str>) -> StoreResult<()>;
+    async fn set_document_status(
+        &self,
+        lease: Lease,
+        id: &str,
+        status: DocumentStatus,
+        error: Option<&str>,
+    ) -> StoreResult<()>;
 
     /// Sets a document's status outside any job: after its job was dead-lettered, or when an
     /// operator replays it.
     async fn reset_document_status(&self, id: &str, status: DocumentStatus, error: Option<&str>) -> StoreResult<()>;
 
     /// Records what extraction found: title, author, language and the markdown's hash. Fenced.
-    async fn record_extraction(&self, lease: Lease, id: &str, metadata: &BookMetadata, markdown_hash: &str) -> StoreResult<()>;
+    async fn record_extraction(
+        &self,
+        lease: Lease,
+        id: &str,
+        metadata: &BookMetadata,
+        markdown_hash: &str,
+    ) -> StoreResult<()>;
 
     /// Replaces the document's chunks, in one transaction: the old chunks (and the connections
     /// that reference them) go and the new ones arrive together, so a failure never leaves the
@@ -47,22 +59,44 @@ pub trait DocumentStore: Send + Sync {
     async fn chunks(&self, id: &str) -> StoreResult<Vec<StoredChunk>>;
 
     /// Cached vectors for these content hashes under `model`/`dimensions`.
-    async fn cached_embeddings(&self, model: &str, dimensions: usize, content_hashes: &[String]) -> StoreResult<HashMap<String, Vec<f32>>>;
+    async fn cached_embeddings(
+        &self,
+        model: &str,
+        dimensions: usize,
+        content_hashes: &[String],
+    ) -> StoreResult<HashMap<String, Vec<f32>>>;
 
     /// Adds vectors to the cache (existing entries are kept). Fenced.
-    async fn store_embeddings(&self, lease: Lease, model: &str, dimensions: usize, vectors: &[(String, Vec<f32>)]) -> StoreResult<()>;
+    async fn store_embeddings(
+        &self,
+        lease: Lease,
+        model: &str,
+        dimensions: usize,
+        vectors: &[(String, Vec<f32>)],
+    ) -> StoreResult<()>;
 
     /// Marks the document embedded and records its embedding usage. Fenced.
     async fn mark_embedded(&self, lease: Lease, id: &str, usage: EmbeddingUsage) -> StoreResult<()>;
 
     /// Chunks with their cached vectors: of one document, or of the whole library.
-    async fn embedded_chunks(&self, document_id: Option<&str>, model: &str, dimensions: usize) -> StoreResult<Vec<EmbeddedChunk>>;
+    async fn embedded_chunks(
+        &self,
+        document_id: Option<&str>,
+        model: &str,
+        dimensions: usize,
+    ) -> StoreResult<Vec<EmbeddedChunk>>;
 
     /// Replaces the connections whose source is one of the document's chunks, and marks the
     /// document complete, in one transaction — but only if the document still has
     /// `expected_chunk_count` chunks and every referenced chunk still exists; otherwise writes
     /// nothing and reports [`ConnectionsOutcome::Superseded`]. Fenced.
-    async fn replace_connections(&self, lease: Lease, id: &str, expected_chunk_count: u32, connections: &[NewConnection]) -> StoreResult<ConnectionsOutcome>;
+    async fn replace_connections(
+        &self,
+        lease: Lease,
+        id: &str,
+        expected_chunk_count: u32,
+        connections: &[NewConnection],
+    ) -> StoreResult<ConnectionsOutcome>;
 
     /// The connections of a document's chunks, strongest first.
     async fn connections(&self, id: &str, filter: &ConnectionFilter) -> StoreResult<Vec<ConnectionView>>;

@@ -54,7 +54,10 @@ impl StoreError {
     pub fn is_connection_loss(&self) -> bool {
         match self {
             StoreError::Database(error) => match error {
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
                 sqlx::Error::Database(database) => database.code().is_some_and(|code| {
                     // SQLSTATE class 08 (connection exception) and 57P01–57P03 (the server is
                     // shutting down, crashed, or not accepting connections yet).

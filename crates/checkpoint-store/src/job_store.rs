@@ -8,8 +8,8 @@ use stage_machine::Checkpoint;
 
 use crate::error::StoreResult;
 use crate::model::{
-    EnqueueOptions, Enqueued, FailOutcome, Failure, HeartbeatReport, Job, JobFilter, JobId,
-    JobKind, Lease, LeaseRequest, QueueCount, Recovery,
+    EnqueueOptions, Enqueued, FailOutcome, Failure, HeartbeatReport, Job, JobFilter, JobId, JobKind, Lease,
+    LeaseRequest, QueueCount, Recovery,
 };
 
 /// A durable, lease-based job queue.

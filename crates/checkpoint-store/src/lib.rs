@@ -49,15 +49,14 @@ mod sqlite;
 pub use clock::{Clock, ManualClock, SystemClock, millis};
 pub use document_store::DocumentStore;
 pub use documents::{
-    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document,
-    DocumentStatus, EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
+    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
+    EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
 };
 pub use error::{StoreError, StoreResult};
 pub use job_store::JobStore;
 pub use model::{
-    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure,
-    HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount,
-    Recovery, RecoveryAction, RecoveryReason,
+    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, HeartbeatReport, Job, JobFilter,
+    JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryAction, RecoveryReason,
 };
 pub use postgres::{MIGRATOR as POSTGRES_MIGRATOR, PgStore, PgStoreOptions};
 pub use retry_policy::RetryPolicy;

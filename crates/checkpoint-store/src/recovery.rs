@@ -24,7 +24,9 @@ pub(crate) struct TakeBack {
 pub(crate) fn plan(job: &Job, reason: RecoveryReason, now: UnixMillis, policy: &RetryPolicy) -> TakeBack {
     let owner = job.lock_owner.as_deref().unwrap_or("?");
     let (error_kind, message) = match reason {
-        RecoveryReason::LeaseExpired => (ErrorKind::LeaseLost, format!("lease expired: worker {owner} stopped renewing it")),
+        RecoveryReason::LeaseExpired => {
+            (ErrorKind::LeaseLost, format!("lease expired: worker {owner} stopped renewing it"))
+        }
         RecoveryReason::TimedOut => (
             ErrorKind::Timeout,
             format!(

@@ -5,8 +5,8 @@
 mod common;
 
 use checkpoint_store::{
-    BookMetadata, ConnectionFilter, ConnectionsOutcome, DocumentStatus,
-    EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
+    BookMetadata, ConnectionFilter, ConnectionsOutcome, DocumentStatus, EmbeddingUsage, NewConnection, NewDocument,
+    StoredChunk,
 };
 use common::{Harness, TTL, backends};
 
@@ -50,7 +50,8 @@ fn connection(source: &StoredChunk, target: &StoredChunk, score: f32) -> NewConn
 #[tokio::test]
 async fn the_same_upload_is_one_document() {
     for h in backends().await {
-        let new = || NewDocument { content_hash: "abcdef0123456789ff".into(), file_name: "a.epub".into(), byte_size: 3 };
+        let new =
+            || NewDocument { content_hash: "abcdef0123456789ff".into(), file_name: "a.epub".into(), byte_size: 3 };
         let (first, created) = h.docs.create_document(new()).await.unwrap();
         assert!(created, "{}", h.name);
         assert_eq!(first.status, DocumentStatus::Pending);
@@ -85,8 +86,16 @@ async fn chunk_writes_are_fenced_and_replace_the_old_chunks_atomically() {
         assert_eq!(h.docs.chunks(&doc).await.unwrap(), second);
         let metadata = BookMetadata { title: Some("T".into()), ..Default::default() };
         assert!(h.docs.record_extraction(lease, &doc, &metadata, "m").await.unwrap_err().is_lease_lost());
-        assert!(h.docs.set_document_status(lease, &doc, DocumentStatus::Failed, Some("x")).await.unwrap_err().is_lease_lost());
-        assert!(h.docs.store_embeddings(lease, "m", 2, &[("k".into(), vec![1.0, 0.0])]).await.unwrap_err().is_lease_lost());
+        assert!(
+            h.docs
+                .set_document_status(lease, &doc, DocumentStatus::Failed, Some("x"))
+                .await
+                .unwrap_err()
+                .is_lease_lost()
+        );
+        assert!(
+            h.docs.store_embeddings(lease, "m", 2, &[("k".into(), vec![1.0, 0.0])]).await.unwrap_err().is_lease_lost()
+        );
         assert!(h.docs.mark_embedded(lease, &doc, EmbeddingUsage::default()).await.unwrap_err().is_lease_lost());
         assert_eq!(h.docs.document(&doc).await.unwrap().unwrap().status, DocumentStatus::Pending);
     }
@@ -126,11 +135,13 @@ async fn connections_are_stored_with_the_document_marked_complete() {
         assert_eq!(h.docs.document(&doc).await.unwrap().unwrap().status, DocumentStatus::Complete);
         assert_eq!(h.docs.connection_count(&doc).await.unwrap(), 2);
 
-        let strongest = h.docs.connections(&doc, &ConnectionFilter { limit: Some(1), ..Default::default() }).await.unwrap();
+        let strongest =
+            h.docs.connections(&doc, &ConnectionFilter { limit: Some(1), ..Default::default() }).await.unwrap();
         assert_eq!(strongest.len(), 1);
         assert_eq!(strongest[0].target.chunk_id, stored[1].id);
         assert_eq!(strongest[0].source.heading_path, ["Part", "Chapter 0"]);
-        let filtered = h.docs.connections(&doc, &ConnectionFilter { min_score: Some(0.5), ..Default::default() }).await.unwrap();
+        let filtered =
+            h.docs.connections(&doc, &ConnectionFilter { min_score: Some(0.5), ..Default::default() }).await.unwrap();
         assert_eq!(filtered.len(), 1);
     }
 }
@@ -253,7 +264,11 @@ async fn concurrent_reprocessing_never_violates_a_foreign_key_or_deadlocks() {
         a_again.await.unwrap();
         // Whatever survived points at chunks that exist.
         for view in h.docs.connections(&a, &Default::default()).await.unwrap() {
-            assert!(h.docs.chunks(&view.target.document_id).await.unwrap().iter().any(|c| c.id == view.target.chunk_id), "{}", h.name);
+            assert!(
+                h.docs.chunks(&view.target.document_id).await.unwrap().iter().any(|c| c.id == view.target.chunk_id),
+                "{}",
+                h.name
+            );
         }
     }
 }

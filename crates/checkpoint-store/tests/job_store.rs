@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use checkpoint_store::{
-    EnqueueOptions, ErrorKind, FailOutcome, Failure, JobKind, JobStatus, JobStore, LeaseRequest,
-    RecoveryAction, RecoveryReason,
+    EnqueueOptions, ErrorKind, FailOutcome, Failure, JobKind, JobStatus, JobStore, LeaseRequest, RecoveryAction,
+    RecoveryReason,
 };
 use common::{RETRY_DELAY, START, TTL, backends};
 use serde_json::json;
@@ -264,7 +264,11 @@ async fn timeouts_spare_a_job_at_29_minutes_and_take_it_back_at_31_despite_heart
 #[tokio::test]
 async fn detect_connections_jobs_time_out_after_ten_minutes() {
     for h in backends().await {
-        let enqueued = h.store.enqueue(JobKind::DetectConnections, json!({"document_id": "d"}), EnqueueOptions::default()).await.unwrap();
+        let enqueued = h
+            .store
+            .enqueue(JobKind::DetectConnections, json!({"document_id": "d"}), EnqueueOptions::default())
+            .await
+            .unwrap();
         assert_eq!(enqueued.job.timeout, minutes(10), "{}", h.name);
         let lease = h.lease_one("w1").await;
         h.clock.advance(minutes(9));
@@ -285,7 +289,8 @@ async fn a_unique_key_deduplicates_while_the_job_is_pending_or_processing() {
         let options = || EnqueueOptions { unique_key: Some("connections:d1".into()), ..Default::default() };
         let first = h.store.enqueue(JobKind::DetectConnections, json!({"document_id": "d1"}), options()).await.unwrap();
         assert!(!first.deduplicated, "{}", h.name);
-        let second = h.store.enqueue(JobKind::DetectConnections, json!({"document_id": "d1"}), options()).await.unwrap();
+        let second =
+            h.store.enqueue(JobKind::DetectConnections, json!({"document_id": "d1"}), options()).await.unwrap();
         assert!(second.deduplicated);
         assert_eq!(second.job.id, first.job.id);
 
@@ -306,8 +311,18 @@ async fn leases_go_by_priority_then_age_and_respect_kinds_and_run_at() {
         let old_low = h.enqueue("old-low").await;
         h.clock.advance(Duration::from_millis(5));
         let new_high = h.enqueue_with("new-high", EnqueueOptions { priority: 10, ..Default::default() }).await;
-        let delayed = h.enqueue_with("delayed", EnqueueOptions { priority: 99, delay: Duration::from_secs(5), ..Default::default() }).await;
-        let other_kind = h.store.enqueue(JobKind::DetectConnections, json!({}), EnqueueOptions { priority: 50, ..Default::default() }).await.unwrap().job;
+        let delayed = h
+            .enqueue_with(
+                "delayed",
+                EnqueueOptions { priority: 99, delay: Duration::from_secs(5), ..Default::default() },
+            )
+            .await;
+        let other_kind = h
+            .store
+            .enqueue(JobKind::DetectConnections, json!({}), EnqueueOptions { priority: 50, ..Default::default() })
+            .await
+            .unwrap()
+            .job;
 
         let request = LeaseRequest { owner: "w", max_jobs: 10, ttl: TTL, kinds: &[JobKind::ProcessDocument] };
         let leased: Vec<_> = h.store.lease(request).await.unwrap().iter().map(|j| j.id).collect();
@@ -422,7 +437,9 @@ async fn counts_group_by_status_and_kind() {
         h.enqueue("b").await;
         h.lease_one("w1").await;
         let counts = h.store.counts().await.unwrap();
-        let of = |status| counts.iter().find(|c| c.status == status && c.kind == JobKind::ProcessDocument).map_or(0, |c| c.count);
+        let of = |status| {
+            counts.iter().find(|c| c.status == status && c.kind == JobKind::ProcessDocument).map_or(0, |c| c.count)
+        };
         assert_eq!(of(JobStatus::Pending), 1, "{}", h.name);
         assert_eq!(of(JobStatus::Processing), 1);
     }
@@ -448,7 +465,8 @@ async fn eight_leasers_complete_two_thousand_jobs_exactly_once() {
             tasks.push(tokio::spawn(async move {
                 let owner = format!("w{worker}");
                 loop {
-                    let request = LeaseRequest { owner: &owner, max_jobs: 8, ttl: TTL, kinds: &[JobKind::ProcessDocument] };
+                    let request =
+                        LeaseRequest { owner: &owner, max_jobs: 8, ttl: TTL, kinds: &[JobKind::ProcessDocument] };
                     let jobs = store.lease(request).await.unwrap();
                     if jobs.is_empty() {
                         return;
@@ -510,13 +528,12 @@ async fn postgres_migrations_apply_twice_without_error() {
         sqlx::raw_sql(migration.sql.clone()).execute(store.pool()).await.unwrap();
     }
     // Everything, the migrator's own table included, lives in the store's schema.
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
-    )
-    .bind(&options.schema)
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1")
+            .bind(&options.schema)
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
     assert_eq!(tables, ["_sqlx_migrations", "chunks", "connections", "documents", "embedding_cache", "jobs"]);
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", options.schema)))
         .execute(store.pool())
@@ -559,7 +576,9 @@ async fn concurrent_enqueues_with_one_unique_key_make_one_job() {
                 .map(|_| {
                     let store = h.store.clone();
                     let options = EnqueueOptions { unique_key: Some(key.clone()), ..Default::default() };
-                    tokio::spawn(async move { store.enqueue(JobKind::DetectConnections, json!({}), options).await.unwrap() })
+                    tokio::spawn(
+                        async move { store.enqueue(JobKind::DetectConnections, json!({}), options).await.unwrap() },
+                    )
                 })
                 .collect();
             let mut results = Vec::new();
@@ -577,16 +596,21 @@ async fn concurrent_enqueues_with_one_unique_key_make_one_job() {
 async fn postgres_store_survives_its_connection_being_killed() {
     use sqlx::Connection;
     let Some(url) = common::postgres_url() else { return };
-    let options = checkpoint_store::PgStoreOptions { schema: common::test_schema(), max_connections: 1, ..Default::default() };
+    let options =
+        checkpoint_store::PgStoreOptions { schema: common::test_schema(), max_connections: 1, ..Default::default() };
     let store = checkpoint_store::PgStore::connect(&url, options.clone()).await.unwrap();
     let job = store.enqueue(JobKind::ProcessDocument, json!({}), EnqueueOptions::default()).await.unwrap().job;
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(store.pool()).await.unwrap();
     let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
-    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&mut admin).await.unwrap();
+    let killed: bool =
+        sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&mut admin).await.unwrap();
     assert!(killed);
     // The pool notices the dead connection before handing it out and opens a new one.
     assert_eq!(store.job(job.id).await.unwrap().unwrap().id, job.id);
     let new_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(store.pool()).await.unwrap();
     assert_ne!(new_pid, pid);
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", options.schema))).execute(&mut admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", options.schema)))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }

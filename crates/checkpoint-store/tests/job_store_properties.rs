@@ -99,7 +99,8 @@ async fn step(h: &Harness, model: &mut Model, op: Op) -> Result<(), TestCaseErro
     let store = &h.store;
     match op {
         Op::Enqueue => {
-            let options = EnqueueOptions { timeout: Some(Duration::from_secs(150)), max_attempts: Some(3), ..Default::default() };
+            let options =
+                EnqueueOptions { timeout: Some(Duration::from_secs(150)), max_attempts: Some(3), ..Default::default() };
             let job = h.enqueue_with("d", options).await;
             model.enqueued.push(job.id);
         }
@@ -151,7 +152,8 @@ async fn step(h: &Harness, model: &mut Model, op: Op) -> Result<(), TestCaseErro
         Op::Release { owner, pick: p } => {
             if let Some(lease) = pick(model, owner, p) {
                 let before = h.job(lease.job_id).await;
-                let mine = before.status == JobStatus::Processing && before.lock_owner.as_deref() == Some(OWNERS[owner]);
+                let mine =
+                    before.status == JobStatus::Processing && before.lock_owner.as_deref() == Some(OWNERS[owner]);
                 let released = store.release(OWNERS[owner], &[lease.job_id]).await.unwrap();
                 prop_assert_eq!(released.len(), usize::from(mine));
                 if !mine {

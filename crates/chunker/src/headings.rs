@@ -36,11 +36,7 @@ pub(crate) fn scan(markdown: &str) -> Vec<Heading> {
             continue;
         }
         if let Some((level, title)) = parse_atx(line) {
-            headings.push(Heading {
-                line_start: start,
-                level,
-                title,
-            });
+            headings.push(Heading { line_start: start, level, title });
         }
     }
     headings
@@ -106,11 +102,7 @@ pub(crate) struct HeadingStack<'h> {
 
 impl<'h> HeadingStack<'h> {
     pub(crate) fn new(headings: &'h [Heading]) -> Self {
-        Self {
-            headings,
-            next: 0,
-            stack: Vec::new(),
-        }
+        Self { headings, next: 0, stack: Vec::new() }
     }
 
     /// Applies every heading whose line starts at or before `byte_offset` and returns the path.
@@ -123,11 +115,7 @@ impl<'h> HeadingStack<'h> {
             }
             self.next += 1;
             // A heading closes every open section at its own level or deeper.
-            while self
-                .stack
-                .last()
-                .is_some_and(|(level, _)| *level >= heading.level)
-            {
+            while self.stack.last().is_some_and(|(level, _)| *level >= heading.level) {
                 self.stack.pop();
             }
             // An empty heading (`#` alone) closes sections but names nothing.
@@ -135,10 +123,7 @@ impl<'h> HeadingStack<'h> {
                 self.stack.push((heading.level, &heading.title));
             }
         }
-        self.stack
-            .iter()
-            .map(|(_, title)| (*title).to_owned())
-            .collect()
+        self.stack.iter().map(|(_, title)| (*title).to_owned()).collect()
     }
 }
 
@@ -147,11 +132,7 @@ mod tests {
     use super::*;
 
     fn check(line: &str, expected: Option<(u8, &str)>) {
-        assert_eq!(
-            parse_atx(line),
-            expected.map(|(l, t)| (l, t.to_owned())),
-            "line {line:?}"
-        );
+        assert_eq!(parse_atx(line), expected.map(|(l, t)| (l, t.to_owned())), "line {line:?}");
     }
 
     #[test]

@@ -66,15 +66,9 @@ impl ChunkerConfig {
             return Err(ConfigError::ZeroTarget);
         }
         if max_chars < target_chars {
-            return Err(ConfigError::MaxBelowTarget {
-                target_chars,
-                max_chars,
-            });
+            return Err(ConfigError::MaxBelowTarget { target_chars, max_chars });
         }
-        Ok(Self {
-            target_chars,
-            max_chars,
-        })
+        Ok(Self { target_chars, max_chars })
     }
 
     /// The configuration actually used: a zero target becomes 1, a maximum below the target
@@ -88,10 +82,7 @@ impl ChunkerConfig {
 impl Default for ChunkerConfig {
     /// 1000 characters targeted, 1500 at most.
     fn default() -> Self {
-        Self {
-            target_chars: 1000,
-            max_chars: 1500,
-        }
+        Self { target_chars: 1000, max_chars: 1500 }
     }
 }
 
@@ -206,11 +197,7 @@ struct CharCursor<'a> {
 
 impl<'a> CharCursor<'a> {
     fn new(text: &'a str) -> Self {
-        Self {
-            text,
-            byte: 0,
-            chars: 0,
-        }
+        Self { text, byte: 0, chars: 0 }
     }
 
     /// The char offset of `byte`, which must be a char boundary of the text.

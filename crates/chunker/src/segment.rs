@@ -33,11 +33,7 @@ pub(crate) fn segment_budget(max_chars: usize) -> usize {
 }
 
 /// Cuts `markdown` into contiguous segments (see the module doc).
-pub(crate) fn segments(
-    markdown: &str,
-    headings: &[Heading],
-    max_chars: usize,
-) -> Vec<Range<usize>> {
+pub(crate) fn segments(markdown: &str, headings: &[Heading], max_chars: usize) -> Vec<Range<usize>> {
     let budget = segment_budget(max_chars);
     let mut out = Vec::new();
     let mut section_start = 0;
@@ -78,11 +74,7 @@ fn budget_windows(markdown: &str, range: Range<usize>, budget: usize) -> Vec<Ran
         };
         // `hard` is past `pos` unless a single character is longer than the budget, which cannot
         // happen (the budget is at least 8 KiB); the guard keeps the loop finite regardless.
-        let cut = if cut > pos {
-            cut
-        } else {
-            markdown.ceil_char_boundary(pos + 1)
-        };
+        let cut = if cut > pos { cut } else { markdown.ceil_char_boundary(pos + 1) };
         windows.push(pos..cut);
         pos = cut;
     }
@@ -95,12 +87,7 @@ fn budget_windows(markdown: &str, range: Range<usize>, budget: usize) -> Vec<Ran
 /// Pushes `range` onto `out`, cut before and inside every run of non-whitespace longer than
 /// `max_chars` characters, so that each piece of such a run but the last is exactly `max_chars`
 /// characters, and cut again where the run ends.
-fn split_long_runs(
-    markdown: &str,
-    range: Range<usize>,
-    max_chars: usize,
-    out: &mut Vec<Range<usize>>,
-) {
+fn split_long_runs(markdown: &str, range: Range<usize>, max_chars: usize, out: &mut Vec<Range<usize>>) {
     let mut seg_start = range.start;
     let mut run_start = range.start;
     let mut run_chars = 0usize;
@@ -160,18 +147,12 @@ mod tests {
     #[test]
     fn cuts_before_top_level_headings_only() {
         let md = "intro\n# A\ntext\n### A.1\nmore\n## B\nend";
-        assert_eq!(
-            pieces(md, 100),
-            ["intro\n", "# A\ntext\n### A.1\nmore\n", "## B\nend"]
-        );
+        assert_eq!(pieces(md, 100), ["intro\n", "# A\ntext\n### A.1\nmore\n", "## B\nend"]);
     }
 
     #[test]
     fn cuts_long_runs_into_max_pieces() {
-        assert_eq!(
-            pieces("ab abcdefg hi", 3),
-            ["ab ", "abc", "def", "g", " hi"]
-        );
+        assert_eq!(pieces("ab abcdefg hi", 3), ["ab ", "abc", "def", "g", " hi"]);
         assert_eq!(pieces("abcdef", 3), ["abc", "def"]);
         assert_eq!(pieces("abc def", 3), ["abc def"]);
         assert_eq!(pieces("éééé x", 2), ["éé", "éé", " x"]);

@@ -10,48 +10,22 @@ fn check(markdown: &str, config: &ChunkerConfig) -> Vec<Chunk> {
     let mut previous_end = 0;
     for (i, chunk) in chunks.iter().enumerate() {
         assert_eq!(chunk.index as usize, i, "indices are contiguous from 0");
-        assert!(
-            chunk.text.chars().count() <= config.max_chars,
-            "chunk {i} over max: {chunk:?}"
-        );
-        assert!(
-            !chunk.text.trim().is_empty(),
-            "chunk {i} is whitespace only"
-        );
-        assert!(
-            chunk.start < chunk.end && chunk.end <= chars.len(),
-            "chunk {i} offsets {chunk:?}"
-        );
-        assert!(
-            chunk.start >= previous_end,
-            "chunk {i} overlaps or goes backwards"
-        );
+        assert!(chunk.text.chars().count() <= config.max_chars, "chunk {i} over max: {chunk:?}");
+        assert!(!chunk.text.trim().is_empty(), "chunk {i} is whitespace only");
+        assert!(chunk.start < chunk.end && chunk.end <= chars.len(), "chunk {i} offsets {chunk:?}");
+        assert!(chunk.start >= previous_end, "chunk {i} overlaps or goes backwards");
         previous_end = chunk.end;
         let slice: String = chars[chunk.start..chunk.end].iter().collect();
-        assert_eq!(
-            slice, chunk.text,
-            "chunk {i} text does not match its offsets"
-        );
+        assert_eq!(slice, chunk.text, "chunk {i} text does not match its offsets");
         if markdown.len() < 100_000 {
             // The pipeline's own formulation; quadratic over all chunks, so only on small inputs.
-            let skipped: String = markdown
-                .chars()
-                .skip(chunk.start)
-                .take(chunk.end - chunk.start)
-                .collect();
+            let skipped: String = markdown.chars().skip(chunk.start).take(chunk.end - chunk.start).collect();
             assert_eq!(skipped, chunk.text);
         }
-        assert_eq!(
-            chunk.id,
-            chunk_id("doc-1", chunk.index, &chunk.content_hash)
-        );
+        assert_eq!(chunk.id, chunk_id("doc-1", chunk.index, &chunk.content_hash));
         assert_eq!(chunk.content_hash.len(), 64);
     }
-    assert_eq!(
-        chunks,
-        chunk_markdown("doc-1", markdown, config),
-        "chunking is deterministic"
-    );
+    assert_eq!(chunks, chunk_markdown("doc-1", markdown, config), "chunking is deterministic");
     chunks
 }
 
@@ -90,19 +64,11 @@ Part two text.
 #[test]
 fn heading_paths_follow_the_heading_stack() {
     let chunks = check(BOOK, &config(10, 30));
-    let path_of = |needle: &str| {
-        chunks
-            .iter()
-            .find(|c| c.text.contains(needle))
-            .map(|c| c.heading_path.clone())
-            .unwrap()
-    };
+    let path_of =
+        |needle: &str| chunks.iter().find(|c| c.text.contains(needle)).map(|c| c.heading_path.clone()).unwrap();
     assert_eq!(path_of("Intro to part one"), ["Part One"]);
     assert_eq!(path_of("The wind howled"), ["Part One", "Chapter 1"]);
-    assert_eq!(
-        path_of("A scene inside"),
-        ["Part One", "Chapter 1", "Scene 1.1"]
-    );
+    assert_eq!(path_of("A scene inside"), ["Part One", "Chapter 1", "Scene 1.1"]);
     assert_eq!(path_of("Text of chapter two"), ["Part One", "Chapter 2"]);
     assert_eq!(path_of("Part two text"), ["Part Two", "Deep note"]);
 }
@@ -120,21 +86,11 @@ fn chunks_never_span_two_top_level_sections_that_fit_separately() {
     // Everything fits in one default-sized chunk, yet each `#`/`##` section gets its own.
     let chunks = check(BOOK, &ChunkerConfig::default());
     for chunk in &chunks {
-        let top_level = chunk
-            .text
-            .lines()
-            .filter(|l| l.starts_with("# Part") || l.starts_with("## Chapter"))
-            .count();
+        let top_level = chunk.text.lines().filter(|l| l.starts_with("# Part") || l.starts_with("## Chapter")).count();
         assert!(top_level <= 1, "chunk spans sections: {:?}", chunk.text);
     }
-    let starts: Vec<_> = chunks
-        .iter()
-        .map(|c| c.text.lines().next().unwrap())
-        .collect();
-    assert_eq!(
-        starts,
-        ["# Part One", "## Chapter 1", "## Chapter 2", "# Part Two"]
-    );
+    let starts: Vec<_> = chunks.iter().map(|c| c.text.lines().next().unwrap()).collect();
+    assert_eq!(starts, ["# Part One", "## Chapter 1", "## Chapter 2", "# Part Two"]);
     // Deeper headings do not force a split: the scene stays with its chapter.
     assert!(chunks[1].text.contains("### Scene 1.1 ###"));
 }
@@ -143,15 +99,8 @@ fn chunks_never_span_two_top_level_sections_that_fit_separately() {
 fn small_paragraphs_are_packed_up_to_the_target() {
     let markdown = "Short paragraph number one.\n\n".repeat(100);
     let chunks = check(&markdown, &config(200, 300));
-    assert!(
-        chunks.len() < 20,
-        "paragraphs were not packed: {} chunks",
-        chunks.len()
-    );
-    assert!(
-        chunks.iter().all(|c| c.text.ends_with("one.")),
-        "chunks end at paragraph ends"
-    );
+    assert!(chunks.len() < 20, "paragraphs were not packed: {} chunks", chunks.len());
+    assert!(chunks.iter().all(|c| c.text.ends_with("one.")), "chunks end at paragraph ends");
 }
 
 #[test]
@@ -159,11 +108,7 @@ fn ids_are_deterministic_and_depend_on_the_document() {
     let a = check(BOOK, &config(30, 80));
     let b = chunk_markdown("doc-2", BOOK, &config(30, 80));
     assert_eq!(a.len(), b.len());
-    assert!(
-        a.iter()
-            .zip(&b)
-            .all(|(x, y)| x.id != y.id && x.content_hash == y.content_hash)
-    );
+    assert!(a.iter().zip(&b).all(|(x, y)| x.id != y.id && x.content_hash == y.content_hash));
     let mut ids: Vec<_> = a.iter().map(|c| &c.id).collect();
     ids.sort();
     ids.dedup();
@@ -185,23 +130,13 @@ fn a_two_megabyte_single_word_is_hard_split() {
     // text-splitter alone takes tens of seconds on this (see DEPENDENCY-NOTES.md).
     let word = "x".repeat(2_000_000);
     let chunks = check(&word, &ChunkerConfig::default());
-    assert_eq!(
-        chunks.iter().map(|c| c.end - c.start).sum::<usize>(),
-        2_000_000
-    );
-    assert!(
-        chunks
-            .iter()
-            .all(|c| c.text.len() == 1500 || c.index as usize == chunks.len() - 1)
-    );
+    assert_eq!(chunks.iter().map(|c| c.end - c.start).sum::<usize>(), 2_000_000);
+    assert!(chunks.iter().all(|c| c.text.len() == 1500 || c.index as usize == chunks.len() - 1));
 }
 
 #[test]
 fn a_long_word_inside_prose_keeps_the_prose_around_it() {
-    let markdown = format!(
-        "Before the blob.\n\n![img](data:{})\n\nAfter the blob.",
-        "Q".repeat(5000)
-    );
+    let markdown = format!("Before the blob.\n\n![img](data:{})\n\nAfter the blob.", "Q".repeat(5000));
     let chunks = check(&markdown, &config(100, 200));
     assert_eq!(chunks.first().unwrap().text, "Before the blob.");
     assert_eq!(chunks.last().unwrap().text, "After the blob.");
@@ -217,56 +152,25 @@ fn a_long_paragraph_without_punctuation_chunks() {
 #[test]
 fn empty_and_whitespace_only_inputs_give_no_chunks() {
     for markdown in ["", " ", "\n\n\n", " \t\n \u{3000}\n"] {
-        assert!(
-            check(markdown, &ChunkerConfig::default()).is_empty(),
-            "{markdown:?}"
-        );
+        assert!(check(markdown, &ChunkerConfig::default()).is_empty(), "{markdown:?}");
     }
 }
 
 #[test]
 fn config_is_validated() {
     assert_eq!(ChunkerConfig::new(0, 10), Err(ConfigError::ZeroTarget));
-    assert_eq!(
-        ChunkerConfig::new(10, 9),
-        Err(ConfigError::MaxBelowTarget {
-            target_chars: 10,
-            max_chars: 9
-        })
-    );
-    assert_eq!(
-        ChunkerConfig::new(5, 5),
-        Ok(ChunkerConfig {
-            target_chars: 5,
-            max_chars: 5
-        })
-    );
-    assert_eq!(
-        ChunkerConfig::default(),
-        ChunkerConfig {
-            target_chars: 1000,
-            max_chars: 1500
-        }
-    );
+    assert_eq!(ChunkerConfig::new(10, 9), Err(ConfigError::MaxBelowTarget { target_chars: 10, max_chars: 9 }));
+    assert_eq!(ChunkerConfig::new(5, 5), Ok(ChunkerConfig { target_chars: 5, max_chars: 5 }));
+    assert_eq!(ChunkerConfig::default(), ChunkerConfig { target_chars: 1000, max_chars: 1500 });
 }
 
 #[test]
 fn an_invalid_hand_built_config_does_not_panic() {
-    let zero = ChunkerConfig {
-        target_chars: 0,
-        max_chars: 0,
-    };
+    let zero = ChunkerConfig { target_chars: 0, max_chars: 0 };
     let chunks = chunk_markdown("d", "some words here", &zero);
     assert!(chunks.iter().all(|c| c.text.chars().count() == 1));
-    let inverted = ChunkerConfig {
-        target_chars: 10,
-        max_chars: 3,
-    };
-    assert!(
-        chunk_markdown("d", "some words here", &inverted)
-            .iter()
-            .all(|c| c.text.len() <= 10)
-    );
+    let inverted = ChunkerConfig { target_chars: 10, max_chars: 3 };
+    assert!(chunk_markdown("d", "some words here", &inverted).iter().all(|c| c.text.len() <= 10));
 }
 
 /// Pieces that make strings look like markdown, including the awkward parts.

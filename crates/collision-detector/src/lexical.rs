@@ -31,10 +31,7 @@ impl Default for LexicalEngine {
     /// over 0.3; between them lie chunks that merely share a topic, which the semantic engine is
     /// better at judging.
     fn default() -> Self {
-        Self {
-            top_k: 5,
-            min_score: 0.3,
-        }
+        Self { top_k: 5, min_score: 0.3 }
     }
 }
 
@@ -58,18 +55,11 @@ impl ConnectionEngine for LexicalEngine {
         // BM25's IDF; a term no candidate has (df 0) gets the highest weight: it matches
         // nothing but belongs in the source's norm.
         let idf_of = |df: u32| (1.0 + (n - df as f32 + 0.5) / (df as f32 + 0.5)).ln();
-        let idf: Vec<f32> = vocabulary
-            .document_frequency
-            .iter()
-            .map(|&df| idf_of(df))
-            .collect();
+        let idf: Vec<f32> = vocabulary.document_frequency.iter().map(|&df| idf_of(df)).collect();
         let idf_unseen = idf_of(0);
 
-        let candidate_vectors: Vec<SparseVector> = vocabulary
-            .counts
-            .iter()
-            .map(|counts| weigh(counts, &[], &idf, idf_unseen))
-            .collect();
+        let candidate_vectors: Vec<SparseVector> =
+            vocabulary.counts.iter().map(|counts| weigh(counts, &[], &idf, idf_unseen)).collect();
         let mut postings: Vec<Vec<(usize, f32)>> = vec![Vec::new(); vocabulary.terms.len()];
         for (index, vector) in candidate_vectors.iter().enumerate() {
             for &(term, weight) in vector {
@@ -108,19 +98,13 @@ impl ConnectionEngine for LexicalEngine {
                 let score = accumulator[index].clamp(0.0, 1.0);
                 accumulator[index] = 0.0;
                 seen[index] = false;
-                if score.is_finite()
-                    && score >= self.min_score
-                    && candidates[index].chunk_id != source.chunk_id
-                {
+                if score.is_finite() && score >= self.min_score && candidates[index].chunk_id != source.chunk_id {
                     scored.push((score, index));
                 }
             }
             for (score, target) in best(scored, candidates, self.top_k) {
                 let terms = top_shared_terms(&source_vector, &candidate_vectors[target]);
-                let names: Vec<&str> = terms
-                    .iter()
-                    .map(|&t| vocabulary.terms[t as usize].as_str())
-                    .collect();
+                let names: Vec<&str> = terms.iter().map(|&t| vocabulary.terms[t as usize].as_str()).collect();
                 connections.push(Connection {
                     source_chunk_id: source.chunk_id.to_owned(),
                     target_chunk_id: candidates[target].chunk_id.to_owned(),
@@ -138,17 +122,11 @@ impl ConnectionEngine for LexicalEngine {
 /// has: they count in the norm but are left out of the vector, since they can match nothing.
 fn weigh(known: &[(u32, u32)], unseen: &[u32], idf: &[f32], idf_unseen: f32) -> SparseVector {
     let tf = |count: u32| 1.0 + (count as f32).ln();
-    let mut vector: SparseVector = known
-        .iter()
-        .map(|&(term, count)| (term, tf(count) * idf[term as usize]))
-        .collect();
+    let mut vector: SparseVector = known.iter().map(|&(term, count)| (term, tf(count) * idf[term as usize])).collect();
     // Summed in a fixed order (term id, then sorted counts) so the result does not depend on
     // hashing or on the order of the inputs.
     let norm = (vector.iter().map(|(_, w)| w * w).sum::<f32>()
-        + unseen
-            .iter()
-            .map(|&count| (tf(count) * idf_unseen).powi(2))
-            .sum::<f32>())
+        + unseen.iter().map(|&count| (tf(count) * idf_unseen).powi(2)).sum::<f32>())
     .sqrt();
     if norm.is_finite() && norm > 0.0 {
         for (_, weight) in &mut vector {
@@ -177,11 +155,7 @@ fn top_shared_terms(a: &SparseVector, b: &SparseVector) -> Vec<u32> {
         }
     }
     shared.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
-    shared
-        .into_iter()
-        .take(REASON_TERMS)
-        .map(|(_, term)| term)
-        .collect()
+    shared.into_iter().take(REASON_TERMS).map(|(_, term)| term).collect()
 }
 
 /// The candidates' terms, numbered in alphabetical order so that nothing (summation order,
@@ -234,16 +208,8 @@ impl Vocabulary {
         for id in ids.values_mut() {
             *id = rank[*id as usize];
         }
-        let terms = order
-            .iter()
-            .map(|&old| std::mem::take(&mut terms[old as usize]))
-            .collect();
-        Self {
-            terms,
-            ids,
-            counts,
-            document_frequency,
-        }
+        let terms = order.iter().map(|&old| std::mem::take(&mut terms[old as usize])).collect();
+        Self { terms, ids, counts, document_frequency }
     }
 
     /// A source text's counts of known terms (sorted by term id) and of unseen terms (sorted).
@@ -406,11 +372,7 @@ mod tests {
 
     #[test]
     fn tokens_are_lowercase_content_words() {
-        let got: Vec<String> =
-            tokens("The WHALE's harpoon, in 1851: Ährenfeld & naïve co-op 3rd ok whale").collect();
-        assert_eq!(
-            got,
-            ["whale", "harpoon", "ährenfeld", "naïve", "3rd", "whale"]
-        );
+        let got: Vec<String> = tokens("The WHALE's harpoon, in 1851: Ährenfeld & naïve co-op 3rd ok whale").collect();
+        assert_eq!(got, ["whale", "harpoon", "ährenfeld", "naïve", "3rd", "whale"]);
     }
 }

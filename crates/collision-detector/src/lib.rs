@@ -94,10 +94,8 @@ pub fn detect(
     sources: &[ChunkRef<'_>],
     candidates: &[ChunkRef<'_>],
 ) -> Vec<Connection> {
-    let mut connections: Vec<Connection> = engines
-        .iter()
-        .flat_map(|engine| engine.connect(sources, candidates))
-        .collect();
+    let mut connections: Vec<Connection> =
+        engines.iter().flat_map(|engine| engine.connect(sources, candidates)).collect();
     connections.sort_by(|a, b| {
         a.source_chunk_id
             .cmp(&b.source_chunk_id)
@@ -110,14 +108,9 @@ pub fn detect(
 
 /// Keeps the `top_k` best of `scored` (score, candidate index): highest score first, ties broken
 /// by candidate chunk id, a chunk id listed twice among the candidates kept once.
-pub(crate) fn best(
-    mut scored: Vec<(f32, usize)>,
-    candidates: &[ChunkRef<'_>],
-    top_k: usize,
-) -> Vec<(f32, usize)> {
+pub(crate) fn best(mut scored: Vec<(f32, usize)>, candidates: &[ChunkRef<'_>], top_k: usize) -> Vec<(f32, usize)> {
     scored.sort_unstable_by(|a, b| {
-        b.0.total_cmp(&a.0)
-            .then_with(|| candidates[a.1].chunk_id.cmp(candidates[b.1].chunk_id))
+        b.0.total_cmp(&a.0).then_with(|| candidates[a.1].chunk_id.cmp(candidates[b.1].chunk_id))
     });
     let mut out: Vec<(f32, usize)> = Vec::with_capacity(top_k.min(scored.len()));
     for (score, index) in scored {

@@ -22,10 +22,7 @@ pub struct SemanticEngine {
 impl Default for SemanticEngine {
     /// Top 5 per source chunk, cosine similarity at least 0.75.
     fn default() -> Self {
-        Self {
-            top_k: 5,
-            min_score: 0.75,
-        }
+        Self { top_k: 5, min_score: 0.75 }
     }
 }
 
@@ -39,11 +36,8 @@ impl ConnectionEngine for SemanticEngine {
             return Vec::new();
         }
         // Normalise every candidate once; the pair loop is then one dot product per pair.
-        let normalized: Vec<(usize, Vec<f32>)> = candidates
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| Some((i, unit(c.embedding?)?)))
-            .collect();
+        let normalized: Vec<(usize, Vec<f32>)> =
+            candidates.iter().enumerate().filter_map(|(i, c)| Some((i, unit(c.embedding?)?))).collect();
         let mut connections = Vec::new();
         let mut done = HashSet::new();
         for source in sources {
@@ -56,9 +50,7 @@ impl ConnectionEngine for SemanticEngine {
             };
             let scored: Vec<(f32, usize)> = normalized
                 .iter()
-                .filter(|(i, v)| {
-                    v.len() == query.len() && candidates[*i].chunk_id != source.chunk_id
-                })
+                .filter(|(i, v)| v.len() == query.len() && candidates[*i].chunk_id != source.chunk_id)
                 .filter_map(|(i, v)| {
                     let cosine = dot(&query, v);
                     // Rounding can push identical vectors a hair past 1.
@@ -83,11 +75,7 @@ impl ConnectionEngine for SemanticEngine {
 /// The vector scaled to length 1, or `None` when it is empty, zero or not finite.
 fn unit(v: &[f32]) -> Option<Vec<f32>> {
     // Accumulate in f64 so that large or tiny components neither overflow nor vanish.
-    let norm = v
-        .iter()
-        .map(|&x| f64::from(x) * f64::from(x))
-        .sum::<f64>()
-        .sqrt();
+    let norm = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
     if !(norm.is_finite() && norm > 0.0) {
         return None;
     }
@@ -101,12 +89,7 @@ fn unit(v: &[f32]) -> Option<Vec<f32>> {
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 8;
     let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
     let mut lanes = [0f32; LANES];
     for (x, y) in a_chunks.zip(b_chunks) {
         for lane in 0..LANES {

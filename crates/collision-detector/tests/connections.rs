@@ -1,8 +1,6 @@
 //! Behaviour of the engines and of `detect`, checked through one invariant-asserting helper.
 
-use collision_detector::{
-    ChunkRef, Connection, ConnectionEngine, LexicalEngine, SemanticEngine, detect,
-};
+use collision_detector::{ChunkRef, Connection, ConnectionEngine, LexicalEngine, SemanticEngine, detect};
 use proptest::prelude::*;
 
 /// Owned test chunk; `refs` borrows a slice of them as the engines expect.
@@ -16,23 +14,13 @@ struct TestChunk {
 
 fn chunk(id: &str, text: &str, embedding: Option<Vec<f32>>) -> TestChunk {
     let doc = id.split('/').next().unwrap_or(id).to_owned();
-    TestChunk {
-        id: id.to_owned(),
-        doc,
-        text: text.to_owned(),
-        embedding,
-    }
+    TestChunk { id: id.to_owned(), doc, text: text.to_owned(), embedding }
 }
 
 fn refs(chunks: &[TestChunk]) -> Vec<ChunkRef<'_>> {
     chunks
         .iter()
-        .map(|c| ChunkRef {
-            chunk_id: &c.id,
-            document_id: &c.doc,
-            text: &c.text,
-            embedding: c.embedding.as_deref(),
-        })
+        .map(|c| ChunkRef { chunk_id: &c.id, document_id: &c.doc, text: &c.text, embedding: c.embedding.as_deref() })
         .collect()
 }
 
@@ -47,28 +35,20 @@ fn check(
     let (source_refs, candidate_refs) = (refs(sources), refs(candidates));
     let connections = engine.connect(&source_refs, &candidate_refs);
     for c in &connections {
-        assert_ne!(
-            c.source_chunk_id, c.target_chunk_id,
-            "self-connection {c:?}"
-        );
+        assert_ne!(c.source_chunk_id, c.target_chunk_id, "self-connection {c:?}");
         assert!(c.score.is_finite(), "score not finite {c:?}");
         assert!(c.score >= min_score, "below threshold {c:?}");
         assert_eq!(c.engine, engine.name());
         assert!(sources.iter().any(|s| s.id == c.source_chunk_id));
         assert!(candidates.iter().any(|s| s.id == c.target_chunk_id));
-        let per_source = connections
-            .iter()
-            .filter(|o| o.source_chunk_id == c.source_chunk_id);
+        let per_source = connections.iter().filter(|o| o.source_chunk_id == c.source_chunk_id);
         assert!(per_source.clone().count() <= top_k, "top_k exceeded");
         let mut targets: Vec<_> = per_source.map(|o| &o.target_chunk_id).collect();
         targets.sort();
         targets.dedup();
         assert_eq!(
             targets.len(),
-            connections
-                .iter()
-                .filter(|o| o.source_chunk_id == c.source_chunk_id)
-                .count(),
+            connections.iter().filter(|o| o.source_chunk_id == c.source_chunk_id).count(),
             "duplicate target"
         );
     }
@@ -77,10 +57,7 @@ fn check(
     assert_eq!(connections, engine.connect(&source_refs, &candidate_refs));
     let mut reversed = candidate_refs.clone();
     reversed.reverse();
-    assert_eq!(
-        detect(&[engine], &source_refs, &candidate_refs),
-        detect(&[engine], &source_refs, &reversed),
-    );
+    assert_eq!(detect(&[engine], &source_refs, &candidate_refs), detect(&[engine], &source_refs, &reversed),);
     connections
 }
 
@@ -142,48 +119,23 @@ fn related_texts_connect_and_name_their_shared_rare_terms() {
     assert_eq!(got[0].target_chunk_id, "moby/2");
     assert_eq!(got[0].engine, "lexical");
     // Four rare terms tie (each in both chunks only, once); the reason names three, alphabetically.
-    assert_eq!(
-        got[0].reason,
-        "shared terms: harpoon, harpooneer, nantucket"
-    );
+    assert_eq!(got[0].reason, "shared terms: harpoon, harpooneer, nantucket");
 }
 
 #[test]
 fn unrelated_texts_do_not_connect() {
     let chunks = library();
     for source in 2..chunks.len() {
-        let got = check(
-            &LexicalEngine::default(),
-            5,
-            0.3,
-            &chunks[source..=source],
-            &chunks,
-        );
+        let got = check(&LexicalEngine::default(), 5, 0.3, &chunks[source..=source], &chunks);
         assert!(got.is_empty(), "{got:?}");
     }
-    let orthogonal = vec![
-        chunk("a/1", "", Some(vec![1.0, 0.0])),
-        chunk("b/1", "", Some(vec![0.0, 1.0])),
-    ];
-    assert!(
-        check(
-            &SemanticEngine::default(),
-            5,
-            0.75,
-            &orthogonal,
-            &orthogonal
-        )
-        .is_empty()
-    );
+    let orthogonal = vec![chunk("a/1", "", Some(vec![1.0, 0.0])), chunk("b/1", "", Some(vec![0.0, 1.0]))];
+    assert!(check(&SemanticEngine::default(), 5, 0.75, &orthogonal, &orthogonal).is_empty());
 }
 
 #[test]
 fn a_chunk_never_connects_to_itself() {
-    let only = vec![chunk(
-        "a/1",
-        "whale harpoon nantucket",
-        Some(vec![1.0, 2.0]),
-    )];
+    let only = vec![chunk("a/1", "whale harpoon nantucket", Some(vec![1.0, 2.0]))];
     assert!(check(&semantic(5, -1.0), 5, -1.0, &only, &only).is_empty());
     assert!(check(&lexical(5, 0.0), 5, 0.0, &only, &only).is_empty());
 }
@@ -194,14 +146,8 @@ fn connections_within_one_document_are_allowed() {
         chunk("a/1", "whale harpoon nantucket", Some(vec![1.0, 0.0])),
         chunk("a/2", "whale harpoon nantucket", Some(vec![1.0, 0.01])),
     ];
-    assert_eq!(
-        check(&SemanticEngine::default(), 5, 0.75, &chunks, &chunks).len(),
-        2
-    );
-    assert_eq!(
-        check(&LexicalEngine::default(), 5, 0.3, &chunks, &chunks).len(),
-        2
-    );
+    assert_eq!(check(&SemanticEngine::default(), 5, 0.75, &chunks, &chunks).len(), 2);
+    assert_eq!(check(&LexicalEngine::default(), 5, 0.3, &chunks, &chunks).len(), 2);
 }
 
 #[test]
@@ -224,16 +170,8 @@ fn threshold_is_respected() {
         chunk("far", "", Some(vec![1.0, 1.0])),   // cosine ~0.707
     ];
     let got = check(&semantic(5, 0.75), 5, 0.75, &chunks[..1], &chunks);
-    assert_eq!(
-        got.iter()
-            .map(|c| c.target_chunk_id.as_str())
-            .collect::<Vec<_>>(),
-        ["close"]
-    );
-    assert_eq!(
-        check(&semantic(5, 0.7), 5, 0.7, &chunks[..1], &chunks).len(),
-        2
-    );
+    assert_eq!(got.iter().map(|c| c.target_chunk_id.as_str()).collect::<Vec<_>>(), ["close"]);
+    assert_eq!(check(&semantic(5, 0.7), 5, 0.7, &chunks[..1], &chunks).len(), 2);
     assert!(check(&semantic(5, 1.01), 5, 1.01, &chunks[..1], &chunks).is_empty());
 }
 
@@ -248,12 +186,7 @@ fn chunks_without_usable_embeddings_are_skipped() {
         chunk("good", "", Some(vec![2.0, 0.0])),
     ];
     let got = check(&semantic(10, -1.0), 10, -1.0, &chunks[..1], &chunks);
-    assert_eq!(
-        got.iter()
-            .map(|c| c.target_chunk_id.as_str())
-            .collect::<Vec<_>>(),
-        ["good"]
-    );
+    assert_eq!(got.iter().map(|c| c.target_chunk_id.as_str()).collect::<Vec<_>>(), ["good"]);
     // Sources without an embedding get no connections.
     assert!(check(&semantic(10, -1.0), 10, -1.0, &chunks[1..5], &chunks).is_empty());
 }
@@ -265,39 +198,21 @@ fn a_candidate_listed_twice_is_connected_once() {
         chunk("t", "whale harpoon", Some(vec![1.0, 0.0])),
         chunk("t", "whale harpoon", Some(vec![1.0, 0.0])),
     ];
-    assert_eq!(
-        check(&SemanticEngine::default(), 5, 0.75, &chunks[..1], &chunks).len(),
-        1
-    );
-    assert_eq!(
-        check(&LexicalEngine::default(), 5, 0.3, &chunks[..1], &chunks).len(),
-        1
-    );
+    assert_eq!(check(&SemanticEngine::default(), 5, 0.75, &chunks[..1], &chunks).len(), 1);
+    assert_eq!(check(&LexicalEngine::default(), 5, 0.3, &chunks[..1], &chunks).len(), 1);
 }
 
 #[test]
 fn detect_runs_every_engine_in_a_fixed_order() {
     let mut chunks = library();
     for (i, c) in chunks.iter_mut().enumerate() {
-        c.embedding = Some(if c.id.starts_with("moby") {
-            vec![1.0, 0.0]
-        } else {
-            vec![0.0, i as f32]
-        });
+        c.embedding = Some(if c.id.starts_with("moby") { vec![1.0, 0.0] } else { vec![0.0, i as f32] });
     }
     let (semantic, lexical) = (SemanticEngine::default(), LexicalEngine::default());
     let all = refs(&chunks);
     let got = detect(&[&semantic, &lexical], &all[..2], &all);
-    let summary: Vec<_> = got
-        .iter()
-        .map(|c| {
-            (
-                c.source_chunk_id.as_str(),
-                c.engine.as_str(),
-                c.target_chunk_id.as_str(),
-            )
-        })
-        .collect();
+    let summary: Vec<_> =
+        got.iter().map(|c| (c.source_chunk_id.as_str(), c.engine.as_str(), c.target_chunk_id.as_str())).collect();
     assert_eq!(
         summary,
         [
@@ -317,18 +232,11 @@ fn arbitrary_chunks() -> impl Strategy<Value = Vec<TestChunk>> {
         1 => Just(0.0f32),
     ];
     let embedding = prop::option::of(prop::collection::vec(component, 0..5));
-    let text = prop_oneof![
-        "[a-e ]{0,40}",
-        "(whale|harpoon|the|and|1851|naïve|Ωμέγα|漢字| |\\.){0,20}",
-        any::<String>(),
-    ];
+    let text =
+        prop_oneof!["[a-e ]{0,40}", "(whale|harpoon|the|and|1851|naïve|Ωμέγα|漢字| |\\.){0,20}", any::<String>(),];
     // Ids from a small set so duplicates happen.
-    prop::collection::vec(("[a-f]", text, embedding), 0..12).prop_map(|items| {
-        items
-            .into_iter()
-            .map(|(id, text, embedding)| chunk(&id, &text, embedding))
-            .collect()
-    })
+    prop::collection::vec(("[a-f]", text, embedding), 0..12)
+        .prop_map(|items| items.into_iter().map(|(id, text, embedding)| chunk(&id, &text, embedding)).collect())
 }
 
 proptest! {

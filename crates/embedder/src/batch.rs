@@ -38,8 +38,7 @@ pub fn plan_batches(texts: &[String], limits: BatchLimits) -> Vec<Range<usize>> 
     for (i, text) in texts.iter().enumerate() {
         let estimate = estimate_tokens(text);
         let count = i - start;
-        if count > 0 && (count >= max_inputs || tokens.saturating_add(estimate) > limits.max_tokens)
-        {
+        if count > 0 && (count >= max_inputs || tokens.saturating_add(estimate) > limits.max_tokens) {
             batches.push(start..i);
             start = i;
             tokens = 0;
@@ -69,10 +68,7 @@ mod tests {
 
     fn check(texts: &[&str], max_inputs: usize, max_tokens: usize, expected: Vec<Range<usize>>) {
         let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
-        let limits = BatchLimits {
-            max_inputs,
-            max_tokens,
-        };
+        let limits = BatchLimits { max_inputs, max_tokens };
         assert_eq!(plan_batches(&texts, limits), expected);
     }
 

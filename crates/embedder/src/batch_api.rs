@@ -64,10 +64,7 @@ impl BatchState {
     pub fn is_running(self) -> bool {
         matches!(
             self,
-            BatchState::Validating
-                | BatchState::InProgress
-                | BatchState::Finalizing
-                | BatchState::Cancelling
+            BatchState::Validating | BatchState::InProgress | BatchState::Finalizing | BatchState::Cancelling
         )
     }
 }

@@ -46,9 +46,7 @@ mod tests {
 
     #[test]
     fn classification() {
-        let limited = EmbedError::RateLimited {
-            retry_after: Duration::from_secs(7),
-        };
+        let limited = EmbedError::RateLimited { retry_after: Duration::from_secs(7) };
         assert!(limited.is_retryable());
         assert_eq!(limited.retry_after(), Some(Duration::from_secs(7)));
         assert!(EmbedError::Retryable("503".into()).is_retryable());

@@ -52,8 +52,8 @@ pub use batch_api::{BatchInfo, BatchInput, BatchResults, BatchService, BatchStat
 pub use error::EmbedError;
 pub use local::{DEFAULT_LOCAL_DIMENSIONS, LocalEmbedder};
 pub use openai::{
-    DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_RETRY_AFTER, MAX_RETRY_AFTER, OPENAI_MAX_INPUT_TOKENS,
-    OpenAiConfig, OpenAiEmbedder,
+    DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_RETRY_AFTER, MAX_RETRY_AFTER, OPENAI_MAX_INPUT_TOKENS, OpenAiConfig,
+    OpenAiEmbedder,
 };
 
 /// Turns texts into vectors.
@@ -95,13 +95,8 @@ mod tests {
         let mut mock = MockEmbedder::new();
         mock.expect_model().return_const("mock-model".to_string());
         mock.expect_dimensions().return_const(2usize);
-        mock.expect_embed()
-            .times(1)
-            .returning(|inputs| Ok(inputs.iter().map(|_| vec![1.0, 0.0]).collect()));
-        mock.expect_batch_limits().return_const(BatchLimits {
-            max_inputs: 1,
-            max_tokens: 10,
-        });
+        mock.expect_embed().times(1).returning(|inputs| Ok(inputs.iter().map(|_| vec![1.0, 0.0]).collect()));
+        mock.expect_batch_limits().return_const(BatchLimits { max_inputs: 1, max_tokens: 10 });
 
         let embedder: Box<dyn Embedder> = Box::new(mock);
         assert_eq!(embedder.model(), "mock-model");
@@ -114,11 +109,8 @@ mod tests {
     #[tokio::test]
     async fn mock_embedder_can_fail() {
         let mut mock = MockEmbedder::new();
-        mock.expect_embed().returning(|_| {
-            Err(EmbedError::RateLimited {
-                retry_after: std::time::Duration::from_secs(3),
-            })
-        });
+        mock.expect_embed()
+            .returning(|_| Err(EmbedError::RateLimited { retry_after: std::time::Duration::from_secs(3) }));
         let err = mock.embed(&["a".into()]).await.unwrap_err();
         assert!(err.is_retryable());
     }

@@ -82,11 +82,7 @@ impl LocalEmbedder {
         }
 
         let norm = vector.iter().map(|x| x * x).sum::<f64>().sqrt();
-        if norm > 0.0 {
-            vector.iter().map(|x| (x / norm) as f32).collect()
-        } else {
-            vec![0.0; self.dimensions]
-        }
+        if norm > 0.0 { vector.iter().map(|x| (x / norm) as f32).collect() } else { vec![0.0; self.dimensions] }
     }
 }
 
@@ -102,10 +98,7 @@ impl Embedder for LocalEmbedder {
 
     fn batch_limits(&self) -> BatchLimits {
         // No provider limits: keep batches modest so one call stays short.
-        BatchLimits {
-            max_inputs: self.max_inputs,
-            max_tokens: 1_000_000,
-        }
+        BatchLimits { max_inputs: self.max_inputs, max_tokens: 1_000_000 }
     }
 
     async fn embed(&self, inputs: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
@@ -134,22 +127,13 @@ impl Family {
 /// The hashed features of `text`, with repetitions.
 fn features(text: &str) -> Vec<(u64, Family)> {
     let lower = text.to_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
 
     let mut out = Vec::with_capacity(words.len() * 8);
     for word in &words {
-        out.push((
-            Fnv::new(UNIGRAM_TAG).bytes(word.as_bytes()).finish(),
-            Family::Unigram,
-        ));
+        out.push((Fnv::new(UNIGRAM_TAG).bytes(word.as_bytes()).finish(), Family::Unigram));
 
-        let padded: Vec<char> = std::iter::once('#')
-            .chain(word.chars())
-            .chain(std::iter::once('#'))
-            .collect();
+        let padded: Vec<char> = std::iter::once('#').chain(word.chars()).chain(std::iter::once('#')).collect();
         for gram in padded.windows(3) {
             let mut hasher = Fnv::new(TRIGRAM_TAG);
             for c in gram {
@@ -159,11 +143,7 @@ fn features(text: &str) -> Vec<(u64, Family)> {
         }
     }
     for pair in words.windows(2) {
-        let hash = Fnv::new(BIGRAM_TAG)
-            .bytes(pair[0].as_bytes())
-            .bytes(b" ")
-            .bytes(pair[1].as_bytes())
-            .finish();
+        let hash = Fnv::new(BIGRAM_TAG).bytes(pair[0].as_bytes()).bytes(b" ").bytes(pair[1].as_bytes()).finish();
         out.push((hash, Family::Bigram));
     }
     out
@@ -215,23 +195,14 @@ mod tests {
         assert_eq!(a, b);
         // Pin a few values so a change of hash or weights cannot slip through
         // unnoticed: it would silently invalidate every cached vector.
-        let pinned: Vec<(usize, u32)> = a
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| **x != 0.0)
-            .take(4)
-            .map(|(i, x)| (i, x.to_bits()))
-            .collect();
+        let pinned: Vec<(usize, u32)> =
+            a.iter().enumerate().filter(|(_, x)| **x != 0.0).take(4).map(|(i, x)| (i, x.to_bits())).collect();
         assert_eq!(pinned, PINNED, "bump MODEL_PREFIX if this changes");
     }
 
     /// First four non-zero components of the text above: (index, f32 bits).
-    const PINNED: [(usize, u32); 4] = [
-        (8, 1_033_463_396),
-        (16, 1_033_463_396),
-        (17, 3_180_947_044),
-        (21, 3_191_848_956),
-    ];
+    const PINNED: [(usize, u32); 4] =
+        [(8, 1_033_463_396), (16, 1_033_463_396), (17, 3_180_947_044), (21, 3_191_848_956)];
 
     #[test]
     fn normalised_with_right_dimensions() {

@@ -33,8 +33,7 @@ use reqwest::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BatchInfo, BatchInput, BatchLimits, BatchResults, BatchService, BatchState, EmbedError, Embedder,
-    plan_batches,
+    BatchInfo, BatchInput, BatchLimits, BatchResults, BatchService, BatchState, EmbedError, Embedder, plan_batches,
 };
 
 /// Default endpoint when neither the config nor `OPENAI_BASE_URL` names one.
@@ -113,11 +112,7 @@ impl OpenAiConfig {
     /// The defaults, with `base_url` from `OPENAI_BASE_URL` and `api_key` from
     /// `OPENAI_API_KEY` when they are set and not empty.
     pub fn from_env() -> Self {
-        let var = |name| {
-            std::env::var(name)
-                .ok()
-                .filter(|v: &String| !v.trim().is_empty())
-        };
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
         let defaults = Self::default();
         Self {
             base_url: var("OPENAI_BASE_URL").unwrap_or(defaults.base_url.clone()),
@@ -197,10 +192,7 @@ impl OpenAiEmbedder {
         // OpenAIConfig reads these two itself and unwraps their parse.
         let env = |name: &str| std::env::var(name).unwrap_or_default();
         let (org_id, project_id) = (env("OPENAI_ORG_ID"), env("OPENAI_PROJECT_ID"));
-        for (name, value) in [
-            ("OPENAI_ORG_ID", &org_id),
-            ("OPENAI_PROJECT_ID", &project_id),
-        ] {
+        for (name, value) in [("OPENAI_ORG_ID", &org_id), ("OPENAI_PROJECT_ID", &project_id)] {
             if HeaderValue::from_str(value).is_err() {
                 return permanent(format!("{name} is not a valid HTTP header value"));
             }
@@ -224,34 +216,23 @@ impl OpenAiEmbedder {
         // `Client::build` installs the retry layer; the service we pass here
         // replaces the whole execution path (`build` still supplies the
         // reqwest client that async-openai uses to assemble requests).
-        let client = async_openai::Client::build(http.clone(), openai_config)
-            .with_http_service(OneShotTransport { http });
+        let client =
+            async_openai::Client::build(http.clone(), openai_config).with_http_service(OneShotTransport { http });
 
         Ok(Self {
             client,
             model: config.model,
             dimensions,
             requested_dimensions,
-            limits: BatchLimits {
-                max_inputs: config.batch_size.max(1),
-                max_tokens: config.max_batch_tokens,
-            },
+            limits: BatchLimits { max_inputs: config.batch_size.max(1), max_tokens: config.max_batch_tokens },
         })
     }
 
     /// One request for `inputs`, checked and in input order.
     async fn embed_batch(&self, inputs: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let request = EmbeddingRequest {
-            model: &self.model,
-            input: inputs,
-            dimensions: self.requested_dimensions,
-        };
-        let response: EmbeddingResponse = self
-            .client
-            .embeddings()
-            .create_byot(&request)
-            .await
-            .map_err(classify_openai_error)?;
+        let request = EmbeddingRequest { model: &self.model, input: inputs, dimensions: self.requested_dimensions };
+        let response: EmbeddingResponse =
+            self.client.embeddings().create_byot(&request).await.map_err(classify_openai_error)?;
         response.into_vectors(inputs.len(), self.dimensions)
     }
 }
@@ -322,54 +303,29 @@ impl BatchService for OpenAiEmbedder {
             purpose: async_openai::types::files::FilePurpose::Batch,
             expires_after: None,
         };
-        let file: UploadedFile = self
-            .client
-            .files()
-            .create_byot(upload)
-            .await
-            .map_err(classify_openai_error)?;
+        let file: UploadedFile = self.client.files().create_byot(upload).await.map_err(classify_openai_error)?;
         let request = serde_json::json!({
             "input_file_id": file.id,
             "endpoint": "/v1/embeddings",
             "completion_window": "24h",
             "metadata": { "source": "quire", "inputs": inputs.len().to_string() },
         });
-        let batch: BatchObject = self
-            .client
-            .batches()
-            .create_byot(request)
-            .await
-            .map_err(classify_openai_error)?;
+        let batch: BatchObject = self.client.batches().create_byot(request).await.map_err(classify_openai_error)?;
         batch.into_info(Some(file.id))
     }
 
     async fn status(&self, batch_id: &str) -> Result<BatchInfo, EmbedError> {
-        let batch: BatchObject = self
-            .client
-            .batches()
-            .retrieve_byot(batch_id)
-            .await
-            .map_err(classify_openai_error)?;
+        let batch: BatchObject = self.client.batches().retrieve_byot(batch_id).await.map_err(classify_openai_error)?;
         batch.into_info(None)
     }
 
     async fn results(&self, output_file_id: &str) -> Result<BatchResults, EmbedError> {
-        let bytes = self
-            .client
-            .files()
-            .content(output_file_id)
-            .await
-            .map_err(classify_openai_error)?;
+        let bytes = self.client.files().content(output_file_id).await.map_err(classify_openai_error)?;
         Ok(parse_batch_output(&bytes, self.dimensions))
     }
 
     async fn cancel(&self, batch_id: &str) -> Result<BatchInfo, EmbedError> {
-        let batch: BatchObject = self
-            .client
-            .batches()
-            .cancel_byot(batch_id)
-            .await
-            .map_err(classify_openai_error)?;
+        let batch: BatchObject = self.client.batches().cancel_byot(batch_id).await.map_err(classify_openai_error)?;
         batch.into_info(None)
     }
 }
@@ -540,11 +496,7 @@ struct EmbeddingDatum {
 impl EmbeddingResponse {
     /// The vectors in input order, after checking count, indices and sizes.
     fn into_vectors(self, expected: usize, dimensions: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let bad = |msg: String| {
-            Err(EmbedError::Permanent(format!(
-                "malformed embedding response: {msg}"
-            )))
-        };
+        let bad = |msg: String| Err(EmbedError::Permanent(format!("malformed embedding response: {msg}")));
         let mut data = self.data;
         if data.len() != expected {
             return bad(format!("{} vectors for {expected} inputs", data.len()));
@@ -561,10 +513,7 @@ impl EmbeddingResponse {
         let mut vectors = Vec::with_capacity(expected);
         for (i, datum) in data.into_iter().enumerate() {
             if datum.embedding.len() != dimensions {
-                return bad(format!(
-                    "vector {i} has {} dimensions, expected {dimensions}",
-                    datum.embedding.len()
-                ));
+                return bad(format!("vector {i} has {} dimensions, expected {dimensions}", datum.embedding.len()));
             }
             if datum.embedding.iter().any(|x| !x.is_finite()) {
                 return bad(format!("vector {i} holds a non-finite value"));
@@ -587,18 +536,15 @@ fn classify_openai_error(error: OpenAIError) -> EmbedError {
         // Reading a successful response's body failed (cut short, timed out).
         OpenAIError::Reqwest(e) => classify_reqwest_error(&e),
         // A 2xx whose body is not the JSON we expect.
-        OpenAIError::JSONDeserialize(e, body) => EmbedError::Permanent(format!(
-            "malformed embedding response: {e}: {}",
-            shorten(&body)
-        )),
+        OpenAIError::JSONDeserialize(e, body) => {
+            EmbedError::Permanent(format!("malformed embedding response: {e}: {}", shorten(&body)))
+        }
         // Our transport never lets a non-success status through, so this
         // only happens if that invariant breaks; trust the status.
         OpenAIError::ApiError(api) => {
             let message = format!("HTTP {}: {}", api.status_code, api.api_error.message);
             if api.status_code == StatusCode::TOO_MANY_REQUESTS {
-                EmbedError::RateLimited {
-                    retry_after: DEFAULT_RETRY_AFTER,
-                }
+                EmbedError::RateLimited { retry_after: DEFAULT_RETRY_AFTER }
             } else if api.status_code.is_server_error() {
                 EmbedError::Retryable(message)
             } else {
@@ -620,11 +566,7 @@ fn classify_reqwest_error(error: &reqwest::Error) -> EmbedError {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    if error.is_builder() {
-        EmbedError::Permanent(message)
-    } else {
-        EmbedError::Retryable(message)
-    }
+    if error.is_builder() { EmbedError::Permanent(message) } else { EmbedError::Retryable(message) }
 }
 
 /// The tower service async-openai runs for every request, replacing its
@@ -649,10 +591,7 @@ impl tower::Service<HttpRequestFactory> for OneShotTransport {
         let http = self.http.clone();
         Box::pin(async move {
             let request = factory.build().await?;
-            let response = http
-                .execute(request)
-                .await
-                .map_err(|e| boxed(classify_reqwest_error(&e)))?;
+            let response = http.execute(request).await.map_err(|e| boxed(classify_reqwest_error(&e)))?;
             if response.status().is_success() {
                 Ok(response)
             } else {
@@ -718,11 +657,7 @@ fn error_message(body: &[u8]) -> String {
     }
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
-    if text.is_empty() {
-        "(empty body)".to_string()
-    } else {
-        shorten(text)
-    }
+    if text.is_empty() { "(empty body)".to_string() } else { shorten(text) }
 }
 
 /// At most [`MAX_MESSAGE_CHARS`] characters of `text`.
@@ -737,12 +672,7 @@ fn shorten(text: &str) -> String {
 /// `Retry-After` as seconds or as an HTTP-date; [`DEFAULT_RETRY_AFTER`] when
 /// absent or unreadable; never more than [`MAX_RETRY_AFTER`].
 fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Duration {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     let from_ms = header("retry-after-ms")
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|ms| ms.is_finite() && *ms >= 0.0)
@@ -755,10 +685,7 @@ fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Duration {
         let date = httpdate::parse_http_date(value).ok()?;
         Some(date.duration_since(now).unwrap_or(Duration::ZERO))
     };
-    from_ms
-        .or_else(from_header)
-        .unwrap_or(DEFAULT_RETRY_AFTER)
-        .min(MAX_RETRY_AFTER)
+    from_ms.or_else(from_header).unwrap_or(DEFAULT_RETRY_AFTER).min(MAX_RETRY_AFTER)
 }
 
 #[cfg(test)]
@@ -777,11 +704,7 @@ mod tests {
     fn retry_after_forms() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let check = |pairs: &[(&'static str, &str)], expected: Duration| {
-            assert_eq!(
-                parse_retry_after(&headers(pairs), now),
-                expected,
-                "{pairs:?}"
-            );
+            assert_eq!(parse_retry_after(&headers(pairs), now), expected, "{pairs:?}");
         };
         check(&[("retry-after", "7")], Duration::from_secs(7));
         check(&[("retry-after", " 0 ")], Duration::ZERO);
@@ -793,14 +716,8 @@ mod tests {
         check(&[("retry-after", &in_90s)], Duration::from_secs(90));
         let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
         check(&[("retry-after", &past)], Duration::ZERO);
-        check(
-            &[("retry-after-ms", "1500"), ("retry-after", "9")],
-            Duration::from_millis(1500),
-        );
-        check(
-            &[("retry-after-ms", "NaN"), ("retry-after", "9")],
-            Duration::from_secs(9),
-        );
+        check(&[("retry-after-ms", "1500"), ("retry-after", "9")], Duration::from_millis(1500));
+        check(&[("retry-after-ms", "NaN"), ("retry-after", "9")], Duration::from_secs(9));
     }
 
     #[test]
@@ -809,41 +726,23 @@ mod tests {
             error_message(br#"{"error":{"message":"bad input","type":"invalid_request_error"}}"#),
             "bad input (type: invalid_request_error)"
         );
-        assert_eq!(
-            error_message(br#"{"error":"model not found"}"#),
-            "model not found"
-        );
+        assert_eq!(error_message(br#"{"error":"model not found"}"#), "model not found");
         assert_eq!(error_message(br#"{"message":"nope"}"#), "nope");
-        assert_eq!(
-            error_message(b"<html>Too Many</html>"),
-            "<html>Too Many</html>"
-        );
+        assert_eq!(error_message(b"<html>Too Many</html>"), "<html>Too Many</html>");
         assert_eq!(error_message(b""), "(empty body)");
-        assert_eq!(
-            error_message("é".repeat(900).as_bytes()).chars().count(),
-            MAX_MESSAGE_CHARS + 1
-        );
+        assert_eq!(error_message("é".repeat(900).as_bytes()).chars().count(), MAX_MESSAGE_CHARS + 1);
     }
 
     fn datum(index: Option<usize>, v: &[f32]) -> EmbeddingDatum {
-        EmbeddingDatum {
-            embedding: v.to_vec(),
-            index,
-        }
+        EmbeddingDatum { embedding: v.to_vec(), index }
     }
 
     #[test]
     fn response_order_and_checks() {
         let response = |data| EmbeddingResponse { data };
         // Sorted by index when present.
-        let r = response(vec![
-            datum(Some(1), &[1.0, 1.0]),
-            datum(Some(0), &[0.0, 0.0]),
-        ]);
-        assert_eq!(
-            r.into_vectors(2, 2).unwrap(),
-            vec![vec![0.0, 0.0], vec![1.0, 1.0]]
-        );
+        let r = response(vec![datum(Some(1), &[1.0, 1.0]), datum(Some(0), &[0.0, 0.0])]);
+        assert_eq!(r.into_vectors(2, 2).unwrap(), vec![vec![0.0, 0.0], vec![1.0, 1.0]]);
         // Kept in order when absent.
         let r = response(vec![datum(None, &[1.0]), datum(None, &[0.0])]);
         assert_eq!(r.into_vectors(2, 1).unwrap(), vec![vec![1.0], vec![0.0]]);
@@ -853,21 +752,9 @@ mod tests {
             assert!(matches!(err, EmbedError::Permanent(_)), "{err:?}");
         };
         permanent(response(vec![datum(None, &[1.0])]), 2, 1);
-        permanent(
-            response(vec![datum(Some(0), &[1.0]), datum(Some(0), &[1.0])]),
-            2,
-            1,
-        );
-        permanent(
-            response(vec![datum(Some(0), &[1.0]), datum(Some(5), &[1.0])]),
-            2,
-            1,
-        );
-        permanent(
-            response(vec![datum(Some(0), &[1.0]), datum(None, &[1.0])]),
-            2,
-            1,
-        );
+        permanent(response(vec![datum(Some(0), &[1.0]), datum(Some(0), &[1.0])]), 2, 1);
+        permanent(response(vec![datum(Some(0), &[1.0]), datum(Some(5), &[1.0])]), 2, 1);
+        permanent(response(vec![datum(Some(0), &[1.0]), datum(None, &[1.0])]), 2, 1);
         permanent(response(vec![datum(None, &[1.0, 2.0])]), 1, 1);
         permanent(response(vec![datum(None, &[f32::INFINITY])]), 1, 1);
     }
@@ -893,7 +780,9 @@ mod tests {
 
     #[test]
     fn batch_objects_are_read_leniently() {
-        let object: BatchObject = serde_json::from_str(r#"{"id":"batch_1","status":"failed","errors":{"data":[{"message":"bad line"}]}}"#).unwrap();
+        let object: BatchObject =
+            serde_json::from_str(r#"{"id":"batch_1","status":"failed","errors":{"data":[{"message":"bad line"}]}}"#)
+                .unwrap();
         let info = object.into_info(Some("file_1".into())).unwrap();
         assert_eq!((info.state, info.input_file_id.as_str()), (BatchState::Failed, "file_1"));
         assert_eq!(info.errors.as_deref(), Some("bad line"));
@@ -908,21 +797,10 @@ mod tests {
         assert_eq!(ok.model(), "text-embedding-3-small");
         assert_eq!(ok.requested_dimensions, None);
 
-        let small = OpenAiEmbedder::new(OpenAiConfig {
-            dimensions: Some(256),
-            ..OpenAiConfig::default()
-        })
-        .unwrap();
-        assert_eq!(
-            (small.dimensions(), small.model()),
-            (256, "text-embedding-3-small@256".into())
-        );
+        let small = OpenAiEmbedder::new(OpenAiConfig { dimensions: Some(256), ..OpenAiConfig::default() }).unwrap();
+        assert_eq!((small.dimensions(), small.model()), (256, "text-embedding-3-small@256".into()));
 
-        let native = OpenAiEmbedder::new(OpenAiConfig {
-            dimensions: Some(1536),
-            ..OpenAiConfig::default()
-        })
-        .unwrap();
+        let native = OpenAiEmbedder::new(OpenAiConfig { dimensions: Some(1536), ..OpenAiConfig::default() }).unwrap();
         assert_eq!(native.requested_dimensions, None);
 
         let err = |config: OpenAiConfig| match OpenAiEmbedder::new(config) {
@@ -930,41 +808,19 @@ mod tests {
             other => panic!("expected a permanent error, got {other:?}"),
         };
         assert!(
-            err(OpenAiConfig {
-                model: "nomic-embed-text".into(),
-                ..OpenAiConfig::default()
-            })
-            .contains("set dimensions")
+            err(OpenAiConfig { model: "nomic-embed-text".into(), ..OpenAiConfig::default() })
+                .contains("set dimensions")
         );
         assert!(
-            err(OpenAiConfig {
-                api_key: Some("sk-\nbroken".into()),
-                ..OpenAiConfig::default()
-            })
-            .contains("API key")
+            err(OpenAiConfig { api_key: Some("sk-\nbroken".into()), ..OpenAiConfig::default() }).contains("API key")
         );
-        assert!(
-            err(OpenAiConfig {
-                dimensions: Some(0),
-                ..OpenAiConfig::default()
-            })
-            .contains("at least 1")
-        );
-        assert!(
-            err(OpenAiConfig {
-                base_url: "not a url".into(),
-                ..OpenAiConfig::default()
-            })
-            .contains("base URL")
-        );
+        assert!(err(OpenAiConfig { dimensions: Some(0), ..OpenAiConfig::default() }).contains("at least 1"));
+        assert!(err(OpenAiConfig { base_url: "not a url".into(), ..OpenAiConfig::default() }).contains("base URL"));
     }
 
     #[test]
     fn debug_hides_the_key() {
-        let config = OpenAiConfig {
-            api_key: Some("sk-secret".into()),
-            ..OpenAiConfig::default()
-        };
+        let config = OpenAiConfig { api_key: Some("sk-secret".into()), ..OpenAiConfig::default() };
         assert!(!format!("{config:?}").contains("sk-secret"));
     }
 }

@@ -23,19 +23,11 @@ struct Reply {
 
 impl Reply {
     fn json(status: u16, body: Value) -> Self {
-        Self {
-            status,
-            headers: vec![("content-type", "application/json".into())],
-            body: body.to_string(),
-        }
+        Self { status, headers: vec![("content-type", "application/json".into())], body: body.to_string() }
     }
 
     fn text(status: u16, body: &str) -> Self {
-        Self {
-            status,
-            headers: vec![("content-type", "text/html".into())],
-            body: body.into(),
-        }
+        Self { status, headers: vec![("content-type", "text/html".into())], body: body.into() }
     }
 
     fn header(mut self, name: &'static str, value: &str) -> Self {
@@ -81,20 +73,12 @@ impl Server {
     }
 
     fn embedder(&self, config: OpenAiConfig) -> OpenAiEmbedder {
-        OpenAiEmbedder::new(OpenAiConfig {
-            base_url: self.base_url.clone(),
-            api_key: Some("sk-test".into()),
-            ..config
-        })
-        .unwrap()
+        OpenAiEmbedder::new(OpenAiConfig { base_url: self.base_url.clone(), api_key: Some("sk-test".into()), ..config })
+            .unwrap()
     }
 }
 
-async fn serve(
-    mut stream: TcpStream,
-    log: &Mutex<Vec<Seen>>,
-    reply: &(dyn Fn(&Value) -> Reply + Sync),
-) {
+async fn serve(mut stream: TcpStream, log: &Mutex<Vec<Seen>>, reply: &(dyn Fn(&Value) -> Reply + Sync)) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -111,8 +95,7 @@ async fn serve(
         .lines()
         .find_map(|l| {
             let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
+            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
         })
         .unwrap_or(0);
     while buf.len() < head_end + length {
@@ -121,8 +104,7 @@ async fn serve(
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    let body: Value =
-        serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
+    let body: Value = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
     let answer = reply(&body);
     log.lock().unwrap().push(Seen { head, body });
 
@@ -130,11 +112,7 @@ async fn serve(
     for (name, value) in &answer.headers {
         out.push_str(&format!("{name}: {value}\r\n"));
     }
-    out.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n{}",
-        answer.body.len(),
-        answer.body
-    ));
+    out.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n{}", answer.body.len(), answer.body));
     let _ = stream.write_all(out.as_bytes()).await;
     let _ = stream.shutdown().await;
 }
@@ -152,10 +130,7 @@ fn vector(tag: usize, dims: usize) -> Vec<f32> {
 
 /// Small vectors keep the tests readable: ask for 4 dimensions.
 fn config() -> OpenAiConfig {
-    OpenAiConfig {
-        dimensions: Some(4),
-        ..OpenAiConfig::default()
-    }
+    OpenAiConfig { dimensions: Some(4), ..OpenAiConfig::default() }
 }
 
 #[tokio::test]
@@ -163,10 +138,8 @@ async fn success_with_a_full_openai_response() {
     let server = Server::start(|req| {
         let n = req["input"].as_array().map_or(0, Vec::len);
         // Out of order on purpose: `index` decides.
-        let data: Vec<Value> = (0..n)
-            .rev()
-            .map(|i| json!({"object": "embedding", "index": i, "embedding": vector(i, 4)}))
-            .collect();
+        let data: Vec<Value> =
+            (0..n).rev().map(|i| json!({"object": "embedding", "index": i, "embedding": vector(i, 4)})).collect();
         Reply::json(
             200,
             json!({"object": "list", "data": data, "model": "text-embedding-3-small",
@@ -181,21 +154,9 @@ async fn success_with_a_full_openai_response() {
 
     let seen = server.requests();
     assert_eq!(seen.len(), 1);
-    assert!(
-        seen[0].head.starts_with("POST /v1/embeddings "),
-        "{}",
-        seen[0].head
-    );
-    assert!(
-        seen[0]
-            .head
-            .to_ascii_lowercase()
-            .contains("authorization: bearer sk-test")
-    );
-    assert_eq!(
-        seen[0].body,
-        json!({"model": "text-embedding-3-small", "input": ["a", "b", "c"], "dimensions": 4})
-    );
+    assert!(seen[0].head.starts_with("POST /v1/embeddings "), "{}", seen[0].head);
+    assert!(seen[0].head.to_ascii_lowercase().contains("authorization: bearer sk-test"));
+    assert_eq!(seen[0].body, json!({"model": "text-embedding-3-small", "input": ["a", "b", "c"], "dimensions": 4}));
 }
 
 #[tokio::test]
@@ -216,24 +177,16 @@ async fn success_with_a_lenient_response_missing_object_usage_model_and_index() 
 async fn native_dimensions_are_not_sent_and_calls_are_split_by_batch_size() {
     let server = Server::start(|req| {
         let n = req["input"].as_array().map_or(0, Vec::len);
-        let data: Vec<Value> = (0..n)
-            .map(|i| json!({"embedding": vector(i, 1536)}))
-            .collect();
+        let data: Vec<Value> = (0..n).map(|i| json!({"embedding": vector(i, 1536)})).collect();
         Reply::json(200, json!({"data": data}))
     })
     .await;
-    let embedder = server.embedder(OpenAiConfig {
-        batch_size: 2,
-        ..OpenAiConfig::default()
-    });
+    let embedder = server.embedder(OpenAiConfig { batch_size: 2, ..OpenAiConfig::default() });
     let out = embedder.embed(&inputs(&["a", "b", "c"])).await.unwrap();
     assert_eq!(out.len(), 3);
     let seen = server.requests();
     assert_eq!(seen.len(), 2);
-    assert_eq!(
-        seen[0].body,
-        json!({"model": "text-embedding-3-small", "input": ["a", "b"]})
-    );
+    assert_eq!(seen[0].body, json!({"model": "text-embedding-3-small", "input": ["a", "b"]}));
     assert_eq!(seen[1].body["input"], json!(["c"]));
 }
 
@@ -249,11 +202,7 @@ async fn empty_input_makes_no_request() {
 /// returns the error and the number of requests the server saw.
 async fn fail_with(reply: Reply) -> (EmbedError, usize) {
     let server = Server::start(move |_| reply.clone()).await;
-    let err = server
-        .embedder(config())
-        .embed(&inputs(&["a", "b"]))
-        .await
-        .unwrap_err();
+    let err = server.embedder(config()).embed(&inputs(&["a", "b"])).await.unwrap_err();
     (err, server.requests().len())
 }
 
@@ -265,38 +214,22 @@ async fn rate_limit_carries_retry_after_and_is_not_retried() {
     )
     .header("retry-after", "7");
     let (err, requests) = fail_with(reply).await;
-    assert_eq!(
-        err,
-        EmbedError::RateLimited {
-            retry_after: Duration::from_secs(7)
-        }
-    );
+    assert_eq!(err, EmbedError::RateLimited { retry_after: Duration::from_secs(7) });
     assert_eq!(requests, 1, "a hidden retry layer sent the request again");
 }
 
 #[tokio::test]
 async fn rate_limit_with_a_non_json_body_is_still_rate_limited() {
-    let reply =
-        Reply::text(429, "<html><body>Too Many Requests</body></html>").header("retry-after", "3");
+    let reply = Reply::text(429, "<html><body>Too Many Requests</body></html>").header("retry-after", "3");
     let (err, requests) = fail_with(reply).await;
-    assert_eq!(
-        err,
-        EmbedError::RateLimited {
-            retry_after: Duration::from_secs(3)
-        }
-    );
+    assert_eq!(err, EmbedError::RateLimited { retry_after: Duration::from_secs(3) });
     assert_eq!(requests, 1);
 }
 
 #[tokio::test]
 async fn rate_limit_without_retry_after_uses_the_default() {
     let (err, requests) = fail_with(Reply::text(429, "")).await;
-    assert_eq!(
-        err,
-        EmbedError::RateLimited {
-            retry_after: embedder::DEFAULT_RETRY_AFTER
-        }
-    );
+    assert_eq!(err, EmbedError::RateLimited { retry_after: embedder::DEFAULT_RETRY_AFTER });
     assert_eq!(requests, 1);
 }
 
@@ -313,10 +246,7 @@ async fn insufficient_quota_is_permanent() {
         json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}}),
     );
     let (err, requests) = fail_with(reply).await;
-    assert!(
-        matches!(&err, EmbedError::Permanent(m) if m.contains("current quota")),
-        "{err:?}"
-    );
+    assert!(matches!(&err, EmbedError::Permanent(m) if m.contains("current quota")), "{err:?}");
     assert_eq!(requests, 1);
 }
 
@@ -329,47 +259,26 @@ async fn server_error_is_retryable_after_one_request() {
     );
     assert_eq!(requests, 1);
 
-    let (err, requests) = fail_with(Reply::json(
-        503,
-        json!({"error": {"message": "overloaded"}}),
-    ))
-    .await;
-    assert!(
-        matches!(&err, EmbedError::Retryable(m) if m.contains("overloaded")),
-        "{err:?}"
-    );
+    let (err, requests) = fail_with(Reply::json(503, json!({"error": {"message": "overloaded"}}))).await;
+    assert!(matches!(&err, EmbedError::Retryable(m) if m.contains("overloaded")), "{err:?}");
     assert_eq!(requests, 1);
 }
 
 #[tokio::test]
 async fn client_error_is_permanent_with_the_server_message() {
-    let (err, requests) =
-        fail_with(Reply::json(400, json!({"error": {"message": "bad input"}}))).await;
-    assert!(
-        matches!(&err, EmbedError::Permanent(m) if m.contains("bad input")),
-        "{err:?}"
-    );
+    let (err, requests) = fail_with(Reply::json(400, json!({"error": {"message": "bad input"}}))).await;
+    assert!(matches!(&err, EmbedError::Permanent(m) if m.contains("bad input")), "{err:?}");
     assert!(!err.is_retryable());
     assert_eq!(requests, 1);
 
     let (err, _) = fail_with(Reply::text(401, "no key")).await;
-    assert!(
-        matches!(&err, EmbedError::Permanent(m) if m.contains("401") && m.contains("no key")),
-        "{err:?}"
-    );
+    assert!(matches!(&err, EmbedError::Permanent(m) if m.contains("401") && m.contains("no key")), "{err:?}");
 }
 
 #[tokio::test]
 async fn wrong_vector_count_is_permanent() {
-    let (err, requests) = fail_with(Reply::json(
-        200,
-        json!({"data": [{"embedding": vector(0, 4)}]}),
-    ))
-    .await;
-    assert!(
-        matches!(&err, EmbedError::Permanent(m) if m.contains("1 vectors for 2 inputs")),
-        "{err:?}"
-    );
+    let (err, requests) = fail_with(Reply::json(200, json!({"data": [{"embedding": vector(0, 4)}]}))).await;
+    assert!(matches!(&err, EmbedError::Permanent(m) if m.contains("1 vectors for 2 inputs")), "{err:?}");
     assert_eq!(requests, 1);
 }
 
@@ -377,43 +286,25 @@ async fn wrong_vector_count_is_permanent() {
 async fn wrong_dimensions_are_permanent() {
     let data = json!({"data": [{"embedding": vector(0, 4)}, {"embedding": vector(1, 3)}]});
     let (err, _) = fail_with(Reply::json(200, data)).await;
-    assert!(
-        matches!(&err, EmbedError::Permanent(m) if m.contains("3 dimensions")),
-        "{err:?}"
-    );
+    assert!(matches!(&err, EmbedError::Permanent(m) if m.contains("3 dimensions")), "{err:?}");
 }
 
 #[tokio::test]
 async fn malformed_success_body_is_permanent() {
     let (err, _) = fail_with(Reply::text(200, "<html>captive portal</html>")).await;
-    assert!(
-        matches!(&err, EmbedError::Permanent(m) if m.contains("malformed")),
-        "{err:?}"
-    );
+    assert!(matches!(&err, EmbedError::Permanent(m) if m.contains("malformed")), "{err:?}");
 
     // Base64 vectors (never requested) do not parse as floats.
-    let (err, _) = fail_with(Reply::json(
-        200,
-        json!({"data": [{"embedding": "AAAA"}, {"embedding": "AAAA"}]}),
-    ))
-    .await;
+    let (err, _) = fail_with(Reply::json(200, json!({"data": [{"embedding": "AAAA"}, {"embedding": "AAAA"}]}))).await;
     assert!(matches!(err, EmbedError::Permanent(_)), "{err:?}");
 }
 
 #[tokio::test]
 async fn connection_refused_is_retryable() {
     // Bind then drop: nothing listens on that port any more.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let embedder = OpenAiEmbedder::new(OpenAiConfig {
-        base_url: format!("http://127.0.0.1:{port}/v1"),
-        ..config()
-    })
-    .unwrap();
+    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let embedder =
+        OpenAiEmbedder::new(OpenAiConfig { base_url: format!("http://127.0.0.1:{port}/v1"), ..config() }).unwrap();
     let err = embedder.embed(&inputs(&["a"])).await.unwrap_err();
     assert!(matches!(err, EmbedError::Retryable(_)), "{err:?}");
 }
@@ -440,9 +331,5 @@ async fn timeout_is_retryable() {
     .unwrap();
     let err = embedder.embed(&inputs(&["a"])).await.unwrap_err();
     assert!(matches!(err, EmbedError::Retryable(_)), "{err:?}");
-    assert_eq!(
-        *accepted.lock().unwrap(),
-        1,
-        "the timed-out request was retried"
-    );
+    assert_eq!(*accepted.lock().unwrap(), 1, "the timed-out request was retried");
 }

@@ -6,7 +6,10 @@ fn main() {
         let path = std::path::PathBuf::from(path);
         match epub_extract::extract_file(&path, &epub_extract::Limits::default()) {
             Ok(book) => {
-                println!("title={:?} author={:?} language={:?} chapters={}", book.title, book.author, book.language, book.chapters);
+                println!(
+                    "title={:?} author={:?} language={:?} chapters={}",
+                    book.title, book.author, book.language, book.chapters
+                );
                 println!("{}", book.markdown);
             }
             Err(error) => println!("{}: refused [{}] {error}", path.display(), error.code()),

@@ -65,9 +65,8 @@ fn image(_: &dyn Handlers, element: Element) -> Option<HandlerResult> {
 
 /// Rewrites `<tag …/>` as `<tag …></tag>` for every non-void element, as an XML parser reads it.
 fn expand_self_closing(xhtml: &str) -> String {
-    const VOID: &[&str] = &[
-        "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr",
-    ];
+    const VOID: &[&str] =
+        &["area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"];
     let bytes = xhtml.as_bytes();
     let mut out = String::with_capacity(xhtml.len() + 64);
     let mut copied = 0;

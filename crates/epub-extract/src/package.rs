@@ -41,7 +41,9 @@ pub(crate) fn rootfile(archive: &mut Archive<'_>, max_depth: usize) -> Result<St
     };
     // epub takes the parent of this path and panics when there is none ("" or "/").
     if Path::new(&full_path).parent().is_none() || full_path.trim().is_empty() {
-        return Err(ExtractError::BadContainer { reason: format!("the rootfile full-path {full_path:?} names no file") });
+        return Err(ExtractError::BadContainer {
+            reason: format!("the rootfile full-path {full_path:?} names no file"),
+        });
     }
     if archive.lookup(&full_path).is_none() {
         return Err(ExtractError::MissingPackage { path: full_path });

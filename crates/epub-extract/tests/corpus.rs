@@ -62,8 +62,11 @@ fn every_invalid_file_is_accepted_or_rejected_as_the_table_says() {
     let expected: HashMap<String, (String, String)> =
         table.into_iter().map(|row| (row[0].clone(), (row[1].clone(), row[2].clone()))).collect();
     let files = epub_files(&dir);
-    let mut failures: Vec<String> =
-        expected.keys().filter(|name| !files.contains(name)).map(|name| format!("{name}: row for a missing file")).collect();
+    let mut failures: Vec<String> = expected
+        .keys()
+        .filter(|name| !files.contains(name))
+        .map(|name| format!("{name}: row for a missing file"))
+        .collect();
     for name in files {
         let Some((verdict, code)) = expected.get(&name) else {
             failures.push(format!("{name}: no row in invalid-corpus-expectations.tsv"));
@@ -76,9 +79,13 @@ fn every_invalid_file_is_accepted_or_rejected_as_the_table_says() {
             (Ok(book), "accept") if book.markdown.chars().any(char::is_alphanumeric) => {}
             (Ok(_), "accept") => failures.push(format!("{name}: accepted with empty markdown")),
             (Err(error), "reject") if error.code() == code => {}
-            (Err(error), "reject") => failures.push(format!("{name}: rejected as {} ({error}), expected {code}", error.code())),
+            (Err(error), "reject") => {
+                failures.push(format!("{name}: rejected as {} ({error}), expected {code}", error.code()))
+            }
             (Ok(_), _) => failures.push(format!("{name}: accepted, expected {code}")),
-            (Err(error), _) => failures.push(format!("{name}: rejected as {} ({error}), expected acceptance", error.code())),
+            (Err(error), _) => {
+                failures.push(format!("{name}: rejected as {} ({error}), expected acceptance", error.code()))
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

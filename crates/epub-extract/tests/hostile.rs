@@ -153,6 +153,8 @@ fn exhausted_time_budget_is_refused() {
     let limits = Limits { time_budget: std::time::Duration::ZERO, ..Limits::default() };
     let error = extract_bytes(&epub_fixtures::sample_book(), &limits).unwrap_err();
     assert_eq!(error.code(), "time_budget");
-    assert!(error.to_string().starts_with("time budget of 0s exceeded while reading chapter OEBPS/ch1.xhtml"), "{error}");
+    assert!(
+        error.to_string().starts_with("time budget of 0s exceeded while reading chapter OEBPS/ch1.xhtml"),
+        "{error}"
+    );
 }
-

@@ -201,7 +201,11 @@ pub fn long_run() -> Vec<u8> {
 
 /// A book whose chapters hold no text: an empty paragraph, an image without alt text, whitespace.
 pub fn no_text() -> Vec<u8> {
-    let mut chapter = ChapterSpec::new("ch1.xhtml", "", vec![Block::Raw("<p>   </p><div><img src=\"x.png\" alt=\"\"/></div>\n".into())]);
+    let mut chapter = ChapterSpec::new(
+        "ch1.xhtml",
+        "",
+        vec![Block::Raw("<p>   </p><div><img src=\"x.png\" alt=\"\"/></div>\n".into())],
+    );
     chapter.blocks.remove(0); // no `<h1>` either
     let spec = BookSpec::new("No Text", "Mallory Hostile", "en", vec![chapter]);
     zip_entries(&book_entries(&spec))

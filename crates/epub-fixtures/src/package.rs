@@ -115,8 +115,9 @@ pub fn package_document(spec: &BookSpec) -> String {
             // policy of skipping it is exercised.
             spine.push_str("    <itemref idref=\"nav\" linear=\"no\"/>\n");
         }
-        EpubVersion::Epub2 => manifest
-            .push_str("    <item id=\"ncx\" href=\"toc.ncx\" media-type=\"application/x-dtbncx+xml\"/>\n"),
+        EpubVersion::Epub2 => {
+            manifest.push_str("    <item id=\"ncx\" href=\"toc.ncx\" media-type=\"application/x-dtbncx+xml\"/>\n")
+        }
     }
     for chapter in &spec.chapters {
         let id = item_id(chapter);

@@ -39,10 +39,7 @@ pub fn sample_book_spec() -> BookSpec {
         "ch2.xhtml",
         "Chapter Two: Voices",
         vec![
-            p(&format!(
-                "A letter arrived from the mainland{} with news of the harbour.",
-                noteref("fn1", "1")
-            )),
+            p(&format!("A letter arrived from the mainland{} with news of the harbour.", noteref("fn1", "1"))),
             Block::Quote("Keep the light burning, whatever the weather, for someone is always at sea.".into()),
             h(2, "The Reply"),
             p("She answered the same evening, in a careful and <strong><em>steady</em></strong> hand."),
@@ -74,9 +71,7 @@ pub fn sample_book_with_image_spec() -> BookSpec {
     let mut spec = sample_book_spec();
     spec.title = "The Lighthouse Sampler, Illustrated".into();
     spec.identifier = "urn:quire:fixture:the-lighthouse-sampler-illustrated".into();
-    spec.chapters[0]
-        .blocks
-        .insert(2, Block::Image { file: "lamp.png".into(), alt: "The lamp at night".into() });
+    spec.chapters[0].blocks.insert(2, Block::Image { file: "lamp.png".into(), alt: "The lamp at night".into() });
     spec
 }
 
@@ -217,8 +212,7 @@ pub fn corpus_of(n: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
                     let theme = themes[number % 2];
                     let mut blocks = Vec::new();
                     for _ in 0..4 + rng.below(3) {
-                        let sentences: Vec<String> =
-                            (0..3 + rng.below(3)).map(|_| sentence(&mut rng, theme)).collect();
+                        let sentences: Vec<String> = (0..3 + rng.below(3)).map(|_| sentence(&mut rng, theme)).collect();
                         blocks.push(Block::Paragraph(sentences.join(" ")));
                     }
                     ChapterSpec::new(

@@ -29,9 +29,9 @@ impl App {
                     .await
                     .with_context(|| format!("cannot open {}", data_dir.database_path().display()))?,
             ),
-            Some(url) if url.starts_with("sqlite:") => {
-                Arc::new(SqliteStore::open_url(url, store_options()?).await.with_context(|| format!("cannot open {url}"))?)
-            }
+            Some(url) if url.starts_with("sqlite:") => Arc::new(
+                SqliteStore::open_url(url, store_options()?).await.with_context(|| format!("cannot open {url}"))?,
+            ),
             Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => open_postgres(url).await?,
             Some(url) => bail!("unsupported database URL {url:?}: use sqlite://PATH or postgres://…"),
         };

@@ -59,7 +59,9 @@ pub fn apply(mut command: Command, file: &Path) -> anyhow::Result<Command> {
             toml::Value::Integer(n) => n.to_string(),
             toml::Value::Float(x) => x.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
-            other => bail!("{}: `{key}` must be a string, a number or a boolean, not {}", file.display(), other.type_str()),
+            other => {
+                bail!("{}: `{key}` must be a string, a number or a boolean, not {}", file.display(), other.type_str())
+            }
         };
         // Clap keeps default values for the life of the program, which is what this one-shot
         // start-up configuration needs: leaking one short string per key is intended.

@@ -66,7 +66,9 @@ fn parse_command_line(raw: &[String]) -> anyhow::Result<Cli> {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
     match cli.command {
-        Command::Process { files, embedder, json } => commands::process::run(global, &files, &embedder, json, shutdown_signal()).await,
+        Command::Process { files, embedder, json } => {
+            commands::process::run(global, &files, &embedder, json, shutdown_signal()).await
+        }
         Command::Submit { files, json } => commands::submit::run(global, &files, json).await,
         Command::Worker(options) => commands::worker::run(global, &options, shutdown_signal()).await,
         Command::Status { id, json } => commands::status::run(global, id.as_deref(), json).await,
@@ -75,14 +77,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Connections { document_id, engine, min_score, limit, json } => {
             commands::connections::run(global, &document_id, engine, min_score, limit, json).await
         }
-        Command::Search { query, limit, embedder, json } => commands::search::run(global, &query, limit, &embedder, json).await,
-        Command::Clean { dry_run, older_than, yes, json } => commands::clean::run(global, dry_run, older_than, yes, json).await,
+        Command::Search { query, limit, embedder, json } => {
+            commands::search::run(global, &query, limit, &embedder, json).await
+        }
+        Command::Clean { dry_run, older_than, yes, json } => {
+            commands::clean::run(global, dry_run, older_than, yes, json).await
+        }
         Command::Dlq(command) => commands::dlq::run(global, command).await,
         Command::Replay { job_id, from_stage, fresh, inline, embedder, json } => {
             let options = commands::replay::ReplayOptions { job_id, from_stage, fresh, inline, json };
             commands::replay::run(global, &options, &embedder, shutdown_signal()).await
         }
-        Command::Serve { addr, max_upload_bytes } => commands::serve::run(global, addr, max_upload_bytes, shutdown_signal()).await,
+        Command::Serve { addr, max_upload_bytes } => {
+            commands::serve::run(global, addr, max_upload_bytes, shutdown_signal()).await
+        }
         Command::Isolated { .. } => unreachable!("dispatched before parsing"),
     }
 }
@@ -128,7 +136,9 @@ fn init_logging(cli: &Cli) {
     // `replay --inline` exists to watch one job closely.
     let default = match cli.command {
         Command::Process { .. } => "warn",
-        Command::Replay { inline: true, .. } => "debug,sqlx=warn,hyper=info,hyper_util=info,h2=info,rustls=info,reqwest=info",
+        Command::Replay { inline: true, .. } => {
+            "debug,sqlx=warn,hyper=info,hyper_util=info,h2=info,rustls=info,reqwest=info"
+        }
         _ => "info",
     };
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));

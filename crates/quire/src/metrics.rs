@@ -106,12 +106,14 @@ impl MetricsSource {
         out.family("quire_jobs", "gauge", "Jobs in the queue by status and kind (dead = the dead-letter queue).");
         for status in JobStatus::VARIANTS {
             for kind in JobKind::VARIANTS {
-                let count = counts.iter().filter(|c| c.status == *status && c.kind == *kind).map(|c| c.count).sum::<u64>();
+                let count =
+                    counts.iter().filter(|c| c.status == *status && c.kind == *kind).map(|c| c.count).sum::<u64>();
                 out.sample("quire_jobs", &[("status", status.into()), ("kind", kind.into())], count as f64);
             }
         }
 
-        let filter = JobFilter { status: Some(JobStatus::Processing), limit: Some(MAX_PROCESSING), ..Default::default() };
+        let filter =
+            JobFilter { status: Some(JobStatus::Processing), limit: Some(MAX_PROCESSING), ..Default::default() };
         let processing = self.store.list_jobs(&filter).await?;
         let now = now_millis();
         let lease = self.lease_ttl.as_millis() as i64;
@@ -123,7 +125,11 @@ impl MetricsSource {
                 expired || now - silent_since >= lease
             })
             .count();
-        out.family("quire_jobs_stale", "gauge", "Processing jobs whose lease expired or that have been silent longer than a lease.");
+        out.family(
+            "quire_jobs_stale",
+            "gauge",
+            "Processing jobs whose lease expired or that have been silent longer than a lease.",
+        );
         out.sample("quire_jobs_stale", &[], stale as f64);
 
         let ages: Vec<f64> = processing
@@ -168,27 +174,58 @@ impl MetricsSource {
 
     /// `/metrics` and `/healthz`.
     pub fn router(self) -> Router {
-        Router::new().route("/metrics", get(metrics_handler)).route("/healthz", get(health_handler)).with_state(Arc::new(self))
+        Router::new()
+            .route("/metrics", get(metrics_handler))
+            .route("/healthz", get(health_handler))
+            .with_state(Arc::new(self))
     }
 }
 
 fn render_worker(out: &mut Exposition, worker: &WorkerProbe) {
     let m = &worker.metrics;
-    out.family("quire_worker_jobs_reaped_total", "counter", "Stale or timed-out jobs taken back by this worker's reaper, by action.");
-    out.sample("quire_worker_jobs_reaped_total", &[("action", "requeued")], m.reaped_requeued.load(Ordering::Relaxed) as f64);
-    out.sample("quire_worker_jobs_reaped_total", &[("action", "dead_lettered")], m.reaped_dead.load(Ordering::Relaxed) as f64);
+    out.family(
+        "quire_worker_jobs_reaped_total",
+        "counter",
+        "Stale or timed-out jobs taken back by this worker's reaper, by action.",
+    );
+    out.sample(
+        "quire_worker_jobs_reaped_total",
+        &[("action", "requeued")],
+        m.reaped_requeued.load(Ordering::Relaxed) as f64,
+    );
+    out.sample(
+        "quire_worker_jobs_reaped_total",
+        &[("action", "dead_lettered")],
+        m.reaped_dead.load(Ordering::Relaxed) as f64,
+    );
     out.counter("quire_worker_jobs_completed_total", "Jobs this worker completed.", &m.completed);
     out.counter("quire_worker_jobs_retried_total", "Failed attempts this worker scheduled for a retry.", &m.retried);
     out.counter("quire_worker_jobs_dead_lettered_total", "Jobs this worker dead-lettered.", &m.dead_lettered);
-    out.counter("quire_worker_jobs_rate_limited_total", "Jobs postponed because the AI service asked to wait.", &m.rate_limited);
-    out.counter("quire_worker_jobs_interrupted_total", "Jobs handed back with their checkpoint at shutdown.", &m.interrupted);
+    out.counter(
+        "quire_worker_jobs_rate_limited_total",
+        "Jobs postponed because the AI service asked to wait.",
+        &m.rate_limited,
+    );
+    out.counter(
+        "quire_worker_jobs_interrupted_total",
+        "Jobs handed back with their checkpoint at shutdown.",
+        &m.interrupted,
+    );
     out.counter("quire_worker_leases_lost_total", "Leases this worker lost.", &m.leases_lost);
     out.counter("quire_worker_jobs_released_total", "Leased but unstarted jobs this worker gave back.", &m.released);
     out.counter("quire_worker_reaper_errors_total", "Reaper passes that failed.", &m.reaper_errors);
     out.family("quire_worker_jobs_in_flight", "gauge", "Jobs this worker is running now.");
     out.sample("quire_worker_jobs_in_flight", &[], m.in_flight.load(Ordering::Relaxed) as f64);
-    out.family("quire_worker_reaper_last_success_timestamp_seconds", "gauge", "Unix time of the reaper's last successful pass (0 before the first).");
-    out.sample("quire_worker_reaper_last_success_timestamp_seconds", &[], m.reaper_last_success.load(Ordering::Relaxed) as f64 / 1000.0);
+    out.family(
+        "quire_worker_reaper_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the reaper's last successful pass (0 before the first).",
+    );
+    out.sample(
+        "quire_worker_reaper_last_success_timestamp_seconds",
+        &[],
+        m.reaper_last_success.load(Ordering::Relaxed) as f64 / 1000.0,
+    );
     let name = "quire_job_attempt_duration_seconds";
     out.family(name, "histogram", "How long this worker's job attempts ran, by kind.");
     for kind in JobKind::VARIANTS {
@@ -196,12 +233,20 @@ fn render_worker(out: &mut Exposition, worker: &WorkerProbe) {
     }
     let s = &worker.stats;
     let name = "quire_stage_duration_seconds";
-    out.family(name, "histogram", "How long each pipeline stage took in this worker, from its start to its checkpoint.");
+    out.family(
+        name,
+        "histogram",
+        "How long each pipeline stage took in this worker, from its start to its checkpoint.",
+    );
     for (stage, histogram) in PipelineStats::TIMED_STAGES.iter().zip(&s.stage_durations) {
         out.histogram(name, &[("stage", stage.into())], histogram);
     }
     out.counter("quire_ai_requests_total", "Embedding requests sent to the AI service.", &s.embedding_requests);
-    out.counter("quire_ai_cache_hits_total", "Chunks whose embedding came from the cache instead of the AI service.", &s.embedding_cache_hits);
+    out.counter(
+        "quire_ai_cache_hits_total",
+        "Chunks whose embedding came from the cache instead of the AI service.",
+        &s.embedding_cache_hits,
+    );
     out.counter("quire_extractions_total", "Books extracted.", &s.extractions);
     out.counter("quire_chunkings_total", "Markdown documents chunked.", &s.chunkings);
     out.counter("quire_detections_total", "Connection detections run.", &s.detections);
@@ -229,7 +274,8 @@ async fn metrics_handler(State(source): State<Arc<MetricsSource>>) -> Response {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
         Err(error) => {
             tracing::warn!(%error, "metrics: the database could not be read");
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "error": format!("cannot read the queue: {error}") }))).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "error": format!("cannot read the queue: {error}") })))
+                .into_response()
         }
     }
 }
@@ -240,6 +286,10 @@ async fn health_handler(State(source): State<Arc<MetricsSource>>) -> Response {
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }

@@ -61,7 +61,9 @@ pub fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
         return Ok(true);
     }
     if !std::io::stdin().is_terminal() {
-        anyhow::bail!("refusing to change anything without confirmation: no terminal to ask on (pass --yes to confirm)");
+        anyhow::bail!(
+            "refusing to change anything without confirmation: no terminal to ask on (pass --yes to confirm)"
+        );
     }
     eprint!("{question} [y/N] ");
     std::io::stderr().flush()?;

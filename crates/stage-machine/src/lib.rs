@@ -114,23 +114,13 @@ impl Stage {
     /// True for the stages during which work happens (`extracting`, `saving_markdown`,
     /// `chunking`, `embedding`).
     pub fn is_working(self) -> bool {
-        matches!(
-            self,
-            Stage::Extracting | Stage::SavingMarkdown | Stage::Chunking | Stage::Embedding
-        )
+        matches!(self, Stage::Extracting | Stage::SavingMarkdown | Stage::Chunking | Stage::Embedding)
     }
 
     /// True for the stages recorded in `completed_stages` once their work is durable
     /// (`extracted`, `markdown_saved`, `chunked`, `embedded`, `complete`).
     pub fn is_milestone(self) -> bool {
-        matches!(
-            self,
-            Stage::Extracted
-                | Stage::MarkdownSaved
-                | Stage::Chunked
-                | Stage::Embedded
-                | Stage::Complete
-        )
+        matches!(self, Stage::Extracted | Stage::MarkdownSaved | Stage::Chunked | Stage::Embedded | Stage::Complete)
     }
 
     /// The milestone that closes this working stage (`chunking` → `chunked`).
@@ -141,11 +131,7 @@ impl Stage {
     /// The working stage whose completion this milestone records (`chunked` → `chunking`).
     /// `complete` closes the pipeline rather than a working stage and has none.
     pub fn working_stage(self) -> Option<Stage> {
-        if self.is_milestone() && self != Stage::Complete {
-            self.previous()
-        } else {
-            None
-        }
+        if self.is_milestone() && self != Stage::Complete { self.previous() } else { None }
     }
 
     /// The milestones in pipeline order.
@@ -166,10 +152,7 @@ impl Stage {
 /// not finish chunking and are replaced, in the same transaction as the new ones are written.
 /// `failed` is treated as a fresh start.
 pub fn retry_deletes_chunks(resume: Stage) -> bool {
-    !matches!(
-        resume,
-        Stage::Chunked | Stage::Embedding | Stage::Embedded | Stage::Complete
-    )
+    !matches!(resume, Stage::Chunked | Stage::Embedding | Stage::Embedded | Stage::Complete)
 }
 
 /// Facts cached by the stages so that a retry neither redoes nor re-pays for finished work.
@@ -390,9 +373,7 @@ impl Checkpoint {
             }
         }
         self.completed_stages = valid;
-        if self.processing_stage != Stage::Failed
-            && self.processing_stage < self.last_completed()
-        {
+        if self.processing_stage != Stage::Failed && self.processing_stage < self.last_completed() {
             self.processing_stage = self.last_completed();
         }
         self

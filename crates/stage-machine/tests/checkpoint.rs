@@ -20,8 +20,17 @@ fn stages_serialise_in_snake_case() {
     assert_eq!(
         names,
         [
-            "pending", "extracting", "extracted", "saving_markdown", "markdown_saved", "chunking",
-            "chunked", "embedding", "embedded", "complete", "failed"
+            "pending",
+            "extracting",
+            "extracted",
+            "saving_markdown",
+            "markdown_saved",
+            "chunking",
+            "chunked",
+            "embedding",
+            "embedded",
+            "complete",
+            "failed"
         ]
     );
     for &stage in Stage::VARIANTS {
@@ -52,10 +61,7 @@ fn resume_stage_is_the_first_unfinished_stage() {
         (vec![Stage::Extracted], Stage::SavingMarkdown),
         (vec![Stage::Extracted, Stage::MarkdownSaved], Stage::Chunking),
         (vec![Stage::Extracted, Stage::MarkdownSaved, Stage::Chunked], Stage::Embedding),
-        (
-            vec![Stage::Extracted, Stage::MarkdownSaved, Stage::Chunked, Stage::Embedded],
-            Stage::Complete,
-        ),
+        (vec![Stage::Extracted, Stage::MarkdownSaved, Stage::Chunked, Stage::Embedded], Stage::Complete),
     ];
     for (milestones, expected) in cases {
         assert_eq!(checkpoint_after(&milestones).resume_stage(), expected, "after {milestones:?}");

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
+use crate::job::{JobContext, JobError};
 use chunker::{Chunk, ChunkerConfig};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
-use crate::job::{JobContext, JobError};
 
 /// Exit code of a child whose input was refused (the reason is in `error.json`).
 const EXIT_REFUSED: u8 = 3;
@@ -74,12 +74,18 @@ pub mod files {
 
 impl Isolation {
     /// Extracts `epub` into `work_dir` (markdown and metadata files) in a child process.
-    pub async fn extract(&self, epub: &Path, work_dir: &Path, context: &JobContext) -> Result<ExtractedMetadata, JobError> {
+    pub async fn extract(
+        &self,
+        epub: &Path,
+        work_dir: &Path,
+        context: &JobContext,
+    ) -> Result<ExtractedMetadata, JobError> {
         let args = ["extract".as_ref(), epub.as_os_str(), work_dir.as_os_str()];
         self.run("extraction", &args, work_dir, context).await?;
         let metadata = std::fs::read(work_dir.join(files::METADATA))
             .map_err(|e| JobError::Retryable(format!("extraction left no metadata: {e}")))?;
-        serde_json::from_slice(&metadata).map_err(|e| JobError::Retryable(format!("extraction metadata unreadable: {e}")))
+        serde_json::from_slice(&metadata)
+            .map_err(|e| JobError::Retryable(format!("extraction metadata unreadable: {e}")))
     }
 
     /// Chunks the markdown at `markdown` into `work_dir/chunks.json` in a child process.
@@ -109,7 +115,13 @@ impl Isolation {
         Ok(chunks.into_iter().map(Chunk::from).collect())
     }
 
-    async fn run(&self, step: &str, args: &[&std::ffi::OsStr], work_dir: &Path, context: &JobContext) -> Result<(), JobError> {
+    async fn run(
+        &self,
+        step: &str,
+        args: &[&std::ffi::OsStr],
+        work_dir: &Path,
+        context: &JobContext,
+    ) -> Result<(), JobError> {
         let _ = std::fs::remove_file(work_dir.join(files::ERROR));
         let mut child = tokio::process::Command::new(&self.program)
             .arg("isolated")
@@ -121,7 +133,9 @@ impl Isolation {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| JobError::Retryable(format!("cannot start the {step} process {}: {e}", self.program.display())))?;
+            .map_err(|e| {
+                JobError::Retryable(format!("cannot start the {step} process {}: {e}", self.program.display()))
+            })?;
         let mut stderr = child.stderr.take();
         let read_stderr = async move {
             let mut text = Vec::new();
@@ -272,9 +286,14 @@ fn child_main(args: &[String]) -> Result<(), ChildError> {
     match (step.as_str(), rest) {
         ("extract", [epub, work_dir]) => {
             let work_dir = PathBuf::from(work_dir);
-            let book = epub_extract::extract_file(Path::new(epub), &epub_extract::Limits::default()).map_err(|error| {
-                ChildError::Refused { work_dir: work_dir.clone(), code: error.code().to_owned(), reason: error.to_string() }
-            })?;
+            let book =
+                epub_extract::extract_file(Path::new(epub), &epub_extract::Limits::default()).map_err(|error| {
+                    ChildError::Refused {
+                        work_dir: work_dir.clone(),
+                        code: error.code().to_owned(),
+                        reason: error.to_string(),
+                    }
+                })?;
             let metadata = ExtractedMetadata {
                 title: book.title,
                 author: book.author,
@@ -289,8 +308,10 @@ fn child_main(args: &[String]) -> Result<(), ChildError> {
             let target = target.parse().map_err(|_| usage())?;
             let max = max.parse().map_err(|_| usage())?;
             let config = ChunkerConfig::new(target, max).map_err(|e| ChildError::Failed(e.to_string()))?;
-            let markdown = std::fs::read_to_string(markdown).map_err(|e| ChildError::Failed(format!("{markdown}: {e}")))?;
-            let chunks: Vec<ChunkFile> = chunker::chunk_markdown(document_id, &markdown, &config).iter().map(ChunkFile::from).collect();
+            let markdown =
+                std::fs::read_to_string(markdown).map_err(|e| ChildError::Failed(format!("{markdown}: {e}")))?;
+            let chunks: Vec<ChunkFile> =
+                chunker::chunk_markdown(document_id, &markdown, &config).iter().map(ChunkFile::from).collect();
             write(&work_dir.join(files::CHUNKS), &serde_json::to_vec(&chunks).unwrap_or_default())
         }
         _ => Err(usage()),

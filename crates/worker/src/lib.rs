@@ -27,4 +27,4 @@ pub use pipeline::{
     process_document_key,
 };
 pub use runtime::{Finished, Handlers, Worker, WorkerConfig, WorkerMetrics, default_owner, run_attempt};
-pub use submit::{SubmitError, Submission, submit_bytes, submit_file};
+pub use submit::{Submission, SubmitError, submit_bytes, submit_file};

@@ -192,7 +192,12 @@ fn bump(counter: &std::sync::atomic::AtomicU64, by: u64) {
 impl Pipeline {
     /// A pipeline with the default chunk sizes and isolation limits, isolating book parsing in
     /// `program` (the `quire` binary) and timing stages with the system clock.
-    pub fn new(store: Arc<dyn Store>, embedder: Arc<dyn Embedder>, data_dir: DataDir, program: impl Into<PathBuf>) -> Pipeline {
+    pub fn new(
+        store: Arc<dyn Store>,
+        embedder: Arc<dyn Embedder>,
+        data_dir: DataDir,
+        program: impl Into<PathBuf>,
+    ) -> Pipeline {
         Pipeline {
             store,
             embedder,
@@ -301,7 +306,11 @@ impl Attempt<'_> {
                 Stage::Chunking => self.chunk().await?,
                 Stage::Embedding => self.embed().await?,
                 Stage::Complete => break,
-                other => return Err(JobError::Permanent(format!("checkpoint resumes at {other}, which is not a working stage"))),
+                other => {
+                    return Err(JobError::Permanent(format!(
+                        "checkpoint resumes at {other}, which is not a working stage"
+                    )));
+                }
             }
         }
         crash_point!("before_complete");
@@ -317,11 +326,18 @@ impl Attempt<'_> {
 
     async fn extract(&mut self) -> Result<(), JobError> {
         self.begin(Stage::Extracting).await?;
-        let document = self.pipeline.store.document(&self.document_id).await?
+        let document = self
+            .pipeline
+            .store
+            .document(&self.document_id)
+            .await?
             .ok_or_else(|| JobError::Permanent(format!("document {} does not exist", self.document_id)))?;
         let upload = self.pipeline.data_dir.upload_path(&document.content_hash);
         if !upload.exists() {
-            return Err(JobError::Permanent(format!("the upload {} is missing from the data directory", upload.display())));
+            return Err(JobError::Permanent(format!(
+                "the upload {} is missing from the data directory",
+                upload.display()
+            )));
         }
         bump(&self.pipeline.stats.extractions, 1);
         let metadata = self.pipeline.isolation.extract(&upload, &self.work_dir, self.context).await?;
@@ -333,7 +349,9 @@ impl Attempt<'_> {
 
     async fn save_markdown(&mut self) -> Result<(), JobError> {
         let markdown_file = self.work_dir.join(files::MARKDOWN);
-        let (Ok(markdown), Ok(metadata)) = (std::fs::read(&markdown_file), std::fs::read(self.work_dir.join(files::METADATA))) else {
+        let (Ok(markdown), Ok(metadata)) =
+            (std::fs::read(&markdown_file), std::fs::read(self.work_dir.join(files::METADATA)))
+        else {
             // The extraction's output did not survive (another machine, a cleaned work
             // directory): extract again rather than fail.
             warn!("extracted markdown is gone; extracting again");
@@ -345,7 +363,8 @@ impl Attempt<'_> {
         let hash = sha256_hex(&markdown);
         let path = self.pipeline.data_dir.markdown_path(&hash);
         if !path.exists() {
-            write_atomically(&path, &markdown).map_err(|e| JobError::Retryable(format!("cannot save markdown: {e}")))?;
+            write_atomically(&path, &markdown)
+                .map_err(|e| JobError::Retryable(format!("cannot save markdown: {e}")))?;
         }
         let book = BookMetadata { title: metadata.title, author: metadata.author, language: metadata.language };
         self.pipeline.store.record_extraction(self.context.lease, &self.document_id, &book, &hash).await?;
@@ -357,7 +376,8 @@ impl Attempt<'_> {
     }
 
     async fn chunk(&mut self) -> Result<(), JobError> {
-        let markdown = self.checkpoint.facts.markdown_hash.as_deref().map(|hash| self.pipeline.data_dir.markdown_path(hash));
+        let markdown =
+            self.checkpoint.facts.markdown_hash.as_deref().map(|hash| self.pipeline.data_dir.markdown_path(hash));
         let Some(markdown) = markdown.filter(|path| path.exists()) else {
             warn!("saved markdown is gone; extracting again");
             self.checkpoint.rewind_to(Stage::Extracting);
@@ -422,16 +442,24 @@ impl Attempt<'_> {
             self.resume_batch(&model, dimensions).await?;
         }
         let mut cached = pipeline.store.cached_embeddings(&model, dimensions, &hashes).await?;
-        let mut missing: Vec<&StoredChunk> = unique.iter().copied().filter(|c| !cached.contains_key(&c.content_hash)).collect();
+        let mut missing: Vec<&StoredChunk> =
+            unique.iter().copied().filter(|c| !cached.contains_key(&c.content_hash)).collect();
         if pipeline.batching.wants_batch(missing.len()) {
             self.run_new_batch(&missing, per_input, &model, dimensions).await?;
             // What the batch did not return (requests the service refused) is embedded directly.
             cached = pipeline.store.cached_embeddings(&model, dimensions, &hashes).await?;
             missing = unique.iter().copied().filter(|c| !cached.contains_key(&c.content_hash)).collect();
         }
-        let texts: Vec<String> = missing.iter().map(|c| embedder::truncate_for_embedding(&c.text, per_input).to_owned()).collect();
+        let texts: Vec<String> =
+            missing.iter().map(|c| embedder::truncate_for_embedding(&c.text, per_input).to_owned()).collect();
         let batches = embedder::plan_batches(&texts, limits);
-        info!(chunks = chunks.len(), cached = cached.len(), to_embed = texts.len(), batches = batches.len(), "embedding");
+        info!(
+            chunks = chunks.len(),
+            cached = cached.len(),
+            to_embed = texts.len(),
+            batches = batches.len(),
+            "embedding"
+        );
         let mut done = unique.len() - missing.len();
         bump(&pipeline.stats.embedding_cache_hits, (done as u64).saturating_sub(self.batch_inputs_this_attempt));
         for batch in batches {
@@ -447,10 +475,15 @@ impl Attempt<'_> {
                 }
             };
             if vectors.len() != batch.len() {
-                return Err(JobError::Permanent(format!("the embedder returned {} vectors for {} inputs", vectors.len(), batch.len())));
+                return Err(JobError::Permanent(format!(
+                    "the embedder returned {} vectors for {} inputs",
+                    vectors.len(),
+                    batch.len()
+                )));
             }
             crash_point!("before_storing_embeddings");
-            let pairs: Vec<(String, Vec<f32>)> = missing[batch.clone()].iter().map(|c| c.content_hash.clone()).zip(vectors).collect();
+            let pairs: Vec<(String, Vec<f32>)> =
+                missing[batch.clone()].iter().map(|c| c.content_hash.clone()).zip(vectors).collect();
             pipeline.store.store_embeddings(self.context.lease, &model, dimensions, &pairs).await?;
             done += batch.len();
             bump(&pipeline.stats.inputs_direct, batch.len() as u64);
@@ -511,12 +544,21 @@ impl Attempt<'_> {
     /// Submits `missing` as one batch, records it in the checkpoint at once, waits for it and
     /// stores its results. A batch that fails, expires or is cancelled fails the attempt
     /// (retryable): the next attempt submits what is still missing.
-    async fn run_new_batch(&mut self, missing: &[&StoredChunk], per_input: usize, model: &str, dimensions: usize) -> Result<(), JobError> {
+    async fn run_new_batch(
+        &mut self,
+        missing: &[&StoredChunk],
+        per_input: usize,
+        model: &str,
+        dimensions: usize,
+    ) -> Result<(), JobError> {
         let Some(service) = self.pipeline.batching.service.clone() else { return Ok(()) };
         let stats = &self.pipeline.stats;
         let inputs: Vec<BatchInput> = missing
             .iter()
-            .map(|c| BatchInput { custom_id: c.content_hash.clone(), text: embedder::truncate_for_embedding(&c.text, per_input).to_owned() })
+            .map(|c| BatchInput {
+                custom_id: c.content_hash.clone(),
+                text: embedder::truncate_for_embedding(&c.text, per_input).to_owned(),
+            })
             .collect();
         self.context.checkpoint_boundary()?;
         self.checkpoint.facts.ai_requests += 1;
@@ -542,8 +584,12 @@ impl Attempt<'_> {
         if let Err(error) = self.save().await {
             // Nobody would ever ask about this batch again: do not let it run for nothing.
             match service.cancel(&batch.id).await {
-                Ok(after) => warn!(batch_id = %batch.id, state = %after.state, "could not record the batch; cancelled it"),
-                Err(cancel) => warn!(batch_id = %batch.id, error = %cancel, "could not record the batch, nor cancel it"),
+                Ok(after) => {
+                    warn!(batch_id = %batch.id, state = %after.state, "could not record the batch; cancelled it")
+                }
+                Err(cancel) => {
+                    warn!(batch_id = %batch.id, error = %cancel, "could not record the batch, nor cancel it")
+                }
             }
             return Err(error);
         }
@@ -591,7 +637,14 @@ impl Attempt<'_> {
     /// Takes what a finished batch produced: its results (all of them when completed, the
     /// finished part when it expired or was cancelled) go into the cache, then the batch is
     /// forgotten. Returns the batch's final state.
-    async fn settle_batch(&mut self, service: &dyn BatchService, batch: &BatchRef, info: BatchInfo, model: &str, dimensions: usize) -> Result<BatchState, JobError> {
+    async fn settle_batch(
+        &mut self,
+        service: &dyn BatchService,
+        batch: &BatchRef,
+        info: BatchInfo,
+        model: &str,
+        dimensions: usize,
+    ) -> Result<BatchState, JobError> {
         let stats = &self.pipeline.stats;
         let counter = match info.state {
             BatchState::Completed => &stats.batches_completed,
@@ -609,7 +662,10 @@ impl Attempt<'_> {
                     }
                     let stored = results.vectors.len() as u64;
                     if stored > 0 {
-                        self.pipeline.store.store_embeddings(self.context.lease, model, dimensions, &results.vectors).await?;
+                        self.pipeline
+                            .store
+                            .store_embeddings(self.context.lease, model, dimensions, &results.vectors)
+                            .await?;
                     }
                     bump(&stats.inputs_batch, stored);
                     self.batch_inputs_this_attempt += stored;
@@ -621,7 +677,9 @@ impl Attempt<'_> {
                 }
                 // Completed results are what this job waits for: try again later, batch kept.
                 Err(error) if info.state == BatchState::Completed => return Err(error.into()),
-                Err(error) => warn!(batch_id = %batch.id, %error, "could not download the partial results of a finished batch"),
+                Err(error) => {
+                    warn!(batch_id = %batch.id, %error, "could not download the partial results of a finished batch")
+                }
             }
         } else if info.state == BatchState::Completed {
             warn!(batch_id = %batch.id, "the completed batch has no output file");
@@ -651,14 +709,23 @@ async fn check_batch(stats: &PipelineStats, service: &dyn BatchService, batch_id
 impl JobHandler for ProcessDocument {
     async fn run(&self, job: &Job, context: &JobContext) -> Result<Value, JobError> {
         let document_id = document_id(job)?;
-        let work_dir = self.0.data_dir.work_dir(job.id.0).map_err(|e| JobError::Retryable(format!("work directory: {e}")))?;
-        let attempt = Attempt { pipeline: &self.0, context, document_id, checkpoint: job.checkpoint(), work_dir, batch_inputs_this_attempt: 0 };
+        let work_dir =
+            self.0.data_dir.work_dir(job.id.0).map_err(|e| JobError::Retryable(format!("work directory: {e}")))?;
+        let attempt = Attempt {
+            pipeline: &self.0,
+            context,
+            document_id,
+            checkpoint: job.checkpoint(),
+            work_dir,
+            batch_inputs_this_attempt: 0,
+        };
         attempt.run().await
     }
 
     async fn dead_lettered(&self, job: &Job, reason: &str) {
         if let Some(document_id) = job.document_id()
-            && let Err(error) = self.0.store.reset_document_status(document_id, DocumentStatus::Failed, Some(reason)).await
+            && let Err(error) =
+                self.0.store.reset_document_status(document_id, DocumentStatus::Failed, Some(reason)).await
         {
             warn!(%error, document_id, "could not mark the document failed");
         }
@@ -686,8 +753,12 @@ impl ProcessDocument {
         }
         bump(&pipeline.stats.batch_cancel_requests, 1);
         match service.cancel(&batch.id).await {
-            Ok(after) => info!(job_id = %job.id, batch_id = %batch.id, state = %after.state, "cancelled the dead-lettered job's batch"),
-            Err(error) => warn!(job_id = %job.id, batch_id = %batch.id, %error, "could not cancel the dead-lettered job's batch"),
+            Ok(after) => {
+                info!(job_id = %job.id, batch_id = %batch.id, state = %after.state, "cancelled the dead-lettered job's batch")
+            }
+            Err(error) => {
+                warn!(job_id = %job.id, batch_id = %batch.id, %error, "could not cancel the dead-lettered job's batch")
+            }
         }
     }
 }
@@ -709,7 +780,11 @@ impl JobHandler for DetectConnections {
             };
             if document.chunk_count != expected {
                 if document.status != DocumentStatus::Embedded {
-                    info!(expected, found = document.chunk_count, "document is being reprocessed; leaving connections to the newer job");
+                    info!(
+                        expected,
+                        found = document.chunk_count,
+                        "document is being reprocessed; leaving connections to the newer job"
+                    );
                     return Ok(json!({ "document_id": document_id, "superseded": true }));
                 }
                 expected = document.chunk_count;

@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use checkpoint_store::{
-    FailOutcome, Failure, Job, JobId, JobKind, JobStatus, Lease, LeaseRequest, RecoveryAction, Store,
-    StoreError,
+    FailOutcome, Failure, Job, JobId, JobKind, JobStatus, Lease, LeaseRequest, RecoveryAction, Store, StoreError,
 };
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -193,7 +192,8 @@ impl Worker {
 
     async fn run_loop(&self, state: &mut LoopState, shutdown: &CancellationToken) -> Result<(), StoreError> {
         let config = &self.config;
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
+        let mut heartbeat =
+            tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The reaper's first pass runs at start-up.
         let mut reaper = tokio::time::interval(config.reaper_interval);
@@ -259,7 +259,8 @@ impl Worker {
             let context = JobContext { lease, lease_lost: CancellationToken::new(), shutdown: state.stop.clone() };
             state.in_flight.insert(job.id, InFlight { lease, lease_lost: context.lease_lost.clone() });
             self.metrics.in_flight.store(state.in_flight.len() as u64, Ordering::Relaxed);
-            let task = run_attempt(self.store.clone(), self.handlers.for_kind(job.kind), job, context, self.metrics.clone());
+            let task =
+                run_attempt(self.store.clone(), self.handlers.for_kind(job.kind), job, context, self.metrics.clone());
             state.tasks.spawn(task);
         }
     }
@@ -281,7 +282,8 @@ impl Worker {
         } else {
             &[JobKind::ProcessDocument, JobKind::DetectConnections]
         };
-        let request = LeaseRequest { owner: &self.config.owner, max_jobs: room as u32, ttl: self.config.lease_ttl, kinds };
+        let request =
+            LeaseRequest { owner: &self.config.owner, max_jobs: room as u32, ttl: self.config.lease_ttl, kinds };
         let jobs = self.store.lease(request).await?;
         let got = jobs.len();
         state.queued.extend(jobs);
@@ -360,15 +362,16 @@ impl Worker {
                 self.handlers.for_kind(job.kind).dead_lettered(&job, &reason).await;
             }
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         self.metrics.reaper_last_success.store(now, Ordering::Relaxed);
     }
 
     async fn queue_is_idle(&self) -> bool {
         match self.store.counts().await {
-            Ok(counts) => !counts
-                .iter()
-                .any(|c| c.count > 0 && matches!(c.status, JobStatus::Pending | JobStatus::Processing)),
+            Ok(counts) => {
+                !counts.iter().any(|c| c.count > 0 && matches!(c.status, JobStatus::Pending | JobStatus::Processing))
+            }
             Err(_) => false,
         }
     }
@@ -416,7 +419,8 @@ pub async fn run_attempt(
     context: JobContext,
     metrics: Arc<WorkerMetrics>,
 ) -> Finished {
-    let span = info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts, stage = tracing::field::Empty);
+    let span =
+        info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts, stage = tracing::field::Empty);
     let job_id = job.id;
     let lease = context.lease;
     async move {
@@ -460,7 +464,8 @@ pub async fn run_attempt(
                 store.postpone(lease, Duration::ZERO, "worker shut down before the job finished").await
             }
             Err(error @ (JobError::Permanent(_) | JobError::Retryable(_))) => {
-                let failure = if matches!(error, JobError::Permanent(_)) { Failure::Permanent } else { Failure::Retryable };
+                let failure =
+                    if matches!(error, JobError::Permanent(_)) { Failure::Permanent } else { Failure::Retryable };
                 let reason = error.to_string();
                 match store.fail(lease, &reason, failure).await {
                     Ok(FailOutcome::Dead) => {

@@ -2,9 +2,7 @@
 
 use std::path::Path;
 
-use checkpoint_store::{
-    DocumentStatus, EnqueueOptions, JobFilter, JobId, JobKind, NewDocument, Store, StoreError,
-};
+use checkpoint_store::{DocumentStatus, EnqueueOptions, JobFilter, JobId, JobKind, NewDocument, Store, StoreError};
 use serde::Serialize;
 use serde_json::json;
 
@@ -49,15 +47,32 @@ pub async fn submit_file(store: &dyn Store, data_dir: &DataDir, path: &Path) -> 
 }
 
 /// Submits an upload held in memory under `file_name`.
-pub async fn submit_bytes(store: &dyn Store, data_dir: &DataDir, file_name: &str, bytes: &[u8]) -> Result<Submission, SubmitError> {
+pub async fn submit_bytes(
+    store: &dyn Store,
+    data_dir: &DataDir,
+    file_name: &str,
+    bytes: &[u8],
+) -> Result<Submission, SubmitError> {
     let hash = data_dir.store_upload(bytes).map_err(|source| SubmitError::Io { path: file_name.to_owned(), source })?;
     let new = NewDocument { content_hash: hash, file_name: file_name.to_owned(), byte_size: bytes.len() as u64 };
     let (document, created) = store.create_document(new).await?;
-    if !created && matches!(document.status, DocumentStatus::Embedded | DocumentStatus::Complete | DocumentStatus::Failed) {
+    if !created
+        && matches!(document.status, DocumentStatus::Embedded | DocumentStatus::Complete | DocumentStatus::Failed)
+    {
         // Already processed (or refused): the same bytes would give the same result.
-        let filter = JobFilter { kind: Some(JobKind::ProcessDocument), document_id: Some(document.id.clone()), limit: Some(1), ..Default::default() };
+        let filter = JobFilter {
+            kind: Some(JobKind::ProcessDocument),
+            document_id: Some(document.id.clone()),
+            limit: Some(1),
+            ..Default::default()
+        };
         let job_id = store.list_jobs(&filter).await?.first().map(|job| job.id);
-        return Ok(Submission { document_id: document.id, job_id, deduplicated: true, file_name: file_name.to_owned() });
+        return Ok(Submission {
+            document_id: document.id,
+            job_id,
+            deduplicated: true,
+            file_name: file_name.to_owned(),
+        });
     }
     let enqueued = store
         .enqueue(

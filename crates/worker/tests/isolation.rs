@@ -19,7 +19,11 @@ fn child(dir: &Path, body: &str) -> PathBuf {
 }
 
 fn context() -> JobContext {
-    JobContext { lease: Lease { job_id: JobId(1), token: 1 }, lease_lost: CancellationToken::new(), shutdown: CancellationToken::new() }
+    JobContext {
+        lease: Lease { job_id: JobId(1), token: 1 },
+        lease_lost: CancellationToken::new(),
+        shutdown: CancellationToken::new(),
+    }
 }
 
 const WRITE_RESULT: &str = r#"printf '# Title\n\nText.\n' > "$work_dir/extracted.md"
@@ -29,7 +33,8 @@ printf '{"title":"Title","author":null,"language":null,"chapters":1}' > "$work_d
 async fn a_child_that_writes_megabytes_to_stderr_still_finishes() {
     let dir = tempfile::tempdir().unwrap();
     // `set -e`: if the parent stopped reading, dd dies of SIGPIPE and so does the child.
-    let script = child(dir.path(), &format!("set -e\ndd if=/dev/zero bs=1048576 count=4 status=none >&2\n{WRITE_RESULT}"));
+    let script =
+        child(dir.path(), &format!("set -e\ndd if=/dev/zero bs=1048576 count=4 status=none >&2\n{WRITE_RESULT}"));
     let isolation = Isolation { time_limit: Duration::from_secs(3600), ..Isolation::new(script) };
     let metadata = isolation.extract(Path::new("book.epub"), dir.path(), &context()).await.unwrap();
     assert_eq!(metadata.title.as_deref(), Some("Title"));

@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_store::{
-    BookMetadata, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document,
-    DocumentStatus, DocumentStore, EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued,
-    FailOutcome, Failure, HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, JobStore,
-    Lease, LeaseRequest, NewConnection, NewDocument, QueueCount, Recovery, StoreError, StoreResult,
-    StoredChunk,
+    BookMetadata, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus, DocumentStore,
+    EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued, FailOutcome, Failure, HeartbeatReport, Job, JobFilter,
+    JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, NewConnection, NewDocument, QueueCount, Recovery,
+    StoreError, StoreResult, StoredChunk,
 };
 use serde_json::{Value, json};
 use stage_machine::Checkpoint;
@@ -53,7 +52,10 @@ struct FakeStore {
 
 impl FakeStore {
     fn new(jobs: Vec<Job>) -> Arc<FakeStore> {
-        Arc::new(FakeStore { state: Mutex::new(FakeState { pending: jobs, ..Default::default() }), start: Instant::now() })
+        Arc::new(FakeStore {
+            state: Mutex::new(FakeState { pending: jobs, ..Default::default() }),
+            start: Instant::now(),
+        })
     }
 
     fn record(&self, state: &mut FakeState, call: Call) {
@@ -139,7 +141,10 @@ impl JobStore for FakeStore {
         ids.sort();
         self.record(&mut state, Call::Heartbeat(ids));
         let (renewed, lost): (Vec<Lease>, Vec<Lease>) = leases.iter().partition(|&&lease| self.held(&state, lease));
-        Ok(HeartbeatReport { renewed: renewed.iter().map(|l| l.job_id).collect(), lost: lost.iter().map(|l| l.job_id).collect() })
+        Ok(HeartbeatReport {
+            renewed: renewed.iter().map(|l| l.job_id).collect(),
+            lost: lost.iter().map(|l| l.job_id).collect(),
+        })
     }
     async fn save_checkpoint(&self, _: Lease, _: &Checkpoint) -> StoreResult<()> {
         Ok(())
@@ -202,7 +207,8 @@ impl JobStore for FakeStore {
     async fn counts(&self) -> StoreResult<Vec<QueueCount>> {
         let state = self.state.lock().unwrap();
         let mut counts = Vec::new();
-        for (status, n) in [(JobStatus::Pending, state.pending.len()), (JobStatus::Processing, state.processing.len())] {
+        for (status, n) in [(JobStatus::Pending, state.pending.len()), (JobStatus::Processing, state.processing.len())]
+        {
             counts.push(QueueCount { status, kind: JobKind::ProcessDocument, count: n as u64 });
         }
         Ok(counts)
@@ -265,7 +271,13 @@ impl DocumentStore for FakeStore {
     async fn embedded_chunks(&self, _: Option<&str>, _: &str, _: usize) -> StoreResult<Vec<EmbeddedChunk>> {
         unused()
     }
-    async fn replace_connections(&self, _: Lease, _: &str, _: u32, _: &[NewConnection]) -> StoreResult<ConnectionsOutcome> {
+    async fn replace_connections(
+        &self,
+        _: Lease,
+        _: &str,
+        _: u32,
+        _: &[NewConnection],
+    ) -> StoreResult<ConnectionsOutcome> {
         unused()
     }
     async fn connections(&self, _: &str, _: &ConnectionFilter) -> StoreResult<Vec<ConnectionView>> {
@@ -344,7 +356,11 @@ fn handler(scripts: &[(i64, Script)]) -> Arc<ScriptedHandler> {
     })
 }
 
-fn spawn(store: &Arc<FakeStore>, handler: &Arc<ScriptedHandler>, config: WorkerConfig) -> (CancellationToken, tokio::task::JoinHandle<Result<(), StoreError>>) {
+fn spawn(
+    store: &Arc<FakeStore>,
+    handler: &Arc<ScriptedHandler>,
+    config: WorkerConfig,
+) -> (CancellationToken, tokio::task::JoinHandle<Result<(), StoreError>>) {
     let handlers = Handlers { process_document: handler.clone(), detect_connections: handler.clone() };
     let shutdown = CancellationToken::new();
     let worker = Worker::new(store.clone(), handlers, config);
@@ -361,7 +377,8 @@ async fn heartbeats_renew_in_flight_leases_every_interval_in_one_call() {
     let handler = handler(&[(1, Script::WorkFor(secs(70)))]);
     let (_shutdown, run) = spawn(&store, &handler, config());
     tokio::time::sleep(secs(80)).await;
-    let beats: Vec<Duration> = store.calls().into_iter().filter_map(|(at, call)| matches!(call, Call::Heartbeat(_)).then_some(at)).collect();
+    let beats: Vec<Duration> =
+        store.calls().into_iter().filter_map(|(at, call)| matches!(call, Call::Heartbeat(_)).then_some(at)).collect();
     // Leased at 0, worked for 70 s: renewed at 20, 40 and 60 s, each call carrying the job.
     assert_eq!(beats, [secs(20), secs(40), secs(60)]);
     assert!(store.calls().iter().any(|(_, call)| *call == Call::Complete(JobId(1))));
@@ -379,7 +396,9 @@ async fn a_lost_lease_cancels_the_job_at_the_next_heartbeat() {
     // Revoked at 25 s; the heartbeat at 40 s finds out and the job stops then, not at 600 s.
     assert_eq!(*handler.saw_lease_lost.lock().unwrap(), [(JobId(1), secs(40))]);
     // It writes nothing more: no completion, no failure, no postponement.
-    assert!(!store.calls().iter().any(|(_, call)| matches!(call, Call::Complete(_) | Call::Fail(..) | Call::Postpone(..))));
+    assert!(
+        !store.calls().iter().any(|(_, call)| matches!(call, Call::Complete(_) | Call::Fail(..) | Call::Postpone(..)))
+    );
     run.abort();
 }
 
@@ -390,7 +409,8 @@ async fn the_reaper_runs_at_start_up_and_on_its_interval_and_survives_errors() {
     let handler = handler(&[]);
     let (_shutdown, run) = spawn(&store, &handler, config());
     tokio::time::sleep(secs(65)).await;
-    let passes: Vec<Duration> = store.calls().into_iter().filter_map(|(at, call)| (call == Call::RecoverStale).then_some(at)).collect();
+    let passes: Vec<Duration> =
+        store.calls().into_iter().filter_map(|(at, call)| (call == Call::RecoverStale).then_some(at)).collect();
     assert_eq!(passes, [secs(0), secs(30), secs(60)], "a failed pass at start-up does not stop the reaper");
     let timeouts = store.calls().iter().filter(|(_, call)| *call == Call::EnforceTimeouts).count();
     assert_eq!(timeouts, 2, "timeouts are enforced on every successful pass");
@@ -411,9 +431,13 @@ async fn a_rate_limit_releases_prefetched_jobs_and_pauses_embedding_work_until_i
     tokio::time::sleep(secs(10)).await;
     let calls = store.calls();
     assert!(calls.iter().any(|(_, c)| *c == Call::Postpone(JobId(1), secs(30))), "{calls:?}");
-    assert!(calls.iter().any(|(at, c)| *c == Call::Release(vec![JobId(2), JobId(3)]) && *at == Duration::ZERO), "{calls:?}");
+    assert!(
+        calls.iter().any(|(at, c)| *c == Call::Release(vec![JobId(2), JobId(3)]) && *at == Duration::ZERO),
+        "{calls:?}"
+    );
     // While limited, only work that needs no embeddings is leased.
-    let during: Vec<&Call> = calls.iter().filter(|(at, c)| *at > Duration::ZERO && matches!(c, Call::Lease(..))).map(|(_, c)| c).collect();
+    let during: Vec<&Call> =
+        calls.iter().filter(|(at, c)| *at > Duration::ZERO && matches!(c, Call::Lease(..))).map(|(_, c)| c).collect();
     assert!(!during.is_empty());
     assert!(during.iter().all(|c| **c == Call::Lease(vec![JobKind::DetectConnections], 3)), "{during:?}");
     tokio::time::sleep(secs(25)).await;

@@ -36,8 +36,8 @@ use sqlx::{Postgres, Row, Transaction};
 use super::{PgStore, sql};
 use crate::document_store::DocumentStore;
 use crate::documents::{
-    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document,
-    DocumentStatus, EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
+    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
+    EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::model::Lease;
@@ -56,11 +56,7 @@ impl PgStore {
     /// job row `FOR SHARE` (see [`sql::LEASE_HELD`]).
     async fn begin_fenced(&self, lease: Lease) -> StoreResult<Transaction<'static, Postgres>> {
         let mut tx = self.pool.begin().await?;
-        let held = sqlx::query(sql::LEASE_HELD)
-            .bind(lease.job_id.0)
-            .bind(lease.token)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let held = sqlx::query(sql::LEASE_HELD).bind(lease.job_id.0).bind(lease.token).fetch_optional(&mut *tx).await?;
         if held.is_none() {
             return Err(StoreError::LeaseLost { job_id: lease.job_id });
         }
@@ -95,7 +91,8 @@ impl DocumentStore for PgStore {
             if let Some(row) = inserted {
                 return Ok((document_from_row(&row)?, true));
             }
-            let existing = sqlx::query(sql::DOCUMENT_BY_HASH).bind(&document.content_hash).fetch_optional(&self.pool).await?;
+            let existing =
+                sqlx::query(sql::DOCUMENT_BY_HASH).bind(&document.content_hash).fetch_optional(&self.pool).await?;
             if let Some(row) = existing {
                 return Ok((document_from_row(&row)?, false));
             }
@@ -116,7 +113,13 @@ impl DocumentStore for PgStore {
         rows.iter().map(document_from_row).collect()
     }
 
-    async fn set_document_status(&self, lease: Lease, id: &str, status: DocumentStatus, error: Option<&str>) -> StoreResult<()> {
+    async fn set_document_status(
+        &self,
+        lease: Lease,
+        id: &str,
+        status: DocumentStatus,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_fenced(lease).await?;
         let changed = sqlx::query(sql::SET_DOCUMENT_STATUS)
             .bind(id)
@@ -146,7 +149,13 @@ impl DocumentStore for PgStore {
         Ok(())
     }
 
-    async fn record_extraction(&self, lease: Lease, id: &str, metadata: &BookMetadata, markdown_hash: &str) -> StoreResult<()> {
+    async fn record_extraction(
+        &self,
+        lease: Lease,
+        id: &str,
+        metadata: &BookMetadata,
+        markdown_hash: &str,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_fenced(lease).await?;
         sqlx::query(sql::RECORD_EXTRACTION)
             .bind(id)
@@ -214,7 +223,12 @@ impl DocumentStore for PgStore {
         rows.iter().map(chunk_from_row).collect()
     }
 
-    async fn cached_embeddings(&self, model: &str, dimensions: usize, content_hashes: &[String]) -> StoreResult<HashMap<String, Vec<f32>>> {
+    async fn cached_embeddings(
+        &self,
+        model: &str,
+        dimensions: usize,
+        content_hashes: &[String],
+    ) -> StoreResult<HashMap<String, Vec<f32>>> {
         let mut found = HashMap::new();
         if content_hashes.is_empty() {
             return Ok(found);
@@ -233,7 +247,13 @@ impl DocumentStore for PgStore {
         Ok(found)
     }
 
-    async fn store_embeddings(&self, lease: Lease, model: &str, dimensions: usize, vectors: &[(String, Vec<f32>)]) -> StoreResult<()> {
+    async fn store_embeddings(
+        &self,
+        lease: Lease,
+        model: &str,
+        dimensions: usize,
+        vectors: &[(String, Vec<f32>)],
+    ) -> StoreResult<()> {
         let mut tx = self.begin_fenced(lease).await?;
         if let Some((hash, vector)) = vectors.iter().find(|(_, vector)| vector.len() != dimensions) {
             return Err(StoreError::Corrupt(format!(
@@ -273,7 +293,12 @@ impl DocumentStore for PgStore {
         Ok(())
     }
 
-    async fn embedded_chunks(&self, document_id: Option<&str>, model: &str, dimensions: usize) -> StoreResult<Vec<EmbeddedChunk>> {
+    async fn embedded_chunks(
+        &self,
+        document_id: Option<&str>,
+        model: &str,
+        dimensions: usize,
+    ) -> StoreResult<Vec<EmbeddedChunk>> {
         let rows = sqlx::query(sql::EMBEDDED_CHUNKS)
             .bind(document_id)
             .bind(model)
@@ -288,7 +313,13 @@ impl DocumentStore for PgStore {
             .collect()
     }
 
-    async fn replace_connections(&self, lease: Lease, id: &str, expected_chunk_count: u32, connections: &[NewConnection]) -> StoreResult<ConnectionsOutcome> {
+    async fn replace_connections(
+        &self,
+        lease: Lease,
+        id: &str,
+        expected_chunk_count: u32,
+        connections: &[NewConnection],
+    ) -> StoreResult<ConnectionsOutcome> {
         let mut tx = self.begin_fenced(lease).await?;
         // The same lock `replace_chunks` takes first: a reprocessing of this document either
         // committed before this point (and the counts below see its chunks) or waits until this
@@ -312,7 +343,12 @@ impl DocumentStore for PgStore {
         let existing: HashSet<String> = if referenced.is_empty() {
             HashSet::new()
         } else {
-            sqlx::query_scalar::<_, String>(sql::LOCK_CHUNKS).bind(&referenced).fetch_all(&mut *tx).await?.into_iter().collect()
+            sqlx::query_scalar::<_, String>(sql::LOCK_CHUNKS)
+                .bind(&referenced)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect()
         };
         // One row per key; a repeated key keeps its last values, as SQLite's upsert does.
         let mut by_key: HashMap<(&str, &str, &str), &NewConnection> = HashMap::new();
@@ -321,7 +357,8 @@ impl DocumentStore for PgStore {
             if !existing.contains(&connection.source_chunk_id) || !existing.contains(&connection.target_chunk_id) {
                 continue;
             }
-            let key = (connection.source_chunk_id.as_str(), connection.target_chunk_id.as_str(), connection.engine.as_str());
+            let key =
+                (connection.source_chunk_id.as_str(), connection.target_chunk_id.as_str(), connection.engine.as_str());
             if by_key.insert(key, connection).is_none() {
                 keys.push(key);
             }
@@ -381,10 +418,7 @@ fn encode_vector(vector: &[f32]) -> Vec<u8> {
 }
 
 fn decode_vector(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 fn unsigned(row: &PgRow, index: usize) -> StoreResult<u64> {
@@ -410,7 +444,8 @@ fn document_from_row(row: &PgRow) -> StoreResult<Document> {
         title: row.try_get(4)?,
         author: row.try_get(5)?,
         language: row.try_get(6)?,
-        status: DocumentStatus::from_str(&status).map_err(|_| StoreError::Corrupt(format!("document status {status:?}")))?,
+        status: DocumentStatus::from_str(&status)
+            .map_err(|_| StoreError::Corrupt(format!("document status {status:?}")))?,
         chunk_count: unsigned32(row, 8)?,
         markdown_hash: row.try_get(9)?,
         ai_requests: unsigned(row, 10)?,

@@ -38,9 +38,8 @@ use crate::clock::{Clock, millis};
 use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
 use crate::model::{
-    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure,
-    HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount,
-    Recovery, RecoveryReason,
+    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, HeartbeatReport, Job, JobFilter,
+    JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };
 use crate::recovery;
 use crate::retry_policy::RetryPolicy;
@@ -258,7 +257,9 @@ impl PgStore {
 
     async fn not_applicable(&self, id: JobId, reason: &str) -> StoreError {
         match self.job(id).await {
-            Ok(Some(job)) => StoreError::InvalidState { job_id: id, status: job.status.to_string(), reason: reason.to_owned() },
+            Ok(Some(job)) => {
+                StoreError::InvalidState { job_id: id, status: job.status.to_string(), reason: reason.to_owned() }
+            }
             Ok(None) => StoreError::JobNotFound(id),
             Err(error) => error,
         }
@@ -480,11 +481,8 @@ impl JobStore for PgStore {
     }
 
     async fn stale_jobs(&self, silent_for: Duration) -> StoreResult<Vec<Job>> {
-        let rows = sqlx::query(sql::SILENT_FOR)
-            .bind(millis(silent_for))
-            .bind(self.bound_now())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query(sql::SILENT_FOR).bind(millis(silent_for)).bind(self.bound_now()).fetch_all(&self.pool).await?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -531,11 +529,8 @@ impl JobStore for PgStore {
     }
 
     async fn purge_dead(&self, older_than: Duration) -> StoreResult<u64> {
-        let result = sqlx::query(sql::PURGE_DEAD)
-            .bind(millis(older_than))
-            .bind(self.bound_now())
-            .execute(&self.pool)
-            .await?;
+        let result =
+            sqlx::query(sql::PURGE_DEAD).bind(millis(older_than)).bind(self.bound_now()).execute(&self.pool).await?;
         Ok(result.rows_affected())
     }
 
@@ -548,7 +543,9 @@ impl JobStore for PgStore {
             .await?;
         match row {
             Some(row) => job_from_row(&row),
-            None => Err(self.not_applicable(id, "a processing job cannot be requeued; wait for it or run `quire clean`").await),
+            None => Err(self
+                .not_applicable(id, "a processing job cannot be requeued; wait for it or run `quire clean`")
+                .await),
         }
     }
 
@@ -581,7 +578,6 @@ fn fenced(lease: Lease, result: &PgQueryResult) -> StoreResult<()> {
     }
     Ok(())
 }
-
 
 fn parse_column<T: FromStr>(row: &PgRow, index: usize) -> StoreResult<T> {
     let text: String = row.try_get(index)?;

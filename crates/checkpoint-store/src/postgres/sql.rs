@@ -63,11 +63,8 @@ pub const INSERT_JOB: &str = concat!(
 );
 
 /// $1 unique key.
-pub const ACTIVE_JOB_BY_UNIQUE_KEY: &str = concat!(
-    "SELECT ",
-    job_columns!(),
-    " FROM jobs WHERE unique_key = $1 AND status IN ('pending', 'processing')"
-);
+pub const ACTIVE_JOB_BY_UNIQUE_KEY: &str =
+    concat!("SELECT ", job_columns!(), " FROM jobs WHERE unique_key = $1 AND status IN ('pending', 'processing')");
 
 /// $1 owner, $2 now or NULL, $3 ttl (ms), $4 kinds, $5 limit.
 pub const LEASE: &str = concat!(
@@ -193,11 +190,8 @@ pub const SILENT_FOR: &str = concat!(
 
 /// The given jobs, locked in id order; a job whose row is locked (its worker is writing to it
 /// right now, so it is not silent) is skipped. $1 job ids.
-pub const LOCK_JOBS: &str = concat!(
-    "SELECT ",
-    job_columns!(),
-    " FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE SKIP LOCKED"
-);
+pub const LOCK_JOBS: &str =
+    concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE SKIP LOCKED");
 
 /// $1 id.
 pub const JOB_BY_ID: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
@@ -227,11 +221,8 @@ pub const RETRY_DEAD: &str = concat!(
 );
 
 /// $1 age (ms), $2 now or NULL.
-pub const PURGE_DEAD: &str = concat!(
-    "DELETE FROM jobs WHERE status = 'dead' AND finished_at <= ",
-    now!("$2"),
-    " - $1::bigint"
-);
+pub const PURGE_DEAD: &str =
+    concat!("DELETE FROM jobs WHERE status = 'dead' AND finished_at <= ", now!("$2"), " - $1::bigint");
 
 /// $1 id, $2 metadata, $3 now or NULL.
 pub const REQUEUE_WITH_CHECKPOINT: &str = concat!(
@@ -294,11 +285,8 @@ pub const LIST_DOCUMENTS: &str =
     concat!("SELECT ", document_columns!(), " FROM documents ORDER BY created_at, id COLLATE \"C\"");
 
 /// $1 id, $2 status, $3 error, $4 now or NULL.
-pub const SET_DOCUMENT_STATUS: &str = concat!(
-    "UPDATE documents SET status = $2, error = $3, updated_at = ",
-    now!("$4"),
-    " WHERE id = $1"
-);
+pub const SET_DOCUMENT_STATUS: &str =
+    concat!("UPDATE documents SET status = $2, error = $3, updated_at = ", now!("$4"), " WHERE id = $1");
 
 /// $1 id, $2 title, $3 author, $4 language, $5 markdown hash, $6 now or NULL.
 pub const RECORD_EXTRACTION: &str = concat!(
@@ -335,11 +323,8 @@ pub const INSERT_CHUNKS: &str = "INSERT INTO chunks (id, document_id, chunk_inde
           AS c(id, document_id, chunk_index, heading_path, text, start_offset, end_offset, content_hash)";
 
 /// $1 id, $2 chunk count, $3 now or NULL.
-pub const SET_CHUNK_COUNT: &str = concat!(
-    "UPDATE documents SET chunk_count = $2, updated_at = ",
-    now!("$3"),
-    " WHERE id = $1"
-);
+pub const SET_CHUNK_COUNT: &str =
+    concat!("UPDATE documents SET chunk_count = $2, updated_at = ", now!("$3"), " WHERE id = $1");
 
 /// $1 document id.
 pub const CHUNKS_OF_DOCUMENT: &str = "SELECT id, document_id, chunk_index, heading_path, text, start_offset, \
@@ -407,11 +392,8 @@ pub const INSERT_CONNECTIONS: &str = concat!(
 );
 
 /// $1 id, $2 now or NULL.
-pub const MARK_COMPLETE: &str = concat!(
-    "UPDATE documents SET status = 'complete', error = NULL, updated_at = ",
-    now!("$2"),
-    " WHERE id = $1"
-);
+pub const MARK_COMPLETE: &str =
+    concat!("UPDATE documents SET status = 'complete', error = NULL, updated_at = ", now!("$2"), " WHERE id = $1");
 
 /// $1 document, $2 engine or NULL, $3 min score or NULL, $4 limit.
 pub const CONNECTIONS_OF_DOCUMENT: &str = "SELECT k.engine, k.score, k.reason, \

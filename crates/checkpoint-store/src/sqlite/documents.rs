@@ -10,8 +10,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::{SqliteStore, sql};
 use crate::document_store::DocumentStore;
 use crate::documents::{
-    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document,
-    DocumentStatus, EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
+    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
+    EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::model::Lease;
@@ -20,11 +20,7 @@ impl SqliteStore {
     /// Opens a write transaction that holds only while `lease` does.
     async fn begin_fenced(&self, lease: Lease) -> StoreResult<Transaction<'static, Sqlite>> {
         let mut tx = self.begin_immediate().await?;
-        let held = sqlx::query(sql::LEASE_HELD)
-            .bind(lease.job_id.0)
-            .bind(lease.token)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let held = sqlx::query(sql::LEASE_HELD).bind(lease.job_id.0).bind(lease.token).fetch_optional(&mut *tx).await?;
         if held.is_none() {
             return Err(StoreError::LeaseLost { job_id: lease.job_id });
         }
@@ -47,10 +43,7 @@ impl DocumentStore for SqliteStore {
             .await?;
         let (row, created) = match inserted {
             Some(row) => (row, true),
-            None => (
-                sqlx::query(sql::DOCUMENT_BY_HASH).bind(&document.content_hash).fetch_one(&mut *tx).await?,
-                false,
-            ),
+            None => (sqlx::query(sql::DOCUMENT_BY_HASH).bind(&document.content_hash).fetch_one(&mut *tx).await?, false),
         };
         tx.commit().await?;
         Ok((document_from_row(&row)?, created))
@@ -66,7 +59,13 @@ impl DocumentStore for SqliteStore {
         rows.iter().map(document_from_row).collect()
     }
 
-    async fn set_document_status(&self, lease: Lease, id: &str, status: DocumentStatus, error: Option<&str>) -> StoreResult<()> {
+    async fn set_document_status(
+        &self,
+        lease: Lease,
+        id: &str,
+        status: DocumentStatus,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_fenced(lease).await?;
         let changed = sqlx::query(sql::SET_DOCUMENT_STATUS)
             .bind(id)
@@ -96,7 +95,13 @@ impl DocumentStore for SqliteStore {
         Ok(())
     }
 
-    async fn record_extraction(&self, lease: Lease, id: &str, metadata: &BookMetadata, markdown_hash: &str) -> StoreResult<()> {
+    async fn record_extraction(
+        &self,
+        lease: Lease,
+        id: &str,
+        metadata: &BookMetadata,
+        markdown_hash: &str,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_fenced(lease).await?;
         sqlx::query(sql::RECORD_EXTRACTION)
             .bind(id)
@@ -134,7 +139,12 @@ impl DocumentStore for SqliteStore {
         rows.iter().map(chunk_from_row).collect()
     }
 
-    async fn cached_embeddings(&self, model: &str, dimensions: usize, content_hashes: &[String]) -> StoreResult<HashMap<String, Vec<f32>>> {
+    async fn cached_embeddings(
+        &self,
+        model: &str,
+        dimensions: usize,
+        content_hashes: &[String],
+    ) -> StoreResult<HashMap<String, Vec<f32>>> {
         let mut found = HashMap::new();
         for slice in content_hashes.chunks(500) {
             let rows = sqlx::query(sql::CACHED_EMBEDDINGS)
@@ -152,7 +162,13 @@ impl DocumentStore for SqliteStore {
         Ok(found)
     }
 
-    async fn store_embeddings(&self, lease: Lease, model: &str, dimensions: usize, vectors: &[(String, Vec<f32>)]) -> StoreResult<()> {
+    async fn store_embeddings(
+        &self,
+        lease: Lease,
+        model: &str,
+        dimensions: usize,
+        vectors: &[(String, Vec<f32>)],
+    ) -> StoreResult<()> {
         let now = self.now();
         let mut tx = self.begin_fenced(lease).await?;
         for (hash, vector) in vectors {
@@ -188,7 +204,12 @@ impl DocumentStore for SqliteStore {
         Ok(())
     }
 
-    async fn embedded_chunks(&self, document_id: Option<&str>, model: &str, dimensions: usize) -> StoreResult<Vec<EmbeddedChunk>> {
+    async fn embedded_chunks(
+        &self,
+        document_id: Option<&str>,
+        model: &str,
+        dimensions: usize,
+    ) -> StoreResult<Vec<EmbeddedChunk>> {
         let rows = sqlx::query(sql::EMBEDDED_CHUNKS)
             .bind(document_id)
             .bind(model)
@@ -203,7 +224,13 @@ impl DocumentStore for SqliteStore {
             .collect()
     }
 
-    async fn replace_connections(&self, lease: Lease, id: &str, expected_chunk_count: u32, connections: &[NewConnection]) -> StoreResult<ConnectionsOutcome> {
+    async fn replace_connections(
+        &self,
+        lease: Lease,
+        id: &str,
+        expected_chunk_count: u32,
+        connections: &[NewConnection],
+    ) -> StoreResult<ConnectionsOutcome> {
         let now = self.now();
         let mut tx = self.begin_fenced(lease).await?;
         let Some(row) = sqlx::query(sql::CHUNK_COUNT).bind(id).fetch_optional(&mut *tx).await? else {
@@ -218,7 +245,8 @@ impl DocumentStore for SqliteStore {
         let mut written = 0;
         for slice in connections.chunks(500) {
             let json = serde_json::to_string(slice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            written += sqlx::query(sql::INSERT_CONNECTIONS).bind(json).bind(now).execute(&mut *tx).await?.rows_affected();
+            written +=
+                sqlx::query(sql::INSERT_CONNECTIONS).bind(json).bind(now).execute(&mut *tx).await?.rows_affected();
         }
         sqlx::query(sql::MARK_COMPLETE).bind(id).bind(now).execute(&mut *tx).await?;
         tx.commit().await?;
@@ -257,10 +285,7 @@ fn encode_vector(vector: &[f32]) -> Vec<u8> {
 }
 
 fn decode_vector(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 fn unsigned(row: &SqliteRow, index: usize) -> StoreResult<u64> {
@@ -281,7 +306,8 @@ fn document_from_row(row: &SqliteRow) -> StoreResult<Document> {
         title: row.try_get(4)?,
         author: row.try_get(5)?,
         language: row.try_get(6)?,
-        status: DocumentStatus::from_str(&status).map_err(|_| StoreError::Corrupt(format!("document status {status:?}")))?,
+        status: DocumentStatus::from_str(&status)
+            .map_err(|_| StoreError::Corrupt(format!("document status {status:?}")))?,
         chunk_count: u32::try_from(unsigned(row, 8)?).unwrap_or(u32::MAX),
         markdown_hash: row.try_get(9)?,
         ai_requests: unsigned(row, 10)?,

@@ -18,8 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 use stage_machine::{Checkpoint, UnixMillis};
@@ -28,9 +27,8 @@ use crate::clock::{Clock, SystemClock, millis};
 use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
 use crate::model::{
-    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure,
-    HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount,
-    Recovery, RecoveryReason,
+    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, HeartbeatReport, Job, JobFilter,
+    JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };
 use crate::recovery;
 use crate::retry_policy::RetryPolicy;
@@ -93,11 +91,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(connect.clone())
-            .await?;
+        let writer =
+            SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(connect.clone()).await?;
         MIGRATOR.run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.readers.max(1))
@@ -194,7 +189,6 @@ impl SqliteStore {
             }
         }
     }
-
 }
 
 #[async_trait]
@@ -292,11 +286,8 @@ impl JobStore for SqliteStore {
     async fn fail(&self, lease: Lease, error: &str, failure: Failure) -> StoreResult<FailOutcome> {
         let now = self.now();
         let mut tx = self.begin_immediate().await?;
-        let Some(row) = sqlx::query(sql::HELD_JOB)
-            .bind(lease.job_id.0)
-            .bind(lease.token)
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(row) =
+            sqlx::query(sql::HELD_JOB).bind(lease.job_id.0).bind(lease.token).fetch_optional(&mut *tx).await?
         else {
             return Err(StoreError::LeaseLost { job_id: lease.job_id });
         };
@@ -453,7 +444,9 @@ impl JobStore for SqliteStore {
             .await?;
         match row {
             Some(row) => job_from_row(&row),
-            None => Err(self.not_applicable(id, "a processing job cannot be requeued; wait for it or run `quire clean`").await),
+            None => Err(self
+                .not_applicable(id, "a processing job cannot be requeued; wait for it or run `quire clean`")
+                .await),
         }
     }
 
@@ -466,7 +459,9 @@ impl JobStore for SqliteStore {
 impl SqliteStore {
     async fn not_applicable(&self, id: JobId, reason: &str) -> StoreError {
         match self.job(id).await {
-            Ok(Some(job)) => StoreError::InvalidState { job_id: id, status: job.status.to_string(), reason: reason.to_owned() },
+            Ok(Some(job)) => {
+                StoreError::InvalidState { job_id: id, status: job.status.to_string(), reason: reason.to_owned() }
+            }
             Ok(None) => StoreError::JobNotFound(id),
             Err(error) => error,
         }
@@ -481,7 +476,6 @@ fn fenced(lease: Lease, result: &sqlx::sqlite::SqliteQueryResult) -> StoreResult
     Ok(())
 }
 
-
 fn parse_column<T: FromStr>(row: &SqliteRow, index: usize) -> StoreResult<T> {
     let text: String = row.try_get(index)?;
     text.parse().map_err(|_| StoreError::Corrupt(format!("unexpected value {text:?} in column {index}")))
@@ -492,9 +486,7 @@ fn parse_json(text: &str, column: &str) -> StoreResult<Value> {
 }
 
 fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
-    let count = |name: &str| -> StoreResult<u32> {
-        Ok(u32::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
-    };
+    let count = |name: &str| -> StoreResult<u32> { Ok(u32::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0)) };
     let error_kind: Option<String> = row.try_get("error_kind")?;
     let result: Option<String> = row.try_get("result")?;
     Ok(Job {

@@ -18,11 +18,8 @@ pub const INSERT_JOB: &str = concat!(
     job_columns!()
 );
 
-pub const ACTIVE_JOB_BY_UNIQUE_KEY: &str = concat!(
-    "SELECT ",
-    job_columns!(),
-    " FROM jobs WHERE unique_key = ?1 AND status IN ('pending', 'processing')"
-);
+pub const ACTIVE_JOB_BY_UNIQUE_KEY: &str =
+    concat!("SELECT ", job_columns!(), " FROM jobs WHERE unique_key = ?1 AND status IN ('pending', 'processing')");
 
 /// ?1 owner, ?2 now, ?3 ttl, ?4 kinds (JSON array), ?5 limit.
 ///

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkpoint_store::{
-    DocumentStore, EnqueueOptions, Job, JobId, JobKind, JobStore, Lease, LeaseRequest, ManualClock, RetryPolicy,
-    PgStore, PgStoreOptions, SqliteStore, StoreOptions,
+    DocumentStore, EnqueueOptions, Job, JobId, JobKind, JobStore, Lease, LeaseRequest, ManualClock, PgStore,
+    PgStoreOptions, RetryPolicy, SqliteStore, StoreOptions,
 };
 use serde_json::json;
 
@@ -122,7 +122,9 @@ async fn sweep_old_schemas(url: &str) {
         let created: Option<u64> = name.split('_').nth(2).and_then(|secs| secs.parse().ok());
         let valid = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if valid && created.is_some_and(|created| created + 3600 < now) {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {name} CASCADE"))).execute(&mut conn).await;
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {name} CASCADE")))
+                .execute(&mut conn)
+                .await;
         }
     }
     let _ = conn.close().await;
@@ -146,7 +148,8 @@ impl Harness {
     }
 
     pub async fn lease_for(&self, owner: &str, max_jobs: u32, ttl: Duration) -> Vec<Job> {
-        let request = LeaseRequest { owner, max_jobs, ttl, kinds: &[JobKind::ProcessDocument, JobKind::DetectConnections] };
+        let request =
+            LeaseRequest { owner, max_jobs, ttl, kinds: &[JobKind::ProcessDocument, JobKind::DetectConnections] };
         self.store.lease(request).await.expect("lease")
     }
 

@@ -70,11 +70,22 @@ fn view(job: &Job, now: i64) -> StaleView {
 }
 
 /// Lists stale jobs and, unless `dry_run`, takes them back after confirmation.
-pub async fn run(global: &GlobalOptions, dry_run: bool, older_than: Duration, yes: bool, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    global: &GlobalOptions,
+    dry_run: bool,
+    older_than: Duration,
+    yes: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let app = App::open(global).await?;
     let jobs = app.store.stale_jobs(older_than).await?;
     let now = crate::output::now_millis();
-    let mut report = Report { dry_run, older_than_seconds: older_than.as_secs(), stale: jobs.iter().map(|j| view(j, now)).collect(), outcomes: Vec::new() };
+    let mut report = Report {
+        dry_run,
+        older_than_seconds: older_than.as_secs(),
+        stale: jobs.iter().map(|j| view(j, now)).collect(),
+        outcomes: Vec::new(),
+    };
     if !json {
         if jobs.is_empty() {
             println!("no processing job has been silent for {}", humantime::format_duration(older_than));
@@ -116,7 +127,8 @@ pub async fn run(global: &GlobalOptions, dry_run: bool, older_than: Duration, ye
             && job.kind == JobKind::ProcessDocument
             && let Some(document_id) = job.document_id()
         {
-            let reason = app.store.job(job.id).await?.and_then(|j| j.last_error).unwrap_or_else(|| "out of attempts".into());
+            let reason =
+                app.store.job(job.id).await?.and_then(|j| j.last_error).unwrap_or_else(|| "out of attempts".into());
             app.store.reset_document_status(document_id, DocumentStatus::Failed, Some(&reason)).await?;
         }
         report.outcomes.push(Outcome {
@@ -137,7 +149,13 @@ pub async fn run(global: &GlobalOptions, dry_run: bool, older_than: Duration, ye
                 "dead_lettered" => "dead-lettered (out of attempts; see `quire dlq list`)",
                 _ => "left alone (it heartbeated or finished meanwhile)",
             };
-            [o.id.to_string(), o.kind.clone(), or_dash(o.document_id.as_deref()), action.to_owned(), format!("{}/{}", o.attempts, o.max_attempts)]
+            [
+                o.id.to_string(),
+                o.kind.clone(),
+                or_dash(o.document_id.as_deref()),
+                action.to_owned(),
+                format!("{}/{}", o.attempts, o.max_attempts),
+            ]
         });
         println!("{}", table(["job", "kind", "document", "action", "attempts"], rows));
     }

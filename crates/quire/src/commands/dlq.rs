@@ -58,7 +58,9 @@ struct Retried {
 }
 
 async fn dead_jobs(store: &dyn Store) -> anyhow::Result<Vec<Job>> {
-    Ok(store.list_jobs(&JobFilter { status: Some(JobStatus::Dead), limit: Some(MAX_LISTED), ..Default::default() }).await?)
+    Ok(store
+        .list_jobs(&JobFilter { status: Some(JobStatus::Dead), limit: Some(MAX_LISTED), ..Default::default() })
+        .await?)
 }
 
 /// Runs a `dlq` subcommand.
@@ -83,7 +85,10 @@ pub async fn run(global: &GlobalOptions, command: DlqCommand) -> anyhow::Result<
                         job.finished_at.map_or_else(|| "-".into(), timestamp),
                     ]
                 });
-                println!("{}", table(["job", "kind", "document", "attempts", "error kind", "last error", "finished"], rows));
+                println!(
+                    "{}",
+                    table(["job", "kind", "document", "attempts", "error kind", "last error", "finished"], rows)
+                );
             }
         }
         DlqCommand::Retry { job_id, all, json } => {
@@ -113,13 +118,25 @@ pub async fn run(global: &GlobalOptions, command: DlqCommand) -> anyhow::Result<
             } else if retried.is_empty() {
                 println!("the dead-letter queue is empty");
             } else {
-                let rows = retried.iter().map(|r| [r.id.to_string(), r.kind.clone(), or_dash(r.document_id.as_deref()), r.status.clone(), r.stage.clone()]);
+                let rows = retried.iter().map(|r| {
+                    [
+                        r.id.to_string(),
+                        r.kind.clone(),
+                        or_dash(r.document_id.as_deref()),
+                        r.status.clone(),
+                        r.stage.clone(),
+                    ]
+                });
                 println!("{}", table(["job", "kind", "document", "status", "resumes after"], rows));
             }
         }
         DlqCommand::Purge { older_than, yes, json } => {
             let before = crate::output::now_millis() - older_than.as_millis() as i64;
-            let doomed = dead_jobs(app.store.as_ref()).await?.into_iter().filter(|job| job.finished_at.is_some_and(|at| at <= before)).count();
+            let doomed = dead_jobs(app.store.as_ref())
+                .await?
+                .into_iter()
+                .filter(|job| job.finished_at.is_some_and(|at| at <= before))
+                .count();
             let purged = if doomed == 0 {
                 0
             } else {

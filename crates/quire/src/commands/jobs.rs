@@ -80,6 +80,9 @@ pub async fn run(global: &GlobalOptions, command: JobsCommand) -> anyhow::Result
             excerpt(job.last_error.as_deref().unwrap_or(""), 50),
         ]
     });
-    println!("{}", table(["job", "kind", "document", "status", "stage", "attempts", "age", "owner", "last error"], rows));
+    println!(
+        "{}",
+        table(["job", "kind", "document", "status", "stage", "attempts", "age", "owner", "last error"], rows)
+    );
     Ok(ExitCode::SUCCESS)
 }

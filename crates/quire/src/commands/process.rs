@@ -75,7 +75,11 @@ pub async fn run(
     let worker = tokio::spawn(Worker::new(app.store.clone(), pipeline.handlers(), config).run(worker_stop.clone()));
 
     let terminal = std::io::stderr().is_terminal() && !json;
-    let bars = MultiProgress::with_draw_target(if terminal { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let bars = MultiProgress::with_draw_target(if terminal {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
     let style = ProgressStyle::with_template("{prefix:>24} [{bar:20}] {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
@@ -150,23 +154,41 @@ pub async fn run(
 
 async fn progress_of(app: &App, document_id: &str) -> anyhow::Result<Progress> {
     let Some(document) = app.store.document(document_id).await? else {
-        return Ok(Progress { stage: "missing".into(), step: 0, done: true, error: Some("document disappeared".into()) });
+        return Ok(Progress {
+            stage: "missing".into(),
+            step: 0,
+            done: true,
+            error: Some("document disappeared".into()),
+        });
     };
     let filter = JobFilter { document_id: Some(document_id.to_owned()), limit: Some(20), ..Default::default() };
     let jobs = app.store.list_jobs(&filter).await?;
     let process = jobs.iter().find(|j| j.kind == JobKind::ProcessDocument);
     let detect = jobs.iter().find(|j| j.kind == JobKind::DetectConnections);
     let dead = |job: Option<&checkpoint_store::Job>| {
-        job.filter(|j| matches!(j.status, JobStatus::Dead | JobStatus::Cancelled)).map(|j| j.last_error.clone().unwrap_or_else(|| j.status.to_string()))
+        job.filter(|j| matches!(j.status, JobStatus::Dead | JobStatus::Cancelled))
+            .map(|j| j.last_error.clone().unwrap_or_else(|| j.status.to_string()))
     };
     match document.status {
-        DocumentStatus::Complete => return Ok(Progress { stage: "complete".into(), step: STEPS, done: true, error: None }),
+        DocumentStatus::Complete => {
+            return Ok(Progress { stage: "complete".into(), step: STEPS, done: true, error: None });
+        }
         DocumentStatus::Failed => {
-            return Ok(Progress { stage: "failed".into(), step: 0, done: true, error: document.error.or_else(|| dead(process)) });
+            return Ok(Progress {
+                stage: "failed".into(),
+                step: 0,
+                done: true,
+                error: document.error.or_else(|| dead(process)),
+            });
         }
         DocumentStatus::Embedded => {
             if let Some(error) = dead(detect) {
-                return Ok(Progress { stage: "connections failed".into(), step: STEPS - 1, done: true, error: Some(error) });
+                return Ok(Progress {
+                    stage: "connections failed".into(),
+                    step: STEPS - 1,
+                    done: true,
+                    error: Some(error),
+                });
             }
             return Ok(Progress { stage: "finding connections".into(), step: STEPS - 1, done: false, error: None });
         }

@@ -97,7 +97,8 @@ struct Work {
 
 fn parse_stage(text: &str) -> anyhow::Result<Stage> {
     let names = || REPLAYABLE.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
-    let stage = Stage::from_str(text.trim()).map_err(|_| anyhow::anyhow!("unknown stage {text:?}; use one of: {}", names()))?;
+    let stage =
+        Stage::from_str(text.trim()).map_err(|_| anyhow::anyhow!("unknown stage {text:?}; use one of: {}", names()))?;
     if !REPLAYABLE.contains(&stage) {
         bail!("cannot replay from {stage}; use one of: {}", names());
     }
@@ -105,7 +106,12 @@ fn parse_stage(text: &str) -> anyhow::Result<Stage> {
 }
 
 /// Queues the job again as asked and, with `--inline`, runs it here.
-pub async fn run(global: &GlobalOptions, options: &ReplayOptions, embedder_options: &EmbedderOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    global: &GlobalOptions,
+    options: &ReplayOptions,
+    embedder_options: &EmbedderOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let app = App::open(global).await?;
     let id = JobId(options.job_id);
     let job = app.store.job(id).await?.with_context(|| format!("no job {id} (see `quire jobs list`)"))?;
@@ -125,13 +131,16 @@ pub async fn run(global: &GlobalOptions, options: &ReplayOptions, embedder_optio
         (None, false) => {
             let checkpoint = job.checkpoint();
             if job.kind == JobKind::ProcessDocument && checkpoint.resume_stage() == Stage::Complete {
-                bail!("job {id} has completed every stage, so resuming it would do nothing; use --from-stage STAGE or --fresh");
+                bail!(
+                    "job {id} has completed every stage, so resuming it would do nothing; use --from-stage STAGE or --fresh"
+                );
             }
             ("checkpoint", checkpoint)
         }
     };
     let resumes_at = checkpoint.resume_stage();
-    let job = app.store.requeue_with_checkpoint(id, &checkpoint).await.with_context(|| format!("cannot requeue job {id}"))?;
+    let job =
+        app.store.requeue_with_checkpoint(id, &checkpoint).await.with_context(|| format!("cannot requeue job {id}"))?;
     let document_id = job.document_id().map(str::to_owned);
     if job.kind == JobKind::ProcessDocument
         && let Some(document_id) = &document_id
@@ -153,7 +162,9 @@ pub async fn run(global: &GlobalOptions, options: &ReplayOptions, embedder_optio
         if options.json {
             print_json(&report)?;
         } else {
-            println!("job {id} queued again; it resumes at {resumes_at}. Run `quire worker` to process it (or replay with --inline).");
+            println!(
+                "job {id} queued again; it resumes at {resumes_at}. Run `quire worker` to process it (or replay with --inline)."
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -170,7 +181,12 @@ pub async fn run(global: &GlobalOptions, options: &ReplayOptions, embedder_optio
     report.status = job.status.to_string();
     let mut ok = job.status == JobStatus::Completed;
     if let (JobKind::ProcessDocument, Some(document_id)) = (job.kind, &document_id) {
-        let filter = JobFilter { kind: Some(JobKind::DetectConnections), document_id: Some(document_id.clone()), limit: Some(1), ..Default::default() };
+        let filter = JobFilter {
+            kind: Some(JobKind::DetectConnections),
+            document_id: Some(document_id.clone()),
+            limit: Some(1),
+            ..Default::default()
+        };
         if let Some(detect) = app.store.list_jobs(&filter).await?.into_iter().next() {
             ok &= detect.status == JobStatus::Completed;
             report.detect_job = Some(DetectView { id: detect.id.0, status: detect.status.to_string() });

@@ -41,7 +41,13 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Prints the `limit` best chunks for `query`.
-pub async fn run(global: &GlobalOptions, query: &str, limit: usize, options: &EmbedderOptions, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    global: &GlobalOptions,
+    query: &str,
+    limit: usize,
+    options: &EmbedderOptions,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     if query.trim().is_empty() {
         bail!("the query is empty");
     }
@@ -54,7 +60,8 @@ pub async fn run(global: &GlobalOptions, query: &str, limit: usize, options: &Em
         .context("cannot embed the query")?
         .pop()
         .context("the embedder returned no vector for the query")?;
-    let titles: HashMap<String, Option<String>> = app.store.list_documents().await?.into_iter().map(|d| (d.id, d.title)).collect();
+    let titles: HashMap<String, Option<String>> =
+        app.store.list_documents().await?.into_iter().map(|d| (d.id, d.title)).collect();
     let chunks = app.store.embedded_chunks(None, &model, dimensions).await?;
     let mut hits: Vec<SearchHit> = chunks
         .into_iter()

@@ -81,16 +81,20 @@ fn router(app: App, max_upload_bytes: usize) -> Router {
 
 async fn upload(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let limit = state.max_upload_bytes;
-    let too_large = || ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("the upload is larger than the limit of {limit} bytes"));
+    let too_large =
+        || ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("the upload is larger than the limit of {limit} bytes"));
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if !matches!(media_type.as_str(), "" | "application/epub+zip" | "application/zip" | "application/octet-stream") {
         return Err(ApiError(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("unsupported content type {media_type:?}: send the EPUB file itself as the body, with Content-Type: application/epub+zip"),
+            format!(
+                "unsupported content type {media_type:?}: send the EPUB file itself as the body, with Content-Type: application/epub+zip"
+            ),
         ));
     }
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
@@ -98,15 +102,25 @@ async fn upload(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bo
         Ok(bytes) => bytes,
         Err(error) => {
             let over = std::error::Error::source(&error).is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
-            return Err(if over { too_large() } else { ApiError(StatusCode::BAD_REQUEST, format!("cannot read the upload: {error}")) });
+            return Err(if over {
+                too_large()
+            } else {
+                ApiError(StatusCode::BAD_REQUEST, format!("cannot read the upload: {error}"))
+            });
         }
     };
     if bytes.is_empty() {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "the upload is empty: send the EPUB file as the body".into()));
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the upload is empty: send the EPUB file as the body".into(),
+        ));
     }
     // An EPUB is a ZIP archive; anything else cannot be a book. Deeper checks are the worker's.
     if !bytes.starts_with(b"PK\x03\x04") {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "the upload is not an EPUB: it is not a ZIP archive".into()));
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the upload is not an EPUB: it is not a ZIP archive".into(),
+        ));
     }
     let file_name = headers
         .get("x-file-name")
@@ -115,7 +129,9 @@ async fn upload(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bo
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "upload.epub".to_owned());
     let app = &state.app;
-    let submission = worker::submit_bytes(app.store.as_ref(), &app.data_dir, &file_name, &bytes).await.map_err(anyhow::Error::new)?;
+    let submission = worker::submit_bytes(app.store.as_ref(), &app.data_dir, &file_name, &bytes)
+        .await
+        .map_err(anyhow::Error::new)?;
     tracing::info!(document_id = %submission.document_id, job_id = ?submission.job_id, deduplicated = submission.deduplicated, bytes = bytes.len(), "upload accepted");
     let status = if submission.deduplicated { StatusCode::OK } else { StatusCode::CREATED };
     let location = format!("/v1/documents/{}", submission.document_id);
@@ -128,7 +144,11 @@ async fn document(State(state): State<Arc<ApiState>>, Path(id): Path<String>) ->
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no document {id:?}")));
     }
     let report = status::report(&state.app, Some(&id)).await?;
-    let document = report.documents.into_iter().next().ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no document {id:?}")))?;
+    let document = report
+        .documents
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no document {id:?}")))?;
     let mut body = serde_json::to_value(&document).map_err(anyhow::Error::from)?;
     body["jobs"] = serde_json::to_value(&report.jobs).map_err(anyhow::Error::from)?;
     Ok(axum::Json(body).into_response())
@@ -142,7 +162,12 @@ async fn job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Resu
 }
 
 /// Serves until `shutdown`.
-pub async fn run(global: &GlobalOptions, addr: SocketAddr, max_upload_bytes: usize, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    global: &GlobalOptions,
+    addr: SocketAddr,
+    max_upload_bytes: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let app = App::open(global).await?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;

@@ -48,12 +48,19 @@ pub struct StatusReport {
 pub async fn report(app: &App, id: Option<&str>) -> anyhow::Result<StatusReport> {
     let store = &app.store;
     let (documents, jobs): (Vec<Document>, Vec<Job>) = match id {
-        None => (store.list_documents().await?, store.list_jobs(&JobFilter { limit: Some(1000), ..Default::default() }).await?),
+        None => (
+            store.list_documents().await?,
+            store.list_jobs(&JobFilter { limit: Some(1000), ..Default::default() }).await?,
+        ),
         Some(id) => {
             if let Some(document) = store.document(id).await? {
-                let filter = JobFilter { document_id: Some(document.id.clone()), limit: Some(1000), ..Default::default() };
+                let filter =
+                    JobFilter { document_id: Some(document.id.clone()), limit: Some(1000), ..Default::default() };
                 (vec![document], store.list_jobs(&filter).await?)
-            } else if let Some(job) = match id.parse::<JobId>() { Ok(job_id) => store.job(job_id).await?, Err(_) => None } {
+            } else if let Some(job) = match id.parse::<JobId>() {
+                Ok(job_id) => store.job(job_id).await?,
+                Err(_) => None,
+            } {
                 let documents = match job.document_id() {
                     Some(document_id) => store.document(document_id).await?.into_iter().collect(),
                     None => Vec::new(),
@@ -114,7 +121,13 @@ pub async fn run(global: &GlobalOptions, id: Option<&str>, json: bool) -> anyhow
             excerpt(d.error.as_deref().unwrap_or(""), 60),
         ]
     });
-    println!("{}", table(["document", "title", "status", "chunks", "connections", "AI requests", "cache hits", "error"], documents));
+    println!(
+        "{}",
+        table(
+            ["document", "title", "status", "chunks", "connections", "AI requests", "cache hits", "error"],
+            documents
+        )
+    );
     let jobs = report.jobs.iter().map(|j| {
         [
             j.id.to_string(),

@@ -25,7 +25,12 @@ pub async fn run(global: &GlobalOptions, files: &[PathBuf], json: bool) -> anyho
         print_json(&submissions)?;
     } else {
         let rows = submissions.iter().map(|s| {
-            [s.file_name.clone(), s.document_id.clone(), or_dash(s.job_id), if s.deduplicated { "yes" } else { "no" }.to_owned()]
+            [
+                s.file_name.clone(),
+                s.document_id.clone(),
+                or_dash(s.job_id),
+                if s.deduplicated { "yes" } else { "no" }.to_owned(),
+            ]
         });
         println!("{}", table(["file", "document", "job", "deduplicated"], rows));
     }

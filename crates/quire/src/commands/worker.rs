@@ -28,7 +28,11 @@ pub fn config(options: &WorkerOptions) -> WorkerConfig {
 }
 
 /// Runs a worker until `shutdown` (a signal) or, with `--exit-when-idle`, an empty queue.
-pub async fn run(global: &GlobalOptions, options: &WorkerOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    global: &GlobalOptions,
+    options: &WorkerOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let app = App::open(global).await?;
     let (embedder, batch_service) = embedder_and_batches(&options.embedder)?;
     let mut pipeline = app.pipeline(embedder)?;
@@ -52,12 +56,18 @@ pub async fn run(global: &GlobalOptions, options: &WorkerOptions, shutdown: Canc
     let endpoint = match options.metrics_addr {
         MetricsAddr::Off => None,
         MetricsAddr::On(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics (use --metrics-addr off to disable)"))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics (use --metrics-addr off to disable)"))?;
             let local = listener.local_addr()?;
             let source = MetricsSource {
                 store: app.store.clone(),
                 lease_ttl: config.lease_ttl,
-                worker: Some(WorkerProbe { metrics: worker.metrics(), stats: pipeline.stats.clone(), reaper_interval: config.reaper_interval }),
+                worker: Some(WorkerProbe {
+                    metrics: worker.metrics(),
+                    stats: pipeline.stats.clone(),
+                    reaper_interval: config.reaper_interval,
+                }),
             };
             tracing::info!(%local, "metrics endpoint listening (/metrics, /healthz)");
             // One line on stdout, so that scripts started with port 0 learn the address.
