@@ -7,7 +7,7 @@ test:
 # The retry story: real `quire worker` processes killed, paused, stopped and rate limited, and the
 # stage-by-stage crash tests of the pipeline.
 test-retry-scenarios:
-    cargo test -p quire --features failpoints --test retry_scenarios --test pipeline_resume --test pipeline_openai
+    cargo test -p quire --features failpoints --test retry_scenarios --test pipeline_resume --test pipeline_openai --test batch_embeddings
 
 # Everything against the local PostgreSQL too.
 test-postgres:

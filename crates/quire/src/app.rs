@@ -7,7 +7,7 @@ use checkpoint_store::{PgStore, PgStoreOptions, SqliteStore, Store, StoreOptions
 use embedder::{BatchService, Embedder, LocalEmbedder, OpenAiConfig, OpenAiEmbedder};
 use worker::{DataDir, Pipeline};
 
-use crate::cli::{EmbedderKind, EmbedderOptions, EmbeddingModeArg, GlobalOptions, WorkerOptions};
+use crate::cli::{EmbedderKind, EmbedderOptions, EmbeddingModeArg, GlobalOptions};
 
 /// The opened data directory and store.
 pub struct App {
@@ -42,6 +42,14 @@ impl App {
     pub fn pipeline(&self, embedder: Arc<dyn Embedder>) -> anyhow::Result<Pipeline> {
         let program = std::env::current_exe().context("cannot locate the quire binary for isolated parsing")?;
         Ok(Pipeline::new(self.store.clone(), embedder, self.data_dir.clone(), program))
+    }
+
+    /// The document pipeline with the embedder and Batch API settings the options describe.
+    pub fn pipeline_for(&self, options: &EmbedderOptions) -> anyhow::Result<Pipeline> {
+        let (embedder, batch_service) = embedder_and_batches(options)?;
+        let mut pipeline = self.pipeline(embedder)?;
+        pipeline.batching = batching(options, batch_service);
+        Ok(pipeline)
     }
 }
 
@@ -101,7 +109,7 @@ pub fn embedder_and_batches(options: &EmbedderOptions) -> anyhow::Result<Embedde
 
 /// The worker's Batch API settings (`--embedding-mode`, `--batch-threshold`,
 /// `--batch-poll-interval`) over `service`.
-pub fn batching(options: &WorkerOptions, service: Option<Arc<dyn BatchService>>) -> worker::Batching {
+pub fn batching(options: &EmbedderOptions, service: Option<Arc<dyn BatchService>>) -> worker::Batching {
     let mode = match options.embedding_mode {
         EmbeddingModeArg::Direct => worker::EmbeddingMode::Direct,
         EmbeddingModeArg::Batch => worker::EmbeddingMode::Batch,

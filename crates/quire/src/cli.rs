@@ -332,6 +332,17 @@ pub struct EmbedderOptions {
     /// Inputs per embedding request.
     #[arg(long, env = "QUIRE_EMBEDDING_BATCH_SIZE")]
     pub embedding_batch_size: Option<usize>,
+    /// How chunks are embedded: `direct` requests, the `batch` API, or `auto` (the Batch API for
+    /// documents with more than --batch-threshold inputs to embed). The local embedder is
+    /// always direct.
+    #[arg(long, env = "QUIRE_EMBEDDING_MODE", value_enum, default_value_t = EmbeddingModeArg::Auto)]
+    pub embedding_mode: EmbeddingModeArg,
+    /// In `auto` mode, documents with more inputs to embed than this use the Batch API.
+    #[arg(long, env = "QUIRE_BATCH_THRESHOLD", default_value_t = 500)]
+    pub batch_threshold: usize,
+    /// First wait between two status checks of a running batch (doubles up to 60s).
+    #[arg(long, env = "QUIRE_BATCH_POLL_INTERVAL", value_parser = parse_duration, default_value = "5s")]
+    pub batch_poll_interval: Duration,
 }
 
 /// The embedding backends.
@@ -378,17 +389,6 @@ pub struct WorkerOptions {
     pub metrics_addr: MetricsAddr,
     #[command(flatten)]
     pub embedder: EmbedderOptions,
-    /// How chunks are embedded: `direct` requests, the `batch` API, or `auto` (the Batch API for
-    /// documents with more than --batch-threshold inputs to embed). The local embedder is
-    /// always direct.
-    #[arg(long, env = "QUIRE_EMBEDDING_MODE", value_enum, default_value_t = EmbeddingModeArg::Auto)]
-    pub embedding_mode: EmbeddingModeArg,
-    /// In `auto` mode, documents with more inputs to embed than this use the Batch API.
-    #[arg(long, env = "QUIRE_BATCH_THRESHOLD", default_value_t = 500)]
-    pub batch_threshold: usize,
-    /// First wait between two status checks of a running batch (doubles up to 60s).
-    #[arg(long, env = "QUIRE_BATCH_POLL_INTERVAL", value_parser = parse_duration, default_value = "5s")]
-    pub batch_poll_interval: Duration,
 }
 
 /// How the worker sends chunks to an OpenAI-compatible embedder.

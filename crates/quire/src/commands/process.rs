@@ -14,7 +14,7 @@ use stage_machine::Stage;
 use tokio_util::sync::CancellationToken;
 use worker::{Submission, Worker, WorkerConfig};
 
-use crate::app::{App, embedder};
+use crate::app::App;
 use crate::cli::{EmbedderOptions, GlobalOptions};
 use crate::output::{excerpt, print_json, table};
 
@@ -50,7 +50,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let app = App::open(global).await?;
-    let pipeline = app.pipeline(embedder(embedder_options)?)?;
+    let pipeline = app.pipeline_for(embedder_options)?;
 
     let mut outcomes = Vec::new();
     let mut submitted: Vec<Submission> = Vec::new();

@@ -30,7 +30,7 @@ use stage_machine::{Checkpoint, Stage};
 use tokio_util::sync::CancellationToken;
 use worker::{Worker, WorkerConfig};
 
-use crate::app::{App, embedder};
+use crate::app::App;
 use crate::cli::{EmbedderOptions, GlobalOptions};
 use crate::output::print_json;
 
@@ -169,7 +169,7 @@ pub async fn run(
         return Ok(ExitCode::SUCCESS);
     }
 
-    let pipeline = app.pipeline(embedder(embedder_options)?)?;
+    let pipeline = app.pipeline_for(embedder_options)?;
     let mut config = WorkerConfig::new(format!("replay:{}", std::process::id()));
     config.concurrency = 1;
     config.exit_when_idle = true;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use worker::{Worker, WorkerConfig, default_owner};
 
-use crate::app::{App, batching, embedder_and_batches};
+use crate::app::App;
 use crate::cli::{GlobalOptions, MetricsAddr, WorkerOptions};
 use crate::metrics::{MetricsSource, WorkerProbe};
 
@@ -34,9 +34,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let app = App::open(global).await?;
-    let (embedder, batch_service) = embedder_and_batches(&options.embedder)?;
-    let mut pipeline = app.pipeline(embedder)?;
-    pipeline.batching = batching(options, batch_service);
+    let pipeline = app.pipeline_for(&options.embedder)?;
     let config = config(options);
     tracing::info!(
         owner = %config.owner,
