@@ -61,7 +61,7 @@ pub fn postgres_url() -> Option<String> {
             std::env::var("CI").map_or(true, |ci| ci != "true"),
             "CI=true but QUIRE_TEST_DATABASE_URL is not set: the PostgreSQL suite must run in CI"
         );
-        NOTICE.call_once(|| eprintln!("QUIRE_TEST_DATABASE_URL not set: skipping PostgreSQL"));
+        NOTICE.call_once(|| skip_notice("notice: QUIRE_TEST_DATABASE_URL is not set; skipping PostgreSQL"));
     }
     url
 }
@@ -162,4 +162,11 @@ impl Harness {
     pub async fn job(&self, id: JobId) -> Job {
         self.store.job(id).await.expect("read job").expect("job exists")
     }
+}
+
+/// Prints a skip notice past the test harness's output capture, so that a skipped suite is
+/// visible in a plain `cargo test` run.
+fn skip_notice(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{message}");
 }
