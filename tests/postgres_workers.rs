@@ -14,18 +14,14 @@
 mod support;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use checkpoint_store::{
     DocumentStatus, DocumentStore, JobFilter, JobKind, JobStatus, JobStore, PgStore, PgStoreOptions,
 };
-use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use support::quire_bin;
+use support::processes::{Processes, WorkerProcess, tail};
 
 /// The two scenarios share two cores; one at a time keeps heartbeats on schedule.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -56,43 +52,19 @@ fn database_url() -> Option<String> {
 
 /// A schema and a data directory shared by worker processes.
 struct PgCluster {
+    processes: Processes,
     url: String,
     schema: String,
-    dir: tempfile::TempDir,
-    logs: Mutex<Vec<PathBuf>>,
     store: PgStore,
     /// Connections outside the schema, for `pg_stat_activity` and dropping the schema.
     admin: PgPool,
 }
 
-/// A `quire worker` process, killed when dropped.
-struct WorkerProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl WorkerProcess {
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for PgCluster {
+    type Target = Processes;
+    fn deref(&self) -> &Processes {
+        &self.processes
     }
-
-    /// The exit status, if the process has ended.
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().unwrap()
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 impl PgCluster {
@@ -116,84 +88,12 @@ impl PgCluster {
         )
         .await
         .unwrap();
-        PgCluster {
-            url: url.to_owned(),
-            schema,
-            dir: tempfile::tempdir().unwrap(),
-            logs: Mutex::default(),
-            store,
-            admin,
-        }
+        PgCluster { processes: Processes::postgres(url, &schema), url: url.to_owned(), schema, store, admin }
     }
 
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn quire(&self) -> Command {
-        let mut command = Command::new(quire_bin());
-        command
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .arg("--database-url")
-            .arg(&self.url)
-            .env("QUIRE_DATABASE_SCHEMA", &self.schema)
-            .env("QUIRE_METRICS_ADDR", "off")
-            .env_remove("QUIRE_DATABASE_URL")
-            .env_remove("FAILPOINTS");
-        command
-    }
-
-    /// Submits books with `quire submit`; returns their document ids in order.
-    fn submit(&self, books: &[(String, Vec<u8>)]) -> Vec<String> {
-        let mut paths = Vec::new();
-        for (name, bytes) in books {
-            let path = self.dir.path().join(name);
-            std::fs::write(&path, bytes).unwrap();
-            paths.push(path);
-        }
-        let output = self.quire().arg("submit").arg("--json").args(&paths).output().unwrap();
-        assert!(output.status.success(), "submit failed: {}", String::from_utf8_lossy(&output.stderr));
-        let submissions: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-        submissions.iter().map(|s| s["document_id"].as_str().unwrap().to_owned()).collect()
-    }
-
-    /// Starts a worker with short leases, one job at a time.
+    /// Starts a worker with short leases, one job at a time, small embedding batches.
     fn worker(&self, name: &str) -> WorkerProcess {
-        let mut logs = self.logs.lock().unwrap();
-        let log = self.dir.path().join(format!("worker-{name}-{}.log", logs.len()));
-        logs.push(log.clone());
-        let mut command = self.quire();
-        command
-            .arg("worker")
-            .args(["--name", name, "--concurrency", "1", "--lease-ttl", "2s", "--heartbeat-interval", "300ms"])
-            .args(["--reaper-interval", "300ms", "--poll-interval", "100ms", "--shutdown-grace", "500ms"])
-            .args(["--embedding-batch-size", &BATCH.to_string()])
-            .env("QUIRE_RETRY_BASE_DELAY", "100ms")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        WorkerProcess { child: command.spawn().unwrap(), log }
-    }
-
-    fn all_logs(&self) -> String {
-        self.logs
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|log| format!("== {}\n{}", log.display(), tail(log)))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn logs_containing(&self, needle: &str) -> usize {
-        self.logs
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|log| std::fs::read_to_string(log).unwrap_or_default().matches(needle).count())
-            .sum()
+        self.processes.worker(name, None, &["--embedding-batch-size", &BATCH.to_string()])
     }
 
     /// Polls until every document is complete and no job is left to run (a failed document fails

@@ -9,18 +9,14 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use checkpoint_store::{
     ConnectionFilter, DocumentStatus, DocumentStore, Job, JobFilter, JobId, JobKind, JobStatus, JobStore, SqliteStore,
     StoreOptions,
 };
-use serde_json::Value;
 use support::fake_openai::{FakeOpenAi, Reply};
-use support::quire_bin;
+use support::processes::{Processes, WorkerProcess};
 
 /// Scenarios share two cores; running them one at a time keeps heartbeats on schedule.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -31,61 +27,16 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
-/// A data directory shared by worker processes.
+/// Worker processes on one SQLite database, and what the tests read from it.
 struct Cluster {
-    dir: tempfile::TempDir,
-    logs: Mutex<Vec<PathBuf>>,
+    processes: Processes,
 }
 
-/// A `quire worker` process, killed when dropped.
-struct WorkerProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl WorkerProcess {
-    fn pid(&self) -> String {
-        self.child.id().to_string()
+impl std::ops::Deref for Cluster {
+    type Target = Processes;
+    fn deref(&self) -> &Processes {
+        &self.processes
     }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid()).status().unwrap();
-        assert!(status.success(), "kill -{signal} failed");
-    }
-
-    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "worker did not exit; log:\n{}", tail(&self.log));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log_contains(&self, needle: &str) -> bool {
-        std::fs::read_to_string(&self.log).unwrap_or_default().contains(needle)
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-CONT").arg(self.pid()).stderr(Stdio::null()).status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// What one document ended with.
@@ -99,64 +50,7 @@ struct Outcome {
 
 impl Cluster {
     fn new() -> Cluster {
-        Cluster { dir: tempfile::tempdir().unwrap(), logs: Mutex::default() }
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn quire(&self) -> Command {
-        let mut command = Command::new(quire_bin());
-        command.arg("--data-dir").arg(self.data_dir()).env("QUIRE_METRICS_ADDR", "off").env_remove("FAILPOINTS");
-        command
-    }
-
-    /// Submits books; returns their document ids in order.
-    fn submit(&self, books: &[(String, Vec<u8>)]) -> Vec<String> {
-        let mut paths = Vec::new();
-        for (name, bytes) in books {
-            let path = self.dir.path().join(name);
-            std::fs::write(&path, bytes).unwrap();
-            paths.push(path);
-        }
-        let output = self.quire().arg("submit").arg("--json").args(&paths).output().unwrap();
-        assert!(output.status.success(), "submit failed: {}", String::from_utf8_lossy(&output.stderr));
-        let submissions: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-        submissions.iter().map(|s| s["document_id"].as_str().unwrap().to_owned()).collect()
-    }
-
-    /// Starts a worker with short leases; `failpoints` as in the FAILPOINTS variable, where
-    /// `return(MS)` stalls a job without blocking its worker and `sleep(MS)` blocks it.
-    fn worker(&self, name: &str, failpoints: Option<&str>, extra: &[&str]) -> WorkerProcess {
-        let mut logs = self.logs.lock().unwrap();
-        let log = self.dir.path().join(format!("worker-{name}-{}.log", logs.len()));
-        logs.push(log.clone());
-        let mut command = self.quire();
-        command
-            .arg("worker")
-            .args(["--name", name, "--concurrency", "1", "--lease-ttl", "2s", "--heartbeat-interval", "300ms"])
-            .args(["--reaper-interval", "300ms", "--poll-interval", "100ms", "--shutdown-grace", "500ms"])
-            .args(extra)
-            .env("QUIRE_RETRY_BASE_DELAY", "100ms")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        if let Some(failpoints) = failpoints {
-            command.env("FAILPOINTS", failpoints);
-        }
-        WorkerProcess { child: command.spawn().unwrap(), log }
-    }
-
-    fn all_logs(&self) -> String {
-        self.logs
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|log| format!("== {}\n{}", log.display(), tail(log)))
-            .collect::<Vec<_>>()
-            .join("\n")
+        Cluster { processes: Processes::sqlite() }
     }
 
     async fn store(&self) -> SqliteStore {

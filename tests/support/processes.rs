@@ -1,0 +1,171 @@
+//! Driving real `quire` processes: a data directory shared by workers, `quire submit`, and
+//! `quire worker` processes with short leases whose logs are kept for failure messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::quire_bin;
+
+/// A data directory, the database the workers share, and the logs of every worker started.
+pub struct Processes {
+    pub dir: tempfile::TempDir,
+    /// `--database-url` and `QUIRE_DATABASE_SCHEMA`, for PostgreSQL; SQLite in the data
+    /// directory otherwise.
+    database: Option<(String, String)>,
+    logs: Mutex<Vec<PathBuf>>,
+}
+
+/// A `quire worker` process, killed (and first resumed, if stopped) when dropped.
+pub struct WorkerProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Processes {
+    /// Workers on the SQLite database of a fresh data directory.
+    pub fn sqlite() -> Processes {
+        Processes { dir: tempfile::tempdir().unwrap(), database: None, logs: Mutex::default() }
+    }
+
+    /// Workers on a PostgreSQL database, in `schema`.
+    pub fn postgres(url: &str, schema: &str) -> Processes {
+        Processes {
+            dir: tempfile::tempdir().unwrap(),
+            database: Some((url.to_owned(), schema.to_owned())),
+            logs: Mutex::default(),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `quire` with this data directory and database, no metrics endpoint, no failpoints.
+    pub fn quire(&self) -> Command {
+        let mut command = Command::new(quire_bin());
+        command
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .env("QUIRE_METRICS_ADDR", "off")
+            .env_remove("QUIRE_DATABASE_URL")
+            .env_remove("FAILPOINTS");
+        if let Some((url, schema)) = &self.database {
+            command.arg("--database-url").arg(url).env("QUIRE_DATABASE_SCHEMA", schema);
+        }
+        command
+    }
+
+    /// Submits books with `quire submit`; returns their document ids in order.
+    pub fn submit(&self, books: &[(String, Vec<u8>)]) -> Vec<String> {
+        let mut paths = Vec::new();
+        for (name, bytes) in books {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            paths.push(path);
+        }
+        let output = self.quire().arg("submit").arg("--json").args(&paths).output().unwrap();
+        assert!(output.status.success(), "submit failed: {}", String::from_utf8_lossy(&output.stderr));
+        let submissions: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+        submissions.iter().map(|s| s["document_id"].as_str().unwrap().to_owned()).collect()
+    }
+
+    /// Starts a worker with 2 s leases, one job at a time; `failpoints` as in the FAILPOINTS
+    /// variable, where `return(MS)` stalls a job without blocking its worker and `sleep(MS)`
+    /// blocks it.
+    pub fn worker(&self, name: &str, failpoints: Option<&str>, extra: &[&str]) -> WorkerProcess {
+        let mut logs = self.logs.lock().unwrap();
+        let log = self.dir.path().join(format!("worker-{name}-{}.log", logs.len()));
+        logs.push(log.clone());
+        let mut command = self.quire();
+        command
+            .arg("worker")
+            .args(["--name", name, "--concurrency", "1", "--lease-ttl", "2s", "--heartbeat-interval", "300ms"])
+            .args(["--reaper-interval", "300ms", "--poll-interval", "100ms", "--shutdown-grace", "500ms"])
+            .args(extra)
+            .env("QUIRE_RETRY_BASE_DELAY", "100ms")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(failpoints) = failpoints {
+            command.env("FAILPOINTS", failpoints);
+        }
+        WorkerProcess { child: command.spawn().unwrap(), log }
+    }
+
+    /// The last lines of every worker's log, for failure messages.
+    pub fn all_logs(&self) -> String {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|log| format!("== {}\n{}", log.display(), tail(log)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// How often `needle` appears in all workers' logs.
+    pub fn logs_containing(&self, needle: &str) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|log| std::fs::read_to_string(log).unwrap_or_default().matches(needle).count())
+            .sum()
+    }
+}
+
+impl WorkerProcess {
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid()).status().unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Waits (polling) for the process to exit.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "worker did not exit; log:\n{}", tail(&self.log));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log).unwrap_or_default().contains(needle)
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-CONT").arg(self.pid()).stderr(Stdio::null()).status();
+        self.kill9();
+    }
+}
+
+/// The last 40 lines of a log.
+pub fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
