@@ -98,9 +98,10 @@ pub trait DocumentStore: Send + Sync {
         connections: &[NewConnection],
     ) -> StoreResult<ConnectionsOutcome>;
 
-    /// The connections of a document's chunks, strongest first.
+    /// The connections of a document's chunks, whichever document found them, strongest first;
+    /// each shown with the document's own chunk as `source`.
     async fn connections(&self, id: &str, filter: &ConnectionFilter) -> StoreResult<Vec<ConnectionView>>;
 
-    /// Number of connections whose source is one of the document's chunks.
+    /// Number of connections that touch one of the document's chunks.
     async fn connection_count(&self, id: &str) -> StoreResult<u64>;
 }

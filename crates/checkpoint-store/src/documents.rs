@@ -148,6 +148,18 @@ pub struct ConnectionView {
     pub reason: String,
 }
 
+impl ConnectionView {
+    /// The same connection seen from `document_id`: its own chunk as `source`. Connections are
+    /// stored from the document that found them; either document may ask.
+    pub fn facing(self, document_id: &str) -> ConnectionView {
+        if self.source.document_id != document_id && self.target.document_id == document_id {
+            ConnectionView { source: self.target, target: self.source, ..self }
+        } else {
+            self
+        }
+    }
+}
+
 /// A chunk with its document's title, for display.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkView {

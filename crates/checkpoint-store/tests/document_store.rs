@@ -272,3 +272,27 @@ async fn concurrent_reprocessing_never_violates_a_foreign_key_or_deadlocks() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_document_sees_the_connections_other_documents_found_to_it() {
+    for h in backends().await {
+        let a = document(&h, "ha").await;
+        let b = document(&h, "hb").await;
+        h.enqueue(&b).await;
+        let lease = h.lease_one("w1").await;
+        let a_chunks = chunks(&a, &["alpha"]);
+        let b_chunks = chunks(&b, &["beta", "gamma"]);
+        h.docs.replace_chunks(lease, &a, &a_chunks).await.unwrap();
+        h.docs.replace_chunks(lease, &b, &b_chunks).await.unwrap();
+        // B, processed after A, found a connection to A.
+        h.docs.replace_connections(lease, &b, 2, &[connection(&b_chunks[1], &a_chunks[0], 0.8)]).await.unwrap();
+
+        assert_eq!(h.docs.connection_count(&a).await.unwrap(), 1, "{}", h.name);
+        let seen_from_a = h.docs.connections(&a, &ConnectionFilter::default()).await.unwrap();
+        assert_eq!(seen_from_a.len(), 1);
+        assert_eq!(seen_from_a[0].source.chunk_id, a_chunks[0].id, "A's own chunk comes first");
+        assert_eq!(seen_from_a[0].target.chunk_id, b_chunks[1].id);
+        let seen_from_b = h.docs.connections(&b, &ConnectionFilter::default()).await.unwrap();
+        assert_eq!(seen_from_b[0].source.chunk_id, b_chunks[1].id);
+    }
+}

@@ -403,6 +403,7 @@ impl DocumentStore for PgStore {
                     target: chunk_view(row, 9)?,
                 })
             })
+            .map(|view: StoreResult<ConnectionView>| view.map(|view| view.facing(id)))
             .collect()
     }
 

@@ -402,14 +402,15 @@ pub const CONNECTIONS_OF_DOCUMENT: &str = "SELECT k.engine, k.score, k.reason, \
      FROM connections k \
      JOIN chunks s ON s.id = k.source_chunk_id JOIN documents sd ON sd.id = s.document_id \
      JOIN chunks t ON t.id = k.target_chunk_id JOIN documents td ON td.id = t.document_id \
-     WHERE s.document_id = $1 AND ($2::text IS NULL OR k.engine = $2) \
+     WHERE (s.document_id = $1 OR t.document_id = $1) AND ($2::text IS NULL OR k.engine = $2) \
        AND ($3::real IS NULL OR k.score >= $3) \
      ORDER BY k.score DESC, k.source_chunk_id COLLATE \"C\", k.target_chunk_id COLLATE \"C\" \
      LIMIT $4";
 
 /// $1 document id.
 pub const CONNECTION_COUNT: &str = "SELECT COUNT(*) FROM connections \
-     WHERE source_chunk_id IN (SELECT id FROM chunks WHERE document_id = $1)";
+     WHERE source_chunk_id IN (SELECT id FROM chunks WHERE document_id = $1) \
+        OR target_chunk_id IN (SELECT id FROM chunks WHERE document_id = $1)";
 
 /// Whether the pgvector extension can be installed on this server.
 pub const PGVECTOR_AVAILABLE: &str = "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')";

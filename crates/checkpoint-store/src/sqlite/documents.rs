@@ -271,6 +271,7 @@ impl DocumentStore for SqliteStore {
                     target: chunk_view(row, 9)?,
                 })
             })
+            .map(|view: StoreResult<ConnectionView>| view.map(|view| view.facing(id)))
             .collect()
     }
 

@@ -229,8 +229,9 @@ pub const CONNECTIONS_OF_DOCUMENT: &str = "SELECT k.engine, k.score, k.reason, \
      FROM connections k \
      JOIN chunks s ON s.id = k.source_chunk_id JOIN documents sd ON sd.id = s.document_id \
      JOIN chunks t ON t.id = k.target_chunk_id JOIN documents td ON td.id = t.document_id \
-     WHERE s.document_id = ?1 AND (?2 IS NULL OR k.engine = ?2) AND (?3 IS NULL OR k.score >= ?3) \
+     WHERE (s.document_id = ?1 OR t.document_id = ?1) AND (?2 IS NULL OR k.engine = ?2) AND (?3 IS NULL OR k.score >= ?3) \
      ORDER BY k.score DESC, k.source_chunk_id, k.target_chunk_id LIMIT ?4";
 
 pub const CONNECTION_COUNT: &str = "SELECT COUNT(*) FROM connections \
-     WHERE source_chunk_id IN (SELECT id FROM chunks WHERE document_id = ?1)";
+     WHERE source_chunk_id IN (SELECT id FROM chunks WHERE document_id = ?1) \
+        OR target_chunk_id IN (SELECT id FROM chunks WHERE document_id = ?1)";
