@@ -320,8 +320,8 @@ pub struct EmbedderOptions {
     /// Embedding backend: `local` (offline, deterministic) or `openai` (any OpenAI-compatible API).
     #[arg(long, env = "QUIRE_EMBEDDER", value_enum, default_value_t = EmbedderKind::Local)]
     pub embedder: EmbedderKind,
-    /// Base URL of the OpenAI-compatible API.
-    #[arg(long, env = "OPENAI_BASE_URL")]
+    /// Base URL of the OpenAI-compatible API (else `OPENAI_BASE_URL`, else OpenAI's).
+    #[arg(long, env = "QUIRE_OPENAI_BASE_URL")]
     pub openai_base_url: Option<String>,
     /// Embedding model name.
     #[arg(long, env = "QUIRE_EMBEDDING_MODEL")]
