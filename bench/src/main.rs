@@ -15,7 +15,11 @@
 //! ```text
 //! CARGO_TARGET_DIR=/work/main/target cargo run --release --manifest-path bench/Cargo.toml -- --all
 //! ```
+//!
+//! `quire-queue-bench apalis …` runs the apalis comparison instead (see `apalis.rs`; `apalis
+//! --help` for its options).
 
+mod apalis;
 mod backend;
 mod report;
 mod scenarios;
@@ -98,6 +102,9 @@ impl Config {
 
 #[tokio::main]
 async fn main() -> BenchResult<()> {
+    if std::env::args().nth(1).as_deref() == Some("apalis") {
+        return apalis::main(apalis::ApalisCli::parse_from(std::env::args().skip(1))).await;
+    }
     let cli = Cli::parse();
     let configs = if cli.all {
         let mut configs = vec![Config::new(Scenario::Enqueue, 1, 1), Config::new(Scenario::EnqueueUnique, 1, 1)];

@@ -60,6 +60,12 @@ pub fn table(rows: &[Row]) -> String {
         } else {
             "–".to_owned()
         };
+        // Rows timed only end to end (the apalis drains) have no per-call figures.
+        let (mean_call, worst_call) = if typical.calls == 0 {
+            ("–".to_owned(), "–".to_owned())
+        } else {
+            (latency(typical.mean_call()), latency(worst))
+        };
         out.push_str(&format!(
             "| {} | {} | {} | {} {} | {}–{} | {} | {} | {} | {} |\n",
             row.name,
@@ -70,8 +76,8 @@ pub fn table(rows: &[Row]) -> String {
             rate(rates[0]),
             rate(rates[rates.len() - 1]),
             rates.len(),
-            latency(typical.mean_call()),
-            latency(worst),
+            mean_call,
+            worst_call,
             lease_share,
         ));
     }
