@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use checkpoint_store::{
-    ConnectionFilter, DocumentStatus, DocumentStore, Job, JobFilter, JobId, JobKind, JobStatus, JobStore, SqliteStore,
+    ConnectionFilter, DocumentStatus, DocumentStore, Job, JobFilter, JobKind, JobStatus, JobStore, SqliteStore,
     StoreOptions,
 };
 use support::fake_openai::{FakeOpenAi, Reply};
@@ -120,6 +120,11 @@ impl Cluster {
         })
         .await;
     }
+}
+
+/// `n` distinct books.
+fn books(n: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
+    epub_fixtures::corpus_of(n, seed).into_iter().map(|(name, bytes)| (format!("{name}.epub"), bytes)).collect()
 }
 
 fn book(seed: u64) -> (String, Vec<u8>) {
@@ -273,37 +278,30 @@ async fn a_rate_limited_worker_releases_its_prefetched_jobs_to_another_worker() 
         "64",
     ];
     let cluster = Cluster::new();
-    let ids = cluster.submit(&[book(21), book(22), book(23)]);
+    let ids = cluster.submit(&books(3, 21));
     let mut args = openai.to_vec();
     args.extend(["--prefetch", "3"]);
-    let _limited = cluster.worker("limited", None, &args);
+    let limited = cluster.worker("limited", None, &args);
     cluster
-        .wait_until("the first job is postponed by the rate limit", |store| async move {
+        .wait_until("the first job is postponed and the prefetched ones released", |store| async move {
             let jobs = store.list_jobs(&JobFilter::default()).await.unwrap();
-            jobs.iter().any(|j| {
+            let postponed = jobs.iter().any(|j| {
                 j.status == JobStatus::Pending && j.last_error.as_deref().is_some_and(|e| e.contains("rate limited"))
-            })
+            });
+            postponed && jobs.iter().all(|j| j.status != JobStatus::Processing)
         })
         .await;
     let store = cluster.store().await;
-    let limited_job = store
-        .list_jobs(&JobFilter::default())
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|j| j.last_error.as_deref().is_some_and(|e| e.contains("rate limited")))
-        .unwrap();
-    // Everything the limited worker had leased but not started is free again at once.
-    let held: Vec<JobId> = store
-        .list_jobs(&JobFilter { status: Some(JobStatus::Processing), ..Default::default() })
-        .await
-        .unwrap()
-        .iter()
-        .map(|j| j.id)
-        .collect();
-    assert!(held.is_empty(), "jobs still held after the rate limit: {held:?}\n{}", cluster.all_logs());
+    let jobs = store.list_jobs(&JobFilter::default()).await.unwrap();
+    let limited_job =
+        jobs.iter().find(|j| j.last_error.as_deref().is_some_and(|e| e.contains("rate limited"))).unwrap().clone();
+    // Everything the limited worker had leased is pending again, and no attempt was spent.
+    assert_eq!(jobs.len(), 3);
+    assert!(jobs.iter().all(|j| (j.status, j.attempts) == (JobStatus::Pending, 0)), "{jobs:?}\n{}", cluster.all_logs());
+    assert!(limited.log_contains("released unstarted jobs"), "{}", cluster.all_logs());
     let _other = cluster.worker("other", None, &openai);
     let others: Vec<String> = ids.iter().filter(|id| limited_job.document_id() != Some(id.as_str())).cloned().collect();
+    assert_eq!(others.len(), 2, "three distinct books were submitted");
     cluster.wait_complete(&others).await;
     for id in &others {
         assert_eq!(cluster.process_job(id).await.attempts, 1, "a released job used no attempt");
