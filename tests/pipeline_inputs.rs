@@ -14,7 +14,7 @@ fn corpus() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        skip_notice(&format!("notice: {} is absent; skipping the corpus tests", dir.display()));
+        support::skip_notice(&format!("notice: {} is absent; skipping the corpus tests", dir.display()));
         None
     }
 }
@@ -135,11 +135,4 @@ async fn every_invalid_corpus_file_completes_or_fails_permanently_as_the_table_s
             other => panic!("{file}: unknown verdict {other}"),
         }
     }
-}
-
-/// Prints a skip notice past the test harness's output capture, so that a skipped suite is
-/// visible in a plain `cargo test` run.
-fn skip_notice(message: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{message}");
 }

@@ -44,7 +44,7 @@ fn database_url() -> Option<String> {
             panic!("CI=true but QUIRE_TEST_DATABASE_URL is not set: the PostgreSQL worker tests must run in CI")
         }
         _ => {
-            skip_notice("notice: QUIRE_TEST_DATABASE_URL is not set; skipping the PostgreSQL worker tests");
+            support::skip_notice("notice: QUIRE_TEST_DATABASE_URL is not set; skipping the PostgreSQL worker tests");
             None
         }
     }
@@ -394,11 +394,4 @@ async fn workers_survive_their_connections_being_terminated_and_lose_nothing() {
     );
     drop(workers);
     cluster.finish().await;
-}
-
-/// Prints a skip notice past the test harness's output capture, so that a skipped suite is
-/// visible in a plain `cargo test` run.
-fn skip_notice(message: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{message}");
 }

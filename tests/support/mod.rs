@@ -177,3 +177,10 @@ impl Rig {
         self.pipeline.stats.chunkings.load(Ordering::SeqCst)
     }
 }
+
+/// Prints a skip notice past the test harness's output capture, so that a skipped suite is
+/// visible in a plain `cargo test` run.
+pub fn skip_notice(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{message}");
+}

@@ -51,10 +51,6 @@ pub struct WorkerProbe {
     pub reaper_interval: Duration,
 }
 
-fn now_millis() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Text in the Prometheus exposition format.
 #[derive(Default)]
 struct Exposition(String);
@@ -115,7 +111,7 @@ impl MetricsSource {
         let filter =
             JobFilter { status: Some(JobStatus::Processing), limit: Some(MAX_PROCESSING), ..Default::default() };
         let processing = self.store.list_jobs(&filter).await?;
-        let now = now_millis();
+        let now = crate::output::now_millis();
         let lease = self.lease_ttl.as_millis() as i64;
         let stale = processing
             .iter()
@@ -163,7 +159,7 @@ impl MetricsSource {
         if let Some(worker) = &self.worker {
             let last = worker.metrics.reaper_last_success.load(Ordering::Relaxed);
             let window = 3 * worker.reaper_interval.as_millis() as i64;
-            let recent = last > 0 && now_millis() - last <= window;
+            let recent = last > 0 && crate::output::now_millis() - last <= window;
             healthy &= recent;
             body["reaper_last_success_ms"] = json!(last);
             body["reaper"] = json!(if recent { "ok" } else { "late" });

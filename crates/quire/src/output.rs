@@ -38,7 +38,8 @@ pub fn excerpt(text: &str, max: usize) -> String {
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_millis() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    use checkpoint_store::Clock;
+    checkpoint_store::SystemClock.now()
 }
 
 /// How long ago `millis` (Unix millis) was, to the second: `3m 12s`.

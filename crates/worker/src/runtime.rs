@@ -362,8 +362,7 @@ impl Worker {
                 self.handlers.for_kind(job.kind).dead_lettered(&job, &reason).await;
             }
         }
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now = checkpoint_store::Clock::now(&checkpoint_store::SystemClock);
         self.metrics.reaper_last_success.store(now, Ordering::Relaxed);
     }
 

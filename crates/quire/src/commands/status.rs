@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::app::App;
 use crate::cli::GlobalOptions;
+use crate::commands::jobs::JobView;
 use crate::output::{excerpt, or_dash, print_json, table};
 
 /// A document as `status --json` shows it. Field names are a contract with scripts.
@@ -24,24 +25,12 @@ pub struct DocumentStatusView {
     pub error: Option<String>,
 }
 
-/// A job as `status --json` shows it. Field names are a contract with scripts.
-#[derive(Debug, Serialize)]
-pub struct JobStatusView {
-    pub id: i64,
-    pub kind: String,
-    pub document_id: Option<String>,
-    pub status: String,
-    pub stage: String,
-    pub attempts: u32,
-    pub max_attempts: u32,
-    pub last_error: Option<String>,
-}
-
 /// What `status --json` prints.
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
     pub documents: Vec<DocumentStatusView>,
-    pub jobs: Vec<JobStatusView>,
+    /// `jobs list --json`'s view: the contract's fields and a few more.
+    pub jobs: Vec<JobView>,
 }
 
 /// Builds the report for everything, or for one document or job.
@@ -85,19 +74,7 @@ pub async fn report(app: &App, id: Option<&str>) -> anyhow::Result<StatusReport>
             error: document.error,
         });
     }
-    let jobs = jobs
-        .into_iter()
-        .map(|job| JobStatusView {
-            stage: job.checkpoint().processing_stage.to_string(),
-            id: job.id.0,
-            kind: job.kind.to_string(),
-            document_id: job.document_id().map(str::to_owned),
-            status: job.status.to_string(),
-            attempts: job.attempts,
-            max_attempts: job.max_attempts,
-            last_error: job.last_error,
-        })
-        .collect();
+    let jobs = jobs.iter().map(JobView::from).collect();
     Ok(StatusReport { documents: views, jobs })
 }
 
