@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use stage_machine::UnixMillis;
 
+use crate::error::{StoreError, StoreResult};
+
 /// Where a document is in its processing.
 #[derive(
     Debug,
@@ -217,4 +219,27 @@ pub struct EmbeddedChunk {
     pub chunk: StoredChunk,
     /// Its embedding, if one is cached for the model asked about.
     pub embedding: Option<Vec<f32>>,
+}
+
+/// Refuses chunks that belong to another document than `document_id`: chunk replacement is
+/// serialised per document, which only means something if every chunk is that document's.
+pub(crate) fn check_chunks_belong_to(document_id: &str, chunks: &[StoredChunk]) -> StoreResult<()> {
+    match chunks.iter().find(|chunk| chunk.document_id != document_id) {
+        Some(stray) => Err(StoreError::Corrupt(format!(
+            "chunk {} belongs to document {}, not {document_id}",
+            stray.id, stray.document_id
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses vectors whose length is not the `dimensions` they are cached under.
+pub(crate) fn check_dimensions(dimensions: usize, vectors: &[(String, Vec<f32>)]) -> StoreResult<()> {
+    match vectors.iter().find(|(_, vector)| vector.len() != dimensions) {
+        Some((hash, vector)) => Err(StoreError::Corrupt(format!(
+            "embedding of {hash} has {} dimensions, expected {dimensions}",
+            vector.len()
+        ))),
+        None => Ok(()),
+    }
 }

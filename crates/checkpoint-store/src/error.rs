@@ -36,10 +36,21 @@ pub enum StoreError {
     UnsupportedUrl(String),
     /// The database could not be reached or rejected a statement.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// Migrations could not be applied.
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// A column that does not decode into its row field (a count out of range, malformed JSON)
+    /// is a corrupt row; everything else is the database's own error.
+    fn from(error: sqlx::Error) -> StoreError {
+        match error {
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => StoreError::Corrupt(error.to_string()),
+            error => StoreError::Database(error),
+        }
+    }
 }
 
 impl StoreError {

@@ -36,6 +36,7 @@
 //! ```
 
 mod clock;
+mod codec;
 mod document_store;
 mod documents;
 mod error;
@@ -44,6 +45,7 @@ mod model;
 mod postgres;
 mod recovery;
 mod retry_policy;
+mod rows;
 mod sqlite;
 
 pub use clock::{Clock, ManualClock, SystemClock, millis};

@@ -6,9 +6,9 @@ mod common;
 
 use checkpoint_store::{
     BookMetadata, ConnectionFilter, ConnectionsOutcome, DocumentStatus, EmbeddingUsage, NewConnection, NewDocument,
-    StoredChunk,
+    StoreError, StoredChunk,
 };
-use common::{Harness, TTL, backends};
+use common::{Harness, RawPool, TTL, backends};
 
 async fn document(h: &Harness, hash: &str) -> String {
     let (doc, created) = h
@@ -294,5 +294,78 @@ async fn a_document_sees_the_connections_other_documents_found_to_it() {
         assert_eq!(seen_from_a[0].target.chunk_id, b_chunks[1].id);
         let seen_from_b = h.docs.connections(&b, &ConnectionFilter::default()).await.unwrap();
         assert_eq!(seen_from_b[0].source.chunk_id, b_chunks[1].id);
+    }
+}
+
+/// Writes `chunk_count` past the CHECK constraint that normally keeps it in range, as a
+/// damaged or hand-edited database would hold it.
+async fn force_chunk_count(h: &Harness, document_id: &str, value: i64) {
+    match &h.raw {
+        RawPool::Sqlite(pool) => {
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::query("PRAGMA ignore_check_constraints = ON").execute(&mut *conn).await.unwrap();
+            let updated = sqlx::query("UPDATE documents SET chunk_count = ?1 WHERE id = ?2")
+                .bind(value)
+                .bind(document_id)
+                .execute(&mut *conn)
+                .await;
+            sqlx::query("PRAGMA ignore_check_constraints = OFF").execute(&mut *conn).await.unwrap();
+            updated.unwrap();
+        }
+        RawPool::Postgres(pool) => {
+            sqlx::query("ALTER TABLE documents DROP CONSTRAINT IF EXISTS documents_chunk_count_check")
+                .execute(pool)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE documents SET chunk_count = $1 WHERE id = $2")
+                .bind(i32::try_from(value).unwrap())
+                .bind(document_id)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Regression: an out-of-range `chunk_count` read as 0 on PostgreSQL and as `u32::MAX` on
+/// SQLite. Both backends now refuse the row as corrupt instead of inventing a count.
+#[tokio::test]
+async fn an_out_of_range_chunk_count_is_a_corrupt_row_on_every_backend() {
+    for h in backends().await {
+        let mut out_of_range = vec![-1_i64];
+        if matches!(h.raw, RawPool::Sqlite(_)) {
+            // PostgreSQL's INTEGER cannot hold it; SQLite's can.
+            out_of_range.push(i64::from(u32::MAX) + 1);
+        }
+        for value in out_of_range {
+            let doc = document(&h, &format!("count{value}")).await;
+            force_chunk_count(&h, &doc, value).await;
+            let error = h.docs.document(&doc).await.unwrap_err();
+            assert!(matches!(error, StoreError::Corrupt(_)), "{}: chunk_count {value} gave {error:?}", h.name);
+            assert!(matches!(h.docs.list_documents().await, Err(StoreError::Corrupt(_))), "{}", h.name);
+            force_chunk_count(&h, &doc, 0).await;
+        }
+    }
+}
+
+/// Regression: only PostgreSQL refused chunks that belong to another document; SQLite stored
+/// them under the wrong document. Both refuse them now and keep the chunks they had.
+#[tokio::test]
+async fn chunks_of_another_document_are_refused_on_every_backend() {
+    for h in backends().await {
+        let doc = document(&h, "h1").await;
+        let other = document(&h, "h2").await;
+        h.enqueue(&doc).await;
+        let lease = h.lease_one("w1").await;
+        let kept = chunks(&doc, &["alpha"]);
+        h.docs.replace_chunks(lease, &doc, &kept).await.unwrap();
+
+        let mut mixed = chunks(&doc, &["beta", "gamma"]);
+        mixed[1].document_id = other.clone();
+        let error = h.docs.replace_chunks(lease, &doc, &mixed).await.unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt(_)), "{}: {error:?}", h.name);
+        assert_eq!(h.docs.chunks(&doc).await.unwrap(), kept, "{}", h.name);
+        assert!(h.docs.chunks(&other).await.unwrap().is_empty(), "{}", h.name);
+        assert_eq!(h.docs.document(&doc).await.unwrap().unwrap().chunk_count, 1, "{}", h.name);
     }
 }

@@ -26,21 +26,20 @@
 //! Lists go in one statement each, as column arrays expanded with `UNNEST`.
 
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
 
 use async_trait::async_trait;
-use sqlx::postgres::PgRow;
-use sqlx::types::Json;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 
 use super::{PgStore, sql};
+use crate::codec::{bigint, encode_vector, integer, unsigned};
 use crate::document_store::DocumentStore;
 use crate::documents::{
-    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
-    EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
+    BookMetadata, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus, EmbeddedChunk,
+    EmbeddingUsage, NewConnection, NewDocument, StoredChunk, check_chunks_belong_to, check_dimensions,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::model::Lease;
+use crate::rows::{CachedEmbeddingRow, ChunkRow, ConnectionViewRow, DocumentRow, EmbeddedChunkRow, convert_all};
 
 /// Rows per insert statement: a long book goes in a few bounded statements, inside the same
 /// transaction.
@@ -80,21 +79,21 @@ impl DocumentStore for PgStore {
         // same content and then does nothing, and the read that follows (a new snapshot) sees
         // the row that won.
         for _ in 0..CREATE_ATTEMPTS {
-            let inserted = sqlx::query(sql::INSERT_DOCUMENT)
+            let inserted: Option<DocumentRow> = sqlx::query_as(sql::INSERT_DOCUMENT)
                 .bind(&id)
                 .bind(&document.content_hash)
                 .bind(&document.file_name)
-                .bind(i64::try_from(document.byte_size).unwrap_or(i64::MAX))
+                .bind(bigint(document.byte_size))
                 .bind(self.bound_now())
                 .fetch_optional(&self.pool)
                 .await?;
             if let Some(row) = inserted {
-                return Ok((document_from_row(&row)?, true));
+                return Ok((row.try_into()?, true));
             }
-            let existing =
-                sqlx::query(sql::DOCUMENT_BY_HASH).bind(&document.content_hash).fetch_optional(&self.pool).await?;
+            let existing: Option<DocumentRow> =
+                sqlx::query_as(sql::DOCUMENT_BY_HASH).bind(&document.content_hash).fetch_optional(&self.pool).await?;
             if let Some(row) = existing {
-                return Ok((document_from_row(&row)?, false));
+                return Ok((row.try_into()?, false));
             }
         }
         Err(StoreError::Corrupt(format!(
@@ -104,13 +103,13 @@ impl DocumentStore for PgStore {
     }
 
     async fn document(&self, id: &str) -> StoreResult<Option<Document>> {
-        let row = sqlx::query(sql::DOCUMENT_BY_ID).bind(id).fetch_optional(&self.pool).await?;
-        row.as_ref().map(document_from_row).transpose()
+        let row: Option<DocumentRow> = sqlx::query_as(sql::DOCUMENT_BY_ID).bind(id).fetch_optional(&self.pool).await?;
+        row.map(Document::try_from).transpose()
     }
 
     async fn list_documents(&self) -> StoreResult<Vec<Document>> {
-        let rows = sqlx::query(sql::LIST_DOCUMENTS).fetch_all(&self.pool).await?;
-        rows.iter().map(document_from_row).collect()
+        let rows: Vec<DocumentRow> = sqlx::query_as(sql::LIST_DOCUMENTS).fetch_all(&self.pool).await?;
+        convert_all(rows)
     }
 
     async fn set_document_status(
@@ -173,12 +172,7 @@ impl DocumentStore for PgStore {
     async fn replace_chunks(&self, lease: Lease, id: &str, chunks: &[StoredChunk]) -> StoreResult<()> {
         // The document lock below serialises this with `replace_connections` of the same
         // document; it only means something if every chunk belongs to that document.
-        if let Some(stray) = chunks.iter().find(|chunk| chunk.document_id != id) {
-            return Err(StoreError::Corrupt(format!(
-                "chunk {} belongs to document {}, not {id}",
-                stray.id, stray.document_id
-            )));
-        }
+        check_chunks_belong_to(id, chunks)?;
         let mut tx = self.begin_fenced(lease).await?;
         // Waits for a `replace_connections` of this document to finish, and holds it off
         // until the new chunks are committed.
@@ -199,18 +193,18 @@ impl DocumentStore for PgStore {
             sqlx::query(sql::INSERT_CHUNKS)
                 .bind(slice.iter().map(|chunk| chunk.id.as_str()).collect::<Vec<_>>())
                 .bind(slice.iter().map(|chunk| chunk.document_id.as_str()).collect::<Vec<_>>())
-                .bind(slice.iter().map(|chunk| i32::try_from(chunk.index).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+                .bind(slice.iter().map(|chunk| integer(chunk.index)).collect::<Vec<_>>())
                 .bind(heading_paths)
                 .bind(slice.iter().map(|chunk| chunk.text.as_str()).collect::<Vec<_>>())
-                .bind(slice.iter().map(|chunk| i64::try_from(chunk.start).unwrap_or(i64::MAX)).collect::<Vec<_>>())
-                .bind(slice.iter().map(|chunk| i64::try_from(chunk.end).unwrap_or(i64::MAX)).collect::<Vec<_>>())
+                .bind(slice.iter().map(|chunk| bigint(chunk.start)).collect::<Vec<_>>())
+                .bind(slice.iter().map(|chunk| bigint(chunk.end)).collect::<Vec<_>>())
                 .bind(slice.iter().map(|chunk| chunk.content_hash.as_str()).collect::<Vec<_>>())
                 .execute(&mut *tx)
                 .await?;
         }
         sqlx::query(sql::SET_CHUNK_COUNT)
             .bind(id)
-            .bind(i32::try_from(chunks.len()).unwrap_or(i32::MAX))
+            .bind(integer(chunks.len()))
             .bind(self.bound_now())
             .execute(&mut *tx)
             .await?;
@@ -219,8 +213,8 @@ impl DocumentStore for PgStore {
     }
 
     async fn chunks(&self, id: &str) -> StoreResult<Vec<StoredChunk>> {
-        let rows = sqlx::query(sql::CHUNKS_OF_DOCUMENT).bind(id).fetch_all(&self.pool).await?;
-        rows.iter().map(chunk_from_row).collect()
+        let rows: Vec<ChunkRow> = sqlx::query_as(sql::CHUNKS_OF_DOCUMENT).bind(id).fetch_all(&self.pool).await?;
+        convert_all(rows)
     }
 
     async fn cached_embeddings(
@@ -229,22 +223,16 @@ impl DocumentStore for PgStore {
         dimensions: usize,
         content_hashes: &[String],
     ) -> StoreResult<HashMap<String, Vec<f32>>> {
-        let mut found = HashMap::new();
         if content_hashes.is_empty() {
-            return Ok(found);
+            return Ok(HashMap::new());
         }
-        let rows = sqlx::query(sql::CACHED_EMBEDDINGS)
+        let rows: Vec<CachedEmbeddingRow> = sqlx::query_as(sql::CACHED_EMBEDDINGS)
             .bind(model)
-            .bind(i32::try_from(dimensions).unwrap_or(i32::MAX))
+            .bind(integer(dimensions))
             .bind(content_hashes)
             .fetch_all(&self.pool)
             .await?;
-        for row in rows {
-            let hash: String = row.try_get(0)?;
-            let bytes: Vec<u8> = row.try_get(1)?;
-            found.insert(hash, decode_vector(&bytes));
-        }
-        Ok(found)
+        Ok(convert_all::<_, (String, Vec<f32>)>(rows)?.into_iter().collect())
     }
 
     async fn store_embeddings(
@@ -255,12 +243,7 @@ impl DocumentStore for PgStore {
         vectors: &[(String, Vec<f32>)],
     ) -> StoreResult<()> {
         let mut tx = self.begin_fenced(lease).await?;
-        if let Some((hash, vector)) = vectors.iter().find(|(_, vector)| vector.len() != dimensions) {
-            return Err(StoreError::Corrupt(format!(
-                "embedding of {hash} has {} dimensions, expected {dimensions}",
-                vector.len()
-            )));
-        }
+        check_dimensions(dimensions, vectors)?;
         // Sorted, so that two workers caching overlapping hashes wait for each other's rows in
         // the same order (no deadlock); the first vector of a repeated hash wins, as in SQLite.
         let mut sorted: Vec<&(String, Vec<f32>)> = vectors.iter().collect();
@@ -270,7 +253,7 @@ impl DocumentStore for PgStore {
             sqlx::query(sql::INSERT_EMBEDDINGS)
                 .bind(slice.iter().map(|(hash, _)| hash.as_str()).collect::<Vec<_>>())
                 .bind(model)
-                .bind(i32::try_from(dimensions).unwrap_or(i32::MAX))
+                .bind(integer(dimensions))
                 .bind(slice.iter().map(|(_, vector)| encode_vector(vector)).collect::<Vec<_>>())
                 .bind(self.bound_now())
                 .execute(&mut *tx)
@@ -284,8 +267,8 @@ impl DocumentStore for PgStore {
         let mut tx = self.begin_fenced(lease).await?;
         sqlx::query(sql::MARK_EMBEDDED)
             .bind(id)
-            .bind(i64::try_from(usage.ai_requests).unwrap_or(i64::MAX))
-            .bind(i64::try_from(usage.embeddings_from_cache).unwrap_or(i64::MAX))
+            .bind(bigint(usage.ai_requests))
+            .bind(bigint(usage.embeddings_from_cache))
             .bind(self.bound_now())
             .execute(&mut *tx)
             .await?;
@@ -299,18 +282,13 @@ impl DocumentStore for PgStore {
         model: &str,
         dimensions: usize,
     ) -> StoreResult<Vec<EmbeddedChunk>> {
-        let rows = sqlx::query(sql::EMBEDDED_CHUNKS)
+        let rows: Vec<EmbeddedChunkRow> = sqlx::query_as(sql::EMBEDDED_CHUNKS)
             .bind(document_id)
             .bind(model)
-            .bind(i32::try_from(dimensions).unwrap_or(i32::MAX))
+            .bind(integer(dimensions))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let vector: Option<Vec<u8>> = row.try_get(8)?;
-                Ok(EmbeddedChunk { chunk: chunk_from_row(row)?, embedding: vector.as_deref().map(decode_vector) })
-            })
-            .collect()
+        convert_all(rows)
     }
 
     async fn replace_connections(
@@ -386,97 +364,18 @@ impl DocumentStore for PgStore {
     }
 
     async fn connections(&self, id: &str, filter: &ConnectionFilter) -> StoreResult<Vec<ConnectionView>> {
-        let rows = sqlx::query(sql::CONNECTIONS_OF_DOCUMENT)
+        let rows: Vec<ConnectionViewRow> = sqlx::query_as(sql::CONNECTIONS_OF_DOCUMENT)
             .bind(id)
             .bind(&filter.engine)
             .bind(filter.min_score)
             .bind(i64::from(filter.limit.unwrap_or(50)))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ConnectionView {
-                    engine: row.try_get(0)?,
-                    score: row.try_get(1)?,
-                    reason: row.try_get(2)?,
-                    source: chunk_view(row, 3)?,
-                    target: chunk_view(row, 9)?,
-                })
-            })
-            .map(|view: StoreResult<ConnectionView>| view.map(|view| view.facing(id)))
-            .collect()
+        Ok(rows.into_iter().map(|row| ConnectionView::from(row).facing(id)).collect())
     }
 
     async fn connection_count(&self, id: &str) -> StoreResult<u64> {
         let count: i64 = sqlx::query_scalar(sql::CONNECTION_COUNT).bind(id).fetch_one(&self.pool).await?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        unsigned("count", count)
     }
-}
-
-/// Little-endian f32s, the encoding SQLite's store uses too.
-fn encode_vector(vector: &[f32]) -> Vec<u8> {
-    vector.iter().flat_map(|value| value.to_le_bytes()).collect()
-}
-
-fn decode_vector(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-}
-
-fn unsigned(row: &PgRow, index: usize) -> StoreResult<u64> {
-    Ok(u64::try_from(row.try_get::<i64, _>(index)?).unwrap_or(0))
-}
-
-fn unsigned32(row: &PgRow, index: usize) -> StoreResult<u32> {
-    Ok(u32::try_from(row.try_get::<i32, _>(index)?).unwrap_or(0))
-}
-
-fn heading_path(row: &PgRow, index: usize) -> StoreResult<Vec<String>> {
-    let Json(path) = row.try_get::<Json<Vec<String>>, _>(index)?;
-    Ok(path)
-}
-
-fn document_from_row(row: &PgRow) -> StoreResult<Document> {
-    let status: String = row.try_get(7)?;
-    Ok(Document {
-        id: row.try_get(0)?,
-        content_hash: row.try_get(1)?,
-        file_name: row.try_get(2)?,
-        byte_size: unsigned(row, 3)?,
-        title: row.try_get(4)?,
-        author: row.try_get(5)?,
-        language: row.try_get(6)?,
-        status: DocumentStatus::from_str(&status)
-            .map_err(|_| StoreError::Corrupt(format!("document status {status:?}")))?,
-        chunk_count: unsigned32(row, 8)?,
-        markdown_hash: row.try_get(9)?,
-        ai_requests: unsigned(row, 10)?,
-        embeddings_from_cache: unsigned(row, 11)?,
-        error: row.try_get(12)?,
-        created_at: row.try_get(13)?,
-        updated_at: row.try_get(14)?,
-    })
-}
-
-fn chunk_from_row(row: &PgRow) -> StoreResult<StoredChunk> {
-    Ok(StoredChunk {
-        id: row.try_get(0)?,
-        document_id: row.try_get(1)?,
-        index: unsigned32(row, 2)?,
-        heading_path: heading_path(row, 3)?,
-        text: row.try_get(4)?,
-        start: unsigned(row, 5)?,
-        end: unsigned(row, 6)?,
-        content_hash: row.try_get(7)?,
-    })
-}
-
-fn chunk_view(row: &PgRow, first: usize) -> StoreResult<ChunkView> {
-    Ok(ChunkView {
-        chunk_id: row.try_get(first)?,
-        document_id: row.try_get(first + 1)?,
-        document_title: row.try_get(first + 2)?,
-        chunk_index: unsigned32(row, first + 3)?,
-        heading_path: heading_path(row, first + 4)?,
-        text: row.try_get(first + 5)?,
-    })
 }

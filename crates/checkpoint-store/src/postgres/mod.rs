@@ -30,11 +30,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgQueryResult, PgRow};
-use sqlx::{Connection, Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, Transaction};
 use stage_machine::{Checkpoint, UnixMillis};
 
 use crate::clock::{Clock, millis};
+use crate::codec::{fenced, integer};
 use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
 use crate::model::{
@@ -43,6 +44,7 @@ use crate::model::{
 };
 use crate::recovery;
 use crate::retry_policy::RetryPolicy;
+use crate::rows::{CountRow, HeldJobRow, JobRow, LeaseRow, convert_all};
 
 /// The migrations of the PostgreSQL schema, embedded in the binary. They name no schema: run
 /// them on a connection whose `search_path` points at the store's schema (as
@@ -242,10 +244,10 @@ impl PgStore {
         loop {
             let mut tx = self.pool.begin().await?;
             let now = self.now_in(&mut tx).await?;
-            let rows = sqlx::query(select).bind(now).bind(RECOVERY_BATCH).fetch_all(&mut *tx).await?;
+            let rows: Vec<JobRow> = sqlx::query_as(select).bind(now).bind(RECOVERY_BATCH).fetch_all(&mut *tx).await?;
             let page = rows.len();
             for row in rows {
-                let job = job_from_row(&row)?;
+                let job = Job::try_from(row)?;
                 recoveries.extend(self.take_back(&mut tx, &job, reason, now).await?);
             }
             tx.commit().await?;
@@ -276,11 +278,11 @@ impl JobStore for PgStore {
         // nothing; the read that follows then sees that job. If the job finished in between,
         // the key is free again: go round.
         for _ in 0..ENQUEUE_ATTEMPTS {
-            let inserted = sqlx::query(sql::INSERT_JOB)
+            let inserted: Option<JobRow> = sqlx::query_as(sql::INSERT_JOB)
                 .bind(<&str>::from(kind))
                 .bind(&payload)
                 .bind(options.priority)
-                .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+                .bind(integer(max_attempts))
                 .bind(millis(options.delay))
                 .bind(millis(timeout).max(1))
                 .bind(&options.unique_key)
@@ -288,13 +290,14 @@ impl JobStore for PgStore {
                 .fetch_optional(&self.pool)
                 .await?;
             if let Some(row) = inserted {
-                return Ok(Enqueued { job: job_from_row(&row)?, deduplicated: false });
+                return Ok(Enqueued { job: row.try_into()?, deduplicated: false });
             }
             // Only the unique key can conflict, so it is set.
             let key = options.unique_key.as_deref().unwrap_or_default();
-            let existing = sqlx::query(sql::ACTIVE_JOB_BY_UNIQUE_KEY).bind(key).fetch_optional(&self.pool).await?;
+            let existing: Option<JobRow> =
+                sqlx::query_as(sql::ACTIVE_JOB_BY_UNIQUE_KEY).bind(key).fetch_optional(&self.pool).await?;
             if let Some(row) = existing {
-                return Ok(Enqueued { job: job_from_row(&row)?, deduplicated: true });
+                return Ok(Enqueued { job: row.try_into()?, deduplicated: true });
             }
         }
         Err(StoreError::InvalidState {
@@ -312,7 +315,7 @@ impl JobStore for PgStore {
             return Ok(Vec::new());
         }
         let kinds: Vec<&str> = request.kinds.iter().map(|&kind| kind.into()).collect();
-        let rows = sqlx::query(sql::LEASE)
+        let rows: Vec<JobRow> = sqlx::query_as(sql::LEASE)
             .bind(request.owner)
             .bind(self.bound_now())
             .bind(millis(request.ttl))
@@ -320,7 +323,7 @@ impl JobStore for PgStore {
             .bind(i64::from(request.max_jobs))
             .fetch_all(&self.pool)
             .await?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let mut jobs: Vec<Job> = convert_all(rows)?;
         // RETURNING has no defined order; hand jobs out in claim order.
         jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)).then(a.id.cmp(&b.id)));
         Ok(jobs)
@@ -332,17 +335,15 @@ impl JobStore for PgStore {
         }
         let ids: Vec<i64> = leases.iter().map(|lease| lease.job_id.0).collect();
         let tokens: Vec<i64> = leases.iter().map(|lease| lease.token).collect();
-        let renewed: Vec<Lease> = sqlx::query(sql::HEARTBEAT)
+        let renewed: Vec<LeaseRow> = sqlx::query_as(sql::HEARTBEAT)
             .bind(owner)
             .bind(self.bound_now())
             .bind(millis(ttl))
             .bind(&ids)
             .bind(&tokens)
             .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|row| Ok(Lease { job_id: JobId(row.try_get(0)?), token: row.try_get(1)? }))
-            .collect::<Result<_, sqlx::Error>>()?;
+            .await?;
+        let renewed: Vec<Lease> = renewed.into_iter().map(Lease::from).collect();
         let lost = leases.iter().filter(|lease| !renewed.contains(lease)).map(|lease| lease.job_id).collect();
         let renewed = renewed.into_iter().map(|lease| lease.job_id).collect();
         Ok(HeartbeatReport { renewed, lost })
@@ -356,7 +357,7 @@ impl JobStore for PgStore {
             .bind(self.bound_now())
             .execute(&self.pool)
             .await?;
-        fenced(lease, &result)
+        fenced(lease, result.rows_affected())
     }
 
     async fn complete(&self, lease: Lease, result: Option<Value>) -> StoreResult<()> {
@@ -367,23 +368,20 @@ impl JobStore for PgStore {
             .bind(self.bound_now())
             .execute(&self.pool)
             .await?;
-        fenced(lease, &outcome)
+        fenced(lease, outcome.rows_affected())
     }
 
     async fn fail(&self, lease: Lease, error: &str, failure: Failure) -> StoreResult<FailOutcome> {
         let mut tx = self.pool.begin().await?;
-        let Some(row) = sqlx::query(sql::HELD_JOB)
+        let held: Option<HeldJobRow> = sqlx::query_as(sql::HELD_JOB)
             .bind(lease.job_id.0)
             .bind(lease.token)
             .bind(self.bound_now())
             .fetch_optional(&mut *tx)
-            .await?
-        else {
+            .await?;
+        let Some(HeldJobRow { attempts, max_attempts, now }) = held else {
             return Err(StoreError::LeaseLost { job_id: lease.job_id });
         };
-        let attempts: i32 = row.try_get(0)?;
-        let max_attempts: i32 = row.try_get(1)?;
-        let now: i64 = row.try_get(2)?;
         let outcome = if failure == Failure::Permanent || attempts >= max_attempts {
             sqlx::query(sql::DEAD_LETTER_HELD)
                 .bind(lease.job_id.0)
@@ -426,7 +424,7 @@ impl JobStore for PgStore {
             .bind(1_i32)
             .execute(&self.pool)
             .await?;
-        fenced(lease, &result)
+        fenced(lease, result.rows_affected())
     }
 
     async fn release(&self, owner: &str, jobs: &[JobId]) -> StoreResult<Vec<JobId>> {
@@ -452,38 +450,33 @@ impl JobStore for PgStore {
     }
 
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
-        let row = sqlx::query(sql::JOB_BY_ID).bind(id.0).fetch_optional(&self.pool).await?;
-        row.as_ref().map(job_from_row).transpose()
+        let row: Option<JobRow> = sqlx::query_as(sql::JOB_BY_ID).bind(id.0).fetch_optional(&self.pool).await?;
+        row.map(Job::try_from).transpose()
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-        let rows = sqlx::query(sql::LIST_JOBS)
+        let rows: Vec<JobRow> = sqlx::query_as(sql::LIST_JOBS)
             .bind(filter.status.map(<&str>::from))
             .bind(filter.kind.map(<&str>::from))
             .bind(&filter.document_id)
             .bind(i64::from(filter.limit.unwrap_or(100)))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(job_from_row).collect()
+        convert_all(rows)
     }
 
     async fn counts(&self) -> StoreResult<Vec<QueueCount>> {
-        let rows = sqlx::query(sql::COUNTS).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(QueueCount {
-                    status: parse_column(row, 0)?,
-                    kind: parse_column(row, 1)?,
-                    count: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
-                })
-            })
-            .collect()
+        let rows: Vec<CountRow> = sqlx::query_as(sql::COUNTS).fetch_all(&self.pool).await?;
+        convert_all(rows)
     }
 
     async fn stale_jobs(&self, silent_for: Duration) -> StoreResult<Vec<Job>> {
-        let rows =
-            sqlx::query(sql::SILENT_FOR).bind(millis(silent_for)).bind(self.bound_now()).fetch_all(&self.pool).await?;
-        rows.iter().map(job_from_row).collect()
+        let rows: Vec<JobRow> = sqlx::query_as(sql::SILENT_FOR)
+            .bind(millis(silent_for))
+            .bind(self.bound_now())
+            .fetch_all(&self.pool)
+            .await?;
+        convert_all(rows)
     }
 
     async fn requeue_stale(&self, jobs: &[JobId], silent_for: Duration) -> StoreResult<Vec<Recovery>> {
@@ -493,13 +486,8 @@ impl JobStore for PgStore {
         let ids: Vec<i64> = jobs.iter().map(|id| id.0).collect();
         let mut tx = self.pool.begin().await?;
         let now = self.now_in(&mut tx).await?;
-        let locked = sqlx::query(sql::LOCK_JOBS)
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(job_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let locked: Vec<JobRow> = sqlx::query_as(sql::LOCK_JOBS).bind(&ids).fetch_all(&mut *tx).await?;
+        let locked: Vec<Job> = convert_all(locked)?;
         let mut recoveries = Vec::new();
         // In the caller's order, like SQLite; each job at most once.
         let mut seen = std::collections::HashSet::new();
@@ -521,9 +509,10 @@ impl JobStore for PgStore {
     }
 
     async fn retry_dead(&self, id: JobId) -> StoreResult<Job> {
-        let row = sqlx::query(sql::RETRY_DEAD).bind(id.0).bind(self.bound_now()).fetch_optional(&self.pool).await?;
+        let row: Option<JobRow> =
+            sqlx::query_as(sql::RETRY_DEAD).bind(id.0).bind(self.bound_now()).fetch_optional(&self.pool).await?;
         match row {
-            Some(row) => job_from_row(&row),
+            Some(row) => row.try_into(),
             None => Err(self.not_applicable(id, "only dead-lettered jobs can be retried").await),
         }
     }
@@ -535,14 +524,14 @@ impl JobStore for PgStore {
     }
 
     async fn requeue_with_checkpoint(&self, id: JobId, checkpoint: &Checkpoint) -> StoreResult<Job> {
-        let row = sqlx::query(sql::REQUEUE_WITH_CHECKPOINT)
+        let row: Option<JobRow> = sqlx::query_as(sql::REQUEUE_WITH_CHECKPOINT)
             .bind(id.0)
             .bind(checkpoint.to_metadata())
             .bind(self.bound_now())
             .fetch_optional(&self.pool)
             .await?;
         match row {
-            Some(row) => job_from_row(&row),
+            Some(row) => row.try_into(),
             None => Err(self
                 .not_applicable(id, "a processing job cannot be requeued; wait for it or run `quire clean`")
                 .await),
@@ -569,48 +558,4 @@ fn check_schema_name(schema: &str) -> StoreResult<()> {
             format!("invalid schema name {schema:?}: use lowercase ASCII letters, digits and _ (at most 63)").into(),
         )))
     }
-}
-
-/// A fenced statement that changed nothing found the lease gone.
-fn fenced(lease: Lease, result: &PgQueryResult) -> StoreResult<()> {
-    if result.rows_affected() == 0 {
-        return Err(StoreError::LeaseLost { job_id: lease.job_id });
-    }
-    Ok(())
-}
-
-fn parse_column<T: FromStr>(row: &PgRow, index: usize) -> StoreResult<T> {
-    let text: String = row.try_get(index)?;
-    text.parse().map_err(|_| StoreError::Corrupt(format!("unexpected value {text:?} in column {index}")))
-}
-
-fn job_from_row(row: &PgRow) -> StoreResult<Job> {
-    let count = |name: &str| -> StoreResult<u32> { Ok(u32::try_from(row.try_get::<i32, _>(name)?).unwrap_or(0)) };
-    let error_kind: Option<String> = row.try_get("error_kind")?;
-    Ok(Job {
-        id: JobId(row.try_get("id")?),
-        kind: parse_column(row, 1)?,
-        payload: row.try_get("payload")?,
-        status: parse_column(row, 3)?,
-        priority: row.try_get("priority")?,
-        attempts: count("attempts")?,
-        max_attempts: count("max_attempts")?,
-        run_at: row.try_get("run_at")?,
-        lock_owner: row.try_get("lock_owner")?,
-        lock_until: row.try_get("lock_until")?,
-        lease_token: row.try_get("lease_token")?,
-        started_at: row.try_get("started_at")?,
-        last_heartbeat: row.try_get("last_heartbeat")?,
-        timeout: Duration::from_millis(u64::try_from(row.try_get::<i64, _>("timeout_ms")?).unwrap_or(0)),
-        unique_key: row.try_get("unique_key")?,
-        metadata: row.try_get("metadata")?,
-        result: row.try_get("result")?,
-        last_error: row.try_get("last_error")?,
-        error_kind: error_kind
-            .map(|kind| kind.parse().map_err(|_| StoreError::Corrupt(format!("error_kind {kind:?}"))))
-            .transpose()?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        finished_at: row.try_get("finished_at")?,
-    })
 }

@@ -122,7 +122,7 @@ pub const COMPLETE: &str = concat!(
 pub const HELD_JOB: &str = concat!(
     "SELECT attempts, max_attempts, ",
     now!("$3"),
-    " FROM jobs WHERE id = $1 AND lease_token = $2 AND status = 'processing' FOR UPDATE"
+    " AS now FROM jobs WHERE id = $1 AND lease_token = $2 AND status = 'processing' FOR UPDATE"
 );
 
 /// Moves a held job back to pending. $1 id, $2 token, $3 delay before it runs again (ms),
@@ -207,7 +207,7 @@ pub const LIST_JOBS: &str = concat!(
 );
 
 /// Byte order (`COLLATE "C"`), whatever the database's collation, like SQLite.
-pub const COUNTS: &str = "SELECT status, kind, COUNT(*) FROM jobs GROUP BY status, kind \
+pub const COUNTS: &str = "SELECT status, kind, COUNT(*) AS count FROM jobs GROUP BY status, kind \
      ORDER BY status COLLATE \"C\", kind COLLATE \"C\"";
 
 /// $1 id, $2 now or NULL.
@@ -395,10 +395,13 @@ pub const INSERT_CONNECTIONS: &str = concat!(
 pub const MARK_COMPLETE: &str =
     concat!("UPDATE documents SET status = 'complete', error = NULL, updated_at = ", now!("$2"), " WHERE id = $1");
 
-/// $1 document, $2 engine or NULL, $3 min score or NULL, $4 limit.
+/// $1 document, $2 engine or NULL, $3 min score or NULL, $4 limit. Each side is one JSON
+/// object with the fields of a `ChunkView`.
 pub const CONNECTIONS_OF_DOCUMENT: &str = "SELECT k.engine, k.score, k.reason, \
-         s.id, s.document_id, sd.title, s.chunk_index, s.heading_path, s.text, \
-         t.id, t.document_id, td.title, t.chunk_index, t.heading_path, t.text \
+         jsonb_build_object('chunk_id', s.id, 'document_id', s.document_id, 'document_title', sd.title, \
+                            'chunk_index', s.chunk_index, 'heading_path', s.heading_path, 'text', s.text) AS source, \
+         jsonb_build_object('chunk_id', t.id, 'document_id', t.document_id, 'document_title', td.title, \
+                            'chunk_index', t.chunk_index, 'heading_path', t.heading_path, 'text', t.text) AS target \
      FROM connections k \
      JOIN chunks s ON s.id = k.source_chunk_id JOIN documents sd ON sd.id = s.document_id \
      JOIN chunks t ON t.id = k.target_chunk_id JOIN documents td ON td.id = t.document_id \

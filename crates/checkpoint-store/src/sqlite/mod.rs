@@ -17,13 +17,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, Transaction};
 use stage_machine::{Checkpoint, UnixMillis};
 
 use crate::clock::{Clock, SystemClock, millis};
+use crate::codec::fenced;
 use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
 use crate::model::{
@@ -32,6 +31,7 @@ use crate::model::{
 };
 use crate::recovery;
 use crate::retry_policy::RetryPolicy;
+use crate::rows::{CountRow, HeldJobRow, JobRow, LeaseRow, convert_all};
 
 /// The migrations of the SQLite schema, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -177,10 +177,10 @@ impl SqliteStore {
         loop {
             let now = self.now();
             let mut tx = self.begin_immediate().await?;
-            let rows = sqlx::query(select).bind(now).bind(RECOVERY_BATCH).fetch_all(&mut *tx).await?;
+            let rows: Vec<JobRow> = sqlx::query_as(select).bind(now).bind(RECOVERY_BATCH).fetch_all(&mut *tx).await?;
             let page = rows.len();
             for row in rows {
-                let job = job_from_row(&row)?;
+                let job = Job::try_from(row)?;
                 recoveries.extend(self.take_back(&mut tx, &job, reason, now).await?);
             }
             tx.commit().await?;
@@ -199,14 +199,15 @@ impl JobStore for SqliteStore {
         let timeout = options.timeout.unwrap_or_else(|| kind.default_timeout());
         let mut tx = self.begin_immediate().await?;
         if let Some(key) = &options.unique_key {
-            let existing = sqlx::query(sql::ACTIVE_JOB_BY_UNIQUE_KEY).bind(key).fetch_optional(&mut *tx).await?;
+            let existing: Option<JobRow> =
+                sqlx::query_as(sql::ACTIVE_JOB_BY_UNIQUE_KEY).bind(key).fetch_optional(&mut *tx).await?;
             if let Some(row) = existing {
-                let job = job_from_row(&row)?;
+                let job = Job::try_from(row)?;
                 tx.commit().await?;
                 return Ok(Enqueued { job, deduplicated: true });
             }
         }
-        let row = sqlx::query(sql::INSERT_JOB)
+        let row: JobRow = sqlx::query_as(sql::INSERT_JOB)
             .bind(<&str>::from(kind))
             .bind(payload.to_string())
             .bind(options.priority)
@@ -217,7 +218,7 @@ impl JobStore for SqliteStore {
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
-        let job = job_from_row(&row)?;
+        let job = Job::try_from(row)?;
         tx.commit().await?;
         Ok(Enqueued { job, deduplicated: false })
     }
@@ -227,7 +228,7 @@ impl JobStore for SqliteStore {
             return Ok(Vec::new());
         }
         let kinds: Vec<&str> = request.kinds.iter().map(|&kind| kind.into()).collect();
-        let rows = sqlx::query(sql::LEASE)
+        let rows: Vec<JobRow> = sqlx::query_as(sql::LEASE)
             .bind(request.owner)
             .bind(self.now())
             .bind(millis(request.ttl))
@@ -235,7 +236,7 @@ impl JobStore for SqliteStore {
             .bind(i64::from(request.max_jobs))
             .fetch_all(&self.writer)
             .await?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let mut jobs: Vec<Job> = convert_all(rows)?;
         // RETURNING has no defined order; hand jobs out in claim order.
         jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)).then(a.id.cmp(&b.id)));
         Ok(jobs)
@@ -246,16 +247,14 @@ impl JobStore for SqliteStore {
             return Ok(HeartbeatReport::default());
         }
         let pairs: Vec<[i64; 2]> = leases.iter().map(|lease| [lease.job_id.0, lease.token]).collect();
-        let renewed: Vec<Lease> = sqlx::query(sql::HEARTBEAT)
+        let renewed: Vec<LeaseRow> = sqlx::query_as(sql::HEARTBEAT)
             .bind(owner)
             .bind(self.now())
             .bind(millis(ttl))
             .bind(serde_json::to_string(&pairs).unwrap_or_default())
             .fetch_all(&self.writer)
-            .await?
-            .iter()
-            .map(|row| Ok(Lease { job_id: JobId(row.try_get(0)?), token: row.try_get(1)? }))
-            .collect::<Result<_, sqlx::Error>>()?;
+            .await?;
+        let renewed: Vec<Lease> = renewed.into_iter().map(Lease::from).collect();
         let lost = leases.iter().filter(|lease| !renewed.contains(lease)).map(|lease| lease.job_id).collect();
         let renewed = renewed.into_iter().map(|lease| lease.job_id).collect();
         Ok(HeartbeatReport { renewed, lost })
@@ -269,7 +268,7 @@ impl JobStore for SqliteStore {
             .bind(self.now())
             .execute(&self.writer)
             .await?;
-        fenced(lease, &result)
+        fenced(lease, result.rows_affected())
     }
 
     async fn complete(&self, lease: Lease, result: Option<Value>) -> StoreResult<()> {
@@ -280,19 +279,21 @@ impl JobStore for SqliteStore {
             .bind(self.now())
             .execute(&self.writer)
             .await?;
-        fenced(lease, &outcome)
+        fenced(lease, outcome.rows_affected())
     }
 
     async fn fail(&self, lease: Lease, error: &str, failure: Failure) -> StoreResult<FailOutcome> {
         let now = self.now();
         let mut tx = self.begin_immediate().await?;
-        let Some(row) =
-            sqlx::query(sql::HELD_JOB).bind(lease.job_id.0).bind(lease.token).fetch_optional(&mut *tx).await?
-        else {
+        let held: Option<HeldJobRow> = sqlx::query_as(sql::HELD_JOB)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(HeldJobRow { attempts, max_attempts, .. }) = held else {
             return Err(StoreError::LeaseLost { job_id: lease.job_id });
         };
-        let attempts: i64 = row.try_get(0)?;
-        let max_attempts: i64 = row.try_get(1)?;
         let outcome = if failure == Failure::Permanent || attempts >= max_attempts {
             sqlx::query(sql::DEAD_LETTER_HELD)
                 .bind(lease.job_id.0)
@@ -337,7 +338,7 @@ impl JobStore for SqliteStore {
             .bind(1_i64)
             .execute(&self.writer)
             .await?;
-        fenced(lease, &result)
+        fenced(lease, result.rows_affected())
     }
 
     async fn release(&self, owner: &str, jobs: &[JobId]) -> StoreResult<Vec<JobId>> {
@@ -345,16 +346,13 @@ impl JobStore for SqliteStore {
             return Ok(Vec::new());
         }
         let ids: Vec<i64> = jobs.iter().map(|id| id.0).collect();
-        let released = sqlx::query(sql::RELEASE)
+        let released: Vec<i64> = sqlx::query_scalar(sql::RELEASE)
             .bind(owner)
             .bind(serde_json::to_string(&ids).unwrap_or_default())
             .bind(self.now())
             .fetch_all(&self.writer)
-            .await?
-            .iter()
-            .map(|row| row.try_get::<i64, _>(0).map(JobId))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(released)
+            .await?;
+        Ok(released.into_iter().map(JobId).collect())
     }
 
     async fn recover_stale(&self) -> StoreResult<Vec<Recovery>> {
@@ -366,38 +364,30 @@ impl JobStore for SqliteStore {
     }
 
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
-        let row = sqlx::query(sql::JOB_BY_ID).bind(id.0).fetch_optional(&self.reader).await?;
-        row.as_ref().map(job_from_row).transpose()
+        let row: Option<JobRow> = sqlx::query_as(sql::JOB_BY_ID).bind(id.0).fetch_optional(&self.reader).await?;
+        row.map(Job::try_from).transpose()
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-        let rows = sqlx::query(sql::LIST_JOBS)
+        let rows: Vec<JobRow> = sqlx::query_as(sql::LIST_JOBS)
             .bind(filter.status.map(<&str>::from))
             .bind(filter.kind.map(<&str>::from))
             .bind(&filter.document_id)
             .bind(i64::from(filter.limit.unwrap_or(100)))
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(job_from_row).collect()
+        convert_all(rows)
     }
 
     async fn counts(&self) -> StoreResult<Vec<QueueCount>> {
-        let rows = sqlx::query(sql::COUNTS).fetch_all(&self.reader).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(QueueCount {
-                    status: parse_column(row, 0)?,
-                    kind: parse_column(row, 1)?,
-                    count: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
-                })
-            })
-            .collect()
+        let rows: Vec<CountRow> = sqlx::query_as(sql::COUNTS).fetch_all(&self.reader).await?;
+        convert_all(rows)
     }
 
     async fn stale_jobs(&self, silent_for: Duration) -> StoreResult<Vec<Job>> {
         let since = self.now() - millis(silent_for);
-        let rows = sqlx::query(sql::SILENT_SINCE).bind(since).fetch_all(&self.reader).await?;
-        rows.iter().map(job_from_row).collect()
+        let rows: Vec<JobRow> = sqlx::query_as(sql::SILENT_SINCE).bind(since).fetch_all(&self.reader).await?;
+        convert_all(rows)
     }
 
     async fn requeue_stale(&self, jobs: &[JobId], silent_for: Duration) -> StoreResult<Vec<Recovery>> {
@@ -405,10 +395,9 @@ impl JobStore for SqliteStore {
         let mut tx = self.begin_immediate().await?;
         let mut recoveries = Vec::new();
         for &id in jobs {
-            let Some(row) = sqlx::query(sql::JOB_BY_ID).bind(id.0).fetch_optional(&mut *tx).await? else {
-                continue;
-            };
-            let job = job_from_row(&row)?;
+            let row: Option<JobRow> = sqlx::query_as(sql::JOB_BY_ID).bind(id.0).fetch_optional(&mut *tx).await?;
+            let Some(row) = row else { continue };
+            let job = Job::try_from(row)?;
             let silent_since = job.last_heartbeat.or(job.started_at).unwrap_or(job.updated_at);
             // Re-checked inside the transaction: a job that heartbeated since the operator's
             // listing is alive and stays with its worker.
@@ -422,9 +411,10 @@ impl JobStore for SqliteStore {
     }
 
     async fn retry_dead(&self, id: JobId) -> StoreResult<Job> {
-        let row = sqlx::query(sql::RETRY_DEAD).bind(id.0).bind(self.now()).fetch_optional(&self.writer).await?;
+        let row: Option<JobRow> =
+            sqlx::query_as(sql::RETRY_DEAD).bind(id.0).bind(self.now()).fetch_optional(&self.writer).await?;
         match row {
-            Some(row) => job_from_row(&row),
+            Some(row) => row.try_into(),
             None => Err(self.not_applicable(id, "only dead-lettered jobs can be retried").await),
         }
     }
@@ -436,14 +426,14 @@ impl JobStore for SqliteStore {
     }
 
     async fn requeue_with_checkpoint(&self, id: JobId, checkpoint: &Checkpoint) -> StoreResult<Job> {
-        let row = sqlx::query(sql::REQUEUE_WITH_CHECKPOINT)
+        let row: Option<JobRow> = sqlx::query_as(sql::REQUEUE_WITH_CHECKPOINT)
             .bind(id.0)
             .bind(checkpoint.to_metadata().to_string())
             .bind(self.now())
             .fetch_optional(&self.writer)
             .await?;
         match row {
-            Some(row) => job_from_row(&row),
+            Some(row) => row.try_into(),
             None => Err(self
                 .not_applicable(id, "a processing job cannot be requeued; wait for it or run `quire clean`")
                 .await),
@@ -466,53 +456,4 @@ impl SqliteStore {
             Err(error) => error,
         }
     }
-}
-
-/// A fenced statement that changed nothing found the lease gone.
-fn fenced(lease: Lease, result: &sqlx::sqlite::SqliteQueryResult) -> StoreResult<()> {
-    if result.rows_affected() == 0 {
-        return Err(StoreError::LeaseLost { job_id: lease.job_id });
-    }
-    Ok(())
-}
-
-fn parse_column<T: FromStr>(row: &SqliteRow, index: usize) -> StoreResult<T> {
-    let text: String = row.try_get(index)?;
-    text.parse().map_err(|_| StoreError::Corrupt(format!("unexpected value {text:?} in column {index}")))
-}
-
-fn parse_json(text: &str, column: &str) -> StoreResult<Value> {
-    serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("{column}: {error}")))
-}
-
-fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
-    let count = |name: &str| -> StoreResult<u32> { Ok(u32::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0)) };
-    let error_kind: Option<String> = row.try_get("error_kind")?;
-    let result: Option<String> = row.try_get("result")?;
-    Ok(Job {
-        id: JobId(row.try_get("id")?),
-        kind: parse_column(row, 1)?,
-        payload: parse_json(&row.try_get::<String, _>("payload")?, "payload")?,
-        status: parse_column(row, 3)?,
-        priority: row.try_get("priority")?,
-        attempts: count("attempts")?,
-        max_attempts: count("max_attempts")?,
-        run_at: row.try_get("run_at")?,
-        lock_owner: row.try_get("lock_owner")?,
-        lock_until: row.try_get("lock_until")?,
-        lease_token: row.try_get("lease_token")?,
-        started_at: row.try_get("started_at")?,
-        last_heartbeat: row.try_get("last_heartbeat")?,
-        timeout: Duration::from_millis(u64::try_from(row.try_get::<i64, _>("timeout_ms")?).unwrap_or(0)),
-        unique_key: row.try_get("unique_key")?,
-        metadata: parse_json(&row.try_get::<String, _>("metadata")?, "metadata")?,
-        result: result.as_deref().map(|text| parse_json(text, "result")).transpose()?,
-        last_error: row.try_get("last_error")?,
-        error_kind: error_kind
-            .map(|kind| kind.parse().map_err(|_| StoreError::Corrupt(format!("error_kind {kind:?}"))))
-            .transpose()?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        finished_at: row.try_get("finished_at")?,
-    })
 }

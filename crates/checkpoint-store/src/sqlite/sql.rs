@@ -53,8 +53,8 @@ pub const COMPLETE: &str = "UPDATE jobs SET status = 'completed', result = ?3, f
          updated_at = ?4, lock_owner = NULL, lock_until = NULL \
      WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
 
-/// ?1 id, ?2 token.
-pub const HELD_JOB: &str = "SELECT attempts, max_attempts FROM jobs \
+/// ?1 id, ?2 token, ?3 now. Returns attempts, max_attempts and now.
+pub const HELD_JOB: &str = "SELECT attempts, max_attempts, ?3 AS now FROM jobs \
      WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
 
 /// Moves a held job back to pending. ?1 id, ?2 token, ?3 run_at, ?4 last_error, ?5 error_kind,
@@ -112,7 +112,7 @@ pub const LIST_JOBS: &str = concat!(
       ORDER BY id DESC LIMIT ?4"
 );
 
-pub const COUNTS: &str = "SELECT status, kind, COUNT(*) FROM jobs GROUP BY status, kind ORDER BY status, kind";
+pub const COUNTS: &str = "SELECT status, kind, COUNT(*) AS count FROM jobs GROUP BY status, kind ORDER BY status, kind";
 
 /// ?1 id, ?2 now.
 pub const RETRY_DEAD: &str = concat!(
@@ -223,9 +223,12 @@ pub const INSERT_CONNECTIONS: &str = "INSERT INTO connections (source_chunk_id, 
 pub const MARK_COMPLETE: &str = "UPDATE documents SET status = 'complete', error = NULL, updated_at = ?2 WHERE id = ?1";
 
 /// ?1 document, ?2 engine or NULL, ?3 min score or NULL, ?4 limit.
+/// Each side is one JSON object with the fields of a `ChunkView`.
 pub const CONNECTIONS_OF_DOCUMENT: &str = "SELECT k.engine, k.score, k.reason, \
-         s.id, s.document_id, sd.title, s.chunk_index, s.heading_path, s.text, \
-         t.id, t.document_id, td.title, t.chunk_index, t.heading_path, t.text \
+         json_object('chunk_id', s.id, 'document_id', s.document_id, 'document_title', sd.title, \
+                     'chunk_index', s.chunk_index, 'heading_path', json(s.heading_path), 'text', s.text) AS source, \
+         json_object('chunk_id', t.id, 'document_id', t.document_id, 'document_title', td.title, \
+                     'chunk_index', t.chunk_index, 'heading_path', json(t.heading_path), 'text', t.text) AS target \
      FROM connections k \
      JOIN chunks s ON s.id = k.source_chunk_id JOIN documents sd ON sd.id = s.document_id \
      JOIN chunks t ON t.id = k.target_chunk_id JOIN documents td ON td.id = t.document_id \

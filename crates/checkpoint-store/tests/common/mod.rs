@@ -25,7 +25,15 @@ pub struct Harness {
     pub store: Arc<dyn JobStore>,
     pub docs: Arc<dyn DocumentStore>,
     pub clock: ManualClock,
+    /// The store's own pool, for tests that must write what the store never would.
+    pub raw: RawPool,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// The pool under a harness's store.
+pub enum RawPool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
 }
 
 pub async fn sqlite() -> Harness {
@@ -37,8 +45,9 @@ pub async fn sqlite() -> Harness {
         ..StoreOptions::default()
     };
     let store = SqliteStore::open(dir.path().join("quire.db"), options).await.expect("open SQLite store");
+    let raw = RawPool::Sqlite(store.writer_pool().clone());
     let store = Arc::new(store);
-    Harness { name: "sqlite", store: store.clone(), docs: store, clock, _dir: Some(dir) }
+    Harness { name: "sqlite", store: store.clone(), docs: store, clock, raw, _dir: Some(dir) }
 }
 
 /// Every backend available on this machine: SQLite, and PostgreSQL when
@@ -97,8 +106,9 @@ pub async fn postgres() -> Option<Harness> {
     let store = PgStore::connect(&url, options).await.unwrap_or_else(|error| {
         panic!("QUIRE_TEST_DATABASE_URL={url} is set but the PostgreSQL store cannot be opened: {error}")
     });
+    let raw = RawPool::Postgres(store.pool().clone());
     let store = Arc::new(store);
-    Some(Harness { name: "postgres", store: store.clone(), docs: store, clock, _dir: None })
+    Some(Harness { name: "postgres", store: store.clone(), docs: store, clock, raw, _dir: None })
 }
 
 /// Drops test schemas created more than an hour ago, once per test binary. Failures are
