@@ -31,6 +31,13 @@ pub enum StoreError {
     /// A value read from the database does not have the expected shape.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A query the store cannot answer as asked (e.g. a vector with the wrong dimension count).
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// A similarity index failed (out of memory, an internal error). Indexes are caches of the
+    /// database, so nothing stored is affected.
+    #[error("vector index: {0}")]
+    VectorIndex(String),
     /// The database URL is not one quire can use.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),

@@ -42,6 +42,7 @@ mod documents;
 mod error;
 mod job_store;
 mod model;
+mod neighbours;
 mod postgres;
 mod recovery;
 mod retry_policy;
@@ -60,11 +61,13 @@ pub use model::{
     DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, HeartbeatReport, Job, JobFilter,
     JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryAction, RecoveryReason,
 };
+pub use neighbours::{Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, VectorIndexKind, VectorSnapshots};
 pub use postgres::{MIGRATOR as POSTGRES_MIGRATOR, PgStore, PgStoreOptions};
 pub use retry_policy::RetryPolicy;
 pub use sqlite::{MIGRATOR as SQLITE_MIGRATOR, SqliteStore, StoreOptions};
 
-/// Everything a worker needs from storage: the job queue and the documents, in one database.
-pub trait Store: JobStore + DocumentStore {}
+/// Everything a worker needs from storage: the job queue, the documents and the similarity
+/// search over them, in one database.
+pub trait Store: JobStore + DocumentStore + NeighbourSearch {}
 
-impl<T: JobStore + DocumentStore> Store for T {}
+impl<T: JobStore + DocumentStore + NeighbourSearch> Store for T {}

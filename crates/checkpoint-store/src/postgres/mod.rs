@@ -16,13 +16,14 @@
 //! deadlock. A lost connection is dropped by the pool and replaced on the next acquire
 //! (`test_before_acquire` catches connections that died while idle).
 //!
-//! **Similarity search** is done in process over the vectors `embedded_chunks` returns, as with
-//! SQLite. At connect time the store checks whether the pgvector extension is available on the
-//! server and logs which path is used; [`PgStore::has_pgvector`] reports it, but nothing uses
-//! pgvector yet (vectors are stored as BYTEA, the encoding both backends share).
+//! **Similarity search** (`vectors.rs`) runs on pgvector's HNSW index when the server offers the
+//! extension, and on the in-process HNSW index otherwise; connect logs which, once.
+//! [`PgStore::vector_index_kind`](crate::NeighbourSearch::vector_index_kind) reports it. Vectors
+//! are stored as BYTEA either way, the encoding both backends share.
 
 mod documents;
 mod sql;
+mod vectors;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ use crate::clock::{Clock, millis};
 use crate::codec::{fenced, integer};
 use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
+use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::model::{
     DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, HeartbeatReport, Job, JobFilter,
     JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
@@ -75,6 +77,11 @@ pub struct PgStoreOptions {
     /// How long an operation waits for a connection (including reconnecting after the server
     /// went away) before failing.
     pub acquire_timeout: Duration,
+    /// Whether to use pgvector for similarity search when the server offers it (the default).
+    /// Off, the in-process index is used, as without the extension.
+    pub use_pgvector: bool,
+    /// Where the in-process vector indexes keep their snapshots (used without pgvector).
+    pub vector_snapshots: VectorSnapshots,
 }
 
 impl Default for PgStoreOptions {
@@ -85,6 +92,8 @@ impl Default for PgStoreOptions {
             retry_policy: RetryPolicy::default(),
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
+            use_pgvector: true,
+            vector_snapshots: None,
         }
     }
 }
@@ -97,7 +106,11 @@ pub struct PgStore {
     clock: Option<Arc<dyn Clock>>,
     retry_policy: RetryPolicy,
     /// Whether the server offers the pgvector extension, checked once at connect time.
-    pgvector: bool,
+    pgvector_available: bool,
+    /// pgvector, when similarity search uses it.
+    pgvector: Option<Arc<vectors::Pgvector>>,
+    /// The in-process nearest-neighbour indexes, used without pgvector.
+    indexes: Arc<InProcessIndexes>,
 }
 
 impl PgStore {
@@ -122,38 +135,25 @@ impl PgStore {
             .max_lifetime(Duration::from_secs(30 * 60))
             .connect_with(connect)
             .await?;
-        let pgvector: bool = sqlx::query_scalar(sql::PGVECTOR_AVAILABLE).fetch_one(&pool).await?;
-        if pgvector {
-            tracing::info!(
-                schema = %options.schema,
-                "pgvector is available but not used yet: similarity search runs in process over cached vectors"
-            );
-        } else {
-            tracing::info!(
-                schema = %options.schema,
-                "pgvector is not available: similarity search runs in process over cached vectors"
-            );
-        }
-        let store = PgStore {
+        let pgvector_available: bool = sqlx::query_scalar(sql::PGVECTOR_AVAILABLE).fetch_one(&pool).await?;
+        let mut store = PgStore {
             pool,
             schema: options.schema,
             clock: options.clock,
             retry_policy: options.retry_policy,
-            pgvector,
+            pgvector_available: pgvector_available && options.use_pgvector,
+            pgvector: None,
+            indexes: Arc::new(InProcessIndexes::new(options.vector_snapshots)),
         };
         store.migrate().await?;
+        store.pgvector = store.enable_pgvector().await?.map(|schema| Arc::new(vectors::Pgvector::new(schema)));
         Ok(store)
     }
 
-    /// Whether the server offers the pgvector extension (`pg_available_extensions`), as found
-    /// at connect time. Informational only: the store neither installs nor uses it, and
-    /// similarity search runs in process over the vectors [`embedded_chunks`] returns, whatever
-    /// this says. In-database search would need a `vector` column (or a cast from the BYTEA
-    /// encoding) and an index, which is left for when the library outgrows memory.
-    ///
-    /// [`embedded_chunks`]: crate::DocumentStore::embedded_chunks
+    /// Whether similarity search runs on pgvector (the server offers the extension, the store
+    /// was allowed to use it, and enabling it succeeded at connect time).
     pub fn has_pgvector(&self) -> bool {
-        self.pgvector
+        self.pgvector.is_some()
     }
 
     /// Creates the schema if needed and applies pending migrations (also done by `connect`);

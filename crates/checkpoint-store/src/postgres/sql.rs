@@ -417,3 +417,33 @@ pub const CONNECTION_COUNT: &str = "SELECT COUNT(*) FROM connections \
 
 /// Whether the pgvector extension can be installed on this server.
 pub const PGVECTOR_AVAILABLE: &str = "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')";
+
+// The nearest-neighbour seam (`vectors.rs`). A stored vector's key is its `seq` (an identity
+// column): the table never deletes rows, but keys are taken before commit, so a later commit can
+// carry a lower key (the in-process index allows for that).
+
+pub const VECTOR_KEYS_AFTER: &str = "SELECT seq FROM embedding_cache \
+     WHERE model = $1 AND dimensions = $2 AND seq > $3 ORDER BY seq";
+
+pub const VECTORS_AFTER: &str = "SELECT seq, vector FROM embedding_cache \
+     WHERE model = $1 AND dimensions = $2 AND seq > $3 ORDER BY seq LIMIT $4";
+
+pub const VECTORS_BY_KEY: &str = "SELECT seq, vector FROM embedding_cache WHERE seq = ANY($1)";
+
+pub const COUNT_VECTORS_UP_TO: &str =
+    "SELECT COUNT(*) FROM embedding_cache WHERE model = $1 AND dimensions = $2 AND seq <= $3";
+
+pub const CHUNKS_FOR_VECTOR_KEYS: &str = "SELECT e.seq, c.id, c.document_id \
+     FROM embedding_cache e JOIN chunks c ON c.content_hash = e.content_hash \
+     WHERE e.seq = ANY($1)";
+
+/// Installs pgvector where the server offers it; a no-op once installed (in whichever schema).
+pub const CREATE_PGVECTOR: &str = "CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public";
+
+/// The schema pgvector's types and operators live in.
+pub const PGVECTOR_SCHEMA: &str = "SELECT n.nspname::text FROM pg_extension x \
+     JOIN pg_namespace n ON n.oid = x.extnamespace WHERE x.extname = 'vector'";
+
+/// Rows whose pgvector column is not filled yet.
+pub const UNSYNCED_VECTORS: &str = "SELECT seq, vector FROM embedding_cache \
+     WHERE embedding IS NULL AND model = $1 AND dimensions = $2 ORDER BY seq LIMIT $3";

@@ -9,6 +9,7 @@
 
 mod documents;
 mod sql;
+mod vectors;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -25,6 +26,7 @@ use crate::clock::{Clock, SystemClock, millis};
 use crate::codec::fenced;
 use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
+use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::model::{
     DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, HeartbeatReport, Job, JobFilter,
     JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
@@ -51,6 +53,9 @@ pub struct StoreOptions {
     pub busy_timeout: Duration,
     /// Reader connections.
     pub readers: u32,
+    /// Where the in-process vector indexes keep their snapshots (none: rebuilt from the database
+    /// by each process on its first query).
+    pub vector_snapshots: VectorSnapshots,
 }
 
 impl Default for StoreOptions {
@@ -60,6 +65,7 @@ impl Default for StoreOptions {
             retry_policy: RetryPolicy::default(),
             busy_timeout: Duration::from_secs(30),
             readers: 4,
+            vector_snapshots: None,
         }
     }
 }
@@ -71,6 +77,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     clock: Arc<dyn Clock>,
     retry_policy: RetryPolicy,
+    /// The nearest-neighbour indexes: caches of `embedding_cache`, shared by the store's clones.
+    indexes: Arc<InProcessIndexes>,
 }
 
 impl SqliteStore {
@@ -98,7 +106,13 @@ impl SqliteStore {
             .max_connections(options.readers.max(1))
             .connect_with(connect.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader, clock: options.clock, retry_policy: options.retry_policy })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            clock: options.clock,
+            retry_policy: options.retry_policy,
+            indexes: Arc::new(InProcessIndexes::new(options.vector_snapshots)),
+        })
     }
 
     /// Applies pending migrations (also done by `open`); applying twice is a no-op.

@@ -238,3 +238,22 @@ pub const CONNECTIONS_OF_DOCUMENT: &str = "SELECT k.engine, k.score, k.reason, \
 pub const CONNECTION_COUNT: &str = "SELECT COUNT(*) FROM connections \
      WHERE source_chunk_id IN (SELECT id FROM chunks WHERE document_id = ?1) \
         OR target_chunk_id IN (SELECT id FROM chunks WHERE document_id = ?1)";
+
+// The nearest-neighbour seam (`vectors.rs`). A stored vector's key is its `rowid`: the table never
+// deletes rows, and one writer assigns rowids in commit order.
+
+pub const VECTOR_KEYS_AFTER: &str = "SELECT rowid FROM embedding_cache \
+     WHERE model = ?1 AND dimensions = ?2 AND rowid > ?3 ORDER BY rowid";
+
+pub const VECTORS_AFTER: &str = "SELECT rowid, vector FROM embedding_cache \
+     WHERE model = ?1 AND dimensions = ?2 AND rowid > ?3 ORDER BY rowid LIMIT ?4";
+
+pub const VECTORS_BY_KEY: &str =
+    "SELECT rowid, vector FROM embedding_cache WHERE rowid IN (SELECT value FROM json_each(?1))";
+
+pub const COUNT_VECTORS_UP_TO: &str =
+    "SELECT COUNT(*) FROM embedding_cache WHERE model = ?1 AND dimensions = ?2 AND rowid <= ?3";
+
+pub const CHUNKS_FOR_VECTOR_KEYS: &str = "SELECT e.rowid, c.id, c.document_id \
+     FROM embedding_cache e JOIN chunks c ON c.content_hash = e.content_hash \
+     WHERE e.rowid IN (SELECT value FROM json_each(?1))";

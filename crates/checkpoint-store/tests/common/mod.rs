@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkpoint_store::{
-    DocumentStore, EnqueueOptions, Job, JobId, JobKind, JobStore, Lease, LeaseRequest, ManualClock, PgStore,
-    PgStoreOptions, RetryPolicy, SqliteStore, StoreOptions,
+    DocumentStore, EnqueueOptions, Job, JobId, JobKind, JobStore, Lease, LeaseRequest, ManualClock, NeighbourSearch,
+    PgStore, PgStoreOptions, RetryPolicy, SqliteStore, StoreOptions,
 };
 use serde_json::json;
 
@@ -24,6 +24,7 @@ pub struct Harness {
     pub name: &'static str,
     pub store: Arc<dyn JobStore>,
     pub docs: Arc<dyn DocumentStore>,
+    pub search: Arc<dyn NeighbourSearch>,
     pub clock: ManualClock,
     /// The store's own pool, for tests that must write what the store never would.
     pub raw: RawPool,
@@ -47,7 +48,7 @@ pub async fn sqlite() -> Harness {
     let store = SqliteStore::open(dir.path().join("quire.db"), options).await.expect("open SQLite store");
     let raw = RawPool::Sqlite(store.writer_pool().clone());
     let store = Arc::new(store);
-    Harness { name: "sqlite", store: store.clone(), docs: store, clock, raw, _dir: Some(dir) }
+    Harness { name: "sqlite", store: store.clone(), docs: store.clone(), search: store, clock, raw, _dir: Some(dir) }
 }
 
 /// Every backend available on this machine: SQLite, and PostgreSQL when
@@ -56,6 +57,36 @@ pub async fn backends() -> Vec<Harness> {
     let mut harnesses = vec![sqlite().await];
     harnesses.extend(postgres().await);
     harnesses
+}
+
+/// [`backends`], plus PostgreSQL with pgvector when `QUIRE_TEST_PGVECTOR_URL` names such a
+/// server (see [`pgvector`]): the backends of the similarity search.
+pub async fn search_backends() -> Vec<Harness> {
+    let mut harnesses = backends().await;
+    harnesses.extend(pgvector().await);
+    harnesses
+}
+
+/// The PostgreSQL server with pgvector to test against, from `QUIRE_TEST_PGVECTOR_URL`. Unset:
+/// skipped with a notice, except under `CI=true`, where it panics.
+pub fn pgvector_url() -> Option<String> {
+    static NOTICE: std::sync::Once = std::sync::Once::new();
+    let url = std::env::var("QUIRE_TEST_PGVECTOR_URL").ok().filter(|url| !url.trim().is_empty());
+    if url.is_none() {
+        assert!(
+            std::env::var("CI").map_or(true, |ci| ci != "true"),
+            "CI=true but QUIRE_TEST_PGVECTOR_URL is not set: the pgvector suite must run in CI"
+        );
+        NOTICE.call_once(|| skip_notice("notice: QUIRE_TEST_PGVECTOR_URL is not set; skipping pgvector"));
+    }
+    url
+}
+
+/// A harness on a PostgreSQL server with pgvector, which the store must use.
+pub async fn pgvector() -> Option<Harness> {
+    let url = pgvector_url()?;
+    let harness = postgres_at(&url, "pgvector", true).await;
+    Some(harness)
 }
 
 /// The PostgreSQL server to test against, from `QUIRE_TEST_DATABASE_URL`.
@@ -94,6 +125,12 @@ pub fn test_schema() -> String {
 /// schemas older than an hour, so leftovers never pile up while running suites are safe.
 pub async fn postgres() -> Option<Harness> {
     let url = postgres_url()?;
+    // This harness tests the path without pgvector, whatever the server offers.
+    Some(postgres_at(&url, "postgres", false).await)
+}
+
+async fn postgres_at(url: &str, name: &'static str, use_pgvector: bool) -> Harness {
+    let url = url.to_owned();
     sweep_old_schemas(&url).await;
     let clock = ManualClock::new(START);
     let options = PgStoreOptions {
@@ -101,14 +138,16 @@ pub async fn postgres() -> Option<Harness> {
         schema: test_schema(),
         retry_policy: RetryPolicy::fixed(RETRY_DELAY),
         acquire_timeout: Duration::from_secs(5),
+        use_pgvector,
         ..PgStoreOptions::default()
     };
-    let store = PgStore::connect(&url, options).await.unwrap_or_else(|error| {
-        panic!("QUIRE_TEST_DATABASE_URL={url} is set but the PostgreSQL store cannot be opened: {error}")
-    });
+    let store = PgStore::connect(&url, options)
+        .await
+        .unwrap_or_else(|error| panic!("{url} is set for the {name} suite but the store cannot be opened: {error}"));
+    assert_eq!(store.has_pgvector(), use_pgvector, "{url}: the {name} suite expects pgvector in use: {use_pgvector}");
     let raw = RawPool::Postgres(store.pool().clone());
     let store = Arc::new(store);
-    Some(Harness { name: "postgres", store: store.clone(), docs: store, clock, raw, _dir: None })
+    Harness { name, store: store.clone(), docs: store.clone(), search: store, clock, raw, _dir: None }
 }
 
 /// Drops test schemas created more than an hour ago, once per test binary. Failures are
@@ -141,6 +180,19 @@ async fn sweep_old_schemas(url: &str) {
 }
 
 impl Harness {
+    /// A harness over a store opened by the test itself (on the system clock; `clock` is unused).
+    pub fn over_sqlite(store: Arc<SqliteStore>) -> Harness {
+        Harness {
+            name: "sqlite",
+            raw: RawPool::Sqlite(store.writer_pool().clone()),
+            store: store.clone(),
+            docs: store.clone(),
+            search: store,
+            clock: ManualClock::new(START),
+            _dir: None,
+        }
+    }
+
     pub async fn enqueue(&self, document: &str) -> Job {
         self.enqueue_with(document, EnqueueOptions::default()).await
     }

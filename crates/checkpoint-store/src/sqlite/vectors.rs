@@ -1,0 +1,97 @@
+//! Nearest-neighbour search on SQLite: the in-process HNSW index, caught up by `rowid`.
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::{SqliteStore, sql};
+use crate::error::StoreResult;
+use crate::neighbours::{self, KeyedChunk, Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, VectorIndexKind, VectorRows};
+
+fn key_list(keys: &[i64]) -> String {
+    serde_json::to_string(keys).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn dimension_count(dimensions: usize) -> i64 {
+    i64::try_from(dimensions).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl VectorRows for SqliteStore {
+    async fn vector_keys_after(&self, model: &str, dimensions: usize, after: i64) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar(sql::VECTOR_KEYS_AFTER)
+            .bind(model)
+            .bind(dimension_count(dimensions))
+            .bind(after)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    async fn vectors_after(
+        &self,
+        model: &str,
+        dimensions: usize,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, Vec<f32>)>> {
+        let rows = sqlx::query(sql::VECTORS_AFTER)
+            .bind(model)
+            .bind(dimension_count(dimensions))
+            .bind(after)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, neighbours::decode_vector(row.try_get(1)?)))).collect()
+    }
+
+    async fn vectors_by_key(&self, keys: &[i64]) -> StoreResult<Vec<(i64, Vec<f32>)>> {
+        let rows = sqlx::query(sql::VECTORS_BY_KEY).bind(key_list(keys)).fetch_all(&self.reader).await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, neighbours::decode_vector(row.try_get(1)?)))).collect()
+    }
+
+    async fn count_vectors_up_to(&self, model: &str, dimensions: usize, key: i64) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar(sql::COUNT_VECTORS_UP_TO)
+            .bind(model)
+            .bind(dimension_count(dimensions))
+            .bind(key)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn chunks_for_keys(&self, keys: &[i64]) -> StoreResult<Vec<KeyedChunk>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(sql::CHUNKS_FOR_VECTOR_KEYS).bind(key_list(keys)).fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|row| Ok(KeyedChunk { key: row.try_get(0)?, chunk_id: row.try_get(1)?, document_id: row.try_get(2)? }))
+            .collect()
+    }
+
+    fn keys_follow_commits(&self) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl NeighbourSearch for SqliteStore {
+    async fn nearest_chunks(&self, query: NeighbourQuery<'_>) -> StoreResult<Vec<Vec<Neighbour>>> {
+        let (model, dimensions) = (query.model, query.dimensions);
+        neighbours::search(self, query, |wanted: Vec<usize>, count| {
+            let vectors: Vec<Vec<f32>> = wanted.iter().map(|&i| query.vectors[i].clone()).collect();
+            async move {
+                match query.mode {
+                    SearchMode::Exact => neighbours::exact_keys(self, model, dimensions, &vectors, count).await,
+                    SearchMode::Approximate => {
+                        self.indexes.nearest_keys(self, model, dimensions, vectors, count).await
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    fn vector_index_kind(&self) -> VectorIndexKind {
+        VectorIndexKind::InProcess
+    }
+}
