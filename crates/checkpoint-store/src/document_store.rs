@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use crate::documents::{
-    BookMetadata, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus, EmbeddedChunk,
+    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus, EmbeddedChunk,
     EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
 };
 use crate::error::StoreResult;
@@ -57,6 +57,9 @@ pub trait DocumentStore: Send + Sync {
 
     /// The document's chunks in order.
     async fn chunks(&self, id: &str) -> StoreResult<Vec<StoredChunk>>;
+
+    /// These chunks, for display, in no particular order; ids that name no chunk are skipped.
+    async fn chunk_views(&self, ids: &[String]) -> StoreResult<Vec<ChunkView>>;
 
     /// Cached vectors for these content hashes under `model`/`dimensions`.
     async fn cached_embeddings(

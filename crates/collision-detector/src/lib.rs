@@ -11,10 +11,11 @@
 //!
 //! [`detect`] runs several engines and returns their connections in one deterministic order.
 //!
-//! **Key design choice:** both engines do *exact* search behind the [`ConnectionEngine`] trait.
-//! That is simple and reproducible, but the semantic engine costs |sources| × |candidates| ×
-//! dimension; when the library outgrows it, an approximate nearest-neighbour index can be dropped
-//! in as another implementation of the trait without touching callers.
+//! **Key design choice:** the engines score, they do not search a library. The exact
+//! [`ConnectionEngine::connect`] compares the sources with the candidates it is given, which suits
+//! tests and small inputs; at a library's size the candidates come from an index instead
+//! (nearest neighbours by embedding, chunks sharing rare terms), and the same scoring rules apply
+//! to what it found ([`SemanticEngine::connect_neighbours`]), so both paths agree.
 //!
 //! **Invariants:** the crate is pure (no I/O, no async); a chunk never connects to itself; every
 //! score is finite; the same inputs give the same output in the same order, ties being broken by
@@ -44,7 +45,7 @@ mod lexical;
 mod semantic;
 
 pub use lexical::LexicalEngine;
-pub use semantic::SemanticEngine;
+pub use semantic::{Neighbour, SemanticEngine};
 
 /// A borrowed view of one chunk, as the engines see it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,6 +97,13 @@ pub fn detect(
 ) -> Vec<Connection> {
     let mut connections: Vec<Connection> =
         engines.iter().flat_map(|engine| engine.connect(sources, candidates)).collect();
+    sort(&mut connections);
+    connections
+}
+
+/// Puts connections in [`detect`]'s order: by source chunk id, then engine name, then score
+/// (highest first), then target chunk id.
+pub fn sort(connections: &mut [Connection]) {
     connections.sort_by(|a, b| {
         a.source_chunk_id
             .cmp(&b.source_chunk_id)
@@ -103,7 +111,6 @@ pub fn detect(
             .then_with(|| b.score.total_cmp(&a.score))
             .then_with(|| a.target_chunk_id.cmp(&b.target_chunk_id))
     });
-    connections
 }
 
 /// Keeps the `top_k` best of `scored` (score, candidate index): highest score first, ties broken

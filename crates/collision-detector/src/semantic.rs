@@ -1,15 +1,19 @@
-//! The semantic engine: exact cosine similarity of embeddings.
+//! The semantic engine: cosine similarity of embeddings, from neighbours an index found or by
+//! exact comparison.
 
 use std::collections::HashSet;
 
-use crate::{ChunkRef, Connection, ConnectionEngine, best};
+use vector_index::{unit, unit_cosine};
+
+use crate::{ChunkRef, Connection, ConnectionEngine};
 
 /// Connects chunks whose embeddings point the same way.
 ///
 /// For each source chunk with an embedding, every other candidate with an embedding of the same
 /// dimension is scored by cosine similarity; the `top_k` best at or above `min_score` become
 /// connections. Chunks without an embedding, with a zero or non-finite vector, or with a
-/// different dimension are skipped, so every score is finite. The search is exact and costs
+/// different dimension are skipped, so every score is finite. [`ConnectionEngine::connect`] is
+/// exact and costs
 /// |sources| × |candidates| × dimension.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SemanticEngine {
@@ -19,10 +23,51 @@ pub struct SemanticEngine {
     pub min_score: f32,
 }
 
-impl Default for SemanticEngine {
+impl SemanticEngine {
     /// Top 5 per source chunk, cosine similarity at least 0.75.
+    pub const DEFAULT: SemanticEngine = SemanticEngine { top_k: 5, min_score: 0.75 };
+}
+
+impl Default for SemanticEngine {
+    /// [`SemanticEngine::DEFAULT`].
     fn default() -> Self {
-        Self { top_k: 5, min_score: 0.75 }
+        Self::DEFAULT
+    }
+}
+
+/// A chunk that a nearest-neighbour search found for a source chunk, with its cosine similarity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbour<'a> {
+    /// The chunk found.
+    pub chunk_id: &'a str,
+    /// Its cosine similarity with the source.
+    pub score: f32,
+}
+
+impl SemanticEngine {
+    /// The connections of one source chunk, from the neighbours an index (or an exact search)
+    /// found for it: the source itself, non-finite scores and scores under `min_score` are
+    /// dropped, and the `top_k` best remain, ties broken by chunk id. The exact engine
+    /// ([`ConnectionEngine::connect`]) applies the same rule, so both paths agree.
+    pub fn connect_neighbours(&self, source_chunk_id: &str, neighbours: &[Neighbour<'_>]) -> Vec<Connection> {
+        let mut kept: Vec<Neighbour<'_>> = neighbours
+            .iter()
+            .copied()
+            .filter(|n| n.chunk_id != source_chunk_id && n.score.is_finite() && n.score >= self.min_score)
+            .map(|n| Neighbour { score: n.score.clamp(-1.0, 1.0), ..n })
+            .collect();
+        kept.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.chunk_id.cmp(b.chunk_id)));
+        kept.dedup_by(|a, b| a.chunk_id == b.chunk_id);
+        kept.truncate(self.top_k);
+        kept.into_iter()
+            .map(|n| Connection {
+                source_chunk_id: source_chunk_id.to_owned(),
+                target_chunk_id: n.chunk_id.to_owned(),
+                engine: self.name().to_owned(),
+                score: n.score,
+                reason: format!("cosine similarity {:.2}", n.score),
+            })
+            .collect()
     }
 }
 
@@ -48,81 +93,34 @@ impl ConnectionEngine for SemanticEngine {
             let Some(query) = source.embedding.and_then(unit) else {
                 continue;
             };
-            let scored: Vec<(f32, usize)> = normalized
+            let neighbours: Vec<Neighbour<'_>> = normalized
                 .iter()
-                .filter(|(i, v)| v.len() == query.len() && candidates[*i].chunk_id != source.chunk_id)
-                .filter_map(|(i, v)| {
-                    let cosine = dot(&query, v);
-                    // Rounding can push identical vectors a hair past 1.
-                    let score = cosine.clamp(-1.0, 1.0);
-                    (score.is_finite() && score >= self.min_score).then_some((score, *i))
-                })
+                .filter(|(_, v)| v.len() == query.len())
+                .map(|(i, v)| Neighbour { chunk_id: candidates[*i].chunk_id, score: unit_cosine(&query, v) })
                 .collect();
-            for (score, target) in best(scored, candidates, self.top_k) {
-                connections.push(Connection {
-                    source_chunk_id: source.chunk_id.to_owned(),
-                    target_chunk_id: candidates[target].chunk_id.to_owned(),
-                    engine: self.name().to_owned(),
-                    score,
-                    reason: format!("cosine similarity {score:.2}"),
-                });
-            }
+            connections.extend(self.connect_neighbours(source.chunk_id, &neighbours));
         }
         connections
     }
 }
 
-/// The vector scaled to length 1, or `None` when it is empty, zero or not finite.
-fn unit(v: &[f32]) -> Option<Vec<f32>> {
-    // Accumulate in f64 so that large or tiny components neither overflow nor vanish.
-    let norm = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
-    if !(norm.is_finite() && norm > 0.0) {
-        return None;
-    }
-    let scaled: Vec<f32> = v.iter().map(|&x| (f64::from(x) / norm) as f32).collect();
-    scaled.iter().all(|x| x.is_finite()).then_some(scaled)
-}
-
-/// Dot product with eight independent partial sums: the compiler may not reorder a single float
-/// sum, but can vectorise eight lanes (about 8× faster on 1536-dimension embeddings). The order of
-/// additions is fixed, so results stay deterministic.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 8;
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
-    let mut lanes = [0f32; LANES];
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for lane in 0..LANES {
-            lanes[lane] += x[lane] * y[lane];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn dot_matches_the_naive_sum() {
-        for len in [0, 1, 7, 8, 9, 17, 1536] {
-            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
-            let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert!((dot(&a, &b) - naive).abs() < 1e-3, "len {len}");
-        }
-    }
-
-    #[test]
-    fn unit_rejects_degenerate_vectors() {
-        assert_eq!(unit(&[]), None);
-        assert_eq!(unit(&[0.0, 0.0]), None);
-        assert_eq!(unit(&[f32::NAN, 1.0]), None);
-        assert_eq!(unit(&[f32::INFINITY, 1.0]), None);
-        assert_eq!(unit(&[3.0, 4.0]), Some(vec![0.6, 0.8]));
-        // Squares overflow f32 but not the f64 accumulator.
-        let big = unit(&[f32::MAX, f32::MAX]).unwrap();
-        assert!((big[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
-        assert!(unit(&[1e-40, 0.0]).is_some());
+    fn neighbours_keep_the_top_k_above_the_threshold_never_the_source_and_each_chunk_once() {
+        let engine = SemanticEngine { top_k: 3, min_score: 0.5 };
+        let n = |chunk_id, score| Neighbour { chunk_id, score };
+        let found = engine.connect_neighbours(
+            "s",
+            &[n("s", 1.0), n("d", 0.7), n("b", 0.9), n("a", 0.7), n("b", 0.9), n("low", 0.49), n("nan", f32::NAN), n("c", 0.7)],
+        );
+        let kept: Vec<(&str, f32)> = found.iter().map(|c| (c.target_chunk_id.as_str(), c.score)).collect();
+        assert_eq!(kept, [("b", 0.9), ("a", 0.7), ("c", 0.7)]);
+        assert!(found.iter().all(|c| c.source_chunk_id == "s" && c.engine == "semantic"));
+        assert_eq!(found[0].reason, "cosine similarity 0.90");
+        assert!(SemanticEngine { top_k: 0, min_score: 0.0 }.connect_neighbours("s", &[n("a", 1.0)]).is_empty());
     }
 }

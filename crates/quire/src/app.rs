@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use checkpoint_store::{PgStore, PgStoreOptions, SqliteStore, Store, StoreOptions};
+use checkpoint_store::{PgStore, PgStoreOptions, SqliteStore, Store, StoreOptions, VectorSnapshots};
 use embedder::{BatchService, Embedder, LocalEmbedder, OpenAiConfig, OpenAiEmbedder};
 use worker::{DataDir, Pipeline};
 
@@ -23,16 +23,21 @@ impl App {
     pub async fn open(global: &GlobalOptions) -> anyhow::Result<App> {
         let data_dir = DataDir::open(&global.data_dir)
             .with_context(|| format!("cannot use the data directory {}", global.data_dir.display()))?;
+        // The in-process vector indexes keep their snapshots in the data directory.
+        let vector_snapshots = Some(data_dir.index_dir());
+        let sqlite_options = || -> anyhow::Result<StoreOptions> {
+            Ok(StoreOptions { vector_snapshots: vector_snapshots.clone(), ..store_options()? })
+        };
         let store: Arc<dyn Store> = match global.database_url.as_deref() {
             None => Arc::new(
-                SqliteStore::open(data_dir.database_path(), store_options()?)
+                SqliteStore::open(data_dir.database_path(), sqlite_options()?)
                     .await
                     .with_context(|| format!("cannot open {}", data_dir.database_path().display()))?,
             ),
             Some(url) if url.starts_with("sqlite:") => Arc::new(
-                SqliteStore::open_url(url, store_options()?).await.with_context(|| format!("cannot open {url}"))?,
+                SqliteStore::open_url(url, sqlite_options()?).await.with_context(|| format!("cannot open {url}"))?,
             ),
-            Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => open_postgres(url).await?,
+            Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => open_postgres(url, vector_snapshots.clone()).await?,
             Some(url) => bail!("unsupported database URL {url:?}: use sqlite://PATH or postgres://…"),
         };
         Ok(App { store, data_dir })
@@ -55,8 +60,9 @@ impl App {
 
 /// Opens the PostgreSQL store named by `url`, in the schema `QUIRE_DATABASE_SCHEMA` names
 /// (`quire` by default), with the same retry settings as SQLite, applying migrations.
-async fn open_postgres(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    let mut options = PgStoreOptions { retry_policy: store_options()?.retry_policy, ..PgStoreOptions::default() };
+async fn open_postgres(url: &str, vector_snapshots: VectorSnapshots) -> anyhow::Result<Arc<dyn Store>> {
+    let mut options =
+        PgStoreOptions { retry_policy: store_options()?.retry_policy, vector_snapshots, ..PgStoreOptions::default() };
     if let Some(schema) = std::env::var("QUIRE_DATABASE_SCHEMA").ok().filter(|schema| !schema.trim().is_empty()) {
         options.schema = schema;
     }

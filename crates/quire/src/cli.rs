@@ -139,17 +139,24 @@ pub enum Command {
     },
     /// Search the library: the chunks whose embeddings are nearest the query's.
     ///
-    /// The query is embedded with the configured embedder (the same options as `quire worker`);
-    /// every chunk embedded with that model is ranked by cosine similarity (exact search).
+    /// The query is embedded with the configured embedder (the same options as `quire worker`)
+    /// and the chunks embedded with that model are ranked by cosine similarity, through the
+    /// store's nearest-neighbour index (pgvector's on PostgreSQL with the extension, an
+    /// in-process HNSW index otherwise), or by comparing every vector with --exact.
     #[command(after_help = "Examples:
   quire search \"the white whale\"
-  quire search --limit 5 --json \"harpoons and the sea\"")]
+  quire search --limit 5 --json \"harpoons and the sea\"
+  quire search --exact \"harpoons and the sea\"")]
     Search {
         /// The text to look for.
         query: String,
         /// At most this many results.
-        #[arg(long, default_value_t = 10)]
-        limit: usize,
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+        /// Compare the query with every stored vector instead of using the index: exact, and
+        /// slower as the library grows.
+        #[arg(long)]
+        exact: bool,
         #[command(flatten)]
         embedder: EmbedderOptions,
         /// Print JSON.

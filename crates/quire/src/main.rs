@@ -13,6 +13,7 @@ mod output;
 
 use std::process::ExitCode;
 
+use checkpoint_store::SearchMode;
 use clap::{CommandFactory, FromArgMatches};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -77,8 +78,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Connections { document_id, engine, min_score, limit, json } => {
             commands::connections::run(global, &document_id, engine, min_score, limit, json).await
         }
-        Command::Search { query, limit, embedder, json } => {
-            commands::search::run(global, &query, limit, &embedder, json).await
+        Command::Search { query, limit, exact, embedder, json } => {
+            let mode = if exact { SearchMode::Exact } else { SearchMode::Approximate };
+            commands::search::run(global, &query, usize::try_from(limit).unwrap_or(usize::MAX), mode, &embedder, json)
+                .await
         }
         Command::Clean { dry_run, older_than, yes, json } => {
             commands::clean::run(global, dry_run, older_than, yes, json).await

@@ -41,6 +41,11 @@ impl DataDir {
         &self.root
     }
 
+    /// Where the in-process vector indexes keep their snapshots: caches, safe to delete.
+    pub fn index_dir(&self) -> PathBuf {
+        self.root.join("index")
+    }
+
     /// The default SQLite database file.
     pub fn database_path(&self) -> PathBuf {
         self.root.join("quire.db")

@@ -54,6 +54,8 @@ impl From<StoreError> for JobError {
             // A row that cannot be read will not read better next time.
             StoreError::Corrupt(reason) => JobError::Permanent(format!("corrupt data: {reason}")),
             StoreError::DocumentNotFound(id) => JobError::Permanent(format!("document {id} does not exist")),
+            // A vector of the wrong size for its model will not change size on a retry.
+            StoreError::InvalidQuery(reason) => JobError::Permanent(format!("invalid query: {reason}")),
             other => JobError::Retryable(other.to_string()),
         }
     }

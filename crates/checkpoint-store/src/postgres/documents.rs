@@ -217,6 +217,14 @@ impl DocumentStore for PgStore {
         convert_all(rows)
     }
 
+    async fn chunk_views(&self, ids: &[String]) -> StoreResult<Vec<ChunkView>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(sql::CHUNK_VIEWS_BY_ID).bind(ids).fetch_all(&self.pool).await?;
+        rows.iter().map(|row| chunk_view(row, 0)).collect()
+    }
+
     async fn cached_embeddings(
         &self,
         model: &str,

@@ -447,3 +447,7 @@ pub const PGVECTOR_SCHEMA: &str = "SELECT n.nspname::text FROM pg_extension x \
 /// Rows whose pgvector column is not filled yet.
 pub const UNSYNCED_VECTORS: &str = "SELECT seq, vector FROM embedding_cache \
      WHERE embedding IS NULL AND model = $1 AND dimensions = $2 ORDER BY seq LIMIT $3";
+
+/// $1 chunk ids.
+pub const CHUNK_VIEWS_BY_ID: &str = "SELECT c.id, c.document_id, d.title, c.chunk_index, c.heading_path, c.text \
+     FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ANY($1)";

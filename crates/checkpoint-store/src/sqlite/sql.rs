@@ -257,3 +257,7 @@ pub const COUNT_VECTORS_UP_TO: &str =
 pub const CHUNKS_FOR_VECTOR_KEYS: &str = "SELECT e.rowid, c.id, c.document_id \
      FROM embedding_cache e JOIN chunks c ON c.content_hash = e.content_hash \
      WHERE e.rowid IN (SELECT value FROM json_each(?1))";
+
+/// ?1 chunk ids (JSON array).
+pub const CHUNK_VIEWS_BY_ID: &str = "SELECT c.id, c.document_id, d.title, c.chunk_index, c.heading_path, c.text \
+     FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN (SELECT value FROM json_each(?1))";

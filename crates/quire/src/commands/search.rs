@@ -1,14 +1,15 @@
 //! `quire search TEXT`: the library's chunks nearest a query, by cosine similarity.
 //!
-//! The search is exact and in process: the query is embedded once, then compared with every
-//! chunk that has an embedding for the configured model. That is linear in the library, which is
-//! fine for thousands of books' chunks; an approximate index would slot in behind the same command.
+//! The query is embedded once and handed to the store's nearest-neighbour seam
+//! ([`checkpoint_store::NeighbourSearch`]): an index answers (pgvector's, or the in-process HNSW
+//! index), or, with `--exact`, a comparison with every stored vector. Only the chunks found are
+//! read back, so memory does not grow with the library.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use checkpoint_store::ChunkView;
+use checkpoint_store::{ChunkView, NeighbourQuery, SearchMode};
 use serde::Serialize;
 
 use crate::app::{App, embedder};
@@ -26,25 +27,12 @@ pub struct SearchHit {
     pub chunk: ChunkView,
 }
 
-/// Cosine similarity; 0 when either vector is all zeros or the sizes differ.
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    if a.len() != b.len() {
-        return 0.0;
-    }
-    let (mut dot, mut aa, mut bb) = (0.0f32, 0.0f32, 0.0f32);
-    for (x, y) in a.iter().zip(b) {
-        dot += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    if aa == 0.0 || bb == 0.0 { 0.0 } else { dot / (aa.sqrt() * bb.sqrt()) }
-}
-
 /// Prints the `limit` best chunks for `query`.
 pub async fn run(
     global: &GlobalOptions,
     query: &str,
     limit: usize,
+    mode: SearchMode,
     options: &EmbedderOptions,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -60,30 +48,15 @@ pub async fn run(
         .context("cannot embed the query")?
         .pop()
         .context("the embedder returned no vector for the query")?;
-    let titles: HashMap<String, Option<String>> =
-        app.store.list_documents().await?.into_iter().map(|d| (d.id, d.title)).collect();
-    let chunks = app.store.embedded_chunks(None, &model, dimensions).await?;
-    let mut hits: Vec<SearchHit> = chunks
-        .into_iter()
-        .filter_map(|c| {
-            let score = cosine(&vector, c.embedding.as_deref()?);
-            let chunk = c.chunk;
-            Some(SearchHit {
-                score,
-                chunk: ChunkView {
-                    document_title: titles.get(&chunk.document_id).cloned().flatten(),
-                    chunk_id: chunk.id,
-                    document_id: chunk.document_id,
-                    chunk_index: chunk.index,
-                    heading_path: chunk.heading_path,
-                    text: chunk.text,
-                },
-            })
-        })
-        .collect();
-    // Highest first; ties by chunk id so the order is stable.
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.chunk.chunk_id.cmp(&b.chunk.chunk_id)));
-    hits.truncate(limit);
+    let vectors = [vector];
+    let search = NeighbourQuery { model: &model, dimensions, vectors: &vectors, limit, exclude_document: None, mode };
+    let found = app.store.nearest_chunks(search).await?.pop().unwrap_or_default();
+    let ids: Vec<String> = found.iter().map(|n| n.chunk_id.clone()).collect();
+    let mut views: HashMap<String, ChunkView> =
+        app.store.chunk_views(&ids).await?.into_iter().map(|view| (view.chunk_id.clone(), view)).collect();
+    // Best first, as found; a chunk replaced since the search is left out.
+    let hits: Vec<SearchHit> =
+        found.iter().filter_map(|n| Some(SearchHit { score: n.score, chunk: views.remove(&n.chunk_id)? })).collect();
     if json {
         print_json(&hits)?;
         return Ok(ExitCode::SUCCESS);

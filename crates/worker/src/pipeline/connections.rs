@@ -1,11 +1,15 @@
 //! The `detect_connections` handler: runs the connection engines over a document's embedded
-//! chunks against the library and stores the connections found.
+//! chunks against the library and stores the connections found. The library is reached through
+//! the store's indexes (nearest neighbours by embedding), so the cost follows the document.
 
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use checkpoint_store::{ConnectionsOutcome, DocumentStatus, EmbeddedChunk, Job, NewConnection};
-use collision_detector::{ChunkRef, ConnectionEngine, LexicalEngine, SemanticEngine};
+use checkpoint_store::{
+    ConnectionsOutcome, DocumentStatus, EmbeddedChunk, Job, Neighbour as StoreNeighbour, NeighbourQuery, NewConnection,
+    SearchMode, Store,
+};
+use collision_detector::{ChunkRef, ConnectionEngine, LexicalEngine, Neighbour, SemanticEngine};
 use serde_json::{Value, json};
 use tracing::info;
 
@@ -45,8 +49,10 @@ impl JobHandler for DetectConnections {
             }
             bump(&pipeline.stats.detections, 1);
             let sources = pipeline.store.embedded_chunks(Some(&document_id), &model, dimensions).await?;
+            let neighbours = semantic_neighbours(pipeline.store.as_ref(), &sources, &model, dimensions).await?;
             let candidates = pipeline.store.embedded_chunks(None, &model, dimensions).await?;
-            let connections = tokio::task::spawn_blocking(move || find_connections(&sources, &candidates))
+            let connections =
+                tokio::task::spawn_blocking(move || find_connections(&sources, &neighbours, &candidates))
                 .await
                 .map_err(|e| JobError::Retryable(format!("connection detection crashed: {e}")))?;
             match pipeline.store.replace_connections(context.lease, &document_id, expected, &connections).await? {
@@ -65,16 +71,53 @@ impl JobHandler for DetectConnections {
     async fn dead_lettered(&self, _job: &Job, _reason: &str) {}
 }
 
-/// Runs every engine over the document's chunks against the library. A pair within one document
-/// is stored once, from its lower chunk id, since both directions say the same.
-fn find_connections(sources: &[EmbeddedChunk], candidates: &[EmbeddedChunk]) -> Vec<NewConnection> {
+/// The semantic engine's choice for one document.
+const SEMANTIC: SemanticEngine = SemanticEngine::DEFAULT;
+
+/// The nearest chunks of the library to each of the document's embedded chunks, through the
+/// store's nearest-neighbour index: the cost follows the document, not the library. One more
+/// than the engine keeps is asked for, since a chunk finds itself first.
+async fn semantic_neighbours(
+    store: &dyn Store,
+    sources: &[EmbeddedChunk],
+    model: &str,
+    dimensions: usize,
+) -> Result<Vec<(String, Vec<StoreNeighbour>)>, JobError> {
+    let embedded: Vec<(&str, Vec<f32>)> =
+        sources.iter().filter_map(|s| Some((s.chunk.id.as_str(), s.embedding.clone()?))).collect();
+    let vectors: Vec<Vec<f32>> = embedded.iter().map(|(_, v)| v.clone()).collect();
+    let query = NeighbourQuery {
+        model,
+        dimensions,
+        vectors: &vectors,
+        limit: SEMANTIC.top_k + 1,
+        exclude_document: None,
+        mode: SearchMode::Approximate,
+    };
+    let found = store.nearest_chunks(query).await?;
+    Ok(embedded.into_iter().map(|(id, _)| id.to_owned()).zip(found).collect())
+}
+
+/// Runs every engine over the document's chunks: the semantic one over the neighbours the index
+/// found, the lexical one against the candidates. A pair within one document is stored once,
+/// from its lower chunk id, since both directions say the same.
+fn find_connections(
+    sources: &[EmbeddedChunk],
+    neighbours: &[(String, Vec<StoreNeighbour>)],
+    candidates: &[EmbeddedChunk],
+) -> Vec<NewConnection> {
     let source_refs = chunk_refs(sources);
     let candidate_refs = chunk_refs(candidates);
-    let semantic = SemanticEngine::default();
     let lexical = LexicalEngine::default();
-    let engines: [&dyn ConnectionEngine; 2] = [&semantic, &lexical];
+    let mut connections = lexical.connect(&source_refs, &candidate_refs);
+    for (source, found) in neighbours {
+        let found: Vec<Neighbour<'_>> =
+            found.iter().map(|n| Neighbour { chunk_id: &n.chunk_id, score: n.score }).collect();
+        connections.extend(SEMANTIC.connect_neighbours(source, &found));
+    }
+    collision_detector::sort(&mut connections);
     let source_ids: HashSet<&str> = sources.iter().map(|s| s.chunk.id.as_str()).collect();
-    collision_detector::detect(&engines, &source_refs, &candidate_refs)
+    connections
         .into_iter()
         .filter(|c| !(source_ids.contains(c.target_chunk_id.as_str()) && c.target_chunk_id < c.source_chunk_id))
         .map(|c| NewConnection {
