@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_store::{
-    BookMetadata, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus, DocumentStore,
+    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus, DocumentStore,
     EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued, FailOutcome, Failure, HeartbeatReport, Job, JobFilter,
-    JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, NewConnection, NewDocument, QueueCount, Recovery,
-    StoreError, StoreResult, StoredChunk,
+    JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, Neighbour, NeighbourQuery, NeighbourSearch, NewConnection, NewDocument, QueueCount, Recovery,
+    StoreError, StoreResult, StoredChunk, VectorIndexKind,
 };
 use serde_json::{Value, json};
 use stage_machine::Checkpoint;
@@ -244,6 +244,9 @@ impl DocumentStore for FakeStore {
     async fn list_documents(&self) -> StoreResult<Vec<Document>> {
         unused()
     }
+    async fn chunk_views(&self, _: &[String]) -> StoreResult<Vec<ChunkView>> {
+        unused()
+    }
     async fn set_document_status(&self, _: Lease, _: &str, _: DocumentStatus, _: Option<&str>) -> StoreResult<()> {
         unused()
     }
@@ -306,6 +309,16 @@ struct ScriptedHandler {
     /// Jobs whose attempt saw its lease lost, and when.
     saw_lease_lost: Mutex<Vec<(JobId, Duration)>>,
     start: Instant,
+}
+
+#[async_trait]
+impl NeighbourSearch for FakeStore {
+    async fn nearest_chunks(&self, _: NeighbourQuery<'_>) -> StoreResult<Vec<Vec<Neighbour>>> {
+        unused()
+    }
+    fn vector_index_kind(&self) -> VectorIndexKind {
+        VectorIndexKind::InProcess
+    }
 }
 
 #[async_trait]
