@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use crate::documents::{
-    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus, EmbeddedChunk,
-    EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
+    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
+    EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
 };
 use crate::error::StoreResult;
 use crate::model::Lease;

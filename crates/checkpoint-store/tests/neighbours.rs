@@ -71,8 +71,9 @@ async fn library(h: &Harness, documents: u64, per_document: u64) -> Library {
         let chunks: Vec<StoredChunk> =
             (0..per_document).map(|i| chunk(&doc.id, i as u32, d * per_document + i)).collect();
         h.docs.replace_chunks(lease, &doc.id, &chunks).await.unwrap();
-        let vectors: Vec<(String, Vec<f32>)> =
-            (0..per_document).map(|i| (format!("hash-{}", d * per_document + i), vector(d * per_document + i))).collect();
+        let vectors: Vec<(String, Vec<f32>)> = (0..per_document)
+            .map(|i| (format!("hash-{}", d * per_document + i), vector(d * per_document + i)))
+            .collect();
         h.docs.store_embeddings(lease, MODEL, DIMENSIONS, &vectors).await.unwrap();
         for (c, (_, v)) in chunks.iter().zip(vectors) {
             all.push((c.id.clone(), doc.id.clone(), v));
@@ -224,7 +225,10 @@ async fn vectors_stored_after_the_index_was_built_are_found() {
         let mut chunks: Vec<StoredChunk> = (0..40).map(|i| chunk(&document, i, u64::from(i))).collect();
         chunks.push(chunk(&document, 40, 777_777));
         h.docs.replace_chunks(library.lease, &document, &chunks).await.unwrap();
-        h.docs.store_embeddings(library.lease, MODEL, DIMENSIONS, &[("hash-777777".into(), probe[0].clone())]).await.unwrap();
+        h.docs
+            .store_embeddings(library.lease, MODEL, DIMENSIONS, &[("hash-777777".into(), probe[0].clone())])
+            .await
+            .unwrap();
         let found = h.search.nearest_chunks(query(&probe, 1, SearchMode::Approximate)).await.unwrap();
         assert_eq!(found[0][0].chunk_id, format!("{document}-c40"), "{}", h.name);
     }
@@ -259,7 +263,8 @@ async fn a_corrupt_or_stale_snapshot_is_rebuilt_from_the_database() {
     let library = library(&h, 3, 800).await;
     let queries: Vec<Vec<f32>> = library.chunks.iter().step_by(97).map(|(_, _, v)| v.clone()).collect();
     let expected: Vec<String> = library.chunks.iter().step_by(97).map(|(id, _, _)| id.clone()).collect();
-    let first_ids = |found: Vec<Vec<Neighbour>>| -> Vec<String> { found.iter().map(|l| l[0].chunk_id.clone()).collect() };
+    let first_ids =
+        |found: Vec<Vec<Neighbour>>| -> Vec<String> { found.iter().map(|l| l[0].chunk_id.clone()).collect() };
     assert_eq!(first_ids(store.nearest_chunks(query(&queries, 1, SearchMode::Approximate)).await.unwrap()), expected);
     let written: Vec<std::path::PathBuf> =
         std::fs::read_dir(&snapshots).unwrap().map(|entry| entry.unwrap().path()).collect();
@@ -267,7 +272,10 @@ async fn a_corrupt_or_stale_snapshot_is_rebuilt_from_the_database() {
 
     // A fresh process loads the snapshot.
     let reopened = SqliteStore::open(dir.path().join("quire.db"), options()).await.unwrap();
-    assert_eq!(first_ids(reopened.nearest_chunks(query(&queries, 1, SearchMode::Approximate)).await.unwrap()), expected);
+    assert_eq!(
+        first_ids(reopened.nearest_chunks(query(&queries, 1, SearchMode::Approximate)).await.unwrap()),
+        expected
+    );
 
     let original = std::fs::read(index_file).unwrap();
     for damage in [&original[..original.len() / 2], b"garbage".as_slice(), &[]] {

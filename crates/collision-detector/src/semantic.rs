@@ -104,7 +104,6 @@ impl ConnectionEngine for SemanticEngine {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,7 +114,16 @@ mod tests {
         let n = |chunk_id, score| Neighbour { chunk_id, score };
         let found = engine.connect_neighbours(
             "s",
-            &[n("s", 1.0), n("d", 0.7), n("b", 0.9), n("a", 0.7), n("b", 0.9), n("low", 0.49), n("nan", f32::NAN), n("c", 0.7)],
+            &[
+                n("s", 1.0),
+                n("d", 0.7),
+                n("b", 0.9),
+                n("a", 0.7),
+                n("b", 0.9),
+                n("low", 0.49),
+                n("nan", f32::NAN),
+                n("c", 0.7),
+            ],
         );
         let kept: Vec<(&str, f32)> = found.iter().map(|c| (c.target_chunk_id.as_str(), c.score)).collect();
         assert_eq!(kept, [("b", 0.9), ("a", 0.7), ("c", 0.7)]);

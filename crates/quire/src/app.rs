@@ -37,7 +37,9 @@ impl App {
             Some(url) if url.starts_with("sqlite:") => Arc::new(
                 SqliteStore::open_url(url, sqlite_options()?).await.with_context(|| format!("cannot open {url}"))?,
             ),
-            Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => open_postgres(url, vector_snapshots.clone()).await?,
+            Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
+                open_postgres(url, vector_snapshots.clone()).await?
+            }
             Some(url) => bail!("unsupported database URL {url:?}: use sqlite://PATH or postgres://…"),
         };
         Ok(App { store, data_dir })

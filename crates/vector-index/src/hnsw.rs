@@ -323,7 +323,8 @@ mod tests {
     #[test]
     fn skips_known_keys_and_degenerate_vectors_and_refuses_wrong_dimensions() {
         let mut index = AnnIndex::new(3, Quantization::F16).unwrap();
-        let added = index.add_batch(&[(1, vec![1.0, 0.0, 0.0]), (2, vec![0.0, 0.0, 0.0]), (3, vec![f32::NAN, 1.0, 0.0])]);
+        let added =
+            index.add_batch(&[(1, vec![1.0, 0.0, 0.0]), (2, vec![0.0, 0.0, 0.0]), (3, vec![f32::NAN, 1.0, 0.0])]);
         assert_eq!(added.unwrap(), 1);
         assert_eq!(index.add_batch(&[(1, vec![0.0, 1.0, 0.0]), (4, vec![0.0, 1.0, 0.0])]).unwrap(), 1);
         assert_eq!(index.len(), 2);
@@ -344,8 +345,7 @@ mod tests {
         let path = dir.path().join("index.usearch");
         let data = vectors(300, 16, 3);
         let mut index = AnnIndex::new(16, Quantization::F16).unwrap();
-        let entries: Vec<(u64, Vec<f32>)> =
-            data.iter().cloned().enumerate().map(|(i, v)| (i as u64 + 10, v)).collect();
+        let entries: Vec<(u64, Vec<f32>)> = data.iter().cloned().enumerate().map(|(i, v)| (i as u64 + 10, v)).collect();
         index.add_batch(&entries).unwrap();
         index.save(&path).unwrap();
 

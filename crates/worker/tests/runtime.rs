@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_store::{
-    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus, DocumentStore,
-    EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued, FailOutcome, Failure, HeartbeatReport, Job, JobFilter,
-    JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, Neighbour, NeighbourQuery, NeighbourSearch, NewConnection, NewDocument, QueueCount, Recovery,
-    StoreError, StoreResult, StoredChunk, VectorIndexKind,
+    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
+    DocumentStore, EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued, FailOutcome, Failure, HeartbeatReport, Job,
+    JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, Neighbour, NeighbourQuery, NeighbourSearch,
+    NewConnection, NewDocument, QueueCount, Recovery, StoreError, StoreResult, StoredChunk, VectorIndexKind,
 };
 use serde_json::{Value, json};
 use stage_machine::Checkpoint;

@@ -46,8 +46,12 @@ pub type VectorSnapshots = Option<PathBuf>;
 pub struct InProcessIndexes {
     snapshot_dir: VectorSnapshots,
     quantization: Quantization,
-    slots: std::sync::Mutex<HashMap<(String, usize), Arc<tokio::sync::Mutex<Option<Cached>>>>>,
+    slots: std::sync::Mutex<HashMap<(String, usize), Slot>>,
 }
+
+/// One (model, dimensions) index, empty until its first query builds or loads it, and empty
+/// again if work on it failed (the next query rebuilds it).
+type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
 
 impl std::fmt::Debug for InProcessIndexes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -186,7 +190,13 @@ impl InProcessIndexes {
             cached.added_since_snapshot += added.map_err(|e| StoreError::VectorIndex(e.to_string()))?;
         }
         if missing.len() > FETCH_PAGE {
-            tracing::info!(model, dimensions, added = missing.len(), took_ms = started.elapsed().as_millis() as u64, "vector index caught up");
+            tracing::info!(
+                model,
+                dimensions,
+                added = missing.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "vector index caught up"
+            );
         }
         if let Some(&highest) = keys.last() {
             cached.high_water = cached.high_water.max(highest);

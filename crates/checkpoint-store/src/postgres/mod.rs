@@ -39,11 +39,11 @@ use crate::clock::{Clock, millis};
 use crate::codec::{fenced, integer};
 use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
-use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::model::{
     DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, HeartbeatReport, Job, JobFilter,
     JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };
+use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::recovery;
 use crate::retry_policy::RetryPolicy;
 use crate::rows::{CountRow, HeldJobRow, JobRow, LeaseRow, convert_all};

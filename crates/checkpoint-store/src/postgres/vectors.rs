@@ -21,7 +21,9 @@ use vector_index::Scored;
 
 use super::{PgStore, sql};
 use crate::error::{StoreError, StoreResult};
-use crate::neighbours::{self, KeyedChunk, Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, VectorIndexKind, VectorRows};
+use crate::neighbours::{
+    self, KeyedChunk, Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, VectorIndexKind, VectorRows,
+};
 
 /// The most dimensions pgvector's HNSW index takes for `vector`.
 const PGVECTOR_MAX_DIMENSIONS: usize = 2000;
@@ -179,7 +181,8 @@ impl PgStore {
         self.sync_pgvector(pgvector, model, dimensions).await?;
         self.ensure_pgvector_index(pgvector, model, dimensions).await?;
         let ext = &pgvector.schema;
-        let distance = format!("e.embedding::{ext}.vector({dimensions}) OPERATOR({ext}.<=>) q.v::{ext}.vector({dimensions})");
+        let distance =
+            format!("e.embedding::{ext}.vector({dimensions}) OPERATOR({ext}.<=>) q.v::{ext}.vector({dimensions})");
         let statement = format!(
             "SELECT q.ord, n.seq, n.score FROM UNNEST($1::text[]) WITH ORDINALITY AS q(v, ord) \
              CROSS JOIN LATERAL (SELECT e.seq, 1 - ({distance}) AS score FROM embedding_cache e \
@@ -209,7 +212,9 @@ impl PgStore {
                 return Err(StoreError::Corrupt(format!("pgvector returned query ordinal {ordinal}")));
             };
             let score = (score as f32).clamp(-1.0, 1.0);
-            if score.is_finite() && let Ok(key) = u64::try_from(key) {
+            if score.is_finite()
+                && let Ok(key) = u64::try_from(key)
+            {
                 found[query_index].push(Scored { score, key });
             }
         }

@@ -147,7 +147,10 @@ impl DocumentStore for SqliteStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(sql::CHUNK_VIEWS_BY_ID).bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())).fetch_all(&self.reader).await?;
+        let rows = sqlx::query(sql::CHUNK_VIEWS_BY_ID)
+            .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned()))
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(|row| chunk_view(row, 0)).collect()
     }
 

@@ -5,7 +5,9 @@ use sqlx::Row;
 
 use super::{SqliteStore, sql};
 use crate::error::StoreResult;
-use crate::neighbours::{self, KeyedChunk, Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, VectorIndexKind, VectorRows};
+use crate::neighbours::{
+    self, KeyedChunk, Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, VectorIndexKind, VectorRows,
+};
 
 fn key_list(keys: &[i64]) -> String {
     serde_json::to_string(keys).unwrap_or_else(|_| "[]".to_owned())
@@ -82,9 +84,7 @@ impl NeighbourSearch for SqliteStore {
             async move {
                 match query.mode {
                     SearchMode::Exact => neighbours::exact_keys(self, model, dimensions, &vectors, count).await,
-                    SearchMode::Approximate => {
-                        self.indexes.nearest_keys(self, model, dimensions, vectors, count).await
-                    }
+                    SearchMode::Approximate => self.indexes.nearest_keys(self, model, dimensions, vectors, count).await,
                 }
             }
         })

@@ -51,8 +51,7 @@ impl JobHandler for DetectConnections {
             let sources = pipeline.store.embedded_chunks(Some(&document_id), &model, dimensions).await?;
             let neighbours = semantic_neighbours(pipeline.store.as_ref(), &sources, &model, dimensions).await?;
             let candidates = pipeline.store.embedded_chunks(None, &model, dimensions).await?;
-            let connections =
-                tokio::task::spawn_blocking(move || find_connections(&sources, &neighbours, &candidates))
+            let connections = tokio::task::spawn_blocking(move || find_connections(&sources, &neighbours, &candidates))
                 .await
                 .map_err(|e| JobError::Retryable(format!("connection detection crashed: {e}")))?;
             match pipeline.store.replace_connections(context.lease, &document_id, expected, &connections).await? {
