@@ -18,6 +18,7 @@ use crate::codec::{decode_vector, parse_name, unsigned};
 use crate::documents::{ChunkView, ConnectionView, Document, EmbeddedChunk, StoredChunk};
 use crate::error::{StoreError, StoreResult};
 use crate::model::{Job, JobId, Lease, QueueCount};
+use crate::neighbours::KeyedChunk;
 
 /// A row of `jobs`, every column.
 #[derive(Debug, sqlx::FromRow)]
@@ -249,6 +250,61 @@ impl From<ConnectionViewRow> for ConnectionView {
             source: row.source.0,
             target: row.target.0,
         }
+    }
+}
+
+/// A chunk for display, with its document's title.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ChunkViewRow {
+    chunk_id: String,
+    document_id: String,
+    document_title: Option<String>,
+    chunk_index: i32,
+    heading_path: Json<Vec<String>>,
+    text: String,
+}
+
+impl TryFrom<ChunkViewRow> for ChunkView {
+    type Error = StoreError;
+
+    fn try_from(row: ChunkViewRow) -> StoreResult<ChunkView> {
+        Ok(ChunkView {
+            chunk_id: row.chunk_id,
+            document_id: row.document_id,
+            document_title: row.document_title,
+            chunk_index: unsigned("chunk_index", row.chunk_index)?,
+            heading_path: row.heading_path.0,
+            text: row.text,
+        })
+    }
+}
+
+/// A stored vector under its key (see the nearest-neighbour seam).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct KeyedVectorRow {
+    key: i64,
+    vector: Vec<u8>,
+}
+
+impl TryFrom<KeyedVectorRow> for (i64, Vec<f32>) {
+    type Error = StoreError;
+
+    fn try_from(row: KeyedVectorRow) -> StoreResult<(i64, Vec<f32>)> {
+        Ok((row.key, decode_vector(&row.vector)?))
+    }
+}
+
+/// A chunk that uses the vector stored under `key`.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct KeyedChunkRow {
+    key: i64,
+    chunk_id: String,
+    document_id: String,
+}
+
+impl From<KeyedChunkRow> for KeyedChunk {
+    fn from(row: KeyedChunkRow) -> KeyedChunk {
+        KeyedChunk { key: row.key, chunk_id: row.chunk_id, document_id: row.document_id }
     }
 }
 

@@ -142,6 +142,15 @@ async fn an_excluded_document_is_never_returned_and_a_chunk_finds_itself_first()
             let found = h.search.nearest_chunks(query(&queries, 3, mode)).await.unwrap();
             assert_eq!(found[0][0].chunk_id, own_id, "{} {mode:?}", h.name);
             assert!(found[0][0].score > 0.999);
+            // What was found reads back for display; an id that names no chunk is skipped.
+            let wanted = vec![own_id.clone(), "no-such-chunk".to_owned()];
+            let views = h.docs.chunk_views(&wanted).await.unwrap();
+            assert_eq!(views.len(), 1, "{}", h.name);
+            assert_eq!(
+                (views[0].chunk_id.as_str(), views[0].chunk_index, views[0].text.as_str()),
+                (own_id.as_str(), 10, "text 10")
+            );
+            assert_eq!(views[0].document_id, own_doc);
             let excluded = NeighbourQuery { exclude_document: Some(&own_doc), ..query(&queries, 20, mode) };
             let found = h.search.nearest_chunks(excluded).await.unwrap();
             assert_eq!(found[0].len(), 20, "{} {mode:?}: still `limit` results", h.name);

@@ -244,8 +244,3 @@ pub(crate) async fn exact_keys<R: VectorRows + ?Sized>(
     }
     Ok(best.into_iter().map(vector_index::TopK::into_sorted).collect())
 }
-
-/// Little-endian f32 bytes, the encoding both backends store.
-pub(crate) fn decode_vector(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-}

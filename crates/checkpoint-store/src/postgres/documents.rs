@@ -34,12 +34,14 @@ use super::{PgStore, sql};
 use crate::codec::{bigint, encode_vector, integer, unsigned};
 use crate::document_store::DocumentStore;
 use crate::documents::{
-    BookMetadata, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus, EmbeddedChunk,
-    EmbeddingUsage, NewConnection, NewDocument, StoredChunk, check_chunks_belong_to, check_dimensions,
+    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
+    EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk, check_chunks_belong_to, check_dimensions,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::model::Lease;
-use crate::rows::{CachedEmbeddingRow, ChunkRow, ConnectionViewRow, DocumentRow, EmbeddedChunkRow, convert_all};
+use crate::rows::{
+    CachedEmbeddingRow, ChunkRow, ChunkViewRow, ConnectionViewRow, DocumentRow, EmbeddedChunkRow, convert_all,
+};
 
 /// Rows per insert statement: a long book goes in a few bounded statements, inside the same
 /// transaction.
@@ -221,8 +223,8 @@ impl DocumentStore for PgStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(sql::CHUNK_VIEWS_BY_ID).bind(ids).fetch_all(&self.pool).await?;
-        rows.iter().map(|row| chunk_view(row, 0)).collect()
+        let rows: Vec<ChunkViewRow> = sqlx::query_as(sql::CHUNK_VIEWS_BY_ID).bind(ids).fetch_all(&self.pool).await?;
+        convert_all(rows)
     }
 
     async fn cached_embeddings(

@@ -425,15 +425,15 @@ pub const PGVECTOR_AVAILABLE: &str = "SELECT EXISTS (SELECT 1 FROM pg_available_
 pub const VECTOR_KEYS_AFTER: &str = "SELECT seq FROM embedding_cache \
      WHERE model = $1 AND dimensions = $2 AND seq > $3 ORDER BY seq";
 
-pub const VECTORS_AFTER: &str = "SELECT seq, vector FROM embedding_cache \
+pub const VECTORS_AFTER: &str = "SELECT seq AS key, vector FROM embedding_cache \
      WHERE model = $1 AND dimensions = $2 AND seq > $3 ORDER BY seq LIMIT $4";
 
-pub const VECTORS_BY_KEY: &str = "SELECT seq, vector FROM embedding_cache WHERE seq = ANY($1)";
+pub const VECTORS_BY_KEY: &str = "SELECT seq AS key, vector FROM embedding_cache WHERE seq = ANY($1)";
 
 pub const COUNT_VECTORS_UP_TO: &str =
     "SELECT COUNT(*) FROM embedding_cache WHERE model = $1 AND dimensions = $2 AND seq <= $3";
 
-pub const CHUNKS_FOR_VECTOR_KEYS: &str = "SELECT e.seq, c.id, c.document_id \
+pub const CHUNKS_FOR_VECTOR_KEYS: &str = "SELECT e.seq AS key, c.id AS chunk_id, c.document_id \
      FROM embedding_cache e JOIN chunks c ON c.content_hash = e.content_hash \
      WHERE e.seq = ANY($1)";
 
@@ -449,5 +449,6 @@ pub const UNSYNCED_VECTORS: &str = "SELECT seq, vector FROM embedding_cache \
      WHERE embedding IS NULL AND model = $1 AND dimensions = $2 ORDER BY seq LIMIT $3";
 
 /// $1 chunk ids.
-pub const CHUNK_VIEWS_BY_ID: &str = "SELECT c.id, c.document_id, d.title, c.chunk_index, c.heading_path, c.text \
+pub const CHUNK_VIEWS_BY_ID: &str = "SELECT c.id AS chunk_id, c.document_id, d.title AS document_title, \
+     c.chunk_index, c.heading_path, c.text \
      FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ANY($1)";

@@ -20,10 +20,12 @@ use sqlx::{AssertSqlSafe, Row};
 use vector_index::Scored;
 
 use super::{PgStore, sql};
+use crate::codec::decode_vector;
 use crate::error::{StoreError, StoreResult};
 use crate::neighbours::{
     self, KeyedChunk, Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, VectorIndexKind, VectorRows,
 };
+use crate::rows::{KeyedChunkRow, KeyedVectorRow, convert_all};
 
 /// The most dimensions pgvector's HNSW index takes for `vector`.
 const PGVECTOR_MAX_DIMENSIONS: usize = 2000;
@@ -136,7 +138,7 @@ impl PgStore {
             let mut texts = Vec::with_capacity(rows.len());
             for row in &rows {
                 keys.push(row.try_get::<i64, _>(0)?);
-                texts.push(vector_text(&neighbours::decode_vector(row.try_get(1)?)));
+                texts.push(vector_text(&decode_vector(row.try_get(1)?)?));
             }
             sqlx::query(AssertSqlSafe(update.clone())).bind(&keys).bind(&texts).execute(&self.pool).await?;
             if rows.len() < SYNC_PAGE as usize {
@@ -243,19 +245,19 @@ impl VectorRows for PgStore {
         after: i64,
         limit: usize,
     ) -> StoreResult<Vec<(i64, Vec<f32>)>> {
-        let rows = sqlx::query(sql::VECTORS_AFTER)
+        let rows: Vec<KeyedVectorRow> = sqlx::query_as(sql::VECTORS_AFTER)
             .bind(model)
             .bind(dimension_count(dimensions))
             .bind(after)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|row| Ok((row.try_get(0)?, neighbours::decode_vector(row.try_get(1)?)))).collect()
+        convert_all(rows)
     }
 
     async fn vectors_by_key(&self, keys: &[i64]) -> StoreResult<Vec<(i64, Vec<f32>)>> {
-        let rows = sqlx::query(sql::VECTORS_BY_KEY).bind(keys).fetch_all(&self.pool).await?;
-        rows.iter().map(|row| Ok((row.try_get(0)?, neighbours::decode_vector(row.try_get(1)?)))).collect()
+        let rows: Vec<KeyedVectorRow> = sqlx::query_as(sql::VECTORS_BY_KEY).bind(keys).fetch_all(&self.pool).await?;
+        convert_all(rows)
     }
 
     async fn count_vectors_up_to(&self, model: &str, dimensions: usize, key: i64) -> StoreResult<u64> {
@@ -272,10 +274,9 @@ impl VectorRows for PgStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(sql::CHUNKS_FOR_VECTOR_KEYS).bind(keys).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| Ok(KeyedChunk { key: row.try_get(0)?, chunk_id: row.try_get(1)?, document_id: row.try_get(2)? }))
-            .collect()
+        let rows: Vec<KeyedChunkRow> =
+            sqlx::query_as(sql::CHUNKS_FOR_VECTOR_KEYS).bind(keys).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(KeyedChunk::from).collect())
     }
 
     fn keys_follow_commits(&self) -> bool {

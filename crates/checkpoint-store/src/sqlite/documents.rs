@@ -9,12 +9,14 @@ use super::{SqliteStore, sql};
 use crate::codec::{bigint, encode_vector, unsigned};
 use crate::document_store::DocumentStore;
 use crate::documents::{
-    BookMetadata, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus, EmbeddedChunk,
-    EmbeddingUsage, NewConnection, NewDocument, StoredChunk, check_chunks_belong_to, check_dimensions,
+    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
+    EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk, check_chunks_belong_to, check_dimensions,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::model::Lease;
-use crate::rows::{CachedEmbeddingRow, ChunkRow, ConnectionViewRow, DocumentRow, EmbeddedChunkRow, convert_all};
+use crate::rows::{
+    CachedEmbeddingRow, ChunkRow, ChunkViewRow, ConnectionViewRow, DocumentRow, EmbeddedChunkRow, convert_all,
+};
 
 impl SqliteStore {
     /// Opens a write transaction that holds only while `lease` does.
@@ -147,11 +149,11 @@ impl DocumentStore for SqliteStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(sql::CHUNK_VIEWS_BY_ID)
+        let rows: Vec<ChunkViewRow> = sqlx::query_as(sql::CHUNK_VIEWS_BY_ID)
             .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned()))
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(|row| chunk_view(row, 0)).collect()
+        convert_all(rows)
     }
 
     async fn cached_embeddings(

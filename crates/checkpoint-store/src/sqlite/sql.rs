@@ -245,19 +245,20 @@ pub const CONNECTION_COUNT: &str = "SELECT COUNT(*) FROM connections \
 pub const VECTOR_KEYS_AFTER: &str = "SELECT rowid FROM embedding_cache \
      WHERE model = ?1 AND dimensions = ?2 AND rowid > ?3 ORDER BY rowid";
 
-pub const VECTORS_AFTER: &str = "SELECT rowid, vector FROM embedding_cache \
+pub const VECTORS_AFTER: &str = "SELECT rowid AS key, vector FROM embedding_cache \
      WHERE model = ?1 AND dimensions = ?2 AND rowid > ?3 ORDER BY rowid LIMIT ?4";
 
 pub const VECTORS_BY_KEY: &str =
-    "SELECT rowid, vector FROM embedding_cache WHERE rowid IN (SELECT value FROM json_each(?1))";
+    "SELECT rowid AS key, vector FROM embedding_cache WHERE rowid IN (SELECT value FROM json_each(?1))";
 
 pub const COUNT_VECTORS_UP_TO: &str =
     "SELECT COUNT(*) FROM embedding_cache WHERE model = ?1 AND dimensions = ?2 AND rowid <= ?3";
 
-pub const CHUNKS_FOR_VECTOR_KEYS: &str = "SELECT e.rowid, c.id, c.document_id \
+pub const CHUNKS_FOR_VECTOR_KEYS: &str = "SELECT e.rowid AS key, c.id AS chunk_id, c.document_id \
      FROM embedding_cache e JOIN chunks c ON c.content_hash = e.content_hash \
      WHERE e.rowid IN (SELECT value FROM json_each(?1))";
 
 /// ?1 chunk ids (JSON array).
-pub const CHUNK_VIEWS_BY_ID: &str = "SELECT c.id, c.document_id, d.title, c.chunk_index, c.heading_path, c.text \
+pub const CHUNK_VIEWS_BY_ID: &str = "SELECT c.id AS chunk_id, c.document_id, d.title AS document_title, \
+     c.chunk_index, c.heading_path, c.text \
      FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN (SELECT value FROM json_each(?1))";

@@ -1,13 +1,13 @@
 //! Nearest-neighbour search on SQLite: the in-process HNSW index, caught up by `rowid`.
 
 use async_trait::async_trait;
-use sqlx::Row;
 
 use super::{SqliteStore, sql};
 use crate::error::StoreResult;
 use crate::neighbours::{
     self, KeyedChunk, Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, VectorIndexKind, VectorRows,
 };
+use crate::rows::{KeyedChunkRow, KeyedVectorRow, convert_all};
 
 fn key_list(keys: &[i64]) -> String {
     serde_json::to_string(keys).unwrap_or_else(|_| "[]".to_owned())
@@ -35,19 +35,20 @@ impl VectorRows for SqliteStore {
         after: i64,
         limit: usize,
     ) -> StoreResult<Vec<(i64, Vec<f32>)>> {
-        let rows = sqlx::query(sql::VECTORS_AFTER)
+        let rows: Vec<KeyedVectorRow> = sqlx::query_as(sql::VECTORS_AFTER)
             .bind(model)
             .bind(dimension_count(dimensions))
             .bind(after)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(|row| Ok((row.try_get(0)?, neighbours::decode_vector(row.try_get(1)?)))).collect()
+        convert_all(rows)
     }
 
     async fn vectors_by_key(&self, keys: &[i64]) -> StoreResult<Vec<(i64, Vec<f32>)>> {
-        let rows = sqlx::query(sql::VECTORS_BY_KEY).bind(key_list(keys)).fetch_all(&self.reader).await?;
-        rows.iter().map(|row| Ok((row.try_get(0)?, neighbours::decode_vector(row.try_get(1)?)))).collect()
+        let rows: Vec<KeyedVectorRow> =
+            sqlx::query_as(sql::VECTORS_BY_KEY).bind(key_list(keys)).fetch_all(&self.reader).await?;
+        convert_all(rows)
     }
 
     async fn count_vectors_up_to(&self, model: &str, dimensions: usize, key: i64) -> StoreResult<u64> {
@@ -64,10 +65,9 @@ impl VectorRows for SqliteStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(sql::CHUNKS_FOR_VECTOR_KEYS).bind(key_list(keys)).fetch_all(&self.reader).await?;
-        rows.iter()
-            .map(|row| Ok(KeyedChunk { key: row.try_get(0)?, chunk_id: row.try_get(1)?, document_id: row.try_get(2)? }))
-            .collect()
+        let rows: Vec<KeyedChunkRow> =
+            sqlx::query_as(sql::CHUNKS_FOR_VECTOR_KEYS).bind(key_list(keys)).fetch_all(&self.reader).await?;
+        Ok(rows.into_iter().map(KeyedChunk::from).collect())
     }
 
     fn keys_follow_commits(&self) -> bool {
