@@ -6,16 +6,22 @@ use crate::{ChunkRef, Connection, ConnectionEngine, best};
 
 /// Connects chunks that share rare terms.
 ///
-/// Texts are tokenized into lowercase words (letters and digits by Unicode's definition), dropping
-/// words shorter than 3 characters, pure numbers and common English stop words. Each chunk becomes
-/// a TF-IDF vector: term weight `(1 + ln tf) × idf`, with the BM25 inverse document frequency
-/// `ln(1 + (N − df + 0.5) / (df + 0.5))` computed over the candidates (N of them), which stays
-/// positive even for a term every candidate has. The score is the cosine of two such vectors.
+/// Texts are cut into terms by the rules of the `terms` crate (normalised words of at least 3
+/// characters, CJK bigrams, no pure numbers, no stop words). Each chunk becomes a TF-IDF vector:
+/// term weight `(1 + ln tf) × idf`, with the BM25 inverse document frequency
+/// `ln(1 + (N − df + 0.5) / (df + 0.5))`, which stays positive even for a term every chunk has.
+/// The score is the cosine of two such vectors. The reason names the three terms that contribute
+/// most, e.g. "shared terms: whale, harpoon, nantucket".
 ///
-/// Candidates are indexed once (term → chunks containing it), so a source chunk is only compared
-/// with the candidates that share at least one of its terms (a chunk sharing none is never
-/// connected, whatever `min_score`). The reason names the three terms that
-/// contribute most, e.g. "shared terms: whale, harpoon, nantucket".
+/// Two ways to run it:
+/// - [`ConnectionEngine::connect`]: N and df are counted over the candidates, which are indexed
+///   once (term → chunks containing it), so a source chunk is only compared with the candidates
+///   that share at least one of its terms (a chunk sharing none is never connected, whatever
+///   `min_score`). This needs the whole library in memory.
+/// - [`LexicalEngine::connect_with_statistics`]: N and df are the library's, as a full-text index
+///   reports them ([`TermStatistics`]), and each source is compared only with the candidates the
+///   index returned for it, found with [`LexicalEngine::query_terms`]. This needs only the new
+///   book and its candidates.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LexicalEngine {
     /// How many connections each source chunk may get at most.
@@ -52,9 +58,7 @@ impl ConnectionEngine for LexicalEngine {
         }
         let vocabulary = Vocabulary::new(candidates);
         let n = candidates.len() as f32;
-        // BM25's IDF; a term no candidate has (df 0) gets the highest weight: it matches
-        // nothing but belongs in the source's norm.
-        let idf_of = |df: u32| (1.0 + (n - df as f32 + 0.5) / (df as f32 + 0.5)).ln();
+        let idf_of = |df: u32| bm25_idf(n, df as f32);
         let idf: Vec<f32> = vocabulary.document_frequency.iter().map(|&df| idf_of(df)).collect();
         let idf_unseen = idf_of(0);
 
@@ -116,6 +120,172 @@ impl ConnectionEngine for LexicalEngine {
         }
         connections
     }
+}
+
+/// The library's term statistics, as a full-text index reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TermStatistics {
+    /// How many chunks the library holds (N).
+    pub chunk_count: u64,
+    /// Term → how many chunks contain it (df). A term missing here counts as df 0.
+    pub document_frequency: HashMap<String, u64>,
+}
+
+impl TermStatistics {
+    /// The term's BM25 inverse document frequency in the library.
+    pub fn idf(&self, term: &str) -> f32 {
+        let df = self.document_frequency.get(term).copied().unwrap_or(0);
+        // Counts read at different moments may disagree; N is never less than a df.
+        bm25_idf(self.chunk_count.max(df) as f32, df as f32)
+    }
+}
+
+/// BM25's inverse document frequency of a term found in `df` of `n` chunks: positive, highest for
+/// a term no chunk has (it matches nothing, but belongs in a source's norm).
+fn bm25_idf(n: f32, df: f32) -> f32 {
+    (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
+}
+
+/// How [`LexicalEngine::query_terms`] picks the terms a source chunk asks a full-text index
+/// about, and how many candidates it asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CandidateQuery {
+    /// At most this many terms per source chunk, rarest first.
+    pub max_terms: usize,
+    /// Terms are taken, rarest first, while the chunks containing them add up to at most this
+    /// many: the bound on the index's work for one source chunk.
+    pub max_postings: u64,
+    /// How many candidates to ask for per source chunk: those sharing the most weight of its
+    /// asked terms.
+    pub candidates_per_source: usize,
+}
+
+impl Default for CandidateQuery {
+    /// 32 terms, 50,000 postings, 50 candidates per source chunk.
+    ///
+    /// A chunk's rarest terms decide what it can connect to: connections need a TF-IDF cosine
+    /// of 0.3, which chunks sharing only common words do not reach. Fifty candidates per
+    /// source leave ten times the room of the five connections kept.
+    fn default() -> Self {
+        Self { max_terms: 32, max_postings: 50_000, candidates_per_source: 50 }
+    }
+}
+
+/// One source chunk and the indexes (into the candidate slice) of the candidates a full-text
+/// index returned for it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shortlist<'a> {
+    /// The chunk of the document being processed.
+    pub source: ChunkRef<'a>,
+    /// Its candidates, as indexes into the candidates passed alongside.
+    pub candidates: &'a [usize],
+}
+
+impl LexicalEngine {
+    /// The terms a source text asks a full-text index about, each with its weight (its idf in
+    /// the library): its rarest terms, within the bounds of `plan`. Terms that only the source
+    /// itself contains (df ≤ 1) are left out: they can find nothing else. Ordered rarest first,
+    /// ties broken alphabetically.
+    pub fn query_terms(&self, text: &str, statistics: &TermStatistics, plan: &CandidateQuery) -> Vec<(String, f32)> {
+        let mut ranked: Vec<(u64, String)> = terms::distinct_terms(text)
+            .into_iter()
+            .filter_map(|term| {
+                let df = statistics.document_frequency.get(&term).copied().unwrap_or(0);
+                (df > 1).then_some((df, term))
+            })
+            .collect();
+        ranked.sort_unstable();
+        let mut postings = 0u64;
+        let mut asked = Vec::new();
+        for (df, term) in ranked {
+            postings = postings.saturating_add(df);
+            if asked.len() == plan.max_terms || postings > plan.max_postings {
+                break;
+            }
+            let weight = statistics.idf(&term);
+            asked.push((term, weight));
+        }
+        asked
+    }
+
+    /// Connects each source to the best of its own candidates, with the library's statistics
+    /// for the weights. Candidate indexes out of range are ignored; a source listed twice is
+    /// processed once; a chunk never connects to itself.
+    pub fn connect_with_statistics(
+        &self,
+        shortlists: &[Shortlist<'_>],
+        candidates: &[ChunkRef<'_>],
+        statistics: &TermStatistics,
+    ) -> Vec<Connection> {
+        if self.top_k == 0 {
+            return Vec::new();
+        }
+        // One vocabulary over candidates and sources, numbered alphabetically (so reasons and
+        // tie-breaks never depend on input order); its own document counts are not used.
+        let texts: Vec<ChunkRef<'_>> =
+            candidates.iter().copied().chain(shortlists.iter().map(|shortlist| shortlist.source)).collect();
+        let vocabulary = Vocabulary::new(&texts);
+        let idf: Vec<f32> = vocabulary.terms.iter().map(|term| statistics.idf(term)).collect();
+        let vectors: Vec<SparseVector> = vocabulary.counts.iter().map(|counts| weigh(counts, &[], &idf, 0.0)).collect();
+        let (candidate_vectors, source_vectors) = vectors.split_at(candidates.len());
+
+        let mut connections = Vec::new();
+        let mut done = HashSet::new();
+        for (shortlist, source_vector) in shortlists.iter().zip(source_vectors) {
+            let source = shortlist.source;
+            if !done.insert(source.chunk_id) {
+                continue;
+            }
+            let mut scored = Vec::new();
+            let mut seen = HashSet::new();
+            for &index in shortlist.candidates {
+                let Some(candidate) = candidates.get(index) else {
+                    continue;
+                };
+                if candidate.chunk_id == source.chunk_id || !seen.insert(index) {
+                    continue;
+                }
+                // A candidate sharing no term is no match, whatever the threshold.
+                let Some(score) = dot(source_vector, &candidate_vectors[index]) else {
+                    continue;
+                };
+                let score = score.clamp(0.0, 1.0);
+                if score.is_finite() && score >= self.min_score {
+                    scored.push((score, index));
+                }
+            }
+            for (score, target) in best(scored, candidates, self.top_k) {
+                let terms = top_shared_terms(source_vector, &candidate_vectors[target]);
+                let names: Vec<&str> = terms.iter().map(|&t| vocabulary.terms[t as usize].as_str()).collect();
+                connections.push(Connection {
+                    source_chunk_id: source.chunk_id.to_owned(),
+                    target_chunk_id: candidates[target].chunk_id.to_owned(),
+                    engine: self.name().to_owned(),
+                    score,
+                    reason: format!("shared terms: {}", names.join(", ")),
+                });
+            }
+        }
+        connections
+    }
+}
+
+/// The dot product of two sparse vectors sorted by term id, or `None` if they share no term.
+fn dot(a: &SparseVector, b: &SparseVector) -> Option<f32> {
+    let (mut i, mut j, mut sum, mut shared) = (0, 0, 0.0, false);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                sum += a[i].1 * b[j].1;
+                shared = true;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    shared.then_some(sum)
 }
 
 /// Turns term counts into a unit TF-IDF vector. `unseen` holds the counts of terms no candidate
@@ -180,7 +350,7 @@ impl Vocabulary {
             .iter()
             .map(|candidate| {
                 let mut local: HashMap<u32, u32> = HashMap::new();
-                for token in tokens(candidate.text) {
+                for token in terms::terms(candidate.text) {
                     let next = u32::try_from(terms.len()).unwrap_or(u32::MAX);
                     let id = *ids.entry(token).or_insert_with_key(|token| {
                         terms.push(token.clone());
@@ -215,7 +385,7 @@ impl Vocabulary {
     /// A source text's counts of known terms (sorted by term id) and of unseen terms (sorted).
     fn count_source(&self, text: &str) -> (Vec<(u32, u32)>, Vec<u32>) {
         let mut local: HashMap<String, u32> = HashMap::new();
-        for token in tokens(text) {
+        for token in terms::terms(text) {
             *local.entry(token).or_default() += 1;
         }
         let mut known = Vec::new();
@@ -229,150 +399,5 @@ impl Vocabulary {
         known.sort_unstable();
         unseen.sort_unstable();
         (known, unseen)
-    }
-}
-
-/// Lowercase words of at least 3 characters, without numbers and stop words.
-pub(crate) fn tokens(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|word| word.chars().nth(2).is_some() && !word.chars().all(char::is_numeric))
-        .map(str::to_lowercase)
-        .filter(|word| STOP_WORDS.binary_search(&word.as_str()).is_err())
-}
-
-/// Common English words of 3 letters or more that say nothing about a passage's subject, plus
-/// the URL fragments markdown links leave behind. Sorted, for binary search.
-const STOP_WORDS: &[&str] = &[
-    "about",
-    "above",
-    "after",
-    "again",
-    "against",
-    "all",
-    "also",
-    "and",
-    "any",
-    "are",
-    "because",
-    "been",
-    "before",
-    "being",
-    "below",
-    "between",
-    "both",
-    "but",
-    "can",
-    "could",
-    "did",
-    "does",
-    "doing",
-    "down",
-    "during",
-    "each",
-    "few",
-    "for",
-    "from",
-    "further",
-    "had",
-    "has",
-    "have",
-    "having",
-    "her",
-    "here",
-    "hers",
-    "herself",
-    "him",
-    "himself",
-    "his",
-    "how",
-    "html",
-    "http",
-    "https",
-    "into",
-    "its",
-    "itself",
-    "just",
-    "like",
-    "more",
-    "most",
-    "much",
-    "must",
-    "myself",
-    "nor",
-    "not",
-    "now",
-    "off",
-    "once",
-    "one",
-    "only",
-    "other",
-    "our",
-    "ours",
-    "ourselves",
-    "out",
-    "over",
-    "own",
-    "said",
-    "same",
-    "shall",
-    "she",
-    "should",
-    "some",
-    "such",
-    "than",
-    "that",
-    "the",
-    "their",
-    "theirs",
-    "them",
-    "themselves",
-    "then",
-    "there",
-    "these",
-    "they",
-    "this",
-    "those",
-    "through",
-    "too",
-    "under",
-    "until",
-    "upon",
-    "very",
-    "was",
-    "were",
-    "what",
-    "when",
-    "where",
-    "which",
-    "while",
-    "who",
-    "whom",
-    "why",
-    "will",
-    "with",
-    "would",
-    "www",
-    "xhtml",
-    "yet",
-    "you",
-    "your",
-    "yours",
-    "yourself",
-    "yourselves",
-];
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stop_words_are_sorted_for_binary_search() {
-        assert!(STOP_WORDS.windows(2).all(|w| w[0] < w[1]));
-    }
-
-    #[test]
-    fn tokens_are_lowercase_content_words() {
-        let got: Vec<String> = tokens("The WHALE's harpoon, in 1851: Ährenfeld & naïve co-op 3rd ok whale").collect();
-        assert_eq!(got, ["whale", "harpoon", "ährenfeld", "naïve", "3rd", "whale"]);
     }
 }

@@ -6,8 +6,11 @@
 //! Two engines ship here:
 //!
 //! - [`SemanticEngine`]: cosine similarity of embeddings, top-k per source above a threshold;
-//! - [`LexicalEngine`]: TF-IDF cosine over shared rare terms, with the inverse document frequency
-//!   taken from the candidates and an inverted index so that only chunks sharing a term are scored.
+//! - [`LexicalEngine`]: TF-IDF cosine over shared rare terms (terms as the `terms` crate defines
+//!   them). In memory, the inverse document frequency is taken from the candidates and an inverted
+//!   index scores only chunks sharing a term; against a library, it is taken from the library's
+//!   [`TermStatistics`] and each source is scored against the [`Shortlist`] of candidates a
+//!   full-text index returned for it ([`LexicalEngine::connect_with_statistics`]).
 //!
 //! [`detect`] runs several engines and returns their connections in one deterministic order.
 //!
@@ -44,7 +47,7 @@
 mod lexical;
 mod semantic;
 
-pub use lexical::LexicalEngine;
+pub use lexical::{CandidateQuery, LexicalEngine, Shortlist, TermStatistics};
 pub use semantic::{Neighbour, SemanticEngine};
 
 /// A borrowed view of one chunk, as the engines see it.

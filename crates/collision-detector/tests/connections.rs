@@ -1,6 +1,9 @@
 //! Behaviour of the engines and of `detect`, checked through one invariant-asserting helper.
 
-use collision_detector::{ChunkRef, Connection, ConnectionEngine, LexicalEngine, SemanticEngine, detect};
+use collision_detector::{
+    CandidateQuery, ChunkRef, Connection, ConnectionEngine, LexicalEngine, SemanticEngine, Shortlist, TermStatistics,
+    detect,
+};
 use proptest::prelude::*;
 
 /// Owned test chunk; `refs` borrows a slice of them as the engines expect.
@@ -254,5 +257,108 @@ proptest! {
         let floor = if min_score.is_nan() { f32::INFINITY } else { min_score };
         check(&semantic(top_k, min_score), top_k, floor, sources, &chunks);
         check(&lexical(top_k, min_score), top_k, floor, sources, &chunks);
+    }
+}
+
+/// The library statistics the in-memory engine computes for itself: every candidate is one chunk.
+fn statistics_of(candidates: &[TestChunk]) -> TermStatistics {
+    let mut statistics = TermStatistics { chunk_count: candidates.len() as u64, ..TermStatistics::default() };
+    for candidate in candidates {
+        for term in terms::distinct_terms(&candidate.text) {
+            *statistics.document_frequency.entry(term).or_default() += 1;
+        }
+    }
+    statistics
+}
+
+/// Runs the statistics path with every candidate on every source's shortlist.
+fn connect_with_full_shortlists(
+    engine: &LexicalEngine,
+    sources: &[TestChunk],
+    candidates: &[TestChunk],
+) -> Vec<Connection> {
+    let everything: Vec<usize> = (0..candidates.len()).collect();
+    let shortlists: Vec<Shortlist<'_>> =
+        refs(sources).into_iter().map(|source| Shortlist { source, candidates: &everything }).collect();
+    engine.connect_with_statistics(&shortlists, &refs(candidates), &statistics_of(candidates))
+}
+
+#[test]
+fn library_statistics_over_the_candidates_give_the_in_memory_result() {
+    let all = library();
+    let engine = lexical(5, 0.05);
+    let in_memory = engine.connect(&refs(&all[..2]), &refs(&all));
+    assert!(!in_memory.is_empty());
+    assert_eq!(connect_with_full_shortlists(&engine, &all[..2], &all), in_memory);
+}
+
+#[test]
+fn a_source_is_scored_only_against_its_shortlist() {
+    let all = library();
+    let engine = lexical(5, 0.0);
+    let shortlist = [0, 2, 3]; // moby/1 itself and the two cooking chunks: not moby/2
+    let sources = refs(&all[..1]);
+    let got = engine.connect_with_statistics(
+        &[Shortlist { source: sources[0], candidates: &shortlist }],
+        &refs(&all),
+        &statistics_of(&all),
+    );
+    assert!(got.iter().all(|c| c.target_chunk_id != "moby/2" && c.target_chunk_id != "moby/1"), "{got:?}");
+}
+
+#[test]
+fn query_terms_are_the_rarest_terms_other_chunks_share() {
+    let all = library();
+    let statistics = statistics_of(&all);
+    let plan = CandidateQuery { max_terms: 3, max_postings: 1_000, candidates_per_source: 10 };
+    let asked = LexicalEngine::default().query_terms(&all[0].text, &statistics, &plan);
+    let names: Vec<&str> = asked.iter().map(|(term, _)| term.as_str()).collect();
+    // "ishmael" and "surfaced" occur only in the source itself; the shared ones are asked,
+    // rarest first, alphabetically among equals.
+    assert_eq!(names, ["harpoon", "harpooneer", "nantucket"]);
+    assert!(asked.iter().all(|(term, weight)| *weight == statistics.idf(term)));
+
+    let tight = CandidateQuery { max_postings: 4, ..plan };
+    assert_eq!(LexicalEngine::default().query_terms(&all[0].text, &statistics, &tight).len(), 2);
+}
+
+#[test]
+fn hebrew_arabic_and_japanese_passages_connect() {
+    let all = [
+        chunk("he/1", "הַיָּם הַתִּיכוֹן וְהַמִּפְרָשִׂים הַלְּבָנִים שֶׁל סִירוֹת הַשַּׁיִט", None),
+        chunk("he/2", "סירות השיט עם המפרשים הלבנים יצאו אל הים התיכון", None),
+        chunk("ar/1", "يُعَالِجُ النِّظَامُ الغِذَائِيُّ مَرَضَ السَّرَطَانِ", None),
+        chunk("ar/2", "النظام الغذائي يساعد في علاج مرض السرطان", None),
+        chunk("ja/1", "東京都の図書館で古い地図を見つけた", None),
+        chunk("ja/2", "古い地図は東京都の図書館にある", None),
+        chunk("en/1", "The harpooneer of Nantucket struck the great whale.", None),
+    ];
+    let got = check(&lexical(1, 0.3), 1, 0.3, &all[..6], &all);
+    let pairs: Vec<(&str, &str)> =
+        got.iter().map(|c| (c.source_chunk_id.as_str(), c.target_chunk_id.as_str())).collect();
+    for (a, b) in [("he/1", "he/2"), ("ar/1", "ar/2"), ("ja/1", "ja/2")] {
+        assert!(pairs.contains(&(a, b)) && pairs.contains(&(b, a)), "{a} and {b} unconnected: {got:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn full_shortlists_with_candidate_statistics_match_the_in_memory_engine(
+        chunks in arbitrary_chunks(),
+        sources in 0usize..12,
+        top_k in 0usize..4,
+        min_score in 0.0f32..1.0,
+    ) {
+        // Distinct ids: the in-memory engine counts a chunk listed twice twice.
+        let mut unique = chunks;
+        unique.sort_by(|a, b| a.id.cmp(&b.id));
+        unique.dedup_by(|a, b| a.id == b.id);
+        let sources = &unique[..sources.min(unique.len())];
+        let engine = lexical(top_k, min_score);
+        let in_memory = engine.connect(&refs(sources), &refs(&unique));
+        let with_statistics = connect_with_full_shortlists(&engine, sources, &unique);
+        prop_assert_eq!(with_statistics, in_memory);
     }
 }

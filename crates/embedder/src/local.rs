@@ -1,7 +1,10 @@
 //! An offline, deterministic embedder based on feature hashing.
 //!
-//! Features: lower-cased word unigrams, word bigrams and character 3-grams of
-//! each word padded with `#` (so "whale" and "whales" share most features).
+//! Features: word unigrams, word bigrams and character 3-grams of each word
+//! padded with `#` (so "whale" and "whales" share most features). Words are
+//! those of the `terms` crate, which the lexical engine and the full-text
+//! indexes use too: normalised (NFKC, lowercase, diacritics dropped), with
+//! runs of CJK characters cut into character bigrams.
 //! Each feature is hashed with FNV-1a and a fixed 64-bit finaliser, never with
 //! std's randomly seeded hasher, into one of `dimensions` buckets with a sign
 //! taken from another bit of the hash (so collisions cancel out on average
@@ -10,8 +13,9 @@
 
 use crate::{BatchLimits, EmbedError, Embedder};
 
-/// Version tag of the feature set; bump it when the vectors change.
-const MODEL_PREFIX: &str = "quire-local-hash-v1";
+/// Version tag of the feature set; bump it when the vectors change. (v2: words follow the
+/// `terms` crate; vectors of ASCII text are those of v1.)
+const MODEL_PREFIX: &str = "quire-local-hash-v2";
 
 /// Default vector size.
 pub const DEFAULT_LOCAL_DIMENSIONS: usize = 384;
@@ -126,8 +130,7 @@ impl Family {
 
 /// The hashed features of `text`, with repetitions.
 fn features(text: &str) -> Vec<(u64, Family)> {
-    let lower = text.to_lowercase();
-    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let words: Vec<String> = terms::words(text).collect();
 
     let mut out = Vec::with_capacity(words.len() * 8);
     for word in &words {
@@ -243,6 +246,20 @@ mod tests {
         assert!(cosine(&whale, &whales) > cosine(&whale, &revenue) + 0.3);
     }
 
+    #[test]
+    fn words_follow_the_term_rules_across_scripts() {
+        let e = LocalEmbedder::default();
+        // Niqqud, harakat and accents are dropped, as the full-text index drops them.
+        assert_eq!(e.embed_text("שָׁלוֹם עֲלֵיכֶם"), e.embed_text("שלום עליכם"));
+        assert_eq!(e.embed_text("كِتَابٌ جَمِيل"), e.embed_text("كتاب جميل"));
+        assert_eq!(e.embed_text("Naïve café"), e.embed_text("naive cafe"));
+        // Japanese has no spaces: bigrams make a shared phrase count.
+        let a = e.embed_text("東京都に住んでいます");
+        let b = e.embed_text("私は東京都に住んでいました");
+        let c = e.embed_text("猫が魚を食べた");
+        assert!(cosine(&a, &b) > cosine(&a, &c) + 0.3, "{} vs {}", cosine(&a, &b), cosine(&a, &c));
+    }
+
     #[tokio::test]
     async fn trait_embed_matches_embed_text() {
         let e = LocalEmbedder::new(64);
@@ -252,6 +269,6 @@ mod tests {
         for (text, v) in inputs.iter().zip(&out) {
             assert_eq!(v, &e.embed_text(text));
         }
-        assert_eq!(e.model(), "quire-local-hash-v1-64");
+        assert_eq!(e.model(), "quire-local-hash-v2-64");
     }
 }
