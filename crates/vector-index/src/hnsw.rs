@@ -1,10 +1,12 @@
 //! [`AnnIndex`]: an approximate nearest-neighbour index (HNSW, by `usearch`) over unit vectors of
 //! one dimension count, with keys chosen by the caller and snapshots on disk.
 //!
-//! usearch was chosen by measurement against `hnsw_rs` and exact search (BENCHMARKS.md, "Vector
-//! index"). It hands out a fixed number of per-thread search contexts, so this wrapper owns the
-//! threading: batches of queries and of additions run on at most [`AnnIndex::threads`] scoped
-//! threads, and `&mut self` for additions keeps them apart from searches.
+//! usearch is maintained, stores f16 or i8 as well as f32, saves and loads snapshots and removes
+//! keys; `quire-library-bench ann` compares it with `hnsw_rs` and exact search on the same
+//! vectors (BENCHMARKS.md, "Library scale"). It hands out a fixed number of per-thread search
+//! contexts, so this wrapper owns the threading: batches of queries and of additions run on at
+//! most [`AnnIndex::threads`] scoped threads, and `&mut self` for additions keeps them apart from
+//! searches.
 
 use std::path::Path;
 

@@ -71,15 +71,7 @@ pub async fn search_backends() -> Vec<Harness> {
 /// skipped with a notice, except under `CI=true`, where it panics.
 pub fn pgvector_url() -> Option<String> {
     static NOTICE: std::sync::Once = std::sync::Once::new();
-    let url = std::env::var("QUIRE_TEST_PGVECTOR_URL").ok().filter(|url| !url.trim().is_empty());
-    if url.is_none() {
-        assert!(
-            std::env::var("CI").map_or(true, |ci| ci != "true"),
-            "CI=true but QUIRE_TEST_PGVECTOR_URL is not set: the pgvector suite must run in CI"
-        );
-        NOTICE.call_once(|| skip_notice("notice: QUIRE_TEST_PGVECTOR_URL is not set; skipping pgvector"));
-    }
-    url
+    server_url("QUIRE_TEST_PGVECTOR_URL", "pgvector", &NOTICE)
 }
 
 /// A harness on a PostgreSQL server with pgvector, which the store must use.
@@ -95,13 +87,19 @@ pub async fn pgvector() -> Option<Harness> {
 /// where a missing server must not pass silently, so it panics.
 pub fn postgres_url() -> Option<String> {
     static NOTICE: std::sync::Once = std::sync::Once::new();
-    let url = std::env::var("QUIRE_TEST_DATABASE_URL").ok().filter(|url| !url.trim().is_empty());
+    server_url("QUIRE_TEST_DATABASE_URL", "PostgreSQL", &NOTICE)
+}
+
+/// The URL in `variable`; unset or blank, the `suite` is skipped with a notice printed once, except
+/// under `CI=true`, where a missing server must not pass silently, so it panics.
+fn server_url(variable: &str, suite: &str, notice: &std::sync::Once) -> Option<String> {
+    let url = std::env::var(variable).ok().filter(|url| !url.trim().is_empty());
     if url.is_none() {
         assert!(
             std::env::var("CI").map_or(true, |ci| ci != "true"),
-            "CI=true but QUIRE_TEST_DATABASE_URL is not set: the PostgreSQL suite must run in CI"
+            "CI=true but {variable} is not set: the {suite} suite must run in CI"
         );
-        NOTICE.call_once(|| skip_notice("notice: QUIRE_TEST_DATABASE_URL is not set; skipping PostgreSQL"));
+        notice.call_once(|| skip_notice(&format!("notice: {variable} is not set; skipping {suite}")));
     }
     url
 }
