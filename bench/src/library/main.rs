@@ -58,17 +58,7 @@ async fn main() -> BenchResult<()> {
     }
 }
 
-/// The peak resident memory of this process so far, in KiB (`VmHWM`).
-pub fn peak_rss_kib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(f64::NAN)
-}
-
-/// The resident memory of this process now, in KiB (`VmRSS`).
+/// The resident memory of this process now, in KiB (`VmRSS` of `/proc/self/status`).
 pub fn rss_kib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

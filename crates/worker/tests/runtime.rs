@@ -3,6 +3,10 @@
 //! survival of errors), the rate-limit pause with release of unstarted jobs, graceful shutdown
 //! with a grace period, and release of prefetched jobs however the loop ends.
 //!
+//! Longer than 500 lines because most of it is one scripted fake store that answers every store
+//! trait (unused methods included); splitting it from the scenarios it serves would only scatter
+//! one test fixture.
+//!
 //! The store here is an in-memory fake that records every call with the (virtual) time it came
 //! at; the real stores' semantics are proven by checkpoint-store's conformance suite.
 

@@ -1,5 +1,7 @@
 //! The PostgreSQL store: the job queue and the documents, for several machines sharing one
-//! database. The document half lives in `documents.rs`.
+//! database. The document half lives in `documents.rs`, similarity search in `vectors.rs`; this
+//! file is the connection set-up and the `JobStore` implementation, one cohesive thing (each
+//! method a transaction of the queue), which is why it runs past 500 lines.
 //!
 //! Every object lives in a schema of the store's own (`quire` by default): each connection starts
 //! with `search_path` set to it, so the statements in [`sql`] and the migrations in
