@@ -48,6 +48,7 @@ mod recovery;
 mod retry_policy;
 mod rows;
 mod sqlite;
+mod term_index;
 
 pub use clock::{Clock, ManualClock, SystemClock, millis};
 pub use document_store::DocumentStore;
@@ -65,9 +66,10 @@ pub use neighbours::{Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, Vec
 pub use postgres::{MIGRATOR as POSTGRES_MIGRATOR, PgStore, PgStoreOptions};
 pub use retry_policy::RetryPolicy;
 pub use sqlite::{MIGRATOR as SQLITE_MIGRATOR, SqliteStore, StoreOptions};
+pub use term_index::{TermCounts, TermIndex};
 
-/// Everything a worker needs from storage: the job queue, the documents and the similarity
-/// search over them, in one database.
-pub trait Store: JobStore + DocumentStore + NeighbourSearch {}
+/// Everything a worker needs from storage: the job queue, the documents and the two searches over
+/// them (by embedding, by shared terms), in one database.
+pub trait Store: JobStore + DocumentStore + NeighbourSearch + TermIndex {}
 
-impl<T: JobStore + DocumentStore + NeighbourSearch> Store for T {}
+impl<T: JobStore + DocumentStore + NeighbourSearch + TermIndex> Store for T {}

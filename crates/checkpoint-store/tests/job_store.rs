@@ -534,7 +534,19 @@ async fn postgres_migrations_apply_twice_without_error() {
             .fetch_all(store.pool())
             .await
             .unwrap();
-    assert_eq!(tables, ["_sqlx_migrations", "chunks", "connections", "documents", "embedding_cache", "jobs"]);
+    assert_eq!(
+        tables,
+        [
+            "_sqlx_migrations",
+            "chunk_term_counts",
+            "chunks",
+            "connections",
+            "documents",
+            "embedding_cache",
+            "jobs",
+            "term_index_edition"
+        ]
+    );
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", options.schema)))
         .execute(store.pool())
         .await

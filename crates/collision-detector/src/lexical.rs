@@ -30,14 +30,19 @@ pub struct LexicalEngine {
     pub min_score: f32,
 }
 
-impl Default for LexicalEngine {
+impl LexicalEngine {
     /// Top 5 per source chunk, TF-IDF cosine at least 0.3.
     ///
     /// Paragraphs on unrelated subjects score well under 0.1 and paraphrases of one passage well
     /// over 0.3; between them lie chunks that merely share a topic, which the semantic engine is
     /// better at judging.
+    pub const DEFAULT: LexicalEngine = LexicalEngine { top_k: 5, min_score: 0.3 };
+}
+
+impl Default for LexicalEngine {
+    /// [`LexicalEngine::DEFAULT`].
     fn default() -> Self {
-        Self { top_k: 5, min_score: 0.3 }
+        Self::DEFAULT
     }
 }
 

@@ -40,6 +40,17 @@ use unicode_normalization::char::{canonical_combining_class, is_combining_mark};
 
 mod stop_words;
 
+/// The edition of these rules. A stored full-text index records the edition it was built with, and
+/// a store whose index was built with another edition rebuilds it from the chunks' text, so a
+/// query never looks up terms cut by one edition in an index cut by another. Change it with any
+/// rule that changes what [`terms`] returns.
+pub const RULES_EDITION: &str = "terms-1";
+
+/// The terms of a text as a full-text index stores them: [`distinct_terms`], space-separated.
+pub fn indexed_terms(text: &str) -> String {
+    distinct_terms(text).join(" ")
+}
+
 /// Words shorter than this many characters are not terms (CJK grams excepted).
 pub const MIN_WORD_CHARS: usize = 3;
 

@@ -19,7 +19,8 @@ use checkpoint_store::{
     BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
     DocumentStore, EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued, FailOutcome, Failure, HeartbeatReport, Job,
     JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, Neighbour, NeighbourQuery, NeighbourSearch,
-    NewConnection, NewDocument, QueueCount, Recovery, StoreError, StoreResult, StoredChunk, VectorIndexKind,
+    NewConnection, NewDocument, QueueCount, Recovery, StoreError, StoreResult, StoredChunk, TermCounts, TermIndex,
+    VectorIndexKind,
 };
 use serde_json::{Value, json};
 use stage_machine::Checkpoint;
@@ -322,6 +323,16 @@ impl NeighbourSearch for FakeStore {
     }
     fn vector_index_kind(&self) -> VectorIndexKind {
         VectorIndexKind::InProcess
+    }
+}
+
+#[async_trait]
+impl TermIndex for FakeStore {
+    async fn term_counts(&self, _: &[String]) -> StoreResult<TermCounts> {
+        unused()
+    }
+    async fn chunks_sharing_terms(&self, _: &[Vec<String>], _: usize) -> StoreResult<Vec<Vec<String>>> {
+        unused()
     }
 }
 

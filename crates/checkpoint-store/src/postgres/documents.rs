@@ -30,6 +30,7 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use sqlx::{Postgres, Transaction};
 
+use super::terms::TermCountChanges;
 use super::{PgStore, sql};
 use crate::codec::{bigint, encode_vector, integer, unsigned};
 use crate::document_store::DocumentStore;
@@ -185,8 +186,14 @@ impl DocumentStore for PgStore {
         // row the other had already deleted, and deadlock.
         sqlx::query(sql::LOCK_CHUNKS_OF_DOCUMENT).bind(id).execute(&mut *tx).await?;
         sqlx::query(sql::LOCK_CONNECTIONS_TOUCHING_DOCUMENT).bind(id).execute(&mut *tx).await?;
+        let mut term_counts = TermCountChanges::default();
+        term_counts.remove_document(&mut tx, id).await?;
         sqlx::query(sql::DELETE_CHUNKS).bind(id).execute(&mut *tx).await?;
-        for slice in chunks.chunks(INSERT_BATCH) {
+        let chunk_terms: Vec<Vec<String>> = chunks.iter().map(|chunk| terms::distinct_terms(&chunk.text)).collect();
+        for terms in &chunk_terms {
+            term_counts.add(terms);
+        }
+        for (slice, slice_terms) in chunks.chunks(INSERT_BATCH).zip(chunk_terms.chunks(INSERT_BATCH)) {
             let heading_paths = slice
                 .iter()
                 .map(|chunk| serde_json::to_string(&chunk.heading_path))
@@ -201,9 +208,11 @@ impl DocumentStore for PgStore {
                 .bind(slice.iter().map(|chunk| bigint(chunk.start)).collect::<Vec<_>>())
                 .bind(slice.iter().map(|chunk| bigint(chunk.end)).collect::<Vec<_>>())
                 .bind(slice.iter().map(|chunk| chunk.content_hash.as_str()).collect::<Vec<_>>())
+                .bind(slice_terms.iter().map(|terms| terms.join(" ")).collect::<Vec<_>>())
                 .execute(&mut *tx)
                 .await?;
         }
+        term_counts.apply(&mut tx).await?;
         sqlx::query(sql::SET_CHUNK_COUNT)
             .bind(id)
             .bind(integer(chunks.len()))

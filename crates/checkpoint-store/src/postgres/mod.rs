@@ -25,6 +25,7 @@
 
 mod documents;
 mod sql;
+mod terms;
 mod vectors;
 
 use std::str::FromStr;
@@ -158,15 +159,15 @@ impl PgStore {
         self.pgvector.is_some()
     }
 
-    /// Creates the schema if needed and applies pending migrations (also done by `connect`);
-    /// applying twice is a no-op. Safe to run from several processes at once: sqlx's migrator
+    /// Creates the schema if needed, applies pending migrations and brings the term index up to
+    /// date (also done by `connect`); applying twice is a no-op. Safe to run from several processes at once: sqlx's migrator
     /// holds an advisory lock, and the schema is created under it.
     pub async fn migrate(&self) -> StoreResult<()> {
         let mut migrator = sqlx::migrate::Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
         // The name was checked by `connect`: a plain identifier, safe to interpolate.
         migrator.create_schema(self.schema.clone());
         migrator.run(&self.pool).await?;
-        Ok(())
+        self.bring_term_index_up_to_date().await
     }
 
     /// The pool, for the other stores that share this database. Its connections have

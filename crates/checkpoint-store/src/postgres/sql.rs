@@ -313,14 +313,15 @@ pub const LOCK_CONNECTIONS_TOUCHING_DOCUMENT: &str = "SELECT 1 FROM connections 
 pub const DELETE_CHUNKS: &str = "DELETE FROM chunks WHERE document_id = $1";
 
 /// Column arrays, pair-wise: $1 ids, $2 document ids, $3 indexes, $4 heading paths (JSON
-/// text), $5 texts, $6 start offsets, $7 end offsets, $8 content hashes.
+/// text), $5 texts, $6 start offsets, $7 end offsets, $8 content hashes, $9 terms
+/// (space-separated).
 pub const INSERT_CHUNKS: &str = "INSERT INTO chunks (id, document_id, chunk_index, heading_path, text, \
-         start_offset, end_offset, content_hash) \
+         start_offset, end_offset, content_hash, terms) \
      SELECT c.id, c.document_id, c.chunk_index, c.heading_path::jsonb, c.text, c.start_offset, \
-            c.end_offset, c.content_hash \
+            c.end_offset, c.content_hash, array_to_tsvector(string_to_array(c.terms, ' ')) \
      FROM UNNEST($1::text[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::bigint[], \
-                 $7::bigint[], $8::text[]) \
-          AS c(id, document_id, chunk_index, heading_path, text, start_offset, end_offset, content_hash)";
+                 $7::bigint[], $8::text[], $9::text[]) \
+          AS c(id, document_id, chunk_index, heading_path, text, start_offset, end_offset, content_hash, terms)";
 
 /// $1 id, $2 chunk count, $3 now or NULL.
 pub const SET_CHUNK_COUNT: &str =
@@ -452,3 +453,58 @@ pub const UNSYNCED_VECTORS: &str = "SELECT seq, vector FROM embedding_cache \
 pub const CHUNK_VIEWS_BY_ID: &str = "SELECT c.id AS chunk_id, c.document_id, d.title AS document_title, \
      c.chunk_index, c.heading_path, c.text \
      FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ANY($1)";
+
+// The term index (tsvector + GIN; see crates/checkpoint-store/src/term_index.rs).
+
+/// $1 document id: how many of its chunks contain each term.
+pub const TERM_COUNTS_OF_DOCUMENT: &str = "SELECT t.term, COUNT(*) FROM chunks c, \
+         unnest(tsvector_to_array(c.terms)) AS t(term) \
+     WHERE c.document_id = $1 GROUP BY t.term";
+
+/// $1 terms, $2 changes in the number of chunks containing them (negative for chunks removed).
+/// Rows are locked in term order, so two transactions applying changes never wait for each other
+/// in a cycle.
+pub const CHANGE_TERM_COUNTS: &str = "INSERT INTO chunk_term_counts (term, chunks) \
+     SELECT d.term, d.change FROM UNNEST($1::text[], $2::bigint[]) AS d(term, change) ORDER BY d.term \
+     ON CONFLICT (term) DO UPDATE SET chunks = chunk_term_counts.chunks + excluded.chunks";
+
+/// How many chunks the library holds: the documents' own counts, which `replace_chunks` keeps in
+/// the same transaction as the chunks (cheaper than counting a million rows).
+pub const LIBRARY_CHUNK_COUNT: &str = "SELECT COALESCE(SUM(chunk_count), 0)::bigint FROM documents";
+
+/// $1 terms: each one some chunk contains, with the number of chunks containing it.
+pub const TERM_FREQUENCIES: &str = "SELECT term, chunks FROM chunk_term_counts WHERE term = ANY($1) AND chunks > 0";
+
+/// $1 tsqueries, $2 limit: for each query (by its position, from 1), the best-ranked chunks
+/// matching it, best first.
+pub const CHUNKS_MATCHING_TERMS: &str = "SELECT q.position, m.id FROM \
+         UNNEST($1::text[]) WITH ORDINALITY AS q(query, position) \
+     CROSS JOIN LATERAL ( \
+         SELECT c.id, ts_rank(c.terms, q.query::tsquery, 1) AS rank FROM chunks c \
+         WHERE c.terms @@ q.query::tsquery ORDER BY rank DESC, c.id LIMIT $2) m \
+     ORDER BY q.position, m.rank DESC, m.id";
+
+pub const TERM_INDEX_EDITION: &str = "SELECT edition FROM term_index_edition";
+
+/// Held while the index is rebuilt: another process starting at once waits, then finds it current.
+pub const LOCK_TERM_INDEX: &str = "LOCK TABLE term_index_edition IN EXCLUSIVE MODE";
+
+/// Held while the index is rebuilt: no chunk is added or removed meanwhile.
+pub const LOCK_CHUNKS_FOR_REBUILD: &str = "LOCK TABLE chunks IN SHARE ROW EXCLUSIVE MODE";
+
+/// $1 after this id, $2 limit: chunks to index, in id order.
+pub const CHUNK_TEXTS_AFTER: &str = "SELECT id, text FROM chunks WHERE id > $1 ORDER BY id LIMIT $2";
+
+/// $1 ids, $2 terms (space-separated).
+pub const SET_CHUNK_TERMS: &str = "UPDATE chunks SET terms = array_to_tsvector(string_to_array(u.terms, ' ')) \
+     FROM UNNEST($1::text[], $2::text[]) AS u(id, terms) WHERE chunks.id = u.id";
+
+pub const RECOUNT_TERMS: &str = "INSERT INTO chunk_term_counts (term, chunks) \
+     SELECT t.term, COUNT(*) FROM chunks c, unnest(tsvector_to_array(c.terms)) AS t(term) GROUP BY t.term";
+
+pub const CLEAR_TERM_COUNTS: &str = "DELETE FROM chunk_term_counts";
+
+pub const CLEAR_TERM_INDEX_EDITION: &str = "DELETE FROM term_index_edition";
+
+/// $1 edition.
+pub const SET_TERM_INDEX_EDITION: &str = "INSERT INTO term_index_edition (edition) VALUES ($1)";

@@ -130,6 +130,8 @@ impl DocumentStore for SqliteStore {
             let json = serde_json::to_string(slice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             sqlx::query(sql::INSERT_CHUNKS).bind(json).execute(&mut *tx).await?;
         }
+        super::terms::index_chunks(&mut tx, chunks.iter().map(|chunk| (chunk.id.as_str(), chunk.text.as_str())))
+            .await?;
         sqlx::query(sql::SET_CHUNK_COUNT)
             .bind(id)
             .bind(bigint(chunks.len()))

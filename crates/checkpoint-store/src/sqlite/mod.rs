@@ -9,6 +9,7 @@
 
 mod documents;
 mod sql;
+mod terms;
 mod vectors;
 
 use std::path::Path;
@@ -106,19 +107,22 @@ impl SqliteStore {
             .max_connections(options.readers.max(1))
             .connect_with(connect.read_only(true))
             .await?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             writer,
             reader,
             clock: options.clock,
             retry_policy: options.retry_policy,
             indexes: Arc::new(InProcessIndexes::new(options.vector_snapshots)),
-        })
+        };
+        store.bring_term_index_up_to_date().await?;
+        Ok(store)
     }
 
-    /// Applies pending migrations (also done by `open`); applying twice is a no-op.
+    /// Applies pending migrations and brings the term index up to date (also done by `open`);
+    /// applying twice is a no-op.
     pub async fn migrate(&self) -> StoreResult<()> {
         MIGRATOR.run(&self.writer).await?;
-        Ok(())
+        self.bring_term_index_up_to_date().await
     }
 
     /// The writer pool, for the other stores that share this database.

@@ -262,3 +262,35 @@ pub const CHUNKS_FOR_VECTOR_KEYS: &str = "SELECT e.rowid AS key, c.id AS chunk_i
 pub const CHUNK_VIEWS_BY_ID: &str = "SELECT c.id AS chunk_id, c.document_id, d.title AS document_title, \
      c.chunk_index, c.heading_path, c.text \
      FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN (SELECT value FROM json_each(?1))";
+
+// The term index (FTS5; see crates/checkpoint-store/src/term_index.rs).
+
+/// One JSON array of `[chunk id, terms]` pairs in ?1; the chunks must exist.
+pub const INDEX_CHUNK_TERMS: &str = "INSERT INTO chunk_terms (rowid, terms) \
+     SELECT c.rowid, json_extract(t.value, '$[1]') FROM json_each(?1) t \
+     JOIN chunks c ON c.id = json_extract(t.value, '$[0]')";
+
+pub const TERM_INDEX_EDITION: &str = "SELECT edition FROM term_index_edition";
+
+pub const CLEAR_TERM_INDEX: &str = "INSERT INTO chunk_terms (chunk_terms) VALUES ('delete-all')";
+
+pub const CLEAR_TERM_INDEX_EDITION: &str = "DELETE FROM term_index_edition";
+
+/// ?1 edition.
+pub const SET_TERM_INDEX_EDITION: &str = "INSERT INTO term_index_edition (edition) VALUES (?1)";
+
+/// ?1 after this rowid, ?2 limit: chunks to index, in rowid order.
+pub const CHUNK_TEXTS_AFTER: &str = "SELECT rowid, id, text FROM chunks WHERE rowid > ?1 ORDER BY rowid LIMIT ?2";
+
+/// How many chunks the library holds: the documents' own counts, which `replace_chunks` keeps in
+/// the same transaction as the chunks (cheaper than counting a million rows).
+pub const LIBRARY_CHUNK_COUNT: &str = "SELECT COALESCE(SUM(chunk_count), 0) FROM documents";
+
+/// ?1 terms (JSON array): each one some chunk contains, with the number of chunks containing it.
+pub const TERM_FREQUENCIES: &str = "SELECT term, doc FROM chunk_term_frequencies \
+     WHERE term IN (SELECT value FROM json_each(?1))";
+
+/// ?1 an FTS5 query, ?2 limit: the best-ranked chunks (BM25) matching it.
+pub const CHUNKS_MATCHING_TERMS: &str = "SELECT c.id FROM \
+         (SELECT rowid, rank FROM chunk_terms WHERE chunk_terms MATCH ?1 ORDER BY rank LIMIT ?2) f \
+     JOIN chunks c ON c.rowid = f.rowid ORDER BY f.rank, c.id";

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use checkpoint_store::{
     DocumentStore, EnqueueOptions, Job, JobId, JobKind, JobStore, Lease, LeaseRequest, ManualClock, NeighbourSearch,
-    PgStore, PgStoreOptions, RetryPolicy, SqliteStore, StoreOptions,
+    PgStore, PgStoreOptions, RetryPolicy, SqliteStore, StoreOptions, TermIndex,
 };
 use serde_json::json;
 
@@ -25,16 +25,37 @@ pub struct Harness {
     pub store: Arc<dyn JobStore>,
     pub docs: Arc<dyn DocumentStore>,
     pub search: Arc<dyn NeighbourSearch>,
+    pub terms: Arc<dyn TermIndex>,
     pub clock: ManualClock,
     /// The store's own pool, for tests that must write what the store never would.
     pub raw: RawPool,
+    /// The store itself, for what only its concrete type offers.
+    pub backend: Backend,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// The store under a harness, by its concrete type.
+#[derive(Clone)]
+pub enum Backend {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PgStore>),
 }
 
 /// The pool under a harness's store.
 pub enum RawPool {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
+}
+
+impl RawPool {
+    /// Runs statements the store would never run, written for this backend.
+    pub async fn execute(&self, sql: &'static str) {
+        match self {
+            RawPool::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+            RawPool::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        }
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+    }
 }
 
 pub async fn sqlite() -> Harness {
@@ -48,7 +69,17 @@ pub async fn sqlite() -> Harness {
     let store = SqliteStore::open(dir.path().join("quire.db"), options).await.expect("open SQLite store");
     let raw = RawPool::Sqlite(store.writer_pool().clone());
     let store = Arc::new(store);
-    Harness { name: "sqlite", store: store.clone(), docs: store.clone(), search: store, clock, raw, _dir: Some(dir) }
+    Harness {
+        name: "sqlite",
+        store: store.clone(),
+        docs: store.clone(),
+        search: store.clone(),
+        terms: store.clone(),
+        backend: Backend::Sqlite(store),
+        clock,
+        raw,
+        _dir: Some(dir),
+    }
 }
 
 /// Every backend available on this machine: SQLite, and PostgreSQL when
@@ -145,7 +176,17 @@ async fn postgres_at(url: &str, name: &'static str, use_pgvector: bool) -> Harne
     assert_eq!(store.has_pgvector(), use_pgvector, "{url}: the {name} suite expects pgvector in use: {use_pgvector}");
     let raw = RawPool::Postgres(store.pool().clone());
     let store = Arc::new(store);
-    Harness { name, store: store.clone(), docs: store.clone(), search: store, clock, raw, _dir: None }
+    Harness {
+        name,
+        store: store.clone(),
+        docs: store.clone(),
+        search: store.clone(),
+        terms: store.clone(),
+        backend: Backend::Postgres(store),
+        clock,
+        raw,
+        _dir: None,
+    }
 }
 
 /// Drops test schemas created more than an hour ago, once per test binary. Failures are
@@ -185,10 +226,21 @@ impl Harness {
             raw: RawPool::Sqlite(store.writer_pool().clone()),
             store: store.clone(),
             docs: store.clone(),
-            search: store,
+            search: store.clone(),
+            terms: store.clone(),
+            backend: Backend::Sqlite(store),
             clock: ManualClock::new(START),
             _dir: None,
         }
+    }
+
+    /// Applies the store's migrations again, as a new process opening the database would.
+    pub async fn migrate(&self) {
+        match &self.backend {
+            Backend::Sqlite(store) => store.migrate().await,
+            Backend::Postgres(store) => store.migrate().await,
+        }
+        .expect("migrate");
     }
 
     pub async fn enqueue(&self, document: &str) -> Job {

@@ -1,18 +1,21 @@
 //! The `detect_connections` handler: runs the connection engines over a document's embedded
 //! chunks against the library and stores the connections found. The library is reached through
-//! the store's indexes (nearest neighbours by embedding), so the cost follows the document.
+//! the store's indexes (nearest neighbours by embedding, chunks sharing rare terms), so the cost
+//! and the memory follow the document, not the library.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use checkpoint_store::{
     ConnectionsOutcome, DocumentStatus, EmbeddedChunk, Job, Neighbour as StoreNeighbour, NeighbourQuery, NewConnection,
     SearchMode, Store,
 };
-use collision_detector::{ChunkRef, ConnectionEngine, LexicalEngine, Neighbour, SemanticEngine};
+use collision_detector::{Connection, Neighbour, SemanticEngine};
 use serde_json::{Value, json};
 use tracing::info;
 
+use super::lexical::lexical_connections;
 use super::stats::bump;
 use super::{Pipeline, document_id};
 use crate::job::{JobContext, JobError, JobHandler};
@@ -48,10 +51,10 @@ impl JobHandler for DetectConnections {
                 expected = document.chunk_count;
             }
             bump(&pipeline.stats.detections, 1);
-            let sources = pipeline.store.embedded_chunks(Some(&document_id), &model, dimensions).await?;
+            let sources = Arc::new(pipeline.store.embedded_chunks(Some(&document_id), &model, dimensions).await?);
             let neighbours = semantic_neighbours(pipeline.store.as_ref(), &sources, &model, dimensions).await?;
-            let candidates = pipeline.store.embedded_chunks(None, &model, dimensions).await?;
-            let connections = tokio::task::spawn_blocking(move || find_connections(&sources, &neighbours, &candidates))
+            let lexical = lexical_connections(pipeline.store.as_ref(), sources.clone()).await?;
+            let connections = tokio::task::spawn_blocking(move || find_connections(&sources, &neighbours, lexical))
                 .await
                 .map_err(|e| JobError::Retryable(format!("connection detection crashed: {e}")))?;
             match pipeline.store.replace_connections(context.lease, &document_id, expected, &connections).await? {
@@ -97,18 +100,14 @@ async fn semantic_neighbours(
     Ok(embedded.into_iter().map(|(id, _)| id.to_owned()).zip(found).collect())
 }
 
-/// Runs every engine over the document's chunks: the semantic one over the neighbours the index
-/// found, the lexical one against the candidates. A pair within one document is stored once,
-/// from its lower chunk id, since both directions say the same.
+/// Puts the engines' findings together: the semantic engine's over the neighbours the index
+/// found, and the lexical engine's. A pair within one document is stored once, from its lower
+/// chunk id, since both directions say the same.
 fn find_connections(
     sources: &[EmbeddedChunk],
     neighbours: &[(String, Vec<StoreNeighbour>)],
-    candidates: &[EmbeddedChunk],
+    mut connections: Vec<Connection>,
 ) -> Vec<NewConnection> {
-    let source_refs = chunk_refs(sources);
-    let candidate_refs = chunk_refs(candidates);
-    let lexical = LexicalEngine::default();
-    let mut connections = lexical.connect(&source_refs, &candidate_refs);
     for (source, found) in neighbours {
         let found: Vec<Neighbour<'_>> =
             found.iter().map(|n| Neighbour { chunk_id: &n.chunk_id, score: n.score }).collect();
@@ -125,18 +124,6 @@ fn find_connections(
             engine: c.engine,
             score: c.score,
             reason: c.reason,
-        })
-        .collect()
-}
-
-fn chunk_refs(chunks: &[EmbeddedChunk]) -> Vec<ChunkRef<'_>> {
-    chunks
-        .iter()
-        .map(|c| ChunkRef {
-            chunk_id: &c.chunk.id,
-            document_id: &c.chunk.document_id,
-            text: &c.chunk.text,
-            embedding: c.embedding.as_deref(),
         })
         .collect()
 }

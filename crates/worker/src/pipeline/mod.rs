@@ -45,6 +45,7 @@ mod batch;
 mod connections;
 mod dead_letter;
 mod embed;
+mod lexical;
 mod stages;
 mod stats;
 

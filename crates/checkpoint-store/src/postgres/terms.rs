@@ -1,0 +1,146 @@
+//! The term index on PostgreSQL: a `tsvector` column with a GIN index, and a table of document
+//! frequencies kept in the transactions that add or remove chunks.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use sqlx::{Postgres, Transaction};
+use tracing::{info, warn};
+
+use super::{PgStore, sql};
+use crate::codec::unsigned;
+use crate::error::StoreResult;
+use crate::term_index::{REBUILD_BATCH, TermCounts, TermIndex, query_terms};
+
+/// Changes in the number of chunks containing each term, applied at once and in term order.
+#[derive(Debug, Default)]
+pub(super) struct TermCountChanges(BTreeMap<String, i64>);
+
+impl TermCountChanges {
+    /// Counts the terms of chunks about to be removed: the document's current chunks.
+    pub async fn remove_document(&mut self, tx: &mut Transaction<'static, Postgres>, id: &str) -> StoreResult<()> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as(sql::TERM_COUNTS_OF_DOCUMENT).bind(id).fetch_all(&mut **tx).await?;
+        for (term, chunks) in rows {
+            *self.0.entry(term).or_default() -= chunks;
+        }
+        Ok(())
+    }
+
+    /// Counts the terms of a chunk about to be added.
+    pub fn add(&mut self, terms: &[String]) {
+        for term in terms {
+            *self.0.entry(term.clone()).or_default() += 1;
+        }
+    }
+
+    /// Applies the changes, inside the transaction that changed the chunks.
+    pub async fn apply(self, tx: &mut Transaction<'static, Postgres>) -> StoreResult<()> {
+        let (terms, changes): (Vec<String>, Vec<i64>) = self.0.into_iter().filter(|(_, change)| *change != 0).unzip();
+        if !terms.is_empty() {
+            sqlx::query(sql::CHANGE_TERM_COUNTS).bind(terms).bind(changes).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A tsquery matching any of the terms, each one a quoted lexeme (no parser, no dictionary).
+fn match_any(terms: &[&str]) -> String {
+    terms.iter().map(|term| format!("'{}'", term.replace('\'', "''"))).collect::<Vec<_>>().join(" | ")
+}
+
+impl PgStore {
+    /// Rebuilds the term index from the chunks' text if it was built under another edition of the
+    /// term rules than this binary's, or never: in one transaction that holds off chunk writes, so
+    /// another process starting at once waits and then finds the index current.
+    pub(super) async fn bring_term_index_up_to_date(&self) -> StoreResult<()> {
+        let current: Option<String> = sqlx::query_scalar(sql::TERM_INDEX_EDITION).fetch_optional(&self.pool).await?;
+        if current.as_deref() == Some(terms::RULES_EDITION) {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql::LOCK_TERM_INDEX).execute(&mut *tx).await?;
+        let current: Option<String> = sqlx::query_scalar(sql::TERM_INDEX_EDITION).fetch_optional(&mut *tx).await?;
+        if current.as_deref() == Some(terms::RULES_EDITION) {
+            return Ok(());
+        }
+        if let Some(previous) = &current {
+            warn!(previous, edition = terms::RULES_EDITION, "the term rules changed; rebuilding the term index");
+        }
+        sqlx::query(sql::LOCK_CHUNKS_FOR_REBUILD).execute(&mut *tx).await?;
+        let mut after = String::new();
+        let mut indexed = 0_usize;
+        loop {
+            let rows: Vec<(String, String)> = sqlx::query_as(sql::CHUNK_TEXTS_AFTER)
+                .bind(&after)
+                .bind(REBUILD_BATCH as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+            let Some((last, _)) = rows.last() else {
+                break;
+            };
+            after = last.clone();
+            indexed += rows.len();
+            let (ids, terms): (Vec<&str>, Vec<String>) =
+                rows.iter().map(|(id, text)| (id.as_str(), terms::indexed_terms(text))).unzip();
+            sqlx::query(sql::SET_CHUNK_TERMS).bind(ids).bind(terms).execute(&mut *tx).await?;
+        }
+        sqlx::query(sql::CLEAR_TERM_COUNTS).execute(&mut *tx).await?;
+        sqlx::query(sql::RECOUNT_TERMS).execute(&mut *tx).await?;
+        sqlx::query(sql::CLEAR_TERM_INDEX_EDITION).execute(&mut *tx).await?;
+        sqlx::query(sql::SET_TERM_INDEX_EDITION).bind(terms::RULES_EDITION).execute(&mut *tx).await?;
+        tx.commit().await?;
+        if indexed > 0 {
+            info!(chunks = indexed, edition = terms::RULES_EDITION, "term index built");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TermIndex for PgStore {
+    async fn term_counts(&self, terms: &[String]) -> StoreResult<TermCounts> {
+        let mut tx = self.pool.begin().await?;
+        let chunk_count: i64 = sqlx::query_scalar(sql::LIBRARY_CHUNK_COUNT).fetch_one(&mut *tx).await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(sql::TERM_FREQUENCIES).bind(terms).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let mut counts = TermCounts { chunk_count: unsigned("chunk count", chunk_count)?, ..TermCounts::default() };
+        for (term, chunks) in rows {
+            counts.document_frequency.insert(term, unsigned("term frequency", chunks)?);
+        }
+        Ok(counts)
+    }
+
+    async fn chunks_sharing_terms(&self, queries: &[Vec<String>], limit: usize) -> StoreResult<Vec<Vec<String>>> {
+        let mut found = vec![Vec::new(); queries.len()];
+        if limit == 0 {
+            return Ok(found);
+        }
+        // Empty queries are left out of the statement (an empty tsquery matches nothing anyway,
+        // with a notice); positions map the rows back.
+        let mut positions = Vec::new();
+        let mut tsqueries = Vec::new();
+        for (position, query) in queries.iter().enumerate() {
+            let terms = query_terms(query);
+            if !terms.is_empty() {
+                positions.push(position);
+                tsqueries.push(match_any(&terms));
+            }
+        }
+        if tsqueries.is_empty() {
+            return Ok(found);
+        }
+        let rows: Vec<(i64, String)> = sqlx::query_as(sql::CHUNKS_MATCHING_TERMS)
+            .bind(tsqueries)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        for (ordinal, id) in rows {
+            let asked = usize::try_from(ordinal - 1).ok().and_then(|index| positions.get(index));
+            if let Some(&position) = asked {
+                found[position].push(id);
+            }
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,110 @@
+//! The term index on SQLite: a contentless FTS5 table under the chunks' rowids.
+
+use async_trait::async_trait;
+use sqlx::{Sqlite, Transaction};
+use tracing::{info, warn};
+
+use super::{SqliteStore, sql};
+use crate::codec::unsigned;
+use crate::error::{StoreError, StoreResult};
+use crate::term_index::{REBUILD_BATCH, TermCounts, TermIndex, query_terms};
+
+/// Adds chunks' terms to the index, inside the transaction that inserted the chunks.
+pub(super) async fn index_chunks<'a>(
+    tx: &mut Transaction<'static, Sqlite>,
+    chunks: impl Iterator<Item = (&'a str, &'a str)>,
+) -> StoreResult<()> {
+    let pairs: Vec<(&str, String)> = chunks.map(|(id, text)| (id, terms::indexed_terms(text))).collect();
+    for slice in pairs.chunks(REBUILD_BATCH) {
+        let json = serde_json::to_string(slice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(sql::INDEX_CHUNK_TERMS).bind(json).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// An FTS5 query matching any of the terms: each one quoted, so none is read as syntax.
+fn match_any(terms: &[&str]) -> String {
+    terms.iter().map(|term| format!("\"{term}\"")).collect::<Vec<_>>().join(" OR ")
+}
+
+impl SqliteStore {
+    /// Rebuilds the term index from the chunks' text if it was built under another edition of the
+    /// term rules than this binary's, or never: in one write transaction, so another process
+    /// opening the same file at once waits and then finds the index current.
+    pub(super) async fn bring_term_index_up_to_date(&self) -> StoreResult<()> {
+        let current: Option<String> = sqlx::query_scalar(sql::TERM_INDEX_EDITION).fetch_optional(&self.writer).await?;
+        if current.as_deref() == Some(terms::RULES_EDITION) {
+            return Ok(());
+        }
+        let mut tx = self.begin_immediate().await?;
+        let current: Option<String> = sqlx::query_scalar(sql::TERM_INDEX_EDITION).fetch_optional(&mut *tx).await?;
+        if current.as_deref() == Some(terms::RULES_EDITION) {
+            return Ok(());
+        }
+        if let Some(previous) = &current {
+            warn!(previous, edition = terms::RULES_EDITION, "the term rules changed; rebuilding the term index");
+        }
+        sqlx::query(sql::CLEAR_TERM_INDEX).execute(&mut *tx).await?;
+        let mut after = 0_i64;
+        let mut indexed = 0_usize;
+        loop {
+            let rows: Vec<(i64, String, String)> = sqlx::query_as(sql::CHUNK_TEXTS_AFTER)
+                .bind(after)
+                .bind(REBUILD_BATCH as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+            let Some(&(last, _, _)) = rows.last() else {
+                break;
+            };
+            after = last;
+            indexed += rows.len();
+            index_chunks(&mut tx, rows.iter().map(|(_, id, text)| (id.as_str(), text.as_str()))).await?;
+        }
+        sqlx::query(sql::CLEAR_TERM_INDEX_EDITION).execute(&mut *tx).await?;
+        sqlx::query(sql::SET_TERM_INDEX_EDITION).bind(terms::RULES_EDITION).execute(&mut *tx).await?;
+        tx.commit().await?;
+        if indexed > 0 {
+            info!(chunks = indexed, edition = terms::RULES_EDITION, "term index built");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TermIndex for SqliteStore {
+    async fn term_counts(&self, terms: &[String]) -> StoreResult<TermCounts> {
+        // One connection, so the count and the frequencies come from one snapshot.
+        let mut tx = self.reader.begin().await?;
+        let chunk_count: i64 = sqlx::query_scalar(sql::LIBRARY_CHUNK_COUNT).fetch_one(&mut *tx).await?;
+        let mut counts = TermCounts { chunk_count: unsigned("chunk count", chunk_count)?, ..TermCounts::default() };
+        for slice in terms.chunks(REBUILD_BATCH) {
+            let json = serde_json::to_string(slice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let rows: Vec<(String, i64)> = sqlx::query_as(sql::TERM_FREQUENCIES).bind(json).fetch_all(&mut *tx).await?;
+            for (term, chunks) in rows {
+                counts.document_frequency.insert(term, unsigned("term frequency", chunks)?);
+            }
+        }
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    async fn chunks_sharing_terms(&self, queries: &[Vec<String>], limit: usize) -> StoreResult<Vec<Vec<String>>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut connection = self.reader.acquire().await?;
+        let mut found = Vec::with_capacity(queries.len());
+        for query in queries {
+            let terms = query_terms(query);
+            if terms.is_empty() || limit == 0 {
+                found.push(Vec::new());
+                continue;
+            }
+            let ids: Vec<String> = sqlx::query_scalar(sql::CHUNKS_MATCHING_TERMS)
+                .bind(match_any(&terms))
+                .bind(limit)
+                .fetch_all(&mut *connection)
+                .await?;
+            found.push(ids);
+        }
+        Ok(found)
+    }
+}

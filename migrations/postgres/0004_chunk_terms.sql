@@ -1,0 +1,21 @@
+-- The full-text index of the lexical engine (see crates/checkpoint-store/src/term_index.rs).
+--
+-- Each chunk's distinct terms as a tsvector built with array_to_tsvector, so no text search
+-- parser or dictionary ever touches them: a stored term is one lexeme, exactly as the query names
+-- it. Existing chunks start empty and get indexed at the store's next start.
+ALTER TABLE chunks ADD COLUMN IF NOT EXISTS terms TSVECTOR NOT NULL DEFAULT ''::tsvector;
+CREATE INDEX IF NOT EXISTS chunks_terms ON chunks USING gin (terms);
+
+-- Document frequencies: how many chunks contain each term. The store keeps it in the transaction
+-- that adds or removes chunks, adding signed changes to the rows in term order, so that
+-- concurrent writers never deadlock on them (no CHECK: a change is applied as one signed upsert).
+CREATE TABLE IF NOT EXISTS chunk_term_counts (
+    term   TEXT   PRIMARY KEY,
+    chunks BIGINT NOT NULL
+);
+
+-- The edition of the term rules the index was built with (one row); the store rebuilds the index
+-- when it differs from its own.
+CREATE TABLE IF NOT EXISTS term_index_edition (
+    edition TEXT NOT NULL
+);
