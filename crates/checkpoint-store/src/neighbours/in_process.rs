@@ -103,11 +103,23 @@ impl InProcessIndexes {
             slots.entry((model.to_owned(), dimensions)).or_default().clone()
         };
         let mut guard = slot.lock().await;
-        let cached = match guard.take() {
-            Some(cached) => cached,
-            None => self.open(rows, model, dimensions).await?,
+        let (cached, opened) = match guard.take() {
+            Some(cached) => (cached, false),
+            None => (self.open(rows, model, dimensions).await?, true),
         };
-        let cached = self.catch_up(rows, model, dimensions, cached).await?;
+        // What was stored longer ago than the window is settled, as far as the window promises:
+        // once caught up, a new index starts its safe low there. Without this, a new process would
+        // re-list every key on each query until its own history covered the window. Asked before
+        // catching up, so every settled key is among those the catch-up lists.
+        let settled = if opened && !rows.keys_follow_commits() {
+            Some(rows.settled_key(model, dimensions, IN_FLIGHT_WINDOW).await?)
+        } else {
+            None
+        };
+        let mut cached = self.catch_up(rows, model, dimensions, cached).await?;
+        if let Some(settled) = settled {
+            cached.safe_low = cached.safe_low.max(settled.min(cached.high_water));
+        }
         let cached = self.maybe_snapshot(model, dimensions, cached).await?;
         let (cached, found) = blocking(move || {
             let found = cached.index.search_batch(&queries, count);
@@ -294,4 +306,76 @@ fn save_snapshot(index: &AnnIndex, meta: &SnapshotMeta, index_path: &Path, meta_
     temp.as_file().sync_all().map_err(|e| e.to_string())?;
     temp.persist(meta_path).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::neighbours::KeyedChunk;
+
+    /// Stored vectors whose keys do not follow commits, as on PostgreSQL; records where each
+    /// catch-up started listing keys.
+    struct UnorderedRows {
+        vectors: Vec<(i64, Vec<f32>)>,
+        settled: i64,
+        listed_after: Mutex<Vec<i64>>,
+    }
+
+    #[async_trait]
+    impl VectorRows for UnorderedRows {
+        async fn vector_keys_after(&self, _: &str, _: usize, after: i64) -> StoreResult<Vec<i64>> {
+            self.listed_after.lock().unwrap().push(after);
+            Ok(self.vectors.iter().map(|(key, _)| *key).filter(|&key| key > after).collect())
+        }
+        async fn vectors_after(&self, _: &str, _: usize, _: i64, _: usize) -> StoreResult<Vec<(i64, Vec<f32>)>> {
+            unreachable!("the in-process index fetches by key")
+        }
+        async fn vectors_by_key(&self, keys: &[i64]) -> StoreResult<Vec<(i64, Vec<f32>)>> {
+            Ok(self.vectors.iter().filter(|(key, _)| keys.contains(key)).cloned().collect())
+        }
+        async fn count_vectors_up_to(&self, _: &str, _: usize, key: i64) -> StoreResult<u64> {
+            Ok(self.vectors.iter().filter(|(k, _)| *k <= key).count() as u64)
+        }
+        async fn chunks_for_keys(&self, _: &[i64]) -> StoreResult<Vec<KeyedChunk>> {
+            unreachable!("keys are resolved by the search, not the index")
+        }
+        fn keys_follow_commits(&self) -> bool {
+            false
+        }
+        async fn settled_key(&self, _: &str, _: usize, age: Duration) -> StoreResult<i64> {
+            assert_eq!(age, IN_FLIGHT_WINDOW);
+            Ok(self.settled)
+        }
+    }
+
+    fn rows(count: i64, settled: i64) -> UnorderedRows {
+        let vectors = (1..=count).map(|key| (key, vec![1.0, key as f32, (key % 7) as f32, 0.5])).collect();
+        UnorderedRows { vectors, settled, listed_after: Mutex::new(Vec::new()) }
+    }
+
+    async fn query_twice(rows: &UnorderedRows) -> Vec<i64> {
+        let indexes = InProcessIndexes::new(None);
+        for _ in 0..2 {
+            let found = indexes.nearest_keys(rows, "m", 4, vec![vec![1.0, 3.0, 3.0, 0.5]], 3).await.unwrap();
+            assert_eq!(found[0].len(), 3);
+        }
+        rows.listed_after.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn a_new_index_starts_its_safe_low_at_the_settled_key_once_caught_up() {
+        let rows = rows(200, 150);
+        // The first catch-up lists everything; the next ones only what may still arrive late.
+        assert_eq!(query_twice(&rows).await, [0, 150]);
+    }
+
+    #[tokio::test]
+    async fn a_settled_key_beyond_what_the_index_holds_is_not_trusted() {
+        let rows = rows(40, 1_000);
+        assert_eq!(query_twice(&rows).await, [0, 40]);
+    }
 }

@@ -122,6 +122,11 @@ pub(crate) trait VectorRows: Send + Sync {
     /// appear later below the highest key seen. False on PostgreSQL, where a transaction that
     /// took a key earlier may commit later.
     fn keys_follow_commits(&self) -> bool;
+
+    /// The highest key of the model's vectors stored at least `age` ago, by the store's clock:
+    /// where an index that has just been built may set its safe low (see `in_process.rs`).
+    /// Only asked of backends whose keys do not follow commits.
+    async fn settled_key(&self, model: &str, dimensions: usize, age: std::time::Duration) -> StoreResult<i64>;
 }
 
 /// How many vectors an exact scan holds at once.

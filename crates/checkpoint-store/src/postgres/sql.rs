@@ -431,6 +431,14 @@ pub const VECTORS_AFTER: &str = "SELECT seq AS key, vector FROM embedding_cache 
 
 pub const VECTORS_BY_KEY: &str = "SELECT seq AS key, vector FROM embedding_cache WHERE seq = ANY($1)";
 
+/// $1 model, $2 dimensions, $3 age (ms), $4 now or NULL: the highest key of the model's vectors
+/// stored at least that long ago (0 if none).
+pub const SETTLED_VECTOR_KEY: &str = concat!(
+    "SELECT COALESCE(MAX(e.seq), 0) FROM embedding_cache e, ",
+    clock!("$4"),
+    " WHERE e.model = $1 AND e.dimensions = $2 AND e.created_at <= clock.now - $3"
+);
+
 pub const COUNT_VECTORS_UP_TO: &str =
     "SELECT COUNT(*) FROM embedding_cache WHERE model = $1 AND dimensions = $2 AND seq <= $3";
 

@@ -282,6 +282,16 @@ impl VectorRows for PgStore {
     fn keys_follow_commits(&self) -> bool {
         false
     }
+
+    async fn settled_key(&self, model: &str, dimensions: usize, age: std::time::Duration) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(sql::SETTLED_VECTOR_KEY)
+            .bind(model)
+            .bind(dimension_count(dimensions))
+            .bind(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
+            .bind(self.bound_now())
+            .fetch_one(&self.pool)
+            .await?)
+    }
 }
 
 #[async_trait]

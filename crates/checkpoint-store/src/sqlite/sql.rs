@@ -251,6 +251,11 @@ pub const VECTORS_AFTER: &str = "SELECT rowid AS key, vector FROM embedding_cach
 pub const VECTORS_BY_KEY: &str =
     "SELECT rowid AS key, vector FROM embedding_cache WHERE rowid IN (SELECT value FROM json_each(?1))";
 
+/// ?1 model, ?2 dimensions, ?3 time: the highest key of the model's vectors stored at or before
+/// then (0 if none).
+pub const SETTLED_VECTOR_KEY: &str = "SELECT COALESCE(MAX(rowid), 0) FROM embedding_cache \
+     WHERE model = ?1 AND dimensions = ?2 AND created_at <= ?3";
+
 pub const COUNT_VECTORS_UP_TO: &str =
     "SELECT COUNT(*) FROM embedding_cache WHERE model = ?1 AND dimensions = ?2 AND rowid <= ?3";
 

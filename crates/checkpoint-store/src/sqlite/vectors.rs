@@ -73,6 +73,15 @@ impl VectorRows for SqliteStore {
     fn keys_follow_commits(&self) -> bool {
         true
     }
+
+    async fn settled_key(&self, model: &str, dimensions: usize, age: std::time::Duration) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(sql::SETTLED_VECTOR_KEY)
+            .bind(model)
+            .bind(dimension_count(dimensions))
+            .bind(self.now() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX / 2))
+            .fetch_one(&self.reader)
+            .await?)
+    }
 }
 
 #[async_trait]
