@@ -13,7 +13,7 @@
 //! median and the min–max over runs.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/main/target cargo run --release --manifest-path bench/Cargo.toml -- --all
+//! CARGO_TARGET_DIR=target cargo run --release --manifest-path bench/Cargo.toml -- --all
 //! ```
 //!
 //! `quire-queue-bench apalis …` runs the apalis comparison instead (see `apalis.rs`; `apalis

@@ -16,7 +16,7 @@
 //! true peak for one book is at most the parent's peak plus the child's.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/main/target cargo build --release --manifest-path bench/Cargo.toml
+//! CARGO_TARGET_DIR=target cargo build --release --manifest-path bench/Cargo.toml
 //! target/release/quire-pipeline-bench stages --all-books
 //! target/release/quire-pipeline-bench recovery --quire /path/to/quire-with-failpoints
 //! ```

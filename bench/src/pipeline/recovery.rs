@@ -25,7 +25,7 @@ pub struct Args {
     quire: PathBuf,
     /// The book to submit (default: the smallest-text book of the corpus that is a real novel,
     /// Dr Jekyll and Mr Hyde, so that each kill reaches `chunked` quickly).
-    #[arg(long, default_value = "/work/shared/corpus/valid/standardebooks_robert-louis-stevenson_the-strange-case-of-dr-jekyll-and-mr-hyde.epub")]
+    #[arg(long, default_value = "../shared/corpus/valid/standardebooks_robert-louis-stevenson_the-strange-case-of-dr-jekyll-and-mr-hyde.epub")]
     book: PathBuf,
     /// Kills to measure.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]

@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long, default_value = "target/release/quire")]
     quire: PathBuf,
     /// Directory of EPUB files.
-    #[arg(long, default_value = "/work/shared/corpus/valid")]
+    #[arg(long, default_value = "../shared/corpus/valid")]
     corpus: PathBuf,
     /// Runs of each focus book (fresh process, then replay from embedding, on the same data
     /// directory). Runs are interleaved across books.
@@ -43,6 +43,10 @@ pub struct Args {
     /// Skip the focus books (with --all-books: only the all-books table).
     #[arg(long)]
     no_focus: bool,
+    /// A data directory holding a library (`quire-library-bench scale --keep DIR`): every run
+    /// processes its book into a fresh copy of it, so connections are found against the library.
+    #[arg(long)]
+    library: Option<PathBuf>,
 }
 
 /// One fresh `quire process` run of one book.
@@ -95,6 +99,9 @@ pub async fn run(args: Args) -> BenchResult<()> {
             for (i, name) in args.focus.iter().enumerate() {
                 let book = args.corpus.join(name);
                 let dir = tempfile::Builder::new().prefix("quire-pipeline-bench-").tempdir()?;
+                if let Some(library) = &args.library {
+                    copy_dir(library, &dir.path().join("data"))?;
+                }
                 let f = process(&quire, &book, dir.path()).await?;
                 eprintln!("round {round}: {name}: process {:.2?}, {} KiB; stages {:?}, detect {:?}", f.finished.wall, f.finished.max_rss_kib, f.stages, f.detect);
                 let r = replay(&quire, dir.path(), f.job_id, has_replay).await?;
@@ -145,7 +152,23 @@ fn quire_command(quire: &Path, data_dir: &Path) -> Command {
     command
 }
 
-/// `quire process BOOK --json` into a fresh data directory, then its jobs read back.
+/// Copies a data directory (files and one level of folders, such as `index/`).
+fn copy_dir(from: &Path, to: &Path) -> BenchResult<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// `quire process BOOK --json` into a data directory (fresh, or a copy of a library), then its
+/// jobs read back.
 async fn process(quire: &Path, book: &Path, dir: &Path) -> BenchResult<Fresh> {
     let data_dir = dir.join("data");
     let mut command = quire_command(quire, &data_dir);
