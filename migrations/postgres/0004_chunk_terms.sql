@@ -6,6 +6,11 @@
 ALTER TABLE chunks ADD COLUMN IF NOT EXISTS terms TSVECTOR NOT NULL DEFAULT ''::tsvector;
 CREATE INDEX IF NOT EXISTS chunks_terms ON chunks USING gin (terms);
 
+-- A stable integer key per chunk, as SQLite's rowid: a term search reads postings as keys and
+-- turns only the best into chunk ids.
+ALTER TABLE chunks ADD COLUMN IF NOT EXISTS seq BIGINT GENERATED ALWAYS AS IDENTITY;
+CREATE UNIQUE INDEX IF NOT EXISTS chunks_seq ON chunks (seq);
+
 -- Document frequencies: how many chunks contain each term. The store keeps it in the transaction
 -- that adds or removes chunks, adding signed changes to the rows in term order, so that
 -- concurrent writers never deadlock on them (no CHECK: a change is applied as one signed upsert).

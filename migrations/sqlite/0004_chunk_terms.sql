@@ -10,6 +10,9 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms
 -- Document frequencies: one row per term with the number of chunks containing it.
 CREATE VIRTUAL TABLE IF NOT EXISTS chunk_term_frequencies USING fts5vocab (chunk_terms, 'row');
 
+-- Postings: one row per (term, chunk rowid), since a chunk's terms are stored once each.
+CREATE VIRTUAL TABLE IF NOT EXISTS chunk_term_postings USING fts5vocab (chunk_terms, 'instance');
+
 -- A chunk leaves the index with its row, however it goes (a reprocessing, a cascade).
 CREATE TRIGGER IF NOT EXISTS chunks_leave_term_index AFTER DELETE ON chunks
 BEGIN

@@ -9,7 +9,7 @@ use checkpoint_store::{
     EnqueueOptions, JobKind, Lease, LeaseRequest, NeighbourQuery, NewDocument, PgStore, PgStoreOptions, SearchMode,
     SqliteStore, Store, StoreOptions, StoredChunk,
 };
-use collision_detector::{CandidateQuery, LexicalEngine, TermStatistics};
+use collision_detector::{CandidateQuery, ChunkRef, ConnectionEngine, LexicalEngine};
 use clap::ValueEnum;
 use embedder::Embedder;
 
@@ -47,6 +47,28 @@ pub struct Args {
     /// Keep the SQLite library of the largest size as a data directory here.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Candidate plans of the lexical half to measure besides the default, each
+    /// `TERMS/POSTINGS/CANDIDATES` (comma-separated), e.g. `32/2000/25`.
+    #[arg(long, value_delimiter = ',')]
+    lexical_plans: Vec<String>,
+}
+
+impl Args {
+    /// The worker's plan first, then the others asked for.
+    fn plans(&self) -> Vec<CandidateQuery> {
+        let mut plans = vec![CandidateQuery::default()];
+        for plan in &self.lexical_plans {
+            let numbers: Vec<u64> = plan.split('/').filter_map(|n| n.parse().ok()).collect();
+            if let [terms, postings, candidates] = numbers[..] {
+                plans.push(CandidateQuery {
+                    max_terms: terms as usize,
+                    max_postings: postings,
+                    candidates_per_source: candidates as usize,
+                });
+            }
+        }
+        plans
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, strum::Display)]
@@ -156,6 +178,7 @@ pub async fn run(args: Args) -> BenchResult<()> {
     let (model, dimensions) = (embedder.model(), embedder.dimensions());
     let largest = args.chunks.iter().copied().max().unwrap_or(0);
     let mut rows = Vec::new();
+    let mut plan_rows = Vec::new();
     for &size in &args.chunks {
         for &backend in &args.backend {
             let opened = open(backend, &args, size, backend == Backend::Sqlite && size == largest).await?;
@@ -174,13 +197,16 @@ pub async fn run(args: Args) -> BenchResult<()> {
             let lease = leased[0].lease().ok_or("no lease")?;
             let loading = Instant::now();
             const PER_DOCUMENT: u64 = 1000;
+            let mut library_documents = Vec::new();
             for d in 0..size.div_ceil(PER_DOCUMENT) {
                 let count = PER_DOCUMENT.min(size - d * PER_DOCUMENT);
-                store_document(store, lease, &passages, &format!("lib-{d}"), d * PER_DOCUMENT, count).await?;
+                let (id, _) =
+                    store_document(store, lease, &passages, &format!("lib-{d}"), d * PER_DOCUMENT, count).await?;
+                library_documents.push(id);
             }
             let load_ms = seconds(loading.elapsed());
             // The new book: passages varied past anything in the library.
-            let (_, book) =
+            let (book_id, book) =
                 store_document(store, lease, &passages, "new-book", 1_000_000_000, args.book_chunks).await?;
             let vectors: Vec<Vec<f32>> = book.iter().map(|(_, v)| v.clone()).collect();
             let query = |mode, limit| NeighbourQuery {
@@ -217,32 +243,36 @@ pub async fn run(args: Args) -> BenchResult<()> {
                 hits += top_ids(approximate, id, 5).iter().filter(|n| truth.contains(*n)).count();
             }
             let recall = if total == 0 { f64::NAN } else { hits as f64 / total as f64 };
-            // The lexical half of a connections job: the library's statistics for the book's
-            // terms, then the chunks sharing each chunk's rarest terms (64 chunks per statement,
-            // as the worker asks).
-            let texts: Vec<String> = (0..args.book_chunks).map(|i| passages.chunk(1_000_000_000 + i)).collect();
+            // The lexical half of a connections job, as the worker runs it (term counts, then
+            // shortlists from the term index, candidates read in bounded rounds, scored exactly),
+            // with each candidate plan; its recall against the exact engine over the library.
+            let sources = Arc::new(store.embedded_chunks(Some(&book_id), &model, dimensions).await?);
+            let exact = exact_lexical(store, &library_documents, &sources).await?;
             let mut lexical = Vec::new();
-            let mut shortlisted = 0usize;
-            for _ in 0..args.rounds {
-                let started = Instant::now();
-                let book_terms: std::collections::BTreeSet<String> =
-                    texts.iter().flat_map(|text| terms::distinct_terms(text)).collect();
-                let counts = store.term_counts(&book_terms.into_iter().collect::<Vec<_>>()).await?;
-                let statistics =
-                    TermStatistics { chunk_count: counts.chunk_count, document_frequency: counts.document_frequency };
-                let plan = CandidateQuery::default();
-                shortlisted = 0;
-                for round in texts.chunks(64) {
-                    let queries: Vec<Vec<String>> = round
-                        .iter()
-                        .map(|text| {
-                            LexicalEngine::DEFAULT.query_terms(text, &statistics, &plan).into_iter().map(|(t, _)| t).collect()
-                        })
-                        .collect();
-                    let found = store.chunks_sharing_terms(&queries, plan.candidates_per_source).await?;
-                    shortlisted += found.iter().map(Vec::len).sum::<usize>();
+            let mut lexical_recall = f64::NAN;
+            for (index, plan) in args.plans().into_iter().enumerate() {
+                let mut times = Vec::new();
+                let mut found = Vec::new();
+                for _ in 0..args.rounds {
+                    let started = Instant::now();
+                    found = worker::lexical_connections(store, sources.clone(), plan).await.map_err(|e| e.to_string())?;
+                    times.push(seconds(started.elapsed()));
                 }
-                lexical.push(seconds(started.elapsed()));
+                let kept = found.iter().filter(|c| exact.contains(&(c.source_chunk_id.clone(), c.target_chunk_id.clone()))).count();
+                let recall = kept as f64 / exact.len().max(1) as f64;
+                let line = format!(
+                    "| {backend} | {size} | {} terms, {} postings, {} candidates | {} | {recall:.3} |",
+                    plan.max_terms,
+                    plan.max_postings,
+                    plan.candidates_per_source,
+                    cell(Spread::of(times.clone()), ms)
+                );
+                println!("{line}");
+                plan_rows.push(line);
+                if index == 0 {
+                    lexical = times;
+                    lexical_recall = recall;
+                }
             }
             // One query at a time, as `quire search` asks.
             let mut single = Vec::new();
@@ -255,19 +285,20 @@ pub async fn run(args: Args) -> BenchResult<()> {
             }
             single.sort_by(f64::total_cmp);
             let row = format!(
-                "| {backend} | {size} | {} | {} | {} | {} | {recall:.3} | {} ({:.0} per chunk) | {} | {} | {:.0} MiB |",
+                "| {backend} | {size} | {} | {} | {} | {} | {recall:.3} | {} | {lexical_recall:.3} | {} | {} | {:.0} MiB |",
                 ms(load_ms),
                 ms(build_ms),
                 cell(Spread::of(indexed), ms),
                 cell(Spread::of(exact_times), ms),
                 cell(Spread::of(lexical), ms),
-                shortlisted as f64 / texts.len().max(1) as f64,
                 format_args!("{:.1} ms", single[single.len() / 2]),
                 format_args!("{:.1} ms", single[single.len() * 99 / 100]),
                 crate::rss_kib() / 1024.0,
             );
             println!("{row}");
             rows.push(row);
+            // A kept library must not hold a leased job: `quire` would wait for it.
+            store.complete(lease, None).await?;
             if let Some((url, schema)) = &opened.drop_schema {
                 use sqlx::Connection;
                 let mut conn = sqlx::PgConnection::connect(url).await?;
@@ -277,12 +308,43 @@ pub async fn run(args: Args) -> BenchResult<()> {
     }
     println!();
     println!(
-        "| backend | library chunks | load | index build (first query) | {} book chunks, indexed (top 6 each) | the same, exact | recall@5 | lexical candidates (term counts + shortlists) | one query p50 | p99 | bench RSS after |",
+        "| backend | library chunks | load | index build (first query) | {} book chunks, indexed (top 6 each) | the same, exact | recall@5 | lexical half of the job | its recall@5 | one query p50 | p99 | bench RSS after |",
         args.book_chunks
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
     }
+    println!();
+    println!("| backend | library chunks | lexical candidate plan | lexical half of the job | its recall@5 |");
+    println!("|---|---|---|---|---|");
+    for row in plan_rows {
+        println!("{row}");
+    }
     Ok(())
+}
+
+/// The exact lexical engine's top 5 per chunk of the book, over every chunk of the library read
+/// into memory (what `detect_connections` did before the term index): the reference for recall.
+async fn exact_lexical(
+    store: &dyn Store,
+    library_documents: &[String],
+    sources: &[checkpoint_store::EmbeddedChunk],
+) -> BenchResult<HashSet<(String, String)>> {
+    let mut library = Vec::new();
+    for document in library_documents {
+        library.extend(store.chunks(document).await?);
+    }
+    let mut candidates: Vec<ChunkRef<'_>> = library.iter().map(chunk_ref).collect();
+    let book: Vec<ChunkRef<'_>> = sources.iter().map(|s| chunk_ref(&s.chunk)).collect();
+    candidates.extend(book.iter().copied());
+    Ok(LexicalEngine::DEFAULT
+        .connect(&book, &candidates)
+        .into_iter()
+        .map(|c| (c.source_chunk_id, c.target_chunk_id))
+        .collect())
+}
+
+fn chunk_ref(chunk: &StoredChunk) -> ChunkRef<'_> {
+    ChunkRef { chunk_id: &chunk.id, document_id: &chunk.document_id, text: &chunk.text, embedding: None }
 }

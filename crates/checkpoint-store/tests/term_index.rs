@@ -102,7 +102,7 @@ async fn frequencies_count_the_chunks_containing_each_term_and_follow_a_reproces
 async fn a_search_finds_exactly_the_chunks_sharing_a_term_those_sharing_most_first() {
     for h in backends().await {
         let (documents, _) = library(&h, &[WHALING, TEA]).await;
-        let query = |terms: &[&str]| terms.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        let query = |terms: &[&str]| terms.iter().map(|t| (t.to_string(), 1.0)).collect::<Vec<_>>();
         let queries = vec![
             query(&["harpoon", "nantucket", "boat"]),
             query(&["biscuits"]),
@@ -125,10 +125,19 @@ async fn a_search_finds_exactly_the_chunks_sharing_a_term_those_sharing_most_fir
         tea.sort();
         assert_eq!(tea, [second(0), second(1)], "{}", h.name);
 
-        // Ranked: the chunk sharing two terms comes before those sharing one; the limit holds.
+        // Ranked by the summed weight of the terms shared: the chunk sharing both comes first, then
+        // by weight; the limit holds.
         let ranked = h.terms.chunks_sharing_terms(&[query(&["quarterdeck", "whale"])], 10).await.unwrap();
         assert_eq!(ranked[0].first(), Some(&first(2)), "{}: {ranked:?}", h.name);
         assert_eq!(ranked[0].len(), 3, "{}: {ranked:?}", h.name);
+        let weighted = vec![("tea".to_owned(), 1.0), ("harpoon".to_owned(), 3.0), ("weak".to_owned(), 0.5)];
+        let ranked = h.terms.chunks_sharing_terms(&[weighted], 10).await.unwrap();
+        assert_eq!(
+            ranked[0],
+            [first(0), first(1), second(1), second(0)],
+            "{}: harpoon, then tea and weak, then tea",
+            h.name
+        );
         let limited = h.terms.chunks_sharing_terms(&[query(&["whale"])], 2).await.unwrap();
         assert_eq!(limited[0].len(), 2, "{}", h.name);
         assert!(h.terms.chunks_sharing_terms(&[query(&["whale"])], 0).await.unwrap()[0].is_empty());
@@ -143,7 +152,10 @@ async fn a_reprocessed_documents_old_chunks_never_come_back() {
         h.docs.replace_chunks(lease, &documents[0], &chunks).await.unwrap();
         let found = h
             .terms
-            .chunks_sharing_terms(&[vec!["harpoon".into()], vec!["starbuck".into(), "quarterdeck".into()]], 10)
+            .chunks_sharing_terms(
+                &[vec![("harpoon".into(), 1.0)], vec![("starbuck".into(), 1.0), ("quarterdeck".into(), 1.0)]],
+                10,
+            )
             .await
             .unwrap();
         assert!(found[0].is_empty(), "{}: {found:?}", h.name);
@@ -162,7 +174,7 @@ async fn pointed_and_unpointed_spellings_and_cjk_text_meet() {
             ],
         )
         .await;
-        let ask = |text: &str| terms::distinct_terms(text);
+        let ask = |text: &str| terms::distinct_terms(text).into_iter().map(|term| (term, 1.0)).collect::<Vec<_>>();
         let found = h.terms.chunks_sharing_terms(&[ask("בְּרֵאשִׁית"), ask("كِتَاب"), ask("京都")], 10).await.unwrap();
         let sorted = |mut ids: Vec<String>| {
             ids.sort();
@@ -194,11 +206,11 @@ async fn an_index_of_another_edition_or_none_is_rebuilt_when_the_store_opens() {
         };
         for (situation, sql) in [("never indexed", forget), ("another edition", older)] {
             h.raw.execute(sql).await;
-            let emptied = h.terms.chunks_sharing_terms(&[vec!["whale".into()]], 10).await.unwrap();
+            let emptied = h.terms.chunks_sharing_terms(&[vec![("whale".into(), 1.0)]], 10).await.unwrap();
             assert!(emptied[0].is_empty(), "{}: {situation}: the index was emptied", h.name);
             h.migrate().await;
             assert_counts_match(&h, &all).await;
-            let found = h.terms.chunks_sharing_terms(&[vec!["whale".into()]], 10).await.unwrap();
+            let found = h.terms.chunks_sharing_terms(&[vec![("whale".into(), 1.0)]], 10).await.unwrap();
             assert_eq!(found[0].len(), 3, "{}: {situation}", h.name);
         }
     }

@@ -24,7 +24,7 @@ pub use isolation::{ExtractedMetadata, Isolation, run_child};
 pub use job::{JobContext, JobError, JobHandler};
 pub use pipeline::{
     Batching, DetectConnections, EmbeddingMode, Pipeline, PipelineStats, ProcessDocument, detect_connections_key,
-    process_document_key,
+    lexical_connections, process_document_key,
 };
 pub use runtime::{Finished, Handlers, Worker, WorkerConfig, WorkerMetrics, default_owner, run_attempt};
 pub use submit::{Submission, SubmitError, submit_bytes, submit_file};

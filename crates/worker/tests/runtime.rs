@@ -20,7 +20,7 @@ use checkpoint_store::{
     DocumentStore, EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued, FailOutcome, Failure, HeartbeatReport, Job,
     JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, Neighbour, NeighbourQuery, NeighbourSearch,
     NewConnection, NewDocument, QueueCount, Recovery, StoreError, StoreResult, StoredChunk, TermCounts, TermIndex,
-    VectorIndexKind,
+    VectorIndexKind, WeightedTerms,
 };
 use serde_json::{Value, json};
 use stage_machine::Checkpoint;
@@ -331,7 +331,7 @@ impl TermIndex for FakeStore {
     async fn term_counts(&self, _: &[String]) -> StoreResult<TermCounts> {
         unused()
     }
-    async fn chunks_sharing_terms(&self, _: &[Vec<String>], _: usize) -> StoreResult<Vec<Vec<String>>> {
+    async fn chunks_sharing_terms(&self, _: &[WeightedTerms], _: usize) -> StoreResult<Vec<Vec<String>>> {
         unused()
     }
 }

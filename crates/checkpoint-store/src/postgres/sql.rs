@@ -483,14 +483,16 @@ pub const LIBRARY_CHUNK_COUNT: &str = "SELECT COALESCE(SUM(chunk_count), 0)::big
 /// $1 terms: each one some chunk contains, with the number of chunks containing it.
 pub const TERM_FREQUENCIES: &str = "SELECT term, chunks FROM chunk_term_counts WHERE term = ANY($1) AND chunks > 0";
 
-/// $1 tsqueries, $2 limit: for each query (by its position, from 1), the best-ranked chunks
-/// matching it, best first.
-pub const CHUNKS_MATCHING_TERMS: &str = "SELECT q.position, m.id FROM \
-         UNNEST($1::text[]) WITH ORDINALITY AS q(query, position) \
-     CROSS JOIN LATERAL ( \
-         SELECT c.id, ts_rank(c.terms, q.query::tsquery, 1) AS rank FROM chunks c \
-         WHERE c.terms @@ q.query::tsquery ORDER BY rank DESC, c.id LIMIT $2) m \
-     ORDER BY q.position, m.rank DESC, m.id";
+/// $1 terms, $2 the same terms as tsqueries (quoted lexemes): `(term, chunk seq)` for every
+/// chunk containing each, one GIN lookup per term.
+pub const TERM_POSTINGS: &str = "SELECT t.term, c.seq FROM UNNEST($1::text[], $2::text[]) AS t(term, query) \
+     CROSS JOIN LATERAL (SELECT seq FROM chunks WHERE terms @@ t.query::tsquery) AS c";
+
+/// For the rest of the transaction: no sequential scans (see `TermPostings::postings`).
+pub const GIN_LOOKUPS_ONLY: &str = "SET LOCAL enable_seqscan = off";
+
+/// $1 seqs.
+pub const CHUNK_IDS_BY_SEQ: &str = "SELECT seq, id FROM chunks WHERE seq = ANY($1)";
 
 pub const TERM_INDEX_EDITION: &str = "SELECT edition FROM term_index_edition";
 

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::{PgStore, sql};
 use crate::codec::unsigned;
 use crate::error::StoreResult;
-use crate::term_index::{REBUILD_BATCH, TermCounts, TermIndex, query_terms};
+use crate::term_index::{self, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms};
 
 /// Changes in the number of chunks containing each term, applied at once and in term order.
 #[derive(Debug, Default)]
@@ -44,9 +44,9 @@ impl TermCountChanges {
     }
 }
 
-/// A tsquery matching any of the terms, each one a quoted lexeme (no parser, no dictionary).
-fn match_any(terms: &[&str]) -> String {
-    terms.iter().map(|term| format!("'{}'", term.replace('\'', "''"))).collect::<Vec<_>>().join(" | ")
+/// A term as a tsquery of one quoted lexeme: no parser, no dictionary, nothing read as syntax.
+fn lexeme(term: &str) -> String {
+    format!("'{}'", term.replace('\'', "''"))
 }
 
 impl PgStore {
@@ -111,36 +111,25 @@ impl TermIndex for PgStore {
         Ok(counts)
     }
 
-    async fn chunks_sharing_terms(&self, queries: &[Vec<String>], limit: usize) -> StoreResult<Vec<Vec<String>>> {
-        let mut found = vec![Vec::new(); queries.len()];
-        if limit == 0 {
-            return Ok(found);
-        }
-        // Empty queries are left out of the statement (an empty tsquery matches nothing anyway,
-        // with a notice); positions map the rows back.
-        let mut positions = Vec::new();
-        let mut tsqueries = Vec::new();
-        for (position, query) in queries.iter().enumerate() {
-            let terms = query_terms(query);
-            if !terms.is_empty() {
-                positions.push(position);
-                tsqueries.push(match_any(&terms));
-            }
-        }
-        if tsqueries.is_empty() {
-            return Ok(found);
-        }
-        let rows: Vec<(i64, String)> = sqlx::query_as(sql::CHUNKS_MATCHING_TERMS)
-            .bind(tsqueries)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        for (ordinal, id) in rows {
-            let asked = usize::try_from(ordinal - 1).ok().and_then(|index| positions.get(index));
-            if let Some(&position) = asked {
-                found[position].push(id);
-            }
-        }
-        Ok(found)
+    async fn chunks_sharing_terms(&self, queries: &[WeightedTerms], limit: usize) -> StoreResult<Vec<Vec<String>>> {
+        term_index::chunks_sharing_terms(self, queries, limit).await
+    }
+}
+
+#[async_trait]
+impl TermPostings for PgStore {
+    async fn postings(&self, terms: &[&str]) -> StoreResult<Vec<(String, i64)>> {
+        let lexemes: Vec<String> = terms.iter().map(|term| lexeme(term)).collect();
+        let mut tx = self.pool.begin().await?;
+        // Each term must be one GIN lookup. Misjudging the selectivity of `@@` (a fresh table has
+        // no statistics), the planner may otherwise test every term against every row.
+        sqlx::query(sql::GIN_LOOKUPS_ONLY).execute(&mut *tx).await?;
+        let postings = sqlx::query_as(sql::TERM_POSTINGS).bind(terms).bind(lexemes).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(postings)
+    }
+
+    async fn chunk_ids(&self, keys: &[i64]) -> StoreResult<Vec<(i64, String)>> {
+        Ok(sqlx::query_as(sql::CHUNK_IDS_BY_SEQ).bind(keys).fetch_all(&self.pool).await?)
     }
 }

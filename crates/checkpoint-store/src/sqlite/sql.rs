@@ -291,11 +291,23 @@ pub const CHUNK_TEXTS_AFTER: &str = "SELECT rowid, id, text FROM chunks WHERE ro
 /// the same transaction as the chunks (cheaper than counting a million rows).
 pub const LIBRARY_CHUNK_COUNT: &str = "SELECT COALESCE(SUM(chunk_count), 0) FROM documents";
 
-/// ?1 terms (JSON array): each one some chunk contains, with the number of chunks containing it.
-pub const TERM_FREQUENCIES: &str = "SELECT term, doc FROM chunk_term_frequencies \
-     WHERE term IN (SELECT value FROM json_each(?1))";
+/// Each of `count` terms, bound as ?1…?count, that some chunk contains, with the number of chunks
+/// containing it (a literal `IN` list, as in [`term_postings`]).
+pub fn term_frequencies(count: usize) -> String {
+    format!("SELECT term, doc FROM chunk_term_frequencies WHERE term IN ({})", parameter_list(count))
+}
 
-/// ?1 an FTS5 query, ?2 limit: the best-ranked chunks (BM25) matching it.
-pub const CHUNKS_MATCHING_TERMS: &str = "SELECT c.id FROM \
-         (SELECT rowid, rank FROM chunk_terms WHERE chunk_terms MATCH ?1 ORDER BY rank LIMIT ?2) f \
-     JOIN chunks c ON c.rowid = f.rowid ORDER BY f.rank, c.id";
+/// `?1, ?2, …, ?count`.
+fn parameter_list(count: usize) -> String {
+    (1..=count).map(|n| format!("?{n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `(term, chunk rowid)` for every chunk containing one of `count` terms, bound as ?1…?count. A
+/// list of parameters, not `json_each`: fts5vocab seeks each value of a literal `IN` list, but
+/// scans the whole index for a subquery.
+pub fn term_postings(count: usize) -> String {
+    format!("SELECT term, doc FROM chunk_term_postings WHERE term IN ({})", parameter_list(count))
+}
+
+/// ?1 rowids (JSON array).
+pub const CHUNK_IDS_BY_ROWID: &str = "SELECT rowid, id FROM chunks WHERE rowid IN (SELECT value FROM json_each(?1))";

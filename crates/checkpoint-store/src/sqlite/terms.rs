@@ -7,7 +7,10 @@ use tracing::{info, warn};
 use super::{SqliteStore, sql};
 use crate::codec::unsigned;
 use crate::error::{StoreError, StoreResult};
-use crate::term_index::{REBUILD_BATCH, TermCounts, TermIndex, query_terms};
+use crate::term_index::{self, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms};
+
+/// Terms per statement that looks terms up: within SQLite's limit on bound parameters (32,766).
+const TERMS_PER_STATEMENT: usize = 500;
 
 /// Adds chunks' terms to the index, inside the transaction that inserted the chunks.
 pub(super) async fn index_chunks<'a>(
@@ -20,11 +23,6 @@ pub(super) async fn index_chunks<'a>(
         sqlx::query(sql::INDEX_CHUNK_TERMS).bind(json).execute(&mut **tx).await?;
     }
     Ok(())
-}
-
-/// An FTS5 query matching any of the terms: each one quoted, so none is read as syntax.
-fn match_any(terms: &[&str]) -> String {
-    terms.iter().map(|term| format!("\"{term}\"")).collect::<Vec<_>>().join(" OR ")
 }
 
 impl SqliteStore {
@@ -77,9 +75,13 @@ impl TermIndex for SqliteStore {
         let mut tx = self.reader.begin().await?;
         let chunk_count: i64 = sqlx::query_scalar(sql::LIBRARY_CHUNK_COUNT).fetch_one(&mut *tx).await?;
         let mut counts = TermCounts { chunk_count: unsigned("chunk count", chunk_count)?, ..TermCounts::default() };
-        for slice in terms.chunks(REBUILD_BATCH) {
-            let json = serde_json::to_string(slice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let rows: Vec<(String, i64)> = sqlx::query_as(sql::TERM_FREQUENCIES).bind(json).fetch_all(&mut *tx).await?;
+        for slice in terms.chunks(TERMS_PER_STATEMENT) {
+            let statement = sqlx::AssertSqlSafe(sql::term_frequencies(slice.len()));
+            let rows: Vec<(String, i64)> = slice
+                .iter()
+                .fold(sqlx::query_as(statement), |query, term| query.bind(term))
+                .fetch_all(&mut *tx)
+                .await?;
             for (term, chunks) in rows {
                 counts.document_frequency.insert(term, unsigned("term frequency", chunks)?);
             }
@@ -88,23 +90,25 @@ impl TermIndex for SqliteStore {
         Ok(counts)
     }
 
-    async fn chunks_sharing_terms(&self, queries: &[Vec<String>], limit: usize) -> StoreResult<Vec<Vec<String>>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut connection = self.reader.acquire().await?;
-        let mut found = Vec::with_capacity(queries.len());
-        for query in queries {
-            let terms = query_terms(query);
-            if terms.is_empty() || limit == 0 {
-                found.push(Vec::new());
-                continue;
-            }
-            let ids: Vec<String> = sqlx::query_scalar(sql::CHUNKS_MATCHING_TERMS)
-                .bind(match_any(&terms))
-                .bind(limit)
-                .fetch_all(&mut *connection)
-                .await?;
-            found.push(ids);
+    async fn chunks_sharing_terms(&self, queries: &[WeightedTerms], limit: usize) -> StoreResult<Vec<Vec<String>>> {
+        term_index::chunks_sharing_terms(self, queries, limit).await
+    }
+}
+
+#[async_trait]
+impl TermPostings for SqliteStore {
+    async fn postings(&self, terms: &[&str]) -> StoreResult<Vec<(String, i64)>> {
+        let mut postings = Vec::new();
+        for slice in terms.chunks(TERMS_PER_STATEMENT) {
+            let statement = sqlx::AssertSqlSafe(sql::term_postings(slice.len()));
+            let query = slice.iter().fold(sqlx::query_as(statement), |query, term| query.bind(*term));
+            postings.extend(query.fetch_all(&self.reader).await?);
         }
-        Ok(found)
+        Ok(postings)
+    }
+
+    async fn chunk_ids(&self, keys: &[i64]) -> StoreResult<Vec<(i64, String)>> {
+        let json = serde_json::to_string(keys).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(sqlx::query_as(sql::CHUNK_IDS_BY_ROWID).bind(json).fetch_all(&self.reader).await?)
     }
 }

@@ -11,7 +11,7 @@ use checkpoint_store::{
     ConnectionsOutcome, DocumentStatus, EmbeddedChunk, Job, Neighbour as StoreNeighbour, NeighbourQuery, NewConnection,
     SearchMode, Store,
 };
-use collision_detector::{Connection, Neighbour, SemanticEngine};
+use collision_detector::{CandidateQuery, Connection, Neighbour, SemanticEngine};
 use serde_json::{Value, json};
 use tracing::info;
 
@@ -53,7 +53,8 @@ impl JobHandler for DetectConnections {
             bump(&pipeline.stats.detections, 1);
             let sources = Arc::new(pipeline.store.embedded_chunks(Some(&document_id), &model, dimensions).await?);
             let neighbours = semantic_neighbours(pipeline.store.as_ref(), &sources, &model, dimensions).await?;
-            let lexical = lexical_connections(pipeline.store.as_ref(), sources.clone()).await?;
+            let lexical =
+                lexical_connections(pipeline.store.as_ref(), sources.clone(), CandidateQuery::default()).await?;
             let connections = tokio::task::spawn_blocking(move || find_connections(&sources, &neighbours, lexical))
                 .await
                 .map_err(|e| JobError::Retryable(format!("connection detection crashed: {e}")))?;

@@ -1,8 +1,9 @@
 //! The lexical half of `detect_connections`, through the store's full-text index: the library's
 //! term statistics and, for each chunk of the document, the chunks sharing its rarest terms. Only
-//! the document and one batch of candidates are ever in memory, whatever the library's size.
+//! the document, its shortlists (chunk ids) and one round of candidates' text, at most
+//! [`CANDIDATES_PER_ROUND`] chunks, are ever in memory, whatever the library's size.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use checkpoint_store::{ChunkView, EmbeddedChunk, Store};
@@ -13,9 +14,13 @@ use crate::job::JobError;
 /// The lexical engine's choice for one document.
 const LEXICAL: LexicalEngine = LexicalEngine::DEFAULT;
 
-/// How many of the document's chunks are scored per round: bounds the candidates held at once
-/// (this many times [`CandidateQuery::candidates_per_source`]).
-const SOURCES_PER_ROUND: usize = 64;
+/// How many shortlists one statement asks for: bounds the statement's size.
+const QUERIES_PER_STATEMENT: usize = 256;
+
+/// How many other chunks (their text) one round of scoring holds at most: the bound on the
+/// memory the library costs, whatever its size. Rounds take the book's chunks in order while
+/// their shortlists stay within it, so a small library is read once.
+const CANDIDATES_PER_ROUND: usize = 16_384;
 
 /// A candidate chunk, owned.
 struct Candidate {
@@ -30,12 +35,14 @@ impl From<ChunkView> for Candidate {
     }
 }
 
-/// The lexical connections of the document's chunks (`sources`) to the library's.
-pub(super) async fn lexical_connections(
+/// The lexical connections of a document's chunks (`sources`) to the library's, as
+/// `detect_connections` finds them with `plan` = [`CandidateQuery::default`] (before it drops the
+/// second direction of pairs within the document).
+pub async fn lexical_connections(
     store: &dyn Store,
     sources: Arc<Vec<EmbeddedChunk>>,
+    plan: CandidateQuery,
 ) -> Result<Vec<Connection>, JobError> {
-    let plan = CandidateQuery::default();
     let book_terms: BTreeSet<String> = {
         let sources = sources.clone();
         blocking(move || sources.iter().flat_map(|source| terms::distinct_terms(&source.chunk.text)).collect()).await?
@@ -44,33 +51,40 @@ pub(super) async fn lexical_connections(
     let mut statistics =
         Arc::new(TermStatistics { chunk_count: counts.chunk_count, document_frequency: counts.document_frequency });
 
+    // Every chunk's shortlist first (ids only: bounded by the book), so that rounds can be cut
+    // by how many distinct candidates they read.
+    let queries = {
+        let (sources, statistics) = (sources.clone(), statistics.clone());
+        blocking(move || {
+            sources.iter().map(|source| LEXICAL.query_terms(&source.chunk.text, &statistics, &plan)).collect::<Vec<_>>()
+        })
+        .await?
+    };
+    let mut shortlists: Vec<Vec<String>> = Vec::with_capacity(queries.len());
+    for batch in queries.chunks(QUERIES_PER_STATEMENT) {
+        shortlists.extend(store.chunks_sharing_terms(batch, plan.candidates_per_source).await?);
+    }
+    let own: HashSet<&str> = sources.iter().map(|source| source.chunk.id.as_str()).collect();
+
     let mut connections = Vec::new();
-    for first in (0..sources.len()).step_by(SOURCES_PER_ROUND) {
-        let round = first..sources.len().min(first + SOURCES_PER_ROUND);
-        let queries = {
-            let (sources, statistics, round) = (sources.clone(), statistics.clone(), round.clone());
-            blocking(move || {
-                sources[round]
-                    .iter()
-                    .map(|source| {
-                        LEXICAL
-                            .query_terms(&source.chunk.text, &statistics, &plan)
-                            .into_iter()
-                            .map(|(term, _)| term)
-                            .collect::<Vec<_>>()
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await?
-        };
-        let shortlists = store.chunks_sharing_terms(&queries, plan.candidates_per_source).await?;
-        // The document's own chunks are at hand; only the others are read.
-        let own: HashMap<&str, usize> =
-            sources.iter().enumerate().map(|(index, source)| (source.chunk.id.as_str(), index)).collect();
-        let mut wanted: Vec<String> =
-            shortlists.iter().flatten().filter(|id| !own.contains_key(id.as_str())).cloned().collect();
-        wanted.sort_unstable();
-        wanted.dedup();
+    let mut first = 0;
+    while first < sources.len() {
+        // A round takes sources while the other chunks they shortlisted stay within the bound.
+        let mut wanted: BTreeSet<&str> = BTreeSet::new();
+        let mut end = first;
+        while end < sources.len() {
+            let fresh: Vec<&str> = shortlists[end]
+                .iter()
+                .map(String::as_str)
+                .filter(|id| !own.contains(id) && !wanted.contains(id))
+                .collect();
+            if end > first && wanted.len() + fresh.len() > CANDIDATES_PER_ROUND {
+                break;
+            }
+            wanted.extend(fresh);
+            end += 1;
+        }
+        let wanted: Vec<String> = wanted.into_iter().map(str::to_owned).collect();
         let others: Vec<Candidate> = store.chunk_views(&wanted).await?.into_iter().map(Candidate::from).collect();
         // A candidate's terms that the book lacks still weigh in its norm: ask their frequencies
         // too, or they would count as terms no chunk has, and its scores would come out low.
@@ -90,9 +104,12 @@ pub(super) async fn lexical_connections(
             let counts = store.term_counts(&unknown.into_iter().collect::<Vec<_>>()).await?;
             Arc::make_mut(&mut statistics).document_frequency.extend(counts.document_frequency);
         }
+        let round_shortlists = shortlists[first..end].to_vec();
         let (sources, statistics) = (sources.clone(), statistics.clone());
-        let found = blocking(move || score_round(&sources, round, &shortlists, &others, &statistics)).await?;
+        let found =
+            blocking(move || score_round(&sources, first..end, &round_shortlists, &others, &statistics)).await?;
         connections.extend(found);
+        first = end;
     }
     Ok(connections)
 }

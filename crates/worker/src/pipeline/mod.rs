@@ -51,6 +51,7 @@ mod stats;
 
 pub use batch::{Batching, EmbeddingMode};
 pub use connections::DetectConnections;
+pub use lexical::lexical_connections;
 pub use stats::PipelineStats;
 
 /// Everything the handlers share.
