@@ -11,6 +11,17 @@ CREATE INDEX IF NOT EXISTS chunks_terms ON chunks USING gin (terms);
 ALTER TABLE chunks ADD COLUMN IF NOT EXISTS seq BIGINT GENERATED ALWAYS AS IDENTITY;
 CREATE UNIQUE INDEX IF NOT EXISTS chunks_seq ON chunks (seq);
 
+-- The postings, one row per (term, chunk), for the term search: read from the primary key alone.
+-- The GIN index answers "which chunks contain this term" only through the heap, a millisecond
+-- per term, which made one book's search take 18 s at 10k chunks; this index reads a term's
+-- chunks in one range scan.
+CREATE TABLE IF NOT EXISTS chunk_term_postings (
+    term      TEXT   NOT NULL,
+    chunk_seq BIGINT NOT NULL REFERENCES chunks (seq) ON DELETE CASCADE,
+    PRIMARY KEY (term, chunk_seq)
+);
+CREATE INDEX IF NOT EXISTS chunk_term_postings_chunk ON chunk_term_postings (chunk_seq);
+
 -- Document frequencies: how many chunks contain each term. The store keeps it in the transaction
 -- that adds or removes chunks, adding signed changes to the rows in term order, so that
 -- concurrent writers never deadlock on them (no CHECK: a change is applied as one signed upsert).

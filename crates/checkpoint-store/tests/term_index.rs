@@ -199,9 +199,10 @@ async fn an_index_of_another_edition_or_none_is_rebuilt_when_the_store_opens() {
                  UPDATE term_index_edition SET edition = 'terms-0';",
             ),
             Backend::Postgres(_) => (
-                "UPDATE chunks SET terms = ''; DELETE FROM chunk_term_counts; DELETE FROM term_index_edition;",
+                "UPDATE chunks SET terms = ''; DELETE FROM chunk_term_counts; DELETE FROM chunk_term_postings; \
+                 DELETE FROM term_index_edition;",
                 "UPDATE chunks SET terms = ''; UPDATE chunk_term_counts SET chunks = 99; \
-                 UPDATE term_index_edition SET edition = 'terms-0';",
+                 DELETE FROM chunk_term_postings; UPDATE term_index_edition SET edition = 'terms-0';",
             ),
         };
         for (situation, sql) in [("never indexed", forget), ("another edition", older)] {

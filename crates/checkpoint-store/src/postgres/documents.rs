@@ -212,6 +212,14 @@ impl DocumentStore for PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        for (slice, slice_terms) in chunks.chunks(INSERT_BATCH).zip(chunk_terms.chunks(INSERT_BATCH)) {
+            let (ids, terms): (Vec<&str>, Vec<&str>) = slice
+                .iter()
+                .zip(slice_terms)
+                .flat_map(|(chunk, terms)| terms.iter().map(move |term| (chunk.id.as_str(), term.as_str())))
+                .unzip();
+            sqlx::query(sql::INSERT_POSTINGS).bind(ids).bind(terms).execute(&mut *tx).await?;
+        }
         term_counts.apply(&mut tx).await?;
         sqlx::query(sql::SET_CHUNK_COUNT)
             .bind(id)

@@ -483,13 +483,18 @@ pub const LIBRARY_CHUNK_COUNT: &str = "SELECT COALESCE(SUM(chunk_count), 0)::big
 /// $1 terms: each one some chunk contains, with the number of chunks containing it.
 pub const TERM_FREQUENCIES: &str = "SELECT term, chunks FROM chunk_term_counts WHERE term = ANY($1) AND chunks > 0";
 
-/// $1 terms, $2 the same terms as tsqueries (quoted lexemes): `(term, chunk seq)` for every
-/// chunk containing each, one GIN lookup per term.
-pub const TERM_POSTINGS: &str = "SELECT t.term, c.seq FROM UNNEST($1::text[], $2::text[]) AS t(term, query) \
-     CROSS JOIN LATERAL (SELECT seq FROM chunks WHERE terms @@ t.query::tsquery) AS c";
+/// $1 terms: `(term, chunk seq)` for every chunk containing each, from the postings' key.
+pub const TERM_POSTINGS: &str = "SELECT term, chunk_seq FROM chunk_term_postings WHERE term = ANY($1)";
 
-/// For the rest of the transaction: no sequential scans (see `TermPostings::postings`).
-pub const GIN_LOOKUPS_ONLY: &str = "SET LOCAL enable_seqscan = off";
+/// $1 chunk ids, $2 terms, pair-wise: the postings of chunks just inserted.
+pub const INSERT_POSTINGS: &str = "INSERT INTO chunk_term_postings (term, chunk_seq) \
+     SELECT p.term, c.seq FROM UNNEST($1::text[], $2::text[]) AS p(chunk_id, term) JOIN chunks c ON c.id = p.chunk_id";
+
+pub const CLEAR_POSTINGS: &str = "DELETE FROM chunk_term_postings";
+
+/// Every chunk's postings, from its `terms` (after a rebuild filled them).
+pub const REBUILD_POSTINGS: &str = "INSERT INTO chunk_term_postings (term, chunk_seq) \
+     SELECT t.term, c.seq FROM chunks c, unnest(tsvector_to_array(c.terms)) AS t(term)";
 
 /// $1 seqs.
 pub const CHUNK_IDS_BY_SEQ: &str = "SELECT seq, id FROM chunks WHERE seq = ANY($1)";

@@ -44,11 +44,6 @@ impl TermCountChanges {
     }
 }
 
-/// A term as a tsquery of one quoted lexeme: no parser, no dictionary, nothing read as syntax.
-fn lexeme(term: &str) -> String {
-    format!("'{}'", term.replace('\'', "''"))
-}
-
 impl PgStore {
     /// Rebuilds the term index from the chunks' text if it was built under another edition of the
     /// term rules than this binary's, or never: in one transaction that holds off chunk writes, so
@@ -87,6 +82,8 @@ impl PgStore {
         }
         sqlx::query(sql::CLEAR_TERM_COUNTS).execute(&mut *tx).await?;
         sqlx::query(sql::RECOUNT_TERMS).execute(&mut *tx).await?;
+        sqlx::query(sql::CLEAR_POSTINGS).execute(&mut *tx).await?;
+        sqlx::query(sql::REBUILD_POSTINGS).execute(&mut *tx).await?;
         sqlx::query(sql::CLEAR_TERM_INDEX_EDITION).execute(&mut *tx).await?;
         sqlx::query(sql::SET_TERM_INDEX_EDITION).bind(terms::RULES_EDITION).execute(&mut *tx).await?;
         tx.commit().await?;
@@ -119,14 +116,7 @@ impl TermIndex for PgStore {
 #[async_trait]
 impl TermPostings for PgStore {
     async fn postings(&self, terms: &[&str]) -> StoreResult<Vec<(String, i64)>> {
-        let lexemes: Vec<String> = terms.iter().map(|term| lexeme(term)).collect();
-        let mut tx = self.pool.begin().await?;
-        // Each term must be one GIN lookup. Misjudging the selectivity of `@@` (a fresh table has
-        // no statistics), the planner may otherwise test every term against every row.
-        sqlx::query(sql::GIN_LOOKUPS_ONLY).execute(&mut *tx).await?;
-        let postings = sqlx::query_as(sql::TERM_POSTINGS).bind(terms).bind(lexemes).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(postings)
+        Ok(sqlx::query_as(sql::TERM_POSTINGS).bind(terms).fetch_all(&self.pool).await?)
     }
 
     async fn chunk_ids(&self, keys: &[i64]) -> StoreResult<Vec<(i64, String)>> {
