@@ -1,13 +1,12 @@
 //! Connections found through the store's indexes, end to end: the lexical engine asks the
 //! full-text index for its statistics and candidates instead of reading the library, and still
 //! finds nearly all of what the exact in-memory engine finds over the whole library, each with
-//! its exact score; and books in scripts
-//! beyond Latin (the corpus's Hebrew and Arabic books) connect their own related passages.
+//! its exact score; and books in scripts beyond Latin (the corpus's Hebrew and Arabic books) pair
+//! the same passages across two editions.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 use checkpoint_store::{DocumentStore, EnqueueOptions, JobKind, JobStore};
 use collision_detector::{ChunkRef, ConnectionEngine, LexicalEngine};
@@ -79,20 +78,6 @@ async fn lexical_connections_through_the_index_are_those_of_the_exact_engine_ove
     assert!(recall >= 0.97, "recall {recall:.3}: {kept} of {} exact connections kept", expected.len());
 }
 
-fn corpus() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").map_or(true, |ci| ci != "true"),
-        "CI=true but {} is absent: the corpus tests must run in CI",
-        dir.display()
-    );
-    support::skip_notice(&format!("notice: {} is absent; skipping the corpus tests", dir.display()));
-    None
-}
-
 /// A second edition of a book, rebuilt from the first edition's chunks: the same passages, one
 /// chapter each, with every seventh word left out, so no chunk is identical to the first's.
 fn second_edition(chunks: &[checkpoint_store::StoredChunk], language: &str) -> Vec<u8> {
@@ -120,7 +105,7 @@ fn jaccard(a: &str, b: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hebrew_and_arabic_books_pair_the_same_passages_across_editions() {
-    let Some(corpus) = corpus() else { return };
+    let Some(corpus) = support::corpus() else { return };
     for (file, language) in [("idpf_israelsailing.epub", "he"), ("idpf_regime-anticancer-arabic.epub", "ar")] {
         let rig = Rig::new(CountingEmbedder::new(64)).await;
         let bytes = std::fs::read(corpus.join("valid").join(file)).unwrap();

@@ -1,5 +1,6 @@
 //! The shared corpus of real books (`shared/corpus/`, beside the workspace). Skipped with a notice
-//! when the corpus is absent, so the crate still tests elsewhere.
+//! when the corpus is absent, so the crate still tests elsewhere; under `CI=true`, where CI has
+//! it, an absent corpus fails.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,11 +10,15 @@ use epub_extract::{Limits, extract_file};
 fn corpus_dir() -> Option<PathBuf> {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus"));
     if dir.is_dir() {
-        Some(dir.to_path_buf())
-    } else {
-        skip_notice(&format!("notice: no corpus at {}; corpus tests skipped", dir.display()));
-        None
+        return Some(dir.to_path_buf());
     }
+    assert!(
+        std::env::var("CI").map_or(true, |ci| ci != "true"),
+        "CI=true but {} is absent: the corpus tests must run in CI",
+        dir.display()
+    );
+    skip_notice(&format!("notice: no corpus at {}; corpus tests skipped", dir.display()));
+    None
 }
 
 /// Rows of a TSV file (after its header line), comments skipped.
