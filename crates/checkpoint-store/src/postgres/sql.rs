@@ -1,4 +1,6 @@
-//! Every SQL statement of the PostgreSQL job store, in one place.
+//! Every SQL statement of the PostgreSQL job store, in one place. It runs past 500 lines because
+//! it is the whole backend's SQL (queue, documents, vectors, terms): kept together so that each
+//! table's statements, and their locking order, can be read side by side.
 //!
 //! Times are BIGINT milliseconds. Every statement that needs "now" takes it as a nullable
 //! parameter: the store binds its injected clock's time when it has one (tests), and NULL
