@@ -350,6 +350,20 @@ fn clean_dry_run_changes_nothing_and_clean_yes_requeues() {
 }
 
 #[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let env = Env::new();
+    let output = env
+        .cmd(&["worker", "--exit-when-idle", "--metrics-addr", "off"])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("quire runs");
+    assert!(output.status.success());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("INFO"), "the worker logs at info: {logs}");
+    assert!(!logs.contains('\u{1b}'), "escape codes in piped logs: {logs:?}");
+}
+
+#[test]
 fn dlq_retry_brings_a_dead_job_back_and_purge_removes_it() {
     let env = Env::new();
     let file = env.write("not-a-book.epub", &epub_fixtures::hostile::not_a_zip());

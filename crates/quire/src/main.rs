@@ -145,7 +145,10 @@ fn init_logging(cli: &Cli) {
         _ => "info",
     };
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: piped into a file or a log collector, escape
+    // codes are noise.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     match cli.global.log_format {
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
         LogFormat::Text => builder.init(),
