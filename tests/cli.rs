@@ -286,6 +286,10 @@ fn processed_books_can_be_listed_connected_and_searched() {
         semantic.as_array().unwrap().iter().all(|c| c["engine"] == "semantic" && c["score"].as_f64().unwrap() >= 0.5)
     );
     assert!(env.fails(&["connections", "doc-nope"]).contains("no document"));
+    // A misspelt engine is a usage error naming the engines, not an empty answer.
+    let output = env.cmd(&["connections", &second_id, "--engine", "semnatic"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("[possible values: lexical, semantic]"));
     env.cmd(&["connections", &second_id]).assert().success();
 
     let hits = env.json(&["search", "white whale harpoon boat", "--limit", "3", "--json"]);

@@ -31,6 +31,9 @@ pub struct LexicalEngine {
 }
 
 impl LexicalEngine {
+    /// Its [`ConnectionEngine::name`], stored with every connection it finds.
+    pub const NAME: &'static str = "lexical";
+
     /// Top 5 per source chunk, TF-IDF cosine at least 0.3.
     ///
     /// Paragraphs on unrelated subjects score well under 0.1 and paraphrases of one passage well
@@ -54,7 +57,7 @@ type SparseVector = Vec<(u32, f32)>;
 
 impl ConnectionEngine for LexicalEngine {
     fn name(&self) -> &'static str {
-        "lexical"
+        LexicalEngine::NAME
     }
 
     fn connect(&self, sources: &[ChunkRef<'_>], candidates: &[ChunkRef<'_>]) -> Vec<Connection> {

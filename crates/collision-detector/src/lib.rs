@@ -50,6 +50,9 @@ mod semantic;
 pub use lexical::{CandidateQuery, LexicalEngine, Shortlist, TermStatistics};
 pub use semantic::{Neighbour, SemanticEngine};
 
+/// The names of the engines quire runs, as stored with their connections.
+pub const ENGINE_NAMES: [&str; 2] = [LexicalEngine::NAME, SemanticEngine::NAME];
+
 /// A borrowed view of one chunk, as the engines see it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ChunkRef<'a> {

@@ -24,6 +24,9 @@ pub struct SemanticEngine {
 }
 
 impl SemanticEngine {
+    /// Its [`ConnectionEngine::name`], stored with every connection it finds.
+    pub const NAME: &'static str = "semantic";
+
     /// Top 5 per source chunk, cosine similarity at least 0.75.
     pub const DEFAULT: SemanticEngine = SemanticEngine { top_k: 5, min_score: 0.75 };
 }
@@ -73,7 +76,7 @@ impl SemanticEngine {
 
 impl ConnectionEngine for SemanticEngine {
     fn name(&self) -> &'static str {
-        "semantic"
+        SemanticEngine::NAME
     }
 
     fn connect(&self, sources: &[ChunkRef<'_>], candidates: &[ChunkRef<'_>]) -> Vec<Connection> {

@@ -124,8 +124,8 @@ pub enum Command {
     Connections {
         /// The document.
         document_id: String,
-        /// Only connections found by this engine (`semantic` or `lexical`).
-        #[arg(long)]
+        /// Only connections found by this engine.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(collision_detector::ENGINE_NAMES))]
         engine: Option<String>,
         /// Only connections scoring at least this much.
         #[arg(long)]
