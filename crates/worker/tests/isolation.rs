@@ -10,6 +10,11 @@ use checkpoint_store::{JobId, Lease};
 use tokio_util::sync::CancellationToken;
 use worker::{Isolation, JobContext, JobError};
 
+/// Held for the whole of each test. A test writes a script and then executes it; if another
+/// test's thread forks a child while the script is still open for writing, the fork holds that
+/// descriptor until it execs, and executing the script fails with "Text file busy" (ETXTBSY).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Writes an executable shell script standing in for `quire isolated … extract EPUB WORK_DIR`.
 fn child(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("child.sh");
@@ -31,6 +36,7 @@ printf '{"title":"Title","author":null,"language":null,"chapters":1}' > "$work_d
 
 #[tokio::test]
 async fn a_child_that_writes_megabytes_to_stderr_still_finishes() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     // `set -e`: if the parent stopped reading, dd dies of SIGPIPE and so does the child.
     let script =
@@ -42,6 +48,7 @@ async fn a_child_that_writes_megabytes_to_stderr_still_finishes() {
 
 #[tokio::test]
 async fn a_crashing_child_fails_the_job_permanently_with_the_signal() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let script = child(dir.path(), "echo 'thread main has overflowed its stack' >&2\nkill -SEGV $$");
     let isolation = Isolation { time_limit: Duration::from_secs(3600), ..Isolation::new(script) };
@@ -53,6 +60,7 @@ async fn a_crashing_child_fails_the_job_permanently_with_the_signal() {
 
 #[tokio::test(start_paused = true)]
 async fn a_child_past_its_time_limit_is_stopped_and_the_job_fails_permanently() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let script = child(dir.path(), &format!("sleep 30\n{WRITE_RESULT}"));
     let isolation = Isolation { time_limit: Duration::from_secs(120), ..Isolation::new(script) };
@@ -62,6 +70,7 @@ async fn a_child_past_its_time_limit_is_stopped_and_the_job_fails_permanently() 
 
 #[tokio::test]
 async fn a_lost_lease_stops_the_child_at_once() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let script = child(dir.path(), &format!("sleep 30\n{WRITE_RESULT}"));
     let isolation = Isolation { time_limit: Duration::from_secs(3600), ..Isolation::new(script) };
