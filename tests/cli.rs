@@ -262,7 +262,10 @@ fn processed_books_can_be_listed_connected_and_searched() {
     assert_eq!(processed.as_array().unwrap().len(), 1);
     assert_eq!(processed[0]["kind"], "process_document");
     assert_eq!(processed[0]["status"], "completed");
-    assert!(env.fails(&["jobs", "list", "--status", "sleeping"]).contains("sleeping"));
+    let refused = env.fails(&["jobs", "list", "--status", "sleeping"]);
+    assert!(refused.contains("sleeping") && refused.contains("[possible values: pending, processing,"), "{refused}");
+    let refused = env.fails(&["jobs", "list", "--kind", "embed"]);
+    assert!(refused.contains("[possible values: process_document, detect_connections]"), "{refused}");
 
     let connections = env.json(&["connections", &second_id, "--json"]);
     let connections = connections.as_array().unwrap();

@@ -261,11 +261,11 @@ pub enum JobsCommand {
   quire jobs list --status processing --kind process_document
   quire jobs list --status dead --limit 10 --json")]
     List {
-        /// Only this status: pending, processing, completed, failed, dead, cancelled.
-        #[arg(long)]
+        /// Only this status.
+        #[arg(long, value_parser = one_of::<JobStatus>())]
         status: Option<JobStatus>,
-        /// Only this kind: process_document, detect_connections.
-        #[arg(long)]
+        /// Only this kind.
+        #[arg(long, value_parser = one_of::<JobKind>())]
         kind: Option<JobKind>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
@@ -437,4 +437,17 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
 /// Parses `500ms`, `30s`, `5m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (use e.g. 500ms, 30s, 5m)"))
+}
+
+/// A value parser for one of an enum's variants, by their names: `--help` lists them and a typo
+/// is a usage error naming them. For the store's enums, which know their names (strum) but not
+/// clap.
+fn one_of<T>() -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: strum::VariantArray + Into<&'static str> + std::str::FromStr + Copy + Clone + Send + Sync + 'static,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(T::VARIANTS.iter().map(|&variant| PossibleValue::new(variant.into())))
+        .try_map(|name| name.parse::<T>())
 }
