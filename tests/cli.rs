@@ -5,6 +5,10 @@
 //!
 //! Each test has its own temporary data directory and working directory (so no `quire.toml`
 //! nearby is read). Cross-process waits poll with a bounded deadline; nothing asserts on timing.
+//!
+//! Longer than 500 lines because it covers every command of the binary with one small `Env`
+//! helper; each test is a command's contract, and splitting them by command would copy the
+//! helper into every file.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -29,6 +29,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
+use crate::codec::unsigned;
 use crate::error::StoreResult;
 
 /// The library's term statistics: what BM25's inverse document frequency needs.
@@ -118,6 +119,39 @@ fn rank_by_shared_weight(query: &[(&str, f32)], postings: &HashMap<String, Vec<i
 
 /// How many terms' postings one statement reads.
 const POSTINGS_TERMS_PER_STATEMENT: usize = 1_000;
+
+impl TermCounts {
+    /// The counts as a backend reads them: the library's chunk count and `(term, chunks)` rows.
+    pub(crate) fn from_rows(
+        chunk_count: i64,
+        rows: impl IntoIterator<Item = (String, i64)>,
+    ) -> StoreResult<TermCounts> {
+        let mut counts = TermCounts { chunk_count: unsigned("chunk count", chunk_count)?, ..TermCounts::default() };
+        for (term, chunks) in rows {
+            counts.document_frequency.insert(term, unsigned("term frequency", chunks)?);
+        }
+        Ok(counts)
+    }
+}
+
+/// Whether an index built under `edition` (none: never built) serves this binary's term rules;
+/// if not, the rebuild about to happen is logged.
+pub(crate) fn edition_is_current(edition: Option<&str>) -> bool {
+    if edition == Some(terms::RULES_EDITION) {
+        return true;
+    }
+    if let Some(previous) = edition {
+        tracing::warn!(previous, edition = terms::RULES_EDITION, "the term rules changed; rebuilding the term index");
+    }
+    false
+}
+
+/// Logs a finished rebuild of the index over `indexed` chunks (none: nothing to say).
+pub(crate) fn rebuilt(indexed: usize) {
+    if indexed > 0 {
+        tracing::info!(chunks = indexed, edition = terms::RULES_EDITION, "term index built");
+    }
+}
 
 /// How many chunks' terms a rebuild of the index computes and writes per statement.
 pub(crate) const REBUILD_BATCH: usize = 1_000;

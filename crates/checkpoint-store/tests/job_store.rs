@@ -1,5 +1,9 @@
 //! The job store's promises, checked against every backend: no job is lost, no job is owned by
 //! two workers, and no worker that lost its lease writes anything.
+//!
+//! Longer than 500 lines because it is one scenario per promise and per queue operation, each
+//! run on both backends through the same harness; the document store, the searches and the
+//! property tests already live in files of their own.
 
 mod common;
 

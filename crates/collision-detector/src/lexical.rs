@@ -115,15 +115,15 @@ impl ConnectionEngine for LexicalEngine {
                 }
             }
             for (score, target) in best(scored, candidates, self.top_k) {
-                let terms = top_shared_terms(&source_vector, &candidate_vectors[target]);
-                let names: Vec<&str> = terms.iter().map(|&t| vocabulary.terms[t as usize].as_str()).collect();
-                connections.push(Connection {
-                    source_chunk_id: source.chunk_id.to_owned(),
-                    target_chunk_id: candidates[target].chunk_id.to_owned(),
-                    engine: self.name().to_owned(),
+                let target_vector = &candidate_vectors[target];
+                connections.push(self.connection(
+                    *source,
+                    candidates[target],
                     score,
-                    reason: format!("shared terms: {}", names.join(", ")),
-                });
+                    &source_vector,
+                    target_vector,
+                    &vocabulary,
+                ));
             }
         }
         connections
@@ -265,18 +265,42 @@ impl LexicalEngine {
                 }
             }
             for (score, target) in best(scored, candidates, self.top_k) {
-                let terms = top_shared_terms(source_vector, &candidate_vectors[target]);
-                let names: Vec<&str> = terms.iter().map(|&t| vocabulary.terms[t as usize].as_str()).collect();
-                connections.push(Connection {
-                    source_chunk_id: source.chunk_id.to_owned(),
-                    target_chunk_id: candidates[target].chunk_id.to_owned(),
-                    engine: self.name().to_owned(),
+                let target_vector = &candidate_vectors[target];
+                connections.push(self.connection(
+                    source,
+                    candidates[target],
                     score,
-                    reason: format!("shared terms: {}", names.join(", ")),
-                });
+                    source_vector,
+                    target_vector,
+                    &vocabulary,
+                ));
             }
         }
         connections
+    }
+}
+
+impl LexicalEngine {
+    /// The connection from `source` to `target`, its reason naming the shared terms that
+    /// contribute most.
+    fn connection(
+        &self,
+        source: ChunkRef<'_>,
+        target: ChunkRef<'_>,
+        score: f32,
+        source_vector: &SparseVector,
+        target_vector: &SparseVector,
+        vocabulary: &Vocabulary,
+    ) -> Connection {
+        let terms = top_shared_terms(source_vector, target_vector);
+        let names: Vec<&str> = terms.iter().map(|&t| vocabulary.terms[t as usize].as_str()).collect();
+        Connection {
+            source_chunk_id: source.chunk_id.to_owned(),
+            target_chunk_id: target.chunk_id.to_owned(),
+            engine: self.name().to_owned(),
+            score,
+            reason: format!("shared terms: {}", names.join(", ")),
+        }
     }
 }
 

@@ -5,10 +5,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use sqlx::{Postgres, Transaction};
-use tracing::{info, warn};
 
 use super::{PgStore, sql};
-use crate::codec::unsigned;
 use crate::error::StoreResult;
 use crate::term_index::{self, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms};
 
@@ -56,11 +54,8 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query(sql::LOCK_TERM_INDEX).execute(&mut *tx).await?;
         let current: Option<String> = sqlx::query_scalar(sql::TERM_INDEX_EDITION).fetch_optional(&mut *tx).await?;
-        if current.as_deref() == Some(terms::RULES_EDITION) {
+        if term_index::edition_is_current(current.as_deref()) {
             return Ok(());
-        }
-        if let Some(previous) = &current {
-            warn!(previous, edition = terms::RULES_EDITION, "the term rules changed; rebuilding the term index");
         }
         sqlx::query(sql::LOCK_CHUNKS_FOR_REBUILD).execute(&mut *tx).await?;
         let mut after = String::new();
@@ -87,9 +82,7 @@ impl PgStore {
         sqlx::query(sql::CLEAR_TERM_INDEX_EDITION).execute(&mut *tx).await?;
         sqlx::query(sql::SET_TERM_INDEX_EDITION).bind(terms::RULES_EDITION).execute(&mut *tx).await?;
         tx.commit().await?;
-        if indexed > 0 {
-            info!(chunks = indexed, edition = terms::RULES_EDITION, "term index built");
-        }
+        term_index::rebuilt(indexed);
         Ok(())
     }
 }
@@ -101,11 +94,7 @@ impl TermIndex for PgStore {
         let chunk_count: i64 = sqlx::query_scalar(sql::LIBRARY_CHUNK_COUNT).fetch_one(&mut *tx).await?;
         let rows: Vec<(String, i64)> = sqlx::query_as(sql::TERM_FREQUENCIES).bind(terms).fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        let mut counts = TermCounts { chunk_count: unsigned("chunk count", chunk_count)?, ..TermCounts::default() };
-        for (term, chunks) in rows {
-            counts.document_frequency.insert(term, unsigned("term frequency", chunks)?);
-        }
-        Ok(counts)
+        TermCounts::from_rows(chunk_count, rows)
     }
 
     async fn chunks_sharing_terms(&self, queries: &[WeightedTerms], limit: usize) -> StoreResult<Vec<Vec<String>>> {

@@ -2,10 +2,8 @@
 
 use async_trait::async_trait;
 use sqlx::{Sqlite, Transaction};
-use tracing::{info, warn};
 
 use super::{SqliteStore, sql};
-use crate::codec::unsigned;
 use crate::error::{StoreError, StoreResult};
 use crate::term_index::{self, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms};
 
@@ -36,11 +34,8 @@ impl SqliteStore {
         }
         let mut tx = self.begin_immediate().await?;
         let current: Option<String> = sqlx::query_scalar(sql::TERM_INDEX_EDITION).fetch_optional(&mut *tx).await?;
-        if current.as_deref() == Some(terms::RULES_EDITION) {
+        if term_index::edition_is_current(current.as_deref()) {
             return Ok(());
-        }
-        if let Some(previous) = &current {
-            warn!(previous, edition = terms::RULES_EDITION, "the term rules changed; rebuilding the term index");
         }
         sqlx::query(sql::CLEAR_TERM_INDEX).execute(&mut *tx).await?;
         let mut after = 0_i64;
@@ -61,9 +56,7 @@ impl SqliteStore {
         sqlx::query(sql::CLEAR_TERM_INDEX_EDITION).execute(&mut *tx).await?;
         sqlx::query(sql::SET_TERM_INDEX_EDITION).bind(terms::RULES_EDITION).execute(&mut *tx).await?;
         tx.commit().await?;
-        if indexed > 0 {
-            info!(chunks = indexed, edition = terms::RULES_EDITION, "term index built");
-        }
+        term_index::rebuilt(indexed);
         Ok(())
     }
 }
@@ -74,20 +67,19 @@ impl TermIndex for SqliteStore {
         // One connection, so the count and the frequencies come from one snapshot.
         let mut tx = self.reader.begin().await?;
         let chunk_count: i64 = sqlx::query_scalar(sql::LIBRARY_CHUNK_COUNT).fetch_one(&mut *tx).await?;
-        let mut counts = TermCounts { chunk_count: unsigned("chunk count", chunk_count)?, ..TermCounts::default() };
+        let mut rows: Vec<(String, i64)> = Vec::new();
         for slice in terms.chunks(TERMS_PER_STATEMENT) {
             let statement = sqlx::AssertSqlSafe(sql::term_frequencies(slice.len()));
-            let rows: Vec<(String, i64)> = slice
-                .iter()
-                .fold(sqlx::query_as(statement), |query, term| query.bind(term))
-                .fetch_all(&mut *tx)
-                .await?;
-            for (term, chunks) in rows {
-                counts.document_frequency.insert(term, unsigned("term frequency", chunks)?);
-            }
+            rows.extend(
+                slice
+                    .iter()
+                    .fold(sqlx::query_as(statement), |query, term| query.bind(term))
+                    .fetch_all(&mut *tx)
+                    .await?,
+            );
         }
         tx.commit().await?;
-        Ok(counts)
+        TermCounts::from_rows(chunk_count, rows)
     }
 
     async fn chunks_sharing_terms(&self, queries: &[WeightedTerms], limit: usize) -> StoreResult<Vec<Vec<String>>> {
