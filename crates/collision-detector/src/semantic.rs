@@ -60,7 +60,10 @@ impl SemanticEngine {
             .map(|n| Neighbour { score: n.score.clamp(-1.0, 1.0), ..n })
             .collect();
         kept.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.chunk_id.cmp(b.chunk_id)));
-        kept.dedup_by(|a, b| a.chunk_id == b.chunk_id);
+        // A chunk listed twice (with different vectors, say) counts once, at its best score: its
+        // copies need not be next to each other once sorted.
+        let mut seen = HashSet::new();
+        kept.retain(|n| seen.insert(n.chunk_id));
         kept.truncate(self.top_k);
         kept.into_iter()
             .map(|n| Connection {
@@ -123,15 +126,17 @@ mod tests {
                 n("b", 0.9),
                 n("a", 0.7),
                 n("b", 0.9),
+                n("a", 0.95),
                 n("low", 0.49),
                 n("nan", f32::NAN),
                 n("c", 0.7),
             ],
         );
         let kept: Vec<(&str, f32)> = found.iter().map(|c| (c.target_chunk_id.as_str(), c.score)).collect();
-        assert_eq!(kept, [("b", 0.9), ("a", 0.7), ("c", 0.7)]);
+        // `a` twice, at 0.95 and 0.7: kept once, at its best.
+        assert_eq!(kept, [("a", 0.95), ("b", 0.9), ("c", 0.7)]);
         assert!(found.iter().all(|c| c.source_chunk_id == "s" && c.engine == "semantic"));
-        assert_eq!(found[0].reason, "cosine similarity 0.90");
+        assert_eq!(found[0].reason, "cosine similarity 0.95");
         assert!(SemanticEngine { top_k: 0, min_score: 0.0 }.connect_neighbours("s", &[n("a", 1.0)]).is_empty());
     }
 }
