@@ -22,19 +22,6 @@ const QUERIES_PER_STATEMENT: usize = 256;
 /// their shortlists stay within it, so a small library is read once.
 const CANDIDATES_PER_ROUND: usize = 16_384;
 
-/// A candidate chunk, owned.
-struct Candidate {
-    chunk_id: String,
-    document_id: String,
-    text: String,
-}
-
-impl From<ChunkView> for Candidate {
-    fn from(view: ChunkView) -> Self {
-        Candidate { chunk_id: view.chunk_id, document_id: view.document_id, text: view.text }
-    }
-}
-
 /// The lexical connections of a document's chunks (`sources`) to the library's, as
 /// `detect_connections` finds them with `plan` = [`CandidateQuery::default`] (before it drops the
 /// second direction of pairs within the document).
@@ -85,7 +72,7 @@ pub async fn lexical_connections(
             end += 1;
         }
         let wanted: Vec<String> = wanted.into_iter().map(str::to_owned).collect();
-        let others: Vec<Candidate> = store.chunk_views(&wanted).await?.into_iter().map(Candidate::from).collect();
+        let others: Vec<ChunkView> = store.chunk_views(&wanted).await?;
         // A candidate's terms that the book lacks still weigh in its norm: ask their frequencies
         // too, or they would count as terms no chunk has, and its scores would come out low.
         let (others, unknown) = {
@@ -121,11 +108,11 @@ fn score_round(
     sources: &[EmbeddedChunk],
     round: std::ops::Range<usize>,
     shortlists: &[Vec<String>],
-    others: &[Candidate],
+    others: &[ChunkView],
     statistics: &TermStatistics,
 ) -> Vec<Connection> {
     let own: HashMap<&str, &EmbeddedChunk> = sources.iter().map(|source| (source.chunk.id.as_str(), source)).collect();
-    let others: HashMap<&str, &Candidate> = others.iter().map(|other| (other.chunk_id.as_str(), other)).collect();
+    let others: HashMap<&str, &ChunkView> = others.iter().map(|other| (other.chunk_id.as_str(), other)).collect();
     // Only the chunks shortlisted in this round, each once: the engine reads every candidate's text.
     let mut candidates: Vec<ChunkRef<'_>> = Vec::new();
     let mut position: HashMap<&str, usize> = HashMap::new();
