@@ -24,6 +24,65 @@ pub(crate) fn decode_vector(bytes: &[u8]) -> StoreResult<Vec<f32>> {
     Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }
 
+/// A chunk's counted terms as stored beside it: a JSON object from term to count, in term order
+/// (`{"harpoon":2,"whale":3}`), which SQLite's triggers read with `json_each` to keep the
+/// full-text index and the document frequencies.
+pub(crate) fn encode_term_vector(vector: &[(String, u32)]) -> String {
+    let mut json = String::with_capacity(vector.iter().map(|(term, _)| term.len() + 8).sum::<usize>() + 2);
+    json.push('{');
+    for (position, (term, count)) in vector.iter().enumerate() {
+        if position > 0 {
+            json.push(',');
+        }
+        // A term is letters and digits (see the `terms` crate); quoting it through serde_json
+        // still keeps any character safe.
+        json.push_str(&serde_json::Value::from(term.as_str()).to_string());
+        json.push(':');
+        json.push_str(&count.to_string());
+    }
+    json.push('}');
+    json
+}
+
+/// The term vector [`encode_term_vector`] wrote, sorted by term; a term named twice is corrupt.
+pub(crate) fn decode_term_vector(json: &str) -> StoreResult<Vec<(String, u32)>> {
+    let corrupt = |reason: String| StoreError::Corrupt(format!("term vector: {reason}"));
+    let mut vector: Vec<(String, u32)> =
+        serde_json::from_str::<TermVectorJson>(json).map_err(|e| corrupt(e.to_string()))?.0;
+    if !vector.is_sorted_by(|a, b| a.0 < b.0) {
+        vector.sort_unstable();
+        if let Some(pair) = vector.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(corrupt(format!("{:?} is named twice", pair[0].0)));
+        }
+    }
+    Ok(vector)
+}
+
+/// A JSON object read into its (key, value) pairs in the order written, without a map between.
+struct TermVectorJson(Vec<(String, u32)>);
+
+impl<'de> serde::Deserialize<'de> for TermVectorJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = TermVectorJson;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("an object from term to count")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TermVectorJson, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(pair) = map.next_entry::<String, u32>()? {
+                    pairs.push(pair);
+                }
+                Ok(TermVectorJson(pairs))
+            }
+        }
+        deserializer.deserialize_map(Pairs)
+    }
+}
+
 /// A text column holding one of an enum's names (status, kind, error kind).
 pub(crate) fn parse_name<T: FromStr>(column: &str, text: &str) -> StoreResult<T> {
     text.parse().map_err(|_| StoreError::Corrupt(format!("{column}: unexpected value {text:?}")))
@@ -70,6 +129,24 @@ mod tests {
     #[test]
     fn a_vector_of_a_partial_float_is_corrupt() {
         assert!(matches!(decode_vector(&[0, 0, 128]), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn term_vectors_round_trip_through_their_json() {
+        let vector = vec![("harpoon".to_owned(), 2), ("whale".to_owned(), 3), ("東京".to_owned(), 1)];
+        let json = encode_term_vector(&vector);
+        assert_eq!(json, r#"{"harpoon":2,"whale":3,"東京":1}"#);
+        assert_eq!(decode_term_vector(&json).unwrap(), vector);
+        assert_eq!(decode_term_vector("{}").unwrap(), []);
+    }
+
+    #[test]
+    fn a_term_vector_out_of_order_is_sorted_and_a_repeated_term_is_corrupt() {
+        let sorted = decode_term_vector(r#"{"whale":3,"harpoon":2}"#).unwrap();
+        assert_eq!(sorted, [("harpoon".to_owned(), 2), ("whale".to_owned(), 3)]);
+        for bad in [r#"{"whale":3,"whale":2}"#, r#"{"whale":-1}"#, "[1,2]", "not json"] {
+            assert!(matches!(decode_term_vector(bad), Err(StoreError::Corrupt(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub use neighbours::{Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, Vec
 pub use postgres::{MIGRATOR as POSTGRES_MIGRATOR, PgStore, PgStoreOptions};
 pub use retry_policy::RetryPolicy;
 pub use sqlite::{MIGRATOR as SQLITE_MIGRATOR, SqliteStore, StoreOptions};
-pub use term_index::{TermCounts, TermIndex, WeightedTerms};
+pub use term_index::{ChunkTerms, TermCounts, TermIndex, WeightedTerms};
 
 /// Everything a worker needs from storage: the job queue, the documents and the two searches over
 /// them (by embedding, by shared terms), in one database.

@@ -1,13 +1,14 @@
 //! The term-index seam: the database's own full-text index over the chunks' terms, which the
 //! lexical engine asks for its statistics and its candidates instead of reading the library.
 //!
-//! Each chunk is indexed by its distinct terms as the `terms` crate cuts them
-//! ([`terms::indexed_terms`]), written in the same transaction as the chunk and gone with it:
+//! Each chunk is indexed by its distinct terms as the `terms` crate cuts them, written in the same
+//! transaction as the chunk and gone with it:
 //!
 //! - SQLite: a contentless FTS5 table `chunk_terms` keyed by the chunk's rowid, tokenised on spaces
-//!   only (`ascii`: every non-ASCII character belongs to a token), with its two `fts5vocab` tables
-//!   for the document frequencies and the postings, and a trigger that removes a deleted chunk's
-//!   row;
+//!   only (`ascii`: every non-ASCII character belongs to a token), with an `fts5vocab` table for
+//!   the postings, and a table `chunk_term_counts` for the document frequencies (a seek per term,
+//!   where fts5vocab counts a term's whole doclist). Triggers keep both from the chunk's stored
+//!   term vector whenever a chunk is inserted, reindexed or deleted;
 //! - PostgreSQL: a `tsvector` column `chunks.terms` built with `array_to_tsvector` (no parser, no
 //!   dictionary) with a GIN index, `chunks.seq` as the chunk's key, and two tables kept by the
 //!   store in the same transaction as the chunks: `chunk_term_postings` (term, chunk seq), read
@@ -21,16 +22,19 @@
 //! FTS5 17 ms per query at 100k chunks.
 //!
 //! The database never tokenises text by rules of its own, so what a query looks up is exactly what
-//! was indexed. Each store records the [`terms::RULES_EDITION`] its index holds and rebuilds the
-//! index from the chunks' text when it opens a database indexed under another edition (or not yet
-//! indexed, after the migration that adds it).
+//! was indexed. Each chunk's term vector ([`terms::term_vector`]) is stored beside it, so the
+//! lexical engine scores candidates without reading or cutting their text
+//! ([`TermIndex::chunk_terms`]). Each store records the edition its index holds (the
+//! [`terms::RULES_EDITION`] and the index's layout) and rebuilds the index from the chunks' text
+//! when it opens a database indexed under another edition (or not yet indexed, after the
+//! migration that adds it).
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use crate::codec::unsigned;
-use crate::error::StoreResult;
+use crate::codec::{decode_term_vector, encode_term_vector, unsigned};
+use crate::error::{StoreError, StoreResult};
 
 /// The library's term statistics: what BM25's inverse document frequency needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,6 +60,53 @@ pub trait TermIndex: Send + Sync {
     /// The cost is the postings of the asked terms, read once per call however many queries ask
     /// for the same term: callers bound it by asking for rare terms.
     async fn chunks_sharing_terms(&self, queries: &[WeightedTerms], limit: usize) -> StoreResult<Vec<Vec<String>>>;
+
+    /// The counted terms ([`terms::term_vector`] of the text) of each chunk of `ids` that exists,
+    /// as stored beside it, in no particular order: what the lexical engine scores, without
+    /// reading or cutting the chunks' text.
+    async fn chunk_terms(&self, ids: &[String]) -> StoreResult<Vec<ChunkTerms>>;
+}
+
+/// A chunk's id and its counted terms ([`TermIndex::chunk_terms`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkTerms {
+    /// The chunk's id.
+    pub chunk_id: String,
+    /// Its terms and how often each occurs, sorted by term.
+    pub terms: terms::TermVector,
+}
+
+impl ChunkTerms {
+    /// A chunk as a backend reads it: its stored term vector, or (for a chunk stored before term
+    /// vectors were, not yet reindexed) its text, cut now.
+    pub(crate) fn from_row(chunk_id: String, vector: Option<String>, text: Option<String>) -> StoreResult<ChunkTerms> {
+        let terms = match (vector, text) {
+            (Some(vector), _) => decode_term_vector(&vector)?,
+            (None, Some(text)) => terms::term_vector(&text),
+            (None, None) => return Err(StoreError::Corrupt(format!("chunk {chunk_id}: no term vector and no text"))),
+        };
+        Ok(ChunkTerms { chunk_id, terms })
+    }
+}
+
+/// What the term index keeps of a chunk, computed once when the chunk is stored: its term vector
+/// (as stored, [`encode_term_vector`]) and its distinct terms.
+pub(crate) struct IndexedChunk {
+    pub term_vector: String,
+    pub terms: Vec<String>,
+}
+
+impl IndexedChunk {
+    pub(crate) fn of(text: &str) -> IndexedChunk {
+        let vector = terms::term_vector(text);
+        let term_vector = encode_term_vector(&vector);
+        IndexedChunk { term_vector, terms: vector.into_iter().map(|(term, _)| term).collect() }
+    }
+
+    /// The distinct terms, space-separated, as a full-text index takes them.
+    pub(crate) fn indexed_terms(&self) -> String {
+        self.terms.join(" ")
+    }
 }
 
 /// A query of [`TermIndex::chunks_sharing_terms`]: terms and their weights.
@@ -65,8 +116,8 @@ pub type WeightedTerms = Vec<(String, f32)>;
 /// (SQLite's rowid, PostgreSQL's `chunks.key`), and the chunks behind keys.
 #[async_trait]
 pub(crate) trait TermPostings: Send + Sync {
-    /// `(term, key)` for every chunk containing each of `terms`.
-    async fn postings(&self, terms: &[&str]) -> StoreResult<Vec<(String, i64)>>;
+    /// Each of `terms` that some chunk contains, with the keys of every chunk containing it.
+    async fn postings(&self, terms: &[&str]) -> StoreResult<Vec<(String, Vec<i64>)>>;
 
     /// `(key, chunk id)` of the chunks under these keys that still exist.
     async fn chunk_ids(&self, keys: &[i64]) -> StoreResult<Vec<(i64, String)>>;
@@ -86,13 +137,20 @@ pub(crate) async fn chunks_sharing_terms<B: TermPostings + ?Sized>(
     if limit == 0 || distinct.is_empty() {
         return Ok(vec![Vec::new(); queries.len()]);
     }
-    let mut postings: HashMap<String, Vec<i64>> = HashMap::new();
-    for slice in distinct.chunks(POSTINGS_TERMS_PER_STATEMENT) {
-        for (term, key) in backend.postings(slice).await? {
-            postings.entry(term).or_default().push(key);
-        }
-    }
-    let ranked: Vec<Vec<i64>> = cleaned.iter().map(|query| rank_by_shared_weight(query, &postings, limit)).collect();
+    let started = std::time::Instant::now();
+    // Two readers at once, each over half of the terms: the database reads while the other
+    // half's rows are parsed.
+    let (first, second) = distinct.split_at(distinct.len() / 2);
+    let (first, second) = tokio::try_join!(postings_of(backend, first), postings_of(backend, second))?;
+    let postings: HashMap<String, Vec<i64>> = first.into_iter().chain(second).collect();
+    tracing::debug!(
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        terms = distinct.len(),
+        postings = postings.values().map(Vec::len).sum::<usize>(),
+        "term search: postings read"
+    );
+    let mut scores = SharedWeights::over(&postings);
+    let ranked: Vec<Vec<i64>> = cleaned.iter().map(|query| scores.rank(query, &postings, limit)).collect();
     let mut keys: Vec<i64> = ranked.iter().flatten().copied().collect();
     keys.sort_unstable();
     keys.dedup();
@@ -103,18 +161,73 @@ pub(crate) async fn chunks_sharing_terms<B: TermPostings + ?Sized>(
     Ok(ranked.into_iter().map(|keys| keys.iter().filter_map(|key| ids.get(key).cloned()).collect()).collect())
 }
 
-/// The best `limit` keys for one query: summed weight of the query's terms each contains, highest
-/// first, ties by key.
-fn rank_by_shared_weight(query: &[(&str, f32)], postings: &HashMap<String, Vec<i64>>, limit: usize) -> Vec<i64> {
-    let mut scores: HashMap<i64, f32> = HashMap::new();
-    for (term, weight) in query {
-        for &key in postings.get(*term).map(Vec::as_slice).unwrap_or_default() {
-            *scores.entry(key).or_default() += weight;
-        }
+/// Sums, per chunk key, the weights of one query's terms each contains: a dense array over the
+/// keys' range when the range is compact (keys are rowids or sequence values, so it nearly always
+/// is), which costs an add per posting; a map otherwise.
+struct SharedWeights {
+    lowest: i64,
+    dense: Vec<f32>,
+    touched: Vec<i64>,
+    sparse: HashMap<i64, f32>,
+}
+
+impl SharedWeights {
+    /// Room for the keys of `postings`.
+    fn over(postings: &HashMap<String, Vec<i64>>) -> SharedWeights {
+        let keys = || postings.values().flatten().copied();
+        let (lowest, highest) = (keys().min().unwrap_or(0), keys().max().unwrap_or(0));
+        let total: usize = postings.values().map(Vec::len).sum();
+        let span = usize::try_from(highest.abs_diff(lowest)).unwrap_or(usize::MAX).saturating_add(1);
+        let dense = if span <= total.saturating_mul(4).max(1 << 20) { vec![0.0; span] } else { Vec::new() };
+        SharedWeights { lowest, dense, touched: Vec::new(), sparse: HashMap::new() }
     }
-    let mut scored: Vec<(f32, i64)> = scores.into_iter().map(|(key, score)| (score, key)).collect();
-    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    scored.into_iter().take(limit).map(|(_, key)| key).collect()
+
+    /// The best `limit` keys for one query: summed weight of the query's terms each contains,
+    /// highest first, ties by key.
+    fn rank(&mut self, query: &[(&str, f32)], postings: &HashMap<String, Vec<i64>>, limit: usize) -> Vec<i64> {
+        let mut scored: Vec<(f32, i64)> = Vec::new();
+        if self.dense.is_empty() {
+            for (term, weight) in query {
+                for &key in postings.get(*term).map(Vec::as_slice).unwrap_or_default() {
+                    *self.sparse.entry(key).or_default() += weight;
+                }
+            }
+            scored.extend(self.sparse.drain().map(|(key, score)| (score, key)));
+        } else {
+            for (term, weight) in query {
+                for &key in postings.get(*term).map(Vec::as_slice).unwrap_or_default() {
+                    // In range: `over` saw every key of these postings.
+                    let slot = &mut self.dense[key.abs_diff(self.lowest) as usize];
+                    if *slot == 0.0 {
+                        self.touched.push(key);
+                    }
+                    // A zero weight counts as the least positive one, so that the key is touched.
+                    *slot += weight.max(f32::MIN_POSITIVE);
+                }
+            }
+            for key in self.touched.drain(..) {
+                let slot = &mut self.dense[key.abs_diff(self.lowest) as usize];
+                scored.push((*slot, key));
+                *slot = 0.0;
+            }
+        }
+        let order = |a: &(f32, i64), b: &(f32, i64)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if scored.len() > limit && limit > 0 {
+            scored.select_nth_unstable_by(limit - 1, order);
+            scored.truncate(limit);
+        }
+        scored.sort_unstable_by(order);
+        scored.into_iter().take(limit).map(|(_, key)| key).collect()
+    }
+}
+
+/// The postings of `terms`, read a statement's worth at a time.
+async fn postings_of<B: TermPostings + ?Sized>(backend: &B, terms: &[&str]) -> StoreResult<Vec<(String, Vec<i64>)>> {
+    let mut postings = Vec::new();
+    for slice in terms.chunks(POSTINGS_TERMS_PER_STATEMENT) {
+        postings.extend(backend.postings(slice).await?);
+    }
+    Ok(postings)
 }
 
 /// How many terms' postings one statement reads.
@@ -134,14 +247,24 @@ impl TermCounts {
     }
 }
 
-/// Whether an index built under `edition` (none: never built) serves this binary's term rules;
-/// if not, the rebuild about to happen is logged.
+/// The shape of what the index keeps beside the term rules' edition; change it with any change
+/// to what a rebuild writes. `vectors-1`: each chunk's term vector is stored beside it.
+const LAYOUT: &str = "vectors-1";
+
+/// What an index records it was built under: the term rules' edition and the index's layout.
+pub(crate) fn index_edition() -> String {
+    format!("{} {LAYOUT}", terms::RULES_EDITION)
+}
+
+/// Whether an index built under `edition` (none: never built) serves this binary; if not, the
+/// rebuild about to happen is logged.
 pub(crate) fn edition_is_current(edition: Option<&str>) -> bool {
-    if edition == Some(terms::RULES_EDITION) {
+    let current = index_edition();
+    if edition == Some(current.as_str()) {
         return true;
     }
     if let Some(previous) = edition {
-        tracing::warn!(previous, edition = terms::RULES_EDITION, "the term rules changed; rebuilding the term index");
+        tracing::warn!(previous, edition = current, "the term rules or the index changed; rebuilding the term index");
     }
     false
 }
@@ -149,7 +272,7 @@ pub(crate) fn edition_is_current(edition: Option<&str>) -> bool {
 /// Logs a finished rebuild of the index over `indexed` chunks (none: nothing to say).
 pub(crate) fn rebuilt(indexed: usize) {
     if indexed > 0 {
-        tracing::info!(chunks = indexed, edition = terms::RULES_EDITION, "term index built");
+        tracing::info!(chunks = indexed, edition = index_edition(), "term index built");
     }
 }
 
@@ -215,7 +338,15 @@ mod tests {
                 .collect();
         let query = [("rare", 5.0), ("common", 1.0), ("absent", 9.0)];
         // 3 and 7 share both (6.0), then 1, 2 and 4 share only the common term (1.0).
-        assert_eq!(rank_by_shared_weight(&query, &postings, 10), [3, 7, 1, 2, 4]);
-        assert_eq!(rank_by_shared_weight(&query, &postings, 3), [3, 7, 1]);
+        assert_eq!(SharedWeights::over(&postings).rank(&query, &postings, 10), [3, 7, 1, 2, 4]);
+        assert_eq!(SharedWeights::over(&postings).rank(&query, &postings, 3), [3, 7, 1]);
+        // The same through the map, as for keys too far apart for an array, and reused.
+        let mut sparse = SharedWeights::over(&postings);
+        sparse.dense.clear();
+        assert_eq!(sparse.rank(&query, &postings, 10), [3, 7, 1, 2, 4]);
+        assert_eq!(sparse.rank(&query, &postings, 3), [3, 7, 1]);
+        let mut dense = SharedWeights::over(&postings);
+        assert_eq!(dense.rank(&query, &postings, 3), [3, 7, 1]);
+        assert_eq!(dense.rank(&[("common", 1.0)], &postings, 2), [1, 2]);
     }
 }

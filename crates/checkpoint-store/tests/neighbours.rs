@@ -273,34 +273,28 @@ async fn a_corrupt_or_stale_snapshot_is_rebuilt_from_the_database() {
     let queries: Vec<Vec<f32>> = library.chunks.iter().step_by(97).map(|(_, _, v)| v.clone()).collect();
     let expected: Vec<String> = library.chunks.iter().step_by(97).map(|(id, _, _)| id.clone()).collect();
     // Each stored vector finds its own chunk among its three nearest. Not necessarily first: the
-    // index stores f16, and a near-duplicate of a vector can round to the same similarity.
-    let first_ids = |found: Vec<Vec<Neighbour>>| -> Vec<String> {
-        found
-            .iter()
-            .zip(&expected)
-            .map(|(list, own)| {
-                list.iter().find(|n| n.chunk_id == *own).map_or_else(String::new, |n| n.chunk_id.clone())
-            })
-            .collect()
+    // index stores f16, and a near-duplicate of a vector can round to the same similarity. Not
+    // always either: the search is approximate, and a graph built by concurrent inserts may miss
+    // one. A lost, garbled or foreign index finds next to none.
+    let finds_its_own = |found: Vec<Vec<Neighbour>>| {
+        let hits = found.iter().zip(&expected).filter(|(list, own)| list.iter().any(|n| n.chunk_id == **own)).count();
+        assert!(hits * 10 >= expected.len() * 9, "{hits} of {} found their own chunk", expected.len());
     };
-    assert_eq!(first_ids(store.nearest_chunks(query(&queries, 3, SearchMode::Approximate)).await.unwrap()), expected);
+    finds_its_own(store.nearest_chunks(query(&queries, 3, SearchMode::Approximate)).await.unwrap());
     let written: Vec<std::path::PathBuf> =
         std::fs::read_dir(&snapshots).unwrap().map(|entry| entry.unwrap().path()).collect();
     let index_file = written.iter().find(|p| p.extension().is_some_and(|e| e == "usearch")).expect("a snapshot");
 
     // A fresh process loads the snapshot.
     let reopened = SqliteStore::open(dir.path().join("quire.db"), options()).await.unwrap();
-    assert_eq!(
-        first_ids(reopened.nearest_chunks(query(&queries, 3, SearchMode::Approximate)).await.unwrap()),
-        expected
-    );
+    finds_its_own(reopened.nearest_chunks(query(&queries, 3, SearchMode::Approximate)).await.unwrap());
 
     let original = std::fs::read(index_file).unwrap();
     for damage in [&original[..original.len() / 2], b"garbage".as_slice(), &[]] {
         std::fs::write(index_file, damage).unwrap();
         let reopened = SqliteStore::open(dir.path().join("quire.db"), options()).await.unwrap();
         let found = reopened.nearest_chunks(query(&queries, 3, SearchMode::Approximate)).await.unwrap();
-        assert_eq!(first_ids(found), expected);
+        finds_its_own(found);
     }
     // A snapshot of another, larger database (here: the same one, seen by an emptied database)
     // is stale and rebuilt: the empty database's answer is empty.

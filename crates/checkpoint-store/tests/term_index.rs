@@ -71,6 +71,24 @@ async fn assert_counts_match(h: &Harness, texts: &[&str]) {
     assert_eq!(counts.document_frequency, expected, "{}: document frequencies", h.name);
 }
 
+/// Asserts that the store's term vectors of the documents' chunks are their texts' counted terms
+/// (`books` as given to [`library`]), and that an unknown id is left out.
+async fn assert_term_vectors_match(h: &Harness, documents: &[String], books: &[&[&str]]) {
+    let mut expected: Vec<(String, terms::TermVector)> = Vec::new();
+    for (document, texts) in documents.iter().zip(books) {
+        for (index, text) in texts.iter().enumerate() {
+            expected.push((format!("{document}-c{index}"), terms::term_vector(text)));
+        }
+    }
+    let mut asked: Vec<String> = expected.iter().map(|(id, _)| id.clone()).collect();
+    asked.push("no-such-chunk".into());
+    let mut got: Vec<(String, terms::TermVector)> =
+        h.terms.chunk_terms(&asked).await.unwrap().into_iter().map(|chunk| (chunk.chunk_id, chunk.terms)).collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "{}: term vectors", h.name);
+}
+
 const WHALING: &[&str] = &[
     "The whale breached beside the Nantucket harpoon boat at dawn.",
     "A harpoon from Nantucket struck the whale; the boat was dragged.",
@@ -85,6 +103,7 @@ async fn frequencies_count_the_chunks_containing_each_term_and_follow_a_reproces
         let (documents, lease) = library(&h, &[WHALING, TEA]).await;
         let all: Vec<&str> = WHALING.iter().chain(TEA).copied().collect();
         assert_counts_match(&h, &all).await;
+        assert_term_vectors_match(&h, &documents, &[WHALING, TEA]).await;
 
         // Reprocessed into other text: the old chunks' terms leave the counts, the new ones arrive.
         let replaced = ["Queequeg carved his coffin into a life buoy.", "The whale sank out of sight."];
@@ -189,28 +208,37 @@ async fn pointed_and_unpointed_spellings_and_cjk_text_meet() {
 #[tokio::test]
 async fn an_index_of_another_edition_or_none_is_rebuilt_when_the_store_opens() {
     for h in backends().await {
-        library(&h, &[WHALING, TEA]).await;
+        let (documents, _) = library(&h, &[WHALING, TEA]).await;
         let all: Vec<&str> = WHALING.iter().chain(TEA).copied().collect();
-        // As the migration leaves a database indexed by nobody, and as an older binary leaves it.
-        let (forget, older): (&'static str, &'static str) = match h.backend {
+        // As the migrations leave a database indexed by nobody, as an older binary leaves it (its
+        // chunks without term vectors), and as another edition of the term rules leaves it.
+        let (forget, older, other_rules): (&'static str, &'static str, &'static str) = match h.backend {
             Backend::Sqlite(_) => (
                 "INSERT INTO chunk_terms (chunk_terms) VALUES ('delete-all'); DELETE FROM term_index_edition;",
-                "INSERT INTO chunk_terms (chunk_terms) VALUES ('delete-all'); \
+                "DELETE FROM chunk_term_vectors; UPDATE term_index_edition SET edition = 'terms-1';",
+                "INSERT INTO chunk_terms (chunk_terms) VALUES ('delete-all'); UPDATE chunk_term_counts SET chunks = 99; \
                  UPDATE term_index_edition SET edition = 'terms-0';",
             ),
             Backend::Postgres(_) => (
                 "UPDATE chunks SET terms = ''; DELETE FROM chunk_term_counts; DELETE FROM chunk_term_postings; \
                  DELETE FROM term_index_edition;",
+                "UPDATE chunks SET term_vector = NULL, terms = ''; DELETE FROM chunk_term_postings; \
+                 UPDATE term_index_edition SET edition = 'terms-1';",
                 "UPDATE chunks SET terms = ''; UPDATE chunk_term_counts SET chunks = 99; \
                  DELETE FROM chunk_term_postings; UPDATE term_index_edition SET edition = 'terms-0';",
             ),
         };
-        for (situation, sql) in [("never indexed", forget), ("another edition", older)] {
+        for (situation, sql) in
+            [("never indexed", forget), ("indexed without vectors", older), ("other rules", other_rules)]
+        {
             h.raw.execute(sql).await;
             let emptied = h.terms.chunks_sharing_terms(&[vec![("whale".into(), 1.0)]], 10).await.unwrap();
             assert!(emptied[0].is_empty(), "{}: {situation}: the index was emptied", h.name);
+            // Until the index is rebuilt, a chunk without a stored vector is read from its text.
+            assert_term_vectors_match(&h, &documents, &[WHALING, TEA]).await;
             h.migrate().await;
             assert_counts_match(&h, &all).await;
+            assert_term_vectors_match(&h, &documents, &[WHALING, TEA]).await;
             let found = h.terms.chunks_sharing_terms(&[vec![("whale".into(), 1.0)]], 10).await.unwrap();
             assert_eq!(found[0].len(), 3, "{}: {situation}", h.name);
         }

@@ -2,6 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use terms::TermVector;
+
 use crate::{ChunkRef, Connection, ConnectionEngine, best};
 
 /// Connects chunks that share rare terms.
@@ -64,7 +66,8 @@ impl ConnectionEngine for LexicalEngine {
         if self.top_k == 0 || candidates.is_empty() {
             return Vec::new();
         }
-        let vocabulary = Vocabulary::new(candidates);
+        let counted: Vec<TermVector> = candidates.iter().map(|candidate| terms::term_vector(candidate.text)).collect();
+        let vocabulary = Vocabulary::new(counted.iter().map(Vec::as_slice));
         let n = candidates.len() as f32;
         let idf_of = |df: u32| bm25_idf(n, df as f32);
         let idf: Vec<f32> = vocabulary.document_frequency.iter().map(|&df| idf_of(df)).collect();
@@ -91,7 +94,7 @@ impl ConnectionEngine for LexicalEngine {
             if !done.insert(source.chunk_id) {
                 continue;
             }
-            let (known, unseen) = vocabulary.count_source(source.text);
+            let (known, unseen) = vocabulary.count_source(&terms::term_vector(source.text));
             let source_vector = weigh(&known, &unseen, &idf, idf_unseen);
             for &(term, weight) in &source_vector {
                 let Some(list) = postings.get(term as usize) else {
@@ -114,11 +117,11 @@ impl ConnectionEngine for LexicalEngine {
                     scored.push((score, index));
                 }
             }
-            for (score, target) in best(scored, candidates, self.top_k) {
+            for (score, target) in best(scored, |index| candidates[index].chunk_id, self.top_k) {
                 let target_vector = &candidate_vectors[target];
                 connections.push(self.connection(
-                    *source,
-                    candidates[target],
+                    source.chunk_id,
+                    candidates[target].chunk_id,
                     score,
                     &source_vector,
                     target_vector,
@@ -181,27 +184,43 @@ impl Default for CandidateQuery {
     }
 }
 
+/// A chunk as [`LexicalEngine::connect_with_statistics`] reads it: its id and its terms, counted
+/// ([`terms::term_vector`] of its text), so that a text is cut into terms once, when it is stored,
+/// however many books it is compared with later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountedChunk<'a> {
+    /// The chunk's id; connections name chunks by it, and ties are broken by it.
+    pub chunk_id: &'a str,
+    /// Its terms with their counts, sorted by term.
+    pub terms: &'a [(String, u32)],
+}
+
 /// One source chunk and the indexes (into the candidate slice) of the candidates a full-text
 /// index returned for it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Shortlist<'a> {
     /// The chunk of the document being processed.
-    pub source: ChunkRef<'a>,
+    pub source: CountedChunk<'a>,
     /// Its candidates, as indexes into the candidates passed alongside.
     pub candidates: &'a [usize],
 }
 
 impl LexicalEngine {
-    /// The terms a source text asks a full-text index about, each with its weight (its idf in
-    /// the library): its rarest terms, within the bounds of `plan`. Terms that only the source
-    /// itself contains (df ≤ 1) are left out: they can find nothing else. Ordered rarest first,
-    /// ties broken alphabetically.
-    pub fn query_terms(&self, text: &str, statistics: &TermStatistics, plan: &CandidateQuery) -> Vec<(String, f32)> {
-        let mut ranked: Vec<(u64, String)> = terms::distinct_terms(text)
-            .into_iter()
-            .filter_map(|term| {
-                let df = statistics.document_frequency.get(&term).copied().unwrap_or(0);
-                (df > 1).then_some((df, term))
+    /// The terms a source chunk (its counted terms, [`terms::term_vector`]) asks a full-text
+    /// index about, each with its weight (its idf in the library): its rarest terms, within the
+    /// bounds of `plan`. Terms that only the source itself contains (df ≤ 1) are left out: they
+    /// can find nothing else. Ordered rarest first, ties broken alphabetically.
+    pub fn query_terms(
+        &self,
+        source: &[(String, u32)],
+        statistics: &TermStatistics,
+        plan: &CandidateQuery,
+    ) -> Vec<(String, f32)> {
+        let mut ranked: Vec<(u64, &str)> = source
+            .iter()
+            .filter_map(|(term, _)| {
+                let df = statistics.document_frequency.get(term).copied().unwrap_or(0);
+                (df > 1).then_some((df, term.as_str()))
             })
             .collect();
         ranked.sort_unstable();
@@ -212,8 +231,7 @@ impl LexicalEngine {
             if asked.len() == plan.max_terms || postings > plan.max_postings {
                 break;
             }
-            let weight = statistics.idf(&term);
-            asked.push((term, weight));
+            asked.push((term.to_owned(), statistics.idf(term)));
         }
         asked
     }
@@ -224,7 +242,7 @@ impl LexicalEngine {
     pub fn connect_with_statistics(
         &self,
         shortlists: &[Shortlist<'_>],
-        candidates: &[ChunkRef<'_>],
+        candidates: &[CountedChunk<'_>],
         statistics: &TermStatistics,
     ) -> Vec<Connection> {
         if self.top_k == 0 {
@@ -232,9 +250,9 @@ impl LexicalEngine {
         }
         // One vocabulary over candidates and sources, numbered alphabetically (so reasons and
         // tie-breaks never depend on input order); its own document counts are not used.
-        let texts: Vec<ChunkRef<'_>> =
-            candidates.iter().copied().chain(shortlists.iter().map(|shortlist| shortlist.source)).collect();
-        let vocabulary = Vocabulary::new(&texts);
+        let vocabulary = Vocabulary::new(
+            candidates.iter().chain(shortlists.iter().map(|shortlist| &shortlist.source)).map(|chunk| chunk.terms),
+        );
         let idf: Vec<f32> = vocabulary.terms.iter().map(|term| statistics.idf(term)).collect();
         let vectors: Vec<SparseVector> = vocabulary.counts.iter().map(|counts| weigh(counts, &[], &idf, 0.0)).collect();
         let (candidate_vectors, source_vectors) = vectors.split_at(candidates.len());
@@ -264,11 +282,11 @@ impl LexicalEngine {
                     scored.push((score, index));
                 }
             }
-            for (score, target) in best(scored, candidates, self.top_k) {
+            for (score, target) in best(scored, |index| candidates[index].chunk_id, self.top_k) {
                 let target_vector = &candidate_vectors[target];
                 connections.push(self.connection(
-                    source,
-                    candidates[target],
+                    source.chunk_id,
+                    candidates[target].chunk_id,
                     score,
                     source_vector,
                     target_vector,
@@ -285,8 +303,8 @@ impl LexicalEngine {
     /// contribute most.
     fn connection(
         &self,
-        source: ChunkRef<'_>,
-        target: ChunkRef<'_>,
+        source: &str,
+        target: &str,
         score: f32,
         source_vector: &SparseVector,
         target_vector: &SparseVector,
@@ -295,8 +313,8 @@ impl LexicalEngine {
         let terms = top_shared_terms(source_vector, target_vector);
         let names: Vec<&str> = terms.iter().map(|&t| vocabulary.terms[t as usize].as_str()).collect();
         Connection {
-            source_chunk_id: source.chunk_id.to_owned(),
-            target_chunk_id: target.chunk_id.to_owned(),
+            source_chunk_id: source.to_owned(),
+            target_chunk_id: target.to_owned(),
             engine: self.name().to_owned(),
             score,
             reason: format!("shared terms: {}", names.join(", ")),
@@ -376,23 +394,28 @@ struct Vocabulary {
 }
 
 impl Vocabulary {
-    fn new(candidates: &[ChunkRef<'_>]) -> Self {
+    /// The vocabulary of chunks given as their counted terms ([`terms::term_vector`]).
+    fn new<'a>(chunks: impl Iterator<Item = &'a [(String, u32)]>) -> Self {
         // Number terms by first appearance, then renumber them alphabetically.
         let mut ids: HashMap<String, u32> = HashMap::new();
         let mut terms: Vec<String> = Vec::new();
-        let mut counts: Vec<Vec<(u32, u32)>> = candidates
-            .iter()
-            .map(|candidate| {
-                let mut local: HashMap<u32, u32> = HashMap::new();
-                for token in terms::terms(candidate.text) {
-                    let next = u32::try_from(terms.len()).unwrap_or(u32::MAX);
-                    let id = *ids.entry(token).or_insert_with_key(|token| {
-                        terms.push(token.clone());
-                        next
-                    });
-                    *local.entry(id).or_default() += 1;
-                }
-                local.into_iter().collect()
+        let mut counts: Vec<Vec<(u32, u32)>> = chunks
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|(term, count)| {
+                        let id = match ids.get(term) {
+                            Some(&id) => id,
+                            None => {
+                                let id = u32::try_from(terms.len()).unwrap_or(u32::MAX);
+                                ids.insert(term.clone(), id);
+                                terms.push(term.clone());
+                                id
+                            }
+                        };
+                        (id, *count)
+                    })
+                    .collect()
             })
             .collect();
         let mut order: Vec<u32> = (0..u32::try_from(terms.len()).unwrap_or(u32::MAX)).collect();
@@ -402,12 +425,12 @@ impl Vocabulary {
             rank[old as usize] = u32::try_from(new).unwrap_or(u32::MAX);
         }
         let mut document_frequency = vec![0u32; order.len()];
-        for candidate in &mut counts {
-            for (term, _) in candidate.iter_mut() {
+        for chunk in &mut counts {
+            for (term, _) in chunk.iter_mut() {
                 *term = rank[*term as usize];
                 document_frequency[*term as usize] += 1;
             }
-            candidate.sort_unstable();
+            chunk.sort_unstable();
         }
         for id in ids.values_mut() {
             *id = rank[*id as usize];
@@ -416,18 +439,14 @@ impl Vocabulary {
         Self { terms, ids, counts, document_frequency }
     }
 
-    /// A source text's counts of known terms (sorted by term id) and of unseen terms (sorted).
-    fn count_source(&self, text: &str) -> (Vec<(u32, u32)>, Vec<u32>) {
-        let mut local: HashMap<String, u32> = HashMap::new();
-        for token in terms::terms(text) {
-            *local.entry(token).or_default() += 1;
-        }
+    /// A source's counts of known terms (sorted by term id) and of unseen terms (sorted).
+    fn count_source(&self, source: &[(String, u32)]) -> (Vec<(u32, u32)>, Vec<u32>) {
         let mut known = Vec::new();
         let mut unseen = Vec::new();
-        for (term, count) in local {
-            match self.ids.get(&term) {
-                Some(&id) => known.push((id, count)),
-                None => unseen.push(count),
+        for (term, count) in source {
+            match self.ids.get(term) {
+                Some(&id) => known.push((id, *count)),
+                None => unseen.push(*count),
             }
         }
         known.sort_unstable();

@@ -10,7 +10,8 @@
 //!   them). In memory, the inverse document frequency is taken from the candidates and an inverted
 //!   index scores only chunks sharing a term; against a library, it is taken from the library's
 //!   [`TermStatistics`] and each source is scored against the [`Shortlist`] of candidates a
-//!   full-text index returned for it ([`LexicalEngine::connect_with_statistics`]).
+//!   full-text index returned for it ([`LexicalEngine::connect_with_statistics`]), each chunk as
+//!   its counted terms ([`CountedChunk`]), which a store keeps beside the chunk.
 //!
 //! [`detect`] runs several engines and returns their connections in one deterministic order.
 //!
@@ -47,7 +48,7 @@
 mod lexical;
 mod semantic;
 
-pub use lexical::{CandidateQuery, LexicalEngine, Shortlist, TermStatistics};
+pub use lexical::{CandidateQuery, CountedChunk, LexicalEngine, Shortlist, TermStatistics};
 pub use semantic::{Neighbour, SemanticEngine};
 
 /// The names of the engines quire runs, as stored with their connections.
@@ -121,17 +122,19 @@ pub fn sort(connections: &mut [Connection]) {
 
 /// Keeps the `top_k` best of `scored` (score, candidate index): highest score first, ties broken
 /// by candidate chunk id, a chunk id listed twice among the candidates kept once.
-pub(crate) fn best(mut scored: Vec<(f32, usize)>, candidates: &[ChunkRef<'_>], top_k: usize) -> Vec<(f32, usize)> {
-    scored.sort_unstable_by(|a, b| {
-        b.0.total_cmp(&a.0).then_with(|| candidates[a.1].chunk_id.cmp(candidates[b.1].chunk_id))
-    });
+pub(crate) fn best<'a>(
+    mut scored: Vec<(f32, usize)>,
+    chunk_id: impl Fn(usize) -> &'a str,
+    top_k: usize,
+) -> Vec<(f32, usize)> {
+    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then_with(|| chunk_id(a.1).cmp(chunk_id(b.1))));
     let mut out: Vec<(f32, usize)> = Vec::with_capacity(top_k.min(scored.len()));
     for (score, index) in scored {
         if out.len() == top_k {
             break;
         }
-        let id = candidates[index].chunk_id;
-        if !out.iter().any(|&(_, kept)| candidates[kept].chunk_id == id) {
+        let id = chunk_id(index);
+        if !out.iter().any(|&(_, kept)| chunk_id(kept) == id) {
             out.push((score, index));
         }
     }

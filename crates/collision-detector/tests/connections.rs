@@ -1,8 +1,8 @@
 //! Behaviour of the engines and of `detect`, checked through one invariant-asserting helper.
 
 use collision_detector::{
-    CandidateQuery, ChunkRef, Connection, ConnectionEngine, LexicalEngine, SemanticEngine, Shortlist, TermStatistics,
-    detect,
+    CandidateQuery, ChunkRef, Connection, ConnectionEngine, CountedChunk, LexicalEngine, SemanticEngine, Shortlist,
+    TermStatistics, detect,
 };
 use proptest::prelude::*;
 
@@ -271,6 +271,15 @@ fn statistics_of(candidates: &[TestChunk]) -> TermStatistics {
     statistics
 }
 
+/// Chunks as the statistics path reads them: their counted terms.
+fn counted(chunks: &[TestChunk]) -> Vec<(String, terms::TermVector)> {
+    chunks.iter().map(|chunk| (chunk.id.clone(), terms::term_vector(&chunk.text))).collect()
+}
+
+fn counted_refs(chunks: &[(String, terms::TermVector)]) -> Vec<CountedChunk<'_>> {
+    chunks.iter().map(|(chunk_id, terms)| CountedChunk { chunk_id, terms }).collect()
+}
+
 /// Runs the statistics path with every candidate on every source's shortlist.
 fn connect_with_full_shortlists(
     engine: &LexicalEngine,
@@ -278,9 +287,10 @@ fn connect_with_full_shortlists(
     candidates: &[TestChunk],
 ) -> Vec<Connection> {
     let everything: Vec<usize> = (0..candidates.len()).collect();
+    let (sources, candidates_counted) = (counted(sources), counted(candidates));
     let shortlists: Vec<Shortlist<'_>> =
-        refs(sources).into_iter().map(|source| Shortlist { source, candidates: &everything }).collect();
-    engine.connect_with_statistics(&shortlists, &refs(candidates), &statistics_of(candidates))
+        counted_refs(&sources).into_iter().map(|source| Shortlist { source, candidates: &everything }).collect();
+    engine.connect_with_statistics(&shortlists, &counted_refs(&candidates_counted), &statistics_of(candidates))
 }
 
 #[test]
@@ -297,10 +307,11 @@ fn a_source_is_scored_only_against_its_shortlist() {
     let all = library();
     let engine = lexical(5, 0.0);
     let shortlist = [0, 2, 3]; // moby/1 itself and the two cooking chunks: not moby/2
-    let sources = refs(&all[..1]);
+    let counted_all = counted(&all);
+    let chunks = counted_refs(&counted_all);
     let got = engine.connect_with_statistics(
-        &[Shortlist { source: sources[0], candidates: &shortlist }],
-        &refs(&all),
+        &[Shortlist { source: chunks[0], candidates: &shortlist }],
+        &chunks,
         &statistics_of(&all),
     );
     assert!(got.iter().all(|c| c.target_chunk_id != "moby/2" && c.target_chunk_id != "moby/1"), "{got:?}");
@@ -311,7 +322,8 @@ fn query_terms_are_the_rarest_terms_other_chunks_share() {
     let all = library();
     let statistics = statistics_of(&all);
     let plan = CandidateQuery { max_terms: 3, max_postings: 1_000, candidates_per_source: 10 };
-    let asked = LexicalEngine::default().query_terms(&all[0].text, &statistics, &plan);
+    let source = terms::term_vector(&all[0].text);
+    let asked = LexicalEngine::default().query_terms(&source, &statistics, &plan);
     let names: Vec<&str> = asked.iter().map(|(term, _)| term.as_str()).collect();
     // "ishmael" and "surfaced" occur only in the source itself; the shared ones are asked,
     // rarest first, alphabetically among equals.
@@ -319,7 +331,7 @@ fn query_terms_are_the_rarest_terms_other_chunks_share() {
     assert!(asked.iter().all(|(term, weight)| *weight == statistics.idf(term)));
 
     let tight = CandidateQuery { max_postings: 4, ..plan };
-    assert_eq!(LexicalEngine::default().query_terms(&all[0].text, &statistics, &tight).len(), 2);
+    assert_eq!(LexicalEngine::default().query_terms(&source, &statistics, &tight).len(), 2);
 }
 
 #[test]

@@ -128,6 +128,25 @@ pub fn distinct_terms(text: &str) -> Vec<String> {
     terms
 }
 
+/// A text's terms, each once with how many times it occurs, sorted by term: what the lexical
+/// engine weighs, and what a store keeps beside each chunk so that scoring never cuts a stored
+/// text again.
+pub type TermVector = Vec<(String, u32)>;
+
+/// The [`TermVector`] of a text: [`terms`], counted.
+pub fn term_vector(text: &str) -> TermVector {
+    let mut terms: Vec<String> = terms(text).collect();
+    terms.sort_unstable();
+    let mut vector: TermVector = Vec::new();
+    for term in terms {
+        match vector.last_mut() {
+            Some((last, count)) if *last == term => *count = count.saturating_add(1),
+            _ => vector.push((term, 1)),
+        }
+    }
+    vector
+}
+
 /// Whether a word (as [`words`] gives it) is a term.
 pub fn is_term(word: &str) -> bool {
     let mut chars = word.chars();

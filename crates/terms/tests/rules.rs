@@ -68,11 +68,29 @@ fn distinct_terms_are_sorted_and_unique() {
 }
 
 #[test]
+fn a_term_vector_counts_each_term_once_in_order() {
+    assert_eq!(
+        terms::term_vector("Whale, harpoon; the WHALE and the whale's harpoon: Nantucket"),
+        [("harpoon".to_owned(), 2), ("nantucket".to_owned(), 1), ("whale".to_owned(), 3)]
+    );
+    assert!(terms::term_vector("the and of 1234").is_empty());
+}
+
+#[test]
 fn marks_without_a_letter_belong_to_no_word() {
     check_words("\u{094D}\u{0301} क्षत्रिय", &["क्षत्रिय"]);
 }
 
 proptest! {
+    #[test]
+    fn a_term_vector_is_the_terms_counted(text in any::<String>()) {
+        let vector = terms::term_vector(&text);
+        let total: u32 = vector.iter().map(|(_, count)| count).sum();
+        prop_assert_eq!(total as usize, terms::terms(&text).count());
+        let keys: Vec<String> = vector.into_iter().map(|(term, _)| term).collect();
+        prop_assert_eq!(keys, terms::distinct_terms(&text));
+    }
+
     #[test]
     fn terms_are_normalised_nonempty_and_spaceless(text in any::<String>()) {
         for term in terms::terms(&text) {

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_store::{
-    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
-    DocumentStore, EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued, FailOutcome, Failure, HeartbeatReport, Job,
-    JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, Neighbour, NeighbourQuery, NeighbourSearch,
-    NewConnection, NewDocument, QueueCount, Recovery, StoreError, StoreResult, StoredChunk, TermCounts, TermIndex,
-    VectorIndexKind, WeightedTerms,
+    BookMetadata, ChunkTerms, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document,
+    DocumentStatus, DocumentStore, EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued, FailOutcome, Failure,
+    HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, Neighbour,
+    NeighbourQuery, NeighbourSearch, NewConnection, NewDocument, QueueCount, Recovery, StoreError, StoreResult,
+    StoredChunk, TermCounts, TermIndex, VectorIndexKind, WeightedTerms,
 };
 use serde_json::{Value, json};
 use stage_machine::Checkpoint;
@@ -332,6 +332,9 @@ impl TermIndex for FakeStore {
         unused()
     }
     async fn chunks_sharing_terms(&self, _: &[WeightedTerms], _: usize) -> StoreResult<Vec<Vec<String>>> {
+        unused()
+    }
+    async fn chunk_terms(&self, _: &[String]) -> StoreResult<Vec<ChunkTerms>> {
         unused()
     }
 }

@@ -43,6 +43,7 @@ use crate::model::Lease;
 use crate::rows::{
     CachedEmbeddingRow, ChunkRow, ChunkViewRow, ConnectionViewRow, DocumentRow, EmbeddedChunkRow, convert_all,
 };
+use crate::term_index::IndexedChunk;
 
 /// Rows per insert statement: a long book goes in a few bounded statements, inside the same
 /// transaction.
@@ -189,9 +190,9 @@ impl DocumentStore for PgStore {
         let mut term_counts = TermCountChanges::default();
         term_counts.remove_document(&mut tx, id).await?;
         sqlx::query(sql::DELETE_CHUNKS).bind(id).execute(&mut *tx).await?;
-        let chunk_terms: Vec<Vec<String>> = chunks.iter().map(|chunk| terms::distinct_terms(&chunk.text)).collect();
-        for terms in &chunk_terms {
-            term_counts.add(terms);
+        let chunk_terms: Vec<IndexedChunk> = chunks.iter().map(|chunk| IndexedChunk::of(&chunk.text)).collect();
+        for indexed in &chunk_terms {
+            term_counts.add(&indexed.terms);
         }
         for (slice, slice_terms) in chunks.chunks(INSERT_BATCH).zip(chunk_terms.chunks(INSERT_BATCH)) {
             let heading_paths = slice
@@ -208,7 +209,8 @@ impl DocumentStore for PgStore {
                 .bind(slice.iter().map(|chunk| bigint(chunk.start)).collect::<Vec<_>>())
                 .bind(slice.iter().map(|chunk| bigint(chunk.end)).collect::<Vec<_>>())
                 .bind(slice.iter().map(|chunk| chunk.content_hash.as_str()).collect::<Vec<_>>())
-                .bind(slice_terms.iter().map(|terms| terms.join(" ")).collect::<Vec<_>>())
+                .bind(slice_terms.iter().map(IndexedChunk::indexed_terms).collect::<Vec<_>>())
+                .bind(slice_terms.iter().map(|indexed| indexed.term_vector.as_str()).collect::<Vec<_>>())
                 .execute(&mut *tx)
                 .await?;
         }
@@ -216,7 +218,7 @@ impl DocumentStore for PgStore {
             let (ids, terms): (Vec<&str>, Vec<&str>) = slice
                 .iter()
                 .zip(slice_terms)
-                .flat_map(|(chunk, terms)| terms.iter().map(move |term| (chunk.id.as_str(), term.as_str())))
+                .flat_map(|(chunk, indexed)| indexed.terms.iter().map(move |term| (chunk.id.as_str(), term.as_str())))
                 .unzip();
             sqlx::query(sql::INSERT_POSTINGS).bind(ids).bind(terms).execute(&mut *tx).await?;
         }

@@ -318,12 +318,13 @@ pub const DELETE_CHUNKS: &str = "DELETE FROM chunks WHERE document_id = $1";
 /// text), $5 texts, $6 start offsets, $7 end offsets, $8 content hashes, $9 terms
 /// (space-separated).
 pub const INSERT_CHUNKS: &str = "INSERT INTO chunks (id, document_id, chunk_index, heading_path, text, \
-         start_offset, end_offset, content_hash, terms) \
+         start_offset, end_offset, content_hash, terms, term_vector) \
      SELECT c.id, c.document_id, c.chunk_index, c.heading_path::jsonb, c.text, c.start_offset, \
-            c.end_offset, c.content_hash, array_to_tsvector(string_to_array(c.terms, ' ')) \
+            c.end_offset, c.content_hash, array_to_tsvector(string_to_array(c.terms, ' ')), c.term_vector \
      FROM UNNEST($1::text[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::bigint[], \
-                 $7::bigint[], $8::text[], $9::text[]) \
-          AS c(id, document_id, chunk_index, heading_path, text, start_offset, end_offset, content_hash, terms)";
+                 $7::bigint[], $8::text[], $9::text[], $10::text[]) \
+          AS c(id, document_id, chunk_index, heading_path, text, start_offset, end_offset, content_hash, terms, \
+               term_vector)";
 
 /// $1 id, $2 chunk count, $3 now or NULL.
 pub const SET_CHUNK_COUNT: &str =
@@ -485,8 +486,10 @@ pub const LIBRARY_CHUNK_COUNT: &str = "SELECT COALESCE(SUM(chunk_count), 0)::big
 /// $1 terms: each one some chunk contains, with the number of chunks containing it.
 pub const TERM_FREQUENCIES: &str = "SELECT term, chunks FROM chunk_term_counts WHERE term = ANY($1) AND chunks > 0";
 
-/// $1 terms: `(term, chunk seq)` for every chunk containing each, from the postings' key.
-pub const TERM_POSTINGS: &str = "SELECT term, chunk_seq FROM chunk_term_postings WHERE term = ANY($1)";
+/// $1 terms: `(term, chunk seqs)` for each term some chunk contains, from the postings' key; one
+/// row per term, not per posting.
+pub const TERM_POSTINGS: &str =
+    "SELECT term, array_agg(chunk_seq) FROM chunk_term_postings WHERE term = ANY($1) GROUP BY term";
 
 /// $1 chunk ids, $2 terms, pair-wise: the postings of chunks just inserted.
 pub const INSERT_POSTINGS: &str = "INSERT INTO chunk_term_postings (term, chunk_seq) \
@@ -512,9 +515,14 @@ pub const LOCK_CHUNKS_FOR_REBUILD: &str = "LOCK TABLE chunks IN SHARE ROW EXCLUS
 /// $1 after this id, $2 limit: chunks to index, in id order.
 pub const CHUNK_TEXTS_AFTER: &str = "SELECT id, text FROM chunks WHERE id > $1 ORDER BY id LIMIT $2";
 
-/// $1 ids, $2 terms (space-separated).
-pub const SET_CHUNK_TERMS: &str = "UPDATE chunks SET terms = array_to_tsvector(string_to_array(u.terms, ' ')) \
-     FROM UNNEST($1::text[], $2::text[]) AS u(id, terms) WHERE chunks.id = u.id";
+/// $1 ids, $2 terms (space-separated), $3 term vectors.
+pub const SET_CHUNK_TERMS: &str = "UPDATE chunks \
+     SET terms = array_to_tsvector(string_to_array(u.terms, ' ')), term_vector = u.term_vector \
+     FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(id, terms, term_vector) WHERE chunks.id = u.id";
+
+/// $1 chunk ids: each existing chunk's term vector, or its text where it has none.
+pub const CHUNK_TERM_VECTORS: &str =
+    "SELECT id, term_vector, CASE WHEN term_vector IS NULL THEN text END FROM chunks WHERE id = ANY($1)";
 
 pub const RECOUNT_TERMS: &str = "INSERT INTO chunk_term_counts (term, chunks) \
      SELECT t.term, COUNT(*) FROM chunks c, unnest(tsvector_to_array(c.terms)) AS t(term) GROUP BY t.term";

@@ -8,7 +8,9 @@ use sqlx::{Postgres, Transaction};
 
 use super::{PgStore, sql};
 use crate::error::StoreResult;
-use crate::term_index::{self, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms};
+use crate::term_index::{
+    self, ChunkTerms, IndexedChunk, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms,
+};
 
 /// Changes in the number of chunks containing each term, applied at once and in term order.
 #[derive(Debug, Default)]
@@ -48,7 +50,7 @@ impl PgStore {
     /// another process starting at once waits and then finds the index current.
     pub(super) async fn bring_term_index_up_to_date(&self) -> StoreResult<()> {
         let current: Option<String> = sqlx::query_scalar(sql::TERM_INDEX_EDITION).fetch_optional(&self.pool).await?;
-        if current.as_deref() == Some(terms::RULES_EDITION) {
+        if current.as_deref() == Some(term_index::index_edition().as_str()) {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
@@ -71,16 +73,20 @@ impl PgStore {
             };
             after = last.clone();
             indexed += rows.len();
-            let (ids, terms): (Vec<&str>, Vec<String>) =
-                rows.iter().map(|(id, text)| (id.as_str(), terms::indexed_terms(text))).unzip();
-            sqlx::query(sql::SET_CHUNK_TERMS).bind(ids).bind(terms).execute(&mut *tx).await?;
+            let indexed: Vec<IndexedChunk> = rows.iter().map(|(_, text)| IndexedChunk::of(text)).collect();
+            sqlx::query(sql::SET_CHUNK_TERMS)
+                .bind(rows.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+                .bind(indexed.iter().map(IndexedChunk::indexed_terms).collect::<Vec<_>>())
+                .bind(indexed.into_iter().map(|chunk| chunk.term_vector).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query(sql::CLEAR_TERM_COUNTS).execute(&mut *tx).await?;
         sqlx::query(sql::RECOUNT_TERMS).execute(&mut *tx).await?;
         sqlx::query(sql::CLEAR_POSTINGS).execute(&mut *tx).await?;
         sqlx::query(sql::REBUILD_POSTINGS).execute(&mut *tx).await?;
         sqlx::query(sql::CLEAR_TERM_INDEX_EDITION).execute(&mut *tx).await?;
-        sqlx::query(sql::SET_TERM_INDEX_EDITION).bind(terms::RULES_EDITION).execute(&mut *tx).await?;
+        sqlx::query(sql::SET_TERM_INDEX_EDITION).bind(term_index::index_edition()).execute(&mut *tx).await?;
         tx.commit().await?;
         term_index::rebuilt(indexed);
         Ok(())
@@ -100,11 +106,23 @@ impl TermIndex for PgStore {
     async fn chunks_sharing_terms(&self, queries: &[WeightedTerms], limit: usize) -> StoreResult<Vec<Vec<String>>> {
         term_index::chunks_sharing_terms(self, queries, limit).await
     }
+
+    async fn chunk_terms(&self, ids: &[String]) -> StoreResult<Vec<ChunkTerms>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for slice in ids.chunks(REBUILD_BATCH) {
+            let rows: Vec<(String, Option<String>, Option<String>)> =
+                sqlx::query_as(sql::CHUNK_TERM_VECTORS).bind(slice).fetch_all(&self.pool).await?;
+            for (id, vector, text) in rows {
+                found.push(ChunkTerms::from_row(id, vector, text)?);
+            }
+        }
+        Ok(found)
+    }
 }
 
 #[async_trait]
 impl TermPostings for PgStore {
-    async fn postings(&self, terms: &[&str]) -> StoreResult<Vec<(String, i64)>> {
+    async fn postings(&self, terms: &[&str]) -> StoreResult<Vec<(String, Vec<i64>)>> {
         Ok(sqlx::query_as(sql::TERM_POSTINGS).bind(terms).fetch_all(&self.pool).await?)
     }
 

@@ -270,14 +270,25 @@ pub const CHUNK_VIEWS_BY_ID: &str = "SELECT c.id AS chunk_id, c.document_id, d.t
 
 // The term index (FTS5; see crates/checkpoint-store/src/term_index.rs).
 
-/// One JSON array of `[chunk id, terms]` pairs in ?1; the chunks must exist.
-pub const INDEX_CHUNK_TERMS: &str = "INSERT INTO chunk_terms (rowid, terms) \
+/// One JSON array of `[chunk id, term vector]` pairs in ?1; the chunks must exist and have no
+/// vector yet. The triggers of migration 0006 index the vectors (full-text index and counts).
+pub const INSERT_TERM_VECTORS: &str = "INSERT INTO chunk_term_vectors (chunk, term_vector) \
      SELECT c.rowid, json_extract(t.value, '$[1]') FROM json_each(?1) t \
      JOIN chunks c ON c.id = json_extract(t.value, '$[0]')";
+
+/// ?1 chunk ids (JSON array): each existing chunk's term vector, or its text where it has none.
+pub const CHUNK_TERM_VECTORS: &str = "SELECT c.id, v.term_vector, CASE WHEN v.term_vector IS NULL THEN c.text END \
+     FROM chunks c LEFT JOIN chunk_term_vectors v ON v.chunk = c.rowid \
+     WHERE c.id IN (SELECT value FROM json_each(?1))";
+
+/// Empties the term index through its triggers (vectors, full-text rows and counts alike).
+pub const CLEAR_TERM_VECTORS: &str = "DELETE FROM chunk_term_vectors";
 
 pub const TERM_INDEX_EDITION: &str = "SELECT edition FROM term_index_edition";
 
 pub const CLEAR_TERM_INDEX: &str = "INSERT INTO chunk_terms (chunk_terms) VALUES ('delete-all')";
+
+pub const CLEAR_TERM_COUNTS: &str = "DELETE FROM chunk_term_counts";
 
 pub const CLEAR_TERM_INDEX_EDITION: &str = "DELETE FROM term_index_edition";
 
@@ -291,22 +302,24 @@ pub const CHUNK_TEXTS_AFTER: &str = "SELECT rowid, id, text FROM chunks WHERE ro
 /// the same transaction as the chunks (cheaper than counting a million rows).
 pub const LIBRARY_CHUNK_COUNT: &str = "SELECT COALESCE(SUM(chunk_count), 0) FROM documents";
 
-/// Each of `count` terms, bound as ?1…?count, that some chunk contains, with the number of chunks
-/// containing it (a literal `IN` list, as in [`term_postings`]).
-pub fn term_frequencies(count: usize) -> String {
-    format!("SELECT term, doc FROM chunk_term_frequencies WHERE term IN ({})", parameter_list(count))
-}
+/// ?1 terms (JSON array): each that some chunk contains, with the number of chunks containing it.
+pub const TERM_FREQUENCIES: &str =
+    "SELECT term, chunks FROM chunk_term_counts WHERE term IN (SELECT value FROM json_each(?1)) AND chunks > 0";
 
 /// `?1, ?2, …, ?count`.
 fn parameter_list(count: usize) -> String {
     (1..=count).map(|n| format!("?{n}")).collect::<Vec<_>>().join(", ")
 }
 
-/// `(term, chunk rowid)` for every chunk containing one of `count` terms, bound as ?1…?count. A
-/// list of parameters, not `json_each`: fts5vocab seeks each value of a literal `IN` list, but
-/// scans the whole index for a subquery.
+/// `(term, rowids)` for each of `count` terms, bound as ?1…?count: the rowids of the chunks
+/// containing it, comma-separated. A list of parameters, not `json_each`: fts5vocab seeks each
+/// value of a literal `IN` list, but scans the whole index for a subquery. One row per term, not
+/// per posting: a row costs the driver a microsecond, several times what SQLite spends on it.
 pub fn term_postings(count: usize) -> String {
-    format!("SELECT term, doc FROM chunk_term_postings WHERE term IN ({})", parameter_list(count))
+    format!(
+        "SELECT term, group_concat(doc) FROM chunk_term_postings WHERE term IN ({}) GROUP BY term",
+        parameter_list(count)
+    )
 }
 
 /// ?1 rowids (JSON array).

@@ -1,24 +1,28 @@
-//! The term index on SQLite: a contentless FTS5 table under the chunks' rowids.
+//! The term index on SQLite: a contentless FTS5 table under the chunks' rowids and a table of
+//! document frequencies, both kept by triggers from each chunk's stored term vector.
 
 use async_trait::async_trait;
 use sqlx::{Sqlite, Transaction};
 
 use super::{SqliteStore, sql};
 use crate::error::{StoreError, StoreResult};
-use crate::term_index::{self, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms};
+use crate::term_index::{
+    self, ChunkTerms, IndexedChunk, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms,
+};
 
-/// Terms per statement that looks terms up: within SQLite's limit on bound parameters (32,766).
+/// Terms per statement that reads postings: within SQLite's limit on bound parameters (32,766).
 const TERMS_PER_STATEMENT: usize = 500;
 
-/// Adds chunks' terms to the index, inside the transaction that inserted the chunks.
+/// Stores chunks' term vectors, computed from their text, inside the transaction that inserted
+/// the chunks (or rebuilds the index); the triggers of migration 0006 index them.
 pub(super) async fn index_chunks<'a>(
     tx: &mut Transaction<'static, Sqlite>,
     chunks: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> StoreResult<()> {
-    let pairs: Vec<(&str, String)> = chunks.map(|(id, text)| (id, terms::indexed_terms(text))).collect();
+    let pairs: Vec<(&str, String)> = chunks.map(|(id, text)| (id, IndexedChunk::of(text).term_vector)).collect();
     for slice in pairs.chunks(REBUILD_BATCH) {
         let json = serde_json::to_string(slice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(sql::INDEX_CHUNK_TERMS).bind(json).execute(&mut **tx).await?;
+        sqlx::query(sql::INSERT_TERM_VECTORS).bind(json).execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -29,7 +33,7 @@ impl SqliteStore {
     /// opening the same file at once waits and then finds the index current.
     pub(super) async fn bring_term_index_up_to_date(&self) -> StoreResult<()> {
         let current: Option<String> = sqlx::query_scalar(sql::TERM_INDEX_EDITION).fetch_optional(&self.writer).await?;
-        if current.as_deref() == Some(terms::RULES_EDITION) {
+        if current.as_deref() == Some(term_index::index_edition().as_str()) {
             return Ok(());
         }
         let mut tx = self.begin_immediate().await?;
@@ -37,7 +41,11 @@ impl SqliteStore {
         if term_index::edition_is_current(current.as_deref()) {
             return Ok(());
         }
+        // The vectors first, so that their triggers remove what they indexed; then whatever an
+        // index without vectors (an older layout) left.
+        sqlx::query(sql::CLEAR_TERM_VECTORS).execute(&mut *tx).await?;
         sqlx::query(sql::CLEAR_TERM_INDEX).execute(&mut *tx).await?;
+        sqlx::query(sql::CLEAR_TERM_COUNTS).execute(&mut *tx).await?;
         let mut after = 0_i64;
         let mut indexed = 0_usize;
         loop {
@@ -54,7 +62,7 @@ impl SqliteStore {
             index_chunks(&mut tx, rows.iter().map(|(_, id, text)| (id.as_str(), text.as_str()))).await?;
         }
         sqlx::query(sql::CLEAR_TERM_INDEX_EDITION).execute(&mut *tx).await?;
-        sqlx::query(sql::SET_TERM_INDEX_EDITION).bind(terms::RULES_EDITION).execute(&mut *tx).await?;
+        sqlx::query(sql::SET_TERM_INDEX_EDITION).bind(term_index::index_edition()).execute(&mut *tx).await?;
         tx.commit().await?;
         term_index::rebuilt(indexed);
         Ok(())
@@ -68,15 +76,9 @@ impl TermIndex for SqliteStore {
         let mut tx = self.reader.begin().await?;
         let chunk_count: i64 = sqlx::query_scalar(sql::LIBRARY_CHUNK_COUNT).fetch_one(&mut *tx).await?;
         let mut rows: Vec<(String, i64)> = Vec::new();
-        for slice in terms.chunks(TERMS_PER_STATEMENT) {
-            let statement = sqlx::AssertSqlSafe(sql::term_frequencies(slice.len()));
-            rows.extend(
-                slice
-                    .iter()
-                    .fold(sqlx::query_as(statement), |query, term| query.bind(term))
-                    .fetch_all(&mut *tx)
-                    .await?,
-            );
+        for slice in terms.chunks(REBUILD_BATCH) {
+            let json = serde_json::to_string(slice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            rows.extend(sqlx::query_as(sql::TERM_FREQUENCIES).bind(json).fetch_all(&mut *tx).await?);
         }
         tx.commit().await?;
         TermCounts::from_rows(chunk_count, rows)
@@ -85,16 +87,34 @@ impl TermIndex for SqliteStore {
     async fn chunks_sharing_terms(&self, queries: &[WeightedTerms], limit: usize) -> StoreResult<Vec<Vec<String>>> {
         term_index::chunks_sharing_terms(self, queries, limit).await
     }
+
+    async fn chunk_terms(&self, ids: &[String]) -> StoreResult<Vec<ChunkTerms>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for slice in ids.chunks(REBUILD_BATCH) {
+            let json = serde_json::to_string(slice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let rows: Vec<(String, Option<String>, Option<String>)> =
+                sqlx::query_as(sql::CHUNK_TERM_VECTORS).bind(json).fetch_all(&self.reader).await?;
+            for (id, vector, text) in rows {
+                found.push(ChunkTerms::from_row(id, vector, text)?);
+            }
+        }
+        Ok(found)
+    }
 }
 
 #[async_trait]
 impl TermPostings for SqliteStore {
-    async fn postings(&self, terms: &[&str]) -> StoreResult<Vec<(String, i64)>> {
+    async fn postings(&self, terms: &[&str]) -> StoreResult<Vec<(String, Vec<i64>)>> {
         let mut postings = Vec::new();
         for slice in terms.chunks(TERMS_PER_STATEMENT) {
             let statement = sqlx::AssertSqlSafe(sql::term_postings(slice.len()));
             let query = slice.iter().fold(sqlx::query_as(statement), |query, term| query.bind(*term));
-            postings.extend(query.fetch_all(&self.reader).await?);
+            let rows: Vec<(String, String)> = query.fetch_all(&self.reader).await?;
+            for (term, keys) in rows {
+                let keys = keys.split(',').map(str::parse).collect::<Result<Vec<i64>, _>>();
+                let keys = keys.map_err(|e| StoreError::Corrupt(format!("postings of {term:?}: {e}")))?;
+                postings.push((term, keys));
+            }
         }
         Ok(postings)
     }

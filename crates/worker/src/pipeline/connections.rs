@@ -52,9 +52,12 @@ impl JobHandler for DetectConnections {
             }
             bump(&pipeline.stats.detections, 1);
             let sources = Arc::new(pipeline.store.embedded_chunks(Some(&document_id), &model, dimensions).await?);
-            let neighbours = semantic_neighbours(pipeline.store.as_ref(), &sources, &model, dimensions).await?;
-            let lexical =
-                lexical_connections(pipeline.store.as_ref(), sources.clone(), CandidateQuery::default()).await?;
+            // The two halves are independent: the semantic search runs on blocking threads while
+            // the lexical half waits on the database.
+            let (neighbours, lexical) = tokio::try_join!(
+                semantic_neighbours(pipeline.store.as_ref(), &sources, &model, dimensions),
+                lexical_connections(pipeline.store.as_ref(), sources.clone(), CandidateQuery::default()),
+            )?;
             let connections = tokio::task::spawn_blocking(move || find_connections(&sources, &neighbours, lexical))
                 .await
                 .map_err(|e| JobError::Retryable(format!("connection detection crashed: {e}")))?;

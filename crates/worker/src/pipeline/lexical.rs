@@ -1,24 +1,24 @@
 //! The lexical half of `detect_connections`, through the store's full-text index: the library's
-//! term statistics and, for each chunk of the document, the chunks sharing its rarest terms. Only
-//! the document, its shortlists (chunk ids) and one round of candidates' text, at most
-//! [`CANDIDATES_PER_ROUND`] chunks, are ever in memory, whatever the library's size.
+//! term statistics and, for each chunk of the document, the chunks sharing its rarest terms,
+//! scored from the term vectors stored beside them. Only the document, its shortlists (chunk ids)
+//! and one round of candidates' term vectors, at most [`CANDIDATES_PER_ROUND`] chunks, are ever in
+//! memory, whatever the library's size; no candidate's text is read.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
-use checkpoint_store::{ChunkView, EmbeddedChunk, Store};
-use collision_detector::{CandidateQuery, ChunkRef, Connection, LexicalEngine, Shortlist, TermStatistics};
+use checkpoint_store::{ChunkTerms, EmbeddedChunk, Store};
+use collision_detector::{CandidateQuery, Connection, CountedChunk, LexicalEngine, Shortlist, TermStatistics};
+use tracing::debug;
 
 use crate::job::JobError;
 
 /// The lexical engine's choice for one document.
 const LEXICAL: LexicalEngine = LexicalEngine::DEFAULT;
 
-/// How many shortlists one statement asks for: bounds the statement's size.
-const QUERIES_PER_STATEMENT: usize = 256;
-
-/// How many other chunks (their text) one round of scoring holds at most: the bound on the
-/// memory the library costs, whatever its size. Rounds take the book's chunks in order while
+/// How many other chunks (their term vectors) one round of scoring holds at most: the bound on
+/// the memory the library costs, whatever its size. Rounds take the book's chunks in order while
 /// their shortlists stay within it, so a small library is read once.
 const CANDIDATES_PER_ROUND: usize = 16_384;
 
@@ -30,28 +30,34 @@ pub async fn lexical_connections(
     sources: Arc<Vec<EmbeddedChunk>>,
     plan: CandidateQuery,
 ) -> Result<Vec<Connection>, JobError> {
-    let book_terms: BTreeSet<String> = {
-        let sources = sources.clone();
-        blocking(move || sources.iter().flat_map(|source| terms::distinct_terms(&source.chunk.text)).collect()).await?
-    };
-    let counts = store.term_counts(&book_terms.into_iter().collect::<Vec<_>>()).await?;
+    let started = Instant::now();
+    // The book's chunks, cut into terms once.
+    let sources: Arc<Vec<ChunkTerms>> = Arc::new(
+        blocking(move || {
+            sources
+                .iter()
+                .map(|source| ChunkTerms {
+                    chunk_id: source.chunk.id.clone(),
+                    terms: terms::term_vector(&source.chunk.text),
+                })
+                .collect()
+        })
+        .await?,
+    );
+    let book_terms: BTreeSet<&str> =
+        sources.iter().flat_map(|source| source.terms.iter().map(|(term, _)| term.as_str())).collect();
+    let book_terms: Vec<String> = book_terms.into_iter().map(str::to_owned).collect();
+    let counts = store.term_counts(&book_terms).await?;
     let mut statistics =
         Arc::new(TermStatistics { chunk_count: counts.chunk_count, document_frequency: counts.document_frequency });
 
     // Every chunk's shortlist first (ids only: bounded by the book), so that rounds can be cut
-    // by how many distinct candidates they read.
-    let queries = {
-        let (sources, statistics) = (sources.clone(), statistics.clone());
-        blocking(move || {
-            sources.iter().map(|source| LEXICAL.query_terms(&source.chunk.text, &statistics, &plan)).collect::<Vec<_>>()
-        })
-        .await?
-    };
-    let mut shortlists: Vec<Vec<String>> = Vec::with_capacity(queries.len());
-    for batch in queries.chunks(QUERIES_PER_STATEMENT) {
-        shortlists.extend(store.chunks_sharing_terms(batch, plan.candidates_per_source).await?);
-    }
-    let own: HashSet<&str> = sources.iter().map(|source| source.chunk.id.as_str()).collect();
+    // by how many distinct candidates they read. All in one call: the store reads each distinct
+    // term's postings once, and the book's chunks share most of their rare terms.
+    let queries: Vec<_> = sources.iter().map(|source| LEXICAL.query_terms(&source.terms, &statistics, &plan)).collect();
+    let shortlists = store.chunks_sharing_terms(&queries, plan.candidates_per_source).await?;
+    debug!(elapsed_ms = elapsed_ms(started), terms = book_terms.len(), "lexical: shortlists found");
+    let own: HashSet<&str> = sources.iter().map(|source| source.chunk_id.as_str()).collect();
 
     let mut connections = Vec::new();
     let mut first = 0;
@@ -72,30 +78,26 @@ pub async fn lexical_connections(
             end += 1;
         }
         let wanted: Vec<String> = wanted.into_iter().map(str::to_owned).collect();
-        let others: Vec<ChunkView> = store.chunk_views(&wanted).await?;
+        let others = store.chunk_terms(&wanted).await?;
         // A candidate's terms that the book lacks still weigh in its norm: ask their frequencies
         // too, or they would count as terms no chunk has, and its scores would come out low.
-        let (others, unknown) = {
-            let statistics = statistics.clone();
-            blocking(move || {
-                let unknown: BTreeSet<String> = others
-                    .iter()
-                    .flat_map(|other| terms::distinct_terms(&other.text))
-                    .filter(|term| !statistics.document_frequency.contains_key(term))
-                    .collect();
-                (others, unknown)
-            })
-            .await?
-        };
+        let unknown: BTreeSet<&str> = others
+            .iter()
+            .flat_map(|other| other.terms.iter().map(|(term, _)| term.as_str()))
+            .filter(|term| !statistics.document_frequency.contains_key(*term))
+            .collect();
         if !unknown.is_empty() {
-            let counts = store.term_counts(&unknown.into_iter().collect::<Vec<_>>()).await?;
+            let unknown: Vec<String> = unknown.into_iter().map(str::to_owned).collect();
+            let counts = store.term_counts(&unknown).await?;
             Arc::make_mut(&mut statistics).document_frequency.extend(counts.document_frequency);
         }
         let round_shortlists = shortlists[first..end].to_vec();
-        let (sources, statistics) = (sources.clone(), statistics.clone());
+        let (round_sources, round_statistics) = (sources.clone(), statistics.clone());
         let found =
-            blocking(move || score_round(&sources, first..end, &round_shortlists, &others, &statistics)).await?;
+            blocking(move || score_round(&round_sources, first..end, &round_shortlists, &others, &round_statistics))
+                .await?;
         connections.extend(found);
+        debug!(elapsed_ms = elapsed_ms(started), candidates = wanted.len(), "lexical: round scored");
         first = end;
     }
     Ok(connections)
@@ -105,16 +107,16 @@ pub async fn lexical_connections(
 /// and `others`, read from the store. A shortlisted id that is neither (a chunk deleted meanwhile)
 /// is skipped.
 fn score_round(
-    sources: &[EmbeddedChunk],
+    sources: &[ChunkTerms],
     round: std::ops::Range<usize>,
     shortlists: &[Vec<String>],
-    others: &[ChunkView],
+    others: &[ChunkTerms],
     statistics: &TermStatistics,
 ) -> Vec<Connection> {
-    let own: HashMap<&str, &EmbeddedChunk> = sources.iter().map(|source| (source.chunk.id.as_str(), source)).collect();
-    let others: HashMap<&str, &ChunkView> = others.iter().map(|other| (other.chunk_id.as_str(), other)).collect();
-    // Only the chunks shortlisted in this round, each once: the engine reads every candidate's text.
-    let mut candidates: Vec<ChunkRef<'_>> = Vec::new();
+    let known: HashMap<&str, &ChunkTerms> =
+        sources.iter().chain(others).map(|chunk| (chunk.chunk_id.as_str(), chunk)).collect();
+    // Only the chunks shortlisted in this round, each once.
+    let mut candidates: Vec<CountedChunk<'_>> = Vec::new();
     let mut position: HashMap<&str, usize> = HashMap::new();
     let indexes: Vec<Vec<usize>> = shortlists
         .iter()
@@ -124,16 +126,7 @@ fn score_round(
                     if let Some(&index) = position.get(id.as_str()) {
                         return Some(index);
                     }
-                    let candidate = match (own.get(id.as_str()), others.get(id.as_str())) {
-                        (Some(source), _) => chunk_ref(source),
-                        (None, Some(other)) => ChunkRef {
-                            chunk_id: &other.chunk_id,
-                            document_id: &other.document_id,
-                            text: &other.text,
-                            embedding: None,
-                        },
-                        (None, None) => return None,
-                    };
+                    let candidate = counted(known.get(id.as_str())?);
                     position.insert(candidate.chunk_id, candidates.len());
                     candidates.push(candidate);
                     Some(candidates.len() - 1)
@@ -143,18 +136,17 @@ fn score_round(
         .collect();
     let shortlists: Vec<Shortlist<'_>> = round
         .zip(&indexes)
-        .map(|(source, candidates)| Shortlist { source: chunk_ref(&sources[source]), candidates })
+        .map(|(source, candidates)| Shortlist { source: counted(&sources[source]), candidates })
         .collect();
     LEXICAL.connect_with_statistics(&shortlists, &candidates, statistics)
 }
 
-fn chunk_ref(chunk: &EmbeddedChunk) -> ChunkRef<'_> {
-    ChunkRef {
-        chunk_id: &chunk.chunk.id,
-        document_id: &chunk.chunk.document_id,
-        text: &chunk.chunk.text,
-        embedding: None,
-    }
+fn counted(chunk: &ChunkTerms) -> CountedChunk<'_> {
+    CountedChunk { chunk_id: &chunk.chunk_id, terms: &chunk.terms }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Runs CPU-bound work off the async threads.
