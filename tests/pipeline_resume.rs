@@ -17,6 +17,8 @@ fn book() -> Vec<u8> {
 
 struct Run {
     snapshot: Snapshot,
+    /// `detect_connections` jobs the book got.
+    detections: usize,
     requests: u64,
     inputs: u64,
     extractions: u64,
@@ -38,7 +40,9 @@ async fn run(crash_at: Option<&str>, failpoint_action: &str) -> Run {
     rig.drive().await;
     scenario.teardown();
     let process = rig.store.job(submission.job_id.unwrap()).await.unwrap().unwrap();
+    let detect = JobFilter { kind: Some(JobKind::DetectConnections), limit: Some(100), ..Default::default() };
     Run {
+        detections: rig.store.list_jobs(&detect).await.unwrap().len(),
         attempts: process.attempts,
         snapshot: rig.snapshot(&submission.document_id).await,
         requests: embedder.requests(),
@@ -76,6 +80,7 @@ async fn a_crash_after_any_stage_checkpoint_resumes_without_losing_or_repaying_w
         assert_eq!(crashed.chunkings, chunkings, "{failpoint}: chunking ran again");
         assert_eq!(crashed.requests, clean.requests, "{failpoint}: AI requests repeated for finished work");
         assert_eq!(crashed.inputs, clean.inputs, "{failpoint}: inputs embedded twice");
+        assert_eq!(crashed.detections, 1, "{failpoint}: connections asked for more than once");
     }
 }
 

@@ -8,7 +8,7 @@ use stage_machine::Checkpoint;
 
 use crate::error::StoreResult;
 use crate::model::{
-    EnqueueOptions, Enqueued, FailOutcome, Failure, HeartbeatReport, Job, JobFilter, JobId, JobKind, Lease,
+    EnqueueOptions, Enqueued, FailOutcome, Failure, FollowUp, HeartbeatReport, Job, JobFilter, JobId, JobKind, Lease,
     LeaseRequest, QueueCount, Recovery,
 };
 
@@ -35,6 +35,16 @@ pub trait JobStore: Send + Sync {
 
     /// Stores the job's checkpoint. Fenced.
     async fn save_checkpoint(&self, lease: Lease, checkpoint: &Checkpoint) -> StoreResult<()>;
+
+    /// Stores the job's checkpoint and adds a follow-up job (as [`JobStore::enqueue`]) in one
+    /// transaction: both or neither, so a retry that resumes from the checkpoint never asks for
+    /// the follow-up again, and one that resumes from before it always does. Fenced.
+    async fn save_checkpoint_and_enqueue(
+        &self,
+        lease: Lease,
+        checkpoint: &Checkpoint,
+        follow_up: FollowUp,
+    ) -> StoreResult<Enqueued>;
 
     /// Marks the job completed. Fenced.
     async fn complete(&self, lease: Lease, result: Option<Value>) -> StoreResult<()>;

@@ -59,8 +59,8 @@ pub use documents::{
 pub use error::{StoreError, StoreResult};
 pub use job_store::JobStore;
 pub use model::{
-    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, HeartbeatReport, Job, JobFilter,
-    JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryAction, RecoveryReason,
+    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp, HeartbeatReport, Job,
+    JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryAction, RecoveryReason,
 };
 pub use neighbours::{Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, VectorIndexKind, VectorSnapshots};
 pub use postgres::{MIGRATOR as POSTGRES_MIGRATOR, PgStore, PgStoreOptions};

@@ -244,6 +244,18 @@ pub struct EnqueueOptions {
     pub timeout: Option<Duration>,
 }
 
+/// A job to add along with a checkpoint
+/// ([`JobStore::save_checkpoint_and_enqueue`](crate::JobStore::save_checkpoint_and_enqueue)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowUp {
+    /// Its kind.
+    pub kind: JobKind,
+    /// Its payload.
+    pub payload: Value,
+    /// As for [`JobStore::enqueue`](crate::JobStore::enqueue).
+    pub options: EnqueueOptions,
+}
+
 /// Attempts allowed when [`EnqueueOptions::max_attempts`] is not set.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 

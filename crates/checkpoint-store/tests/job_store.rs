@@ -204,6 +204,47 @@ async fn a_worker_whose_lease_was_taken_over_cannot_write_anything() {
 }
 
 #[tokio::test]
+async fn a_checkpoint_and_its_follow_up_job_are_saved_together_or_not_at_all() {
+    for h in backends().await {
+        let job = h.enqueue("d1").await;
+        let old = h.lease_one("w1").await;
+        let follow_up = || checkpoint_store::FollowUp {
+            kind: JobKind::DetectConnections,
+            payload: json!({ "document_id": "d1" }),
+            options: EnqueueOptions { unique_key: Some("detect:d1".into()), ..Default::default() },
+        };
+        let mut checkpoint = Checkpoint::default();
+        checkpoint.complete(Stage::Extracted, START).unwrap();
+        let first = h.store.save_checkpoint_and_enqueue(old, &checkpoint, follow_up()).await.unwrap();
+        assert!(!first.deduplicated, "{}", h.name);
+        assert_eq!(h.job(job.id).await.checkpoint(), checkpoint, "{}", h.name);
+        // Asked again while the follow-up waits: the same job.
+        let again = h.store.save_checkpoint_and_enqueue(old, &checkpoint, follow_up()).await.unwrap();
+        assert_eq!((again.job.id, again.deduplicated), (first.job.id, true), "{}", h.name);
+
+        // A worker that lost its lease writes neither.
+        h.clock.advance(TTL * 2);
+        h.store.recover_stale().await.unwrap();
+        let follow_ups = || async {
+            let filter = checkpoint_store::JobFilter { kind: Some(JobKind::DetectConnections), ..Default::default() };
+            h.store.list_jobs(&filter).await.unwrap().len()
+        };
+        let before = (h.job(job.id).await, follow_ups().await);
+        assert_eq!(before.1, 1, "{}", h.name);
+        let mut stale = checkpoint.clone();
+        stale.complete(Stage::MarkdownSaved, START).unwrap();
+        // Under a key no job holds, so that only the lease can refuse it.
+        let other = checkpoint_store::FollowUp {
+            options: EnqueueOptions { unique_key: Some("detect:other".into()), ..Default::default() },
+            ..follow_up()
+        };
+        let refused = h.store.save_checkpoint_and_enqueue(old, &stale, other).await.unwrap_err();
+        assert!(refused.is_lease_lost(), "{}: {refused}", h.name);
+        assert_eq!((h.job(job.id).await, follow_ups().await), before, "{}", h.name);
+    }
+}
+
+#[tokio::test]
 async fn heartbeats_renew_held_leases_in_one_call_and_report_lost_ones() {
     for h in backends().await {
         for d in ["a", "b", "c"] {

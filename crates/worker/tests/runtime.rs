@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use checkpoint_store::{
     BookMetadata, ChunkTerms, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document,
     DocumentStatus, DocumentStore, EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued, FailOutcome, Failure,
-    HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, Neighbour,
+    FollowUp, HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, Neighbour,
     NeighbourQuery, NeighbourSearch, NewConnection, NewDocument, QueueCount, Recovery, StoreError, StoreResult,
     StoredChunk, TermCounts, TermIndex, VectorIndexKind, WeightedTerms,
 };
@@ -153,6 +153,9 @@ impl JobStore for FakeStore {
     }
     async fn save_checkpoint(&self, _: Lease, _: &Checkpoint) -> StoreResult<()> {
         Ok(())
+    }
+    async fn save_checkpoint_and_enqueue(&self, _: Lease, _: &Checkpoint, _: FollowUp) -> StoreResult<Enqueued> {
+        unused()
     }
     async fn complete(&self, lease: Lease, _: Option<Value>) -> StoreResult<()> {
         let mut state = self.state.lock().unwrap();

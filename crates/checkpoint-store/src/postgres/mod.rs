@@ -43,8 +43,8 @@ use crate::codec::{fenced, integer};
 use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
 use crate::model::{
-    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, HeartbeatReport, Job, JobFilter,
-    JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
+    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp, HeartbeatReport, Job,
+    JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };
 use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::recovery;
@@ -117,6 +117,48 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// [`JobStore::enqueue`] on one connection, inside a transaction or not.
+    async fn enqueue_on(&self, connection: &mut PgConnection, follow_up: FollowUp) -> StoreResult<Enqueued> {
+        let FollowUp { kind, payload, options } = follow_up;
+        let max_attempts = options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1);
+        let timeout = options.timeout.unwrap_or_else(|| kind.default_timeout());
+        // Under READ COMMITTED, in a transaction or not, each statement sees what committed
+        // before it started. The insert waits for a concurrent insert of the same key and then does
+        // nothing; the read that follows then sees that job. If the job finished in between,
+        // the key is free again: go round.
+        for _ in 0..ENQUEUE_ATTEMPTS {
+            let inserted: Option<JobRow> = sqlx::query_as(sql::INSERT_JOB)
+                .bind(<&str>::from(kind))
+                .bind(&payload)
+                .bind(options.priority)
+                .bind(integer(max_attempts))
+                .bind(millis(options.delay))
+                .bind(millis(timeout).max(1))
+                .bind(&options.unique_key)
+                .bind(self.bound_now())
+                .fetch_optional(&mut *connection)
+                .await?;
+            if let Some(row) = inserted {
+                return Ok(Enqueued { job: row.try_into()?, deduplicated: false });
+            }
+            // Only the unique key can conflict, so it is set.
+            let key = options.unique_key.as_deref().unwrap_or_default();
+            let existing: Option<JobRow> =
+                sqlx::query_as(sql::ACTIVE_JOB_BY_UNIQUE_KEY).bind(key).fetch_optional(&mut *connection).await?;
+            if let Some(row) = existing {
+                return Ok(Enqueued { job: row.try_into()?, deduplicated: true });
+            }
+        }
+        Err(StoreError::InvalidState {
+            job_id: JobId(0),
+            status: "contended".to_owned(),
+            reason: format!(
+                "unique key {:?} kept changing hands; gave up after {ENQUEUE_ATTEMPTS} attempts",
+                options.unique_key.unwrap_or_default()
+            ),
+        })
+    }
+
     /// Connects to the database named by a `postgres://…` URL, creates the schema if needed and
     /// applies pending migrations.
     pub async fn connect(url: &str, options: PgStoreOptions) -> StoreResult<PgStore> {
@@ -274,43 +316,8 @@ impl PgStore {
 #[async_trait]
 impl JobStore for PgStore {
     async fn enqueue(&self, kind: JobKind, payload: Value, options: EnqueueOptions) -> StoreResult<Enqueued> {
-        let max_attempts = options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1);
-        let timeout = options.timeout.unwrap_or_else(|| kind.default_timeout());
-        // No transaction: under READ COMMITTED each statement sees what committed before it
-        // started. The insert waits for a concurrent insert of the same key and then does
-        // nothing; the read that follows then sees that job. If the job finished in between,
-        // the key is free again: go round.
-        for _ in 0..ENQUEUE_ATTEMPTS {
-            let inserted: Option<JobRow> = sqlx::query_as(sql::INSERT_JOB)
-                .bind(<&str>::from(kind))
-                .bind(&payload)
-                .bind(options.priority)
-                .bind(integer(max_attempts))
-                .bind(millis(options.delay))
-                .bind(millis(timeout).max(1))
-                .bind(&options.unique_key)
-                .bind(self.bound_now())
-                .fetch_optional(&self.pool)
-                .await?;
-            if let Some(row) = inserted {
-                return Ok(Enqueued { job: row.try_into()?, deduplicated: false });
-            }
-            // Only the unique key can conflict, so it is set.
-            let key = options.unique_key.as_deref().unwrap_or_default();
-            let existing: Option<JobRow> =
-                sqlx::query_as(sql::ACTIVE_JOB_BY_UNIQUE_KEY).bind(key).fetch_optional(&self.pool).await?;
-            if let Some(row) = existing {
-                return Ok(Enqueued { job: row.try_into()?, deduplicated: true });
-            }
-        }
-        Err(StoreError::InvalidState {
-            job_id: JobId(0),
-            status: "contended".to_owned(),
-            reason: format!(
-                "unique key {:?} kept changing hands; gave up after {ENQUEUE_ATTEMPTS} attempts",
-                options.unique_key.unwrap_or_default()
-            ),
-        })
+        let mut connection = self.pool.acquire().await?;
+        self.enqueue_on(&mut connection, FollowUp { kind, payload, options }).await
     }
 
     async fn lease(&self, request: LeaseRequest<'_>) -> StoreResult<Vec<Job>> {
@@ -361,6 +368,26 @@ impl JobStore for PgStore {
             .execute(&self.pool)
             .await?;
         fenced(lease, result.rows_affected())
+    }
+
+    async fn save_checkpoint_and_enqueue(
+        &self,
+        lease: Lease,
+        checkpoint: &Checkpoint,
+        follow_up: FollowUp,
+    ) -> StoreResult<Enqueued> {
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query(sql::SAVE_CHECKPOINT)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(checkpoint.to_metadata())
+            .bind(self.bound_now())
+            .execute(&mut *tx)
+            .await?;
+        fenced(lease, result.rows_affected())?;
+        let enqueued = self.enqueue_on(&mut tx, follow_up).await?;
+        tx.commit().await?;
+        Ok(enqueued)
     }
 
     async fn complete(&self, lease: Lease, result: Option<Value>) -> StoreResult<()> {

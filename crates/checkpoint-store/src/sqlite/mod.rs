@@ -28,8 +28,8 @@ use crate::codec::fenced;
 use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
 use crate::model::{
-    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, HeartbeatReport, Job, JobFilter,
-    JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
+    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp, HeartbeatReport, Job,
+    JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };
 use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::recovery;
@@ -83,6 +83,33 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// [`JobStore::enqueue`] inside a write transaction.
+    async fn enqueue_in(&self, tx: &mut Transaction<'static, Sqlite>, follow_up: FollowUp) -> StoreResult<Enqueued> {
+        let FollowUp { kind, payload, options } = follow_up;
+        let now = self.now();
+        let max_attempts = options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1);
+        let timeout = options.timeout.unwrap_or_else(|| kind.default_timeout());
+        if let Some(key) = &options.unique_key {
+            let existing: Option<JobRow> =
+                sqlx::query_as(sql::ACTIVE_JOB_BY_UNIQUE_KEY).bind(key).fetch_optional(&mut **tx).await?;
+            if let Some(row) = existing {
+                return Ok(Enqueued { job: Job::try_from(row)?, deduplicated: true });
+            }
+        }
+        let row: JobRow = sqlx::query_as(sql::INSERT_JOB)
+            .bind(<&str>::from(kind))
+            .bind(payload.to_string())
+            .bind(options.priority)
+            .bind(i64::from(max_attempts))
+            .bind(now + millis(options.delay))
+            .bind(millis(timeout).max(1))
+            .bind(&options.unique_key)
+            .bind(now)
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(Enqueued { job: Job::try_from(row)?, deduplicated: false })
+    }
+
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub async fn open(path: impl AsRef<Path>, options: StoreOptions) -> StoreResult<SqliteStore> {
         Self::open_with(SqliteConnectOptions::new().filename(path), options).await
@@ -212,33 +239,10 @@ impl SqliteStore {
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn enqueue(&self, kind: JobKind, payload: Value, options: EnqueueOptions) -> StoreResult<Enqueued> {
-        let now = self.now();
-        let max_attempts = options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1);
-        let timeout = options.timeout.unwrap_or_else(|| kind.default_timeout());
         let mut tx = self.begin_immediate().await?;
-        if let Some(key) = &options.unique_key {
-            let existing: Option<JobRow> =
-                sqlx::query_as(sql::ACTIVE_JOB_BY_UNIQUE_KEY).bind(key).fetch_optional(&mut *tx).await?;
-            if let Some(row) = existing {
-                let job = Job::try_from(row)?;
-                tx.commit().await?;
-                return Ok(Enqueued { job, deduplicated: true });
-            }
-        }
-        let row: JobRow = sqlx::query_as(sql::INSERT_JOB)
-            .bind(<&str>::from(kind))
-            .bind(payload.to_string())
-            .bind(options.priority)
-            .bind(i64::from(max_attempts))
-            .bind(now + millis(options.delay))
-            .bind(millis(timeout).max(1))
-            .bind(&options.unique_key)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-        let job = Job::try_from(row)?;
+        let enqueued = self.enqueue_in(&mut tx, FollowUp { kind, payload, options }).await?;
         tx.commit().await?;
-        Ok(Enqueued { job, deduplicated: false })
+        Ok(enqueued)
     }
 
     async fn lease(&self, request: LeaseRequest<'_>) -> StoreResult<Vec<Job>> {
@@ -287,6 +291,26 @@ impl JobStore for SqliteStore {
             .execute(&self.writer)
             .await?;
         fenced(lease, result.rows_affected())
+    }
+
+    async fn save_checkpoint_and_enqueue(
+        &self,
+        lease: Lease,
+        checkpoint: &Checkpoint,
+        follow_up: FollowUp,
+    ) -> StoreResult<Enqueued> {
+        let mut tx = self.begin_immediate().await?;
+        let result = sqlx::query(sql::SAVE_CHECKPOINT)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(checkpoint.to_metadata().to_string())
+            .bind(self.now())
+            .execute(&mut *tx)
+            .await?;
+        fenced(lease, result.rows_affected())?;
+        let enqueued = self.enqueue_in(&mut tx, follow_up).await?;
+        tx.commit().await?;
+        Ok(enqueued)
     }
 
     async fn complete(&self, lease: Lease, result: Option<Value>) -> StoreResult<()> {

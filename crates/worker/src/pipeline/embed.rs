@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use checkpoint_store::{EmbeddingUsage, EnqueueOptions, JobKind, StoredChunk};
+use checkpoint_store::{EmbeddingUsage, EnqueueOptions, FollowUp, JobKind, StoredChunk};
 use serde_json::json;
 use stage_machine::Stage;
 use tracing::{info, warn};
@@ -99,17 +99,18 @@ impl Attempt<'_> {
         facts.ai_cache_hits = (unique.len() as u64).saturating_sub(facts.embedding_pass_inputs);
         let usage = EmbeddingUsage { ai_requests: facts.ai_requests, embeddings_from_cache: facts.ai_cache_hits };
         pipeline.store.mark_embedded(self.context.lease, &self.document_id, usage).await?;
-        let chunk_count = chunks.len();
-        let enqueued = pipeline
-            .store
-            .enqueue(
-                JobKind::DetectConnections,
-                json!({ "document_id": self.document_id, "chunk_count": chunk_count }),
-                EnqueueOptions { unique_key: Some(detect_connections_key(&self.document_id)), ..Default::default() },
-            )
-            .await?;
+        // Asked for with the `embedded` checkpoint, in one transaction: a retry that resumes
+        // after it never asks again (and so never detects twice), one that resumes before it does.
+        let follow_up = FollowUp {
+            kind: JobKind::DetectConnections,
+            payload: json!({ "document_id": self.document_id, "chunk_count": chunks.len() }),
+            options: EnqueueOptions {
+                unique_key: Some(detect_connections_key(&self.document_id)),
+                ..Default::default()
+            },
+        };
+        let enqueued = self.complete_with(Stage::Embedded, follow_up).await?;
         info!(detect_job = %enqueued.job.id, deduplicated = enqueued.deduplicated, "connection detection queued");
-        self.complete(Stage::Embedded).await?;
         crash_point!("after_checkpoint_embedded");
         self.complete(Stage::Complete).await?;
         Ok(())

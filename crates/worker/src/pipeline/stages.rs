@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use checkpoint_store::{BookMetadata, DocumentStatus, Job, StoredChunk};
+use checkpoint_store::{BookMetadata, DocumentStatus, Enqueued, FollowUp, Job, StoredChunk};
 use serde_json::{Value, json};
-use stage_machine::{Checkpoint, Stage, retry_deletes_chunks};
+use stage_machine::{Checkpoint, Stage, UnixMillis, retry_deletes_chunks};
 use tracing::{info, warn};
 
 use super::stats::bump;
@@ -48,6 +48,22 @@ impl Attempt<'_> {
         let now = self.now();
         self.checkpoint.complete(stage, now).map_err(|e| JobError::Permanent(e.to_string()))?;
         self.save().await?;
+        self.completed(stage, now);
+        Ok(())
+    }
+
+    /// Completes `stage` and adds `follow_up` in one transaction: both or neither.
+    pub(super) async fn complete_with(&mut self, stage: Stage, follow_up: FollowUp) -> Result<Enqueued, JobError> {
+        let now = self.now();
+        self.checkpoint.complete(stage, now).map_err(|e| JobError::Permanent(e.to_string()))?;
+        let enqueued =
+            self.pipeline.store.save_checkpoint_and_enqueue(self.context.lease, &self.checkpoint, follow_up).await?;
+        self.completed(stage, now);
+        Ok(enqueued)
+    }
+
+    /// Records the time the stage's work took, once its checkpoint is saved.
+    fn completed(&self, stage: Stage, now: UnixMillis) {
         if let Some(working) = stage.working_stage()
             && let Some(&began) = self.checkpoint.stage_timestamps.get(&working)
         {
@@ -55,7 +71,6 @@ impl Attempt<'_> {
             self.pipeline.stats.observe_stage(working, took);
         }
         info!(stage = %stage, "checkpoint saved");
-        Ok(())
     }
 
     async fn run(mut self) -> Result<Value, JobError> {
