@@ -35,6 +35,7 @@ pub fn ms(value: f64) -> String {
 }
 
 /// KiB as MiB.
+#[allow(dead_code, reason = "the library bench shares this file without printing memory this way")]
 pub fn mib(kib: f64) -> String {
     format!("{:.0} MiB", kib / 1024.0)
 }
