@@ -58,9 +58,11 @@ pub trait JobStore: Send + Sync {
     /// (rate limits, graceful shutdown). Its checkpoint is kept. Fenced.
     async fn postpone(&self, lease: Lease, delay: Duration, reason: &str) -> StoreResult<()>;
 
-    /// Returns jobs that `owner` leased but never started to pending without using an attempt.
-    /// Jobs held by another owner are left alone; an empty list touches nothing.
-    async fn release(&self, owner: &str, jobs: &[JobId]) -> StoreResult<Vec<JobId>>;
+    /// Returns jobs that `owner` leased but never started to pending without using an attempt,
+    /// and the ids it released. Fenced by each lease's token, like every write of a worker: a
+    /// lease since taken over (even by a process of the same name) or held by another owner is
+    /// left alone; an empty list touches nothing.
+    async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<Vec<JobId>>;
 
     /// Takes back every processing job whose lease has expired: requeued while attempts remain,
     /// dead-lettered otherwise. Checkpoints are kept.

@@ -125,7 +125,8 @@ async fn release_returns_a_batch_without_using_attempts() {
         }
         let jobs = h.lease("w1", 3).await;
         let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
-        let mut released = h.store.release("w1", &ids).await.unwrap();
+        let leases: Vec<_> = jobs.iter().map(|j| j.lease().unwrap()).collect();
+        let mut released = h.store.release("w1", &leases).await.unwrap();
         released.sort();
         assert_eq!(released, ids, "{}", h.name);
         for id in ids {
@@ -146,11 +147,29 @@ async fn release_leaves_other_owners_jobs_alone() {
         h.enqueue("b").await;
         let mine = h.lease_one("w1").await;
         let theirs = h.lease_one("w2").await;
-        let released = h.store.release("w1", &[mine.job_id, theirs.job_id]).await.unwrap();
+        let released = h.store.release("w1", &[mine, theirs]).await.unwrap();
         assert_eq!(released, [mine.job_id], "{}", h.name);
         let theirs_now = h.job(theirs.job_id).await;
         assert_eq!(theirs_now.status, JobStatus::Processing);
         assert_eq!(theirs_now.lock_owner.as_deref(), Some("w2"));
+    }
+}
+
+#[tokio::test]
+async fn release_is_fenced_by_the_lease_token_not_the_owner_name() {
+    for h in backends().await {
+        let job = h.enqueue("a").await;
+        let old = h.lease_one("w1").await;
+        // The lease expires and another process that goes by the same name takes the job.
+        h.clock.advance(TTL * 2);
+        h.store.recover_stale().await.unwrap();
+        h.clock.advance(RETRY_DELAY * 10);
+        let new = h.lease_one("w1").await;
+        assert_ne!(old.token, new.token, "{}", h.name);
+        let before = h.job(job.id).await;
+        assert!(h.store.release("w1", &[old]).await.unwrap().is_empty(), "{}", h.name);
+        assert_eq!(h.job(job.id).await, before, "{}: the live lease was released", h.name);
+        assert_eq!(h.store.release("w1", &[new]).await.unwrap(), [job.id], "{}", h.name);
     }
 }
 

@@ -152,9 +152,10 @@ async fn step(h: &Harness, model: &mut Model, op: Op) -> Result<(), TestCaseErro
         Op::Release { owner, pick: p } => {
             if let Some(lease) = pick(model, owner, p) {
                 let before = h.job(lease.job_id).await;
-                let mine =
-                    before.status == JobStatus::Processing && before.lock_owner.as_deref() == Some(OWNERS[owner]);
-                let released = store.release(OWNERS[owner], &[lease.job_id]).await.unwrap();
+                let mine = before.status == JobStatus::Processing
+                    && before.lock_owner.as_deref() == Some(OWNERS[owner])
+                    && before.lease_token == lease.token;
+                let released = store.release(OWNERS[owner], &[lease]).await.unwrap();
                 prop_assert_eq!(released.len(), usize::from(mine));
                 if !mine {
                     prop_assert_eq!(h.job(lease.job_id).await, before);

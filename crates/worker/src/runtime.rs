@@ -379,14 +379,14 @@ impl Worker {
         if state.queued.is_empty() {
             return;
         }
-        let ids: Vec<JobId> = state.queued.drain(..).map(|job| job.id).collect();
-        match self.store.release(&self.config.owner, &ids).await {
+        let leases: Vec<Lease> = state.queued.drain(..).filter_map(|job| job.lease()).collect();
+        match self.store.release(&self.config.owner, &leases).await {
             Ok(released) => {
                 self.metrics.released.fetch_add(released.len() as u64, Ordering::Relaxed);
                 info!(released = released.len(), "released unstarted jobs");
             }
             // Their leases expire and the reaper recovers them; nothing is lost.
-            Err(error) => warn!(%error, jobs = ids.len(), "could not release unstarted jobs"),
+            Err(error) => warn!(%error, jobs = leases.len(), "could not release unstarted jobs"),
         }
     }
 }

@@ -178,10 +178,10 @@ impl JobStore for FakeStore {
         self.record(&mut state, Call::Postpone(lease.job_id, delay));
         Ok(())
     }
-    async fn release(&self, _: &str, jobs: &[JobId]) -> StoreResult<Vec<JobId>> {
+    async fn release(&self, _: &str, leases: &[Lease]) -> StoreResult<Vec<JobId>> {
         let mut state = self.state.lock().unwrap();
         let mut released = Vec::new();
-        for id in jobs {
+        for Lease { job_id: id, .. } in leases {
             if let Some(mut job) = state.processing.remove(id) {
                 job.status = JobStatus::Pending;
                 job.attempts -= 1;

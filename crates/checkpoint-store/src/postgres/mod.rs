@@ -457,15 +457,17 @@ impl JobStore for PgStore {
         fenced(lease, result.rows_affected())
     }
 
-    async fn release(&self, owner: &str, jobs: &[JobId]) -> StoreResult<Vec<JobId>> {
-        if jobs.is_empty() {
+    async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<Vec<JobId>> {
+        if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<i64> = jobs.iter().map(|id| id.0).collect();
+        let ids: Vec<i64> = leases.iter().map(|lease| lease.job_id.0).collect();
+        let tokens: Vec<i64> = leases.iter().map(|lease| lease.token).collect();
         let released = sqlx::query_scalar::<_, i64>(sql::RELEASE)
             .bind(owner)
             .bind(&ids)
             .bind(self.bound_now())
+            .bind(&tokens)
             .fetch_all(&self.pool)
             .await?;
         Ok(released.into_iter().map(JobId).collect())

@@ -149,11 +149,12 @@ pub const DEAD_LETTER_HELD: &str = concat!(
     " WHERE id = $1 AND lease_token = $2 AND status = 'processing'"
 );
 
-/// $1 owner, $2 job ids, $3 now or NULL. Returns the released ids.
+/// $1 owner, $2 job ids, $3 now or NULL, $4 their lease tokens. Returns the released ids.
 pub const RELEASE: &str = concat!(
     "WITH held AS ( \
          SELECT id FROM jobs \
-         WHERE status = 'processing' AND lock_owner = $1 AND id = ANY($2::bigint[]) \
+         WHERE (id, lease_token) IN (SELECT * FROM UNNEST($2::bigint[], $4::bigint[])) \
+           AND status = 'processing' AND lock_owner = $1 \
          ORDER BY id FOR UPDATE) \
      UPDATE jobs SET status = 'pending', attempts = GREATEST(jobs.attempts - 1, 0), \
          lock_owner = NULL, lock_until = NULL, started_at = NULL, last_heartbeat = NULL, \

@@ -383,14 +383,14 @@ impl JobStore for SqliteStore {
         fenced(lease, result.rows_affected())
     }
 
-    async fn release(&self, owner: &str, jobs: &[JobId]) -> StoreResult<Vec<JobId>> {
-        if jobs.is_empty() {
+    async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<Vec<JobId>> {
+        if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<i64> = jobs.iter().map(|id| id.0).collect();
+        let pairs: Vec<[i64; 2]> = leases.iter().map(|lease| [lease.job_id.0, lease.token]).collect();
         let released: Vec<i64> = sqlx::query_scalar(sql::RELEASE)
             .bind(owner)
-            .bind(serde_json::to_string(&ids).unwrap_or_default())
+            .bind(serde_json::to_string(&pairs).unwrap_or_default())
             .bind(self.now())
             .fetch_all(&self.writer)
             .await?;

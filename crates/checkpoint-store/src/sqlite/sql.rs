@@ -70,12 +70,13 @@ pub const DEAD_LETTER_HELD: &str = "UPDATE jobs SET status = 'dead', last_error 
          lease_token = lease_token + 1 \
      WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
 
-/// ?1 owner, ?2 ids (JSON array), ?3 now.
+/// ?1 owner, ?2 `[id, token]` pairs (JSON array), ?3 now.
 pub const RELEASE: &str = "UPDATE jobs SET status = 'pending', attempts = MAX(attempts - 1, 0), \
          lock_owner = NULL, lock_until = NULL, started_at = NULL, last_heartbeat = NULL, \
          lease_token = lease_token + 1, updated_at = ?3 \
      WHERE status = 'processing' AND lock_owner = ?1 \
-       AND id IN (SELECT value FROM json_each(?2)) \
+       AND (id, lease_token) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') \
+                                 FROM json_each(?2)) \
      RETURNING id";
 
 /// Processing jobs whose lease expired. ?1 now, ?2 limit.
