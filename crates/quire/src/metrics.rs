@@ -97,6 +97,13 @@ fn escape(value: &str) -> String {
 impl MetricsSource {
     /// Renders every family. Fails only when the database cannot be read.
     pub async fn render(&self) -> anyhow::Result<String> {
+        // The worker's counters first, the database after: a worker counts an outcome only once
+        // the database has it, so the queue read later holds at least every outcome counted, and
+        // one scrape never shows a completion the queue does not.
+        let mut worker_families = Exposition::default();
+        if let Some(worker) = &self.worker {
+            render_worker(&mut worker_families, worker);
+        }
         let mut out = Exposition::default();
         let counts = self.store.counts().await?;
         out.family("quire_jobs", "gauge", "Jobs in the queue by status and kind (dead = the dead-letter queue).");
@@ -142,9 +149,7 @@ impl MetricsSource {
         out.sample(&format!("{name}_sum"), &[], ages.iter().sum());
         out.sample(&format!("{name}_count"), &[], ages.len() as f64);
 
-        if let Some(worker) = &self.worker {
-            render_worker(&mut out, worker);
-        }
+        out.0.push_str(&worker_families.0);
         Ok(out.0)
     }
 
