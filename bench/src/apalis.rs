@@ -69,9 +69,14 @@ pub struct ApalisCli {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Measure {
     QuireEnqueue,
-    QuireDrain { workers: u32, batch: u32 },
+    QuireDrain {
+        workers: u32,
+        batch: u32,
+    },
     /// One apalis run gives an enqueue and a drain figure.
-    Apalis { workers: u32 },
+    Apalis {
+        workers: u32,
+    },
 }
 
 /// What one apalis run measured.
@@ -150,10 +155,7 @@ pub async fn main(cli: ApalisCli) -> BenchResult<()> {
 
     let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
     println!("Command: `quire-queue-bench {command}` ({} jobs, {} runs each)", cli.jobs, cli.runs);
-    println!(
-        "Load average (1, 5, 15 min): before {load_before}, after {load_after}; total {:.0?}",
-        started.elapsed()
-    );
+    println!("Load average (1, 5, 15 min): before {load_before}, after {load_after}; total {:.0?}", started.elapsed());
     for (b, backend) in cli.backend.iter().enumerate() {
         let mut rows = Vec::new();
         for (m, measure) in measures.iter().enumerate() {
@@ -173,7 +175,13 @@ pub async fn main(cli: ApalisCli) -> BenchResult<()> {
                         ap.iter().map(|r| r.enqueue).collect(),
                         false,
                     ));
-                    rows.push(row("apalis drain", &workers.to_string(), &batch, ap.iter().map(|r| r.drain).collect(), false));
+                    rows.push(row(
+                        "apalis drain",
+                        &workers.to_string(),
+                        &batch,
+                        ap.iter().map(|r| r.drain).collect(),
+                        false,
+                    ));
                     let spawn: Vec<Run> = ap
                         .iter()
                         .map(|r| Run { ops: cli.jobs, elapsed: r.drain_from_spawn, ..Run::default() })
@@ -211,7 +219,12 @@ struct Progress {
 
 impl Progress {
     fn new(target: u64) -> Arc<Progress> {
-        Arc::new(Progress { target, done: AtomicU64::new(0), first_job: Mutex::new(None), all_done: tokio::sync::Notify::new() })
+        Arc::new(Progress {
+            target,
+            done: AtomicU64::new(0),
+            first_job: Mutex::new(None),
+            all_done: tokio::sync::Notify::new(),
+        })
     }
 }
 
@@ -324,9 +337,8 @@ async fn apalis_postgres_run(url: &str, jobs: u64, workers: u32, batch: usize) -
         let config = storage.config().clone().batch_size(batch);
         let storage = storage.with_config(config);
         let (_storage, run) = enqueue_and_drain!(storage, jobs, workers);
-        let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM apalis.jobs WHERE status = 'Done'")
-            .fetch_one(&pool)
-            .await?;
+        let done: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM apalis.jobs WHERE status = 'Done'").fetch_one(&pool).await?;
         pool.close().await;
         if done as u64 != jobs {
             return Err(format!("apalis-postgres has {done} Done jobs, expected {jobs}").into());

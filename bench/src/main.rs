@@ -134,7 +134,11 @@ async fn main() -> BenchResult<()> {
                 let run = measure(&cli, *backend, *config).await?;
                 eprintln!(
                     "run {round}/{}: {backend:?} {:?} workers={} batch={}: {:.0}/s",
-                    cli.runs, config.scenario, config.workers, config.batch, run.rate()
+                    cli.runs,
+                    config.scenario,
+                    config.workers,
+                    config.batch,
+                    run.rate()
                 );
                 results[b][c].push(run);
             }
@@ -179,12 +183,9 @@ fn row(cli: &Cli, config: Config, runs: Vec<Run>) -> Row {
     let (name, unit, workers, batch) = match config.scenario {
         Scenario::Enqueue => ("enqueue".to_owned(), "jobs/s", "1".to_owned(), "1".to_owned()),
         Scenario::EnqueueUnique => ("enqueue, unique key".to_owned(), "jobs/s", "1".to_owned(), "1".to_owned()),
-        Scenario::Drain => (
-            "lease + complete each".to_owned(),
-            "jobs/s",
-            config.workers.to_string(),
-            config.batch.to_string(),
-        ),
+        Scenario::Drain => {
+            ("lease + complete each".to_owned(), "jobs/s", config.workers.to_string(), config.batch.to_string())
+        }
         Scenario::Heartbeat => (
             format!("heartbeat, {} leases, ×{}", cli.leases, cli.rounds),
             "calls/s",

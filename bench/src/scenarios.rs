@@ -177,7 +177,9 @@ pub async fn heartbeat(store: &dyn JobStore, jobs: u64, leases: u32, rounds: u32
         let report = store.heartbeat(owner, &held, TTL).await?;
         run.record(call, false);
         if !report.lost.is_empty() || report.renewed.len() != held.len() {
-            return Err(format!("heartbeat renewed {} and lost {} leases", report.renewed.len(), report.lost.len()).into());
+            return Err(
+                format!("heartbeat renewed {} and lost {} leases", report.renewed.len(), report.lost.len()).into()
+            );
         }
     }
     run.elapsed = start.elapsed();

@@ -48,7 +48,8 @@ pub fn run(args: Args) -> BenchResult<()> {
     let passages = Passages::from_corpus(&args.corpus)?;
     let embedder = embedder();
     let started = Instant::now();
-    let data: Vec<Vec<f32>> = (0..args.chunks).map(|n| unit(&embedder.embed_text(&passages.chunk(n))).unwrap_or_default()).collect();
+    let data: Vec<Vec<f32>> =
+        (0..args.chunks).map(|n| unit(&embedder.embed_text(&passages.chunk(n))).unwrap_or_default()).collect();
     let queries: Vec<Vec<f32>> =
         (0..args.queries).map(|n| embedder.embed_text(&passages.chunk(1_000_000_000 + n))).collect();
     println!("{} vectors of {} dimensions embedded in {}", data.len(), data[0].len(), ms(millis(started)));
@@ -126,10 +127,7 @@ pub fn run(args: Args) -> BenchResult<()> {
     }
 
     println!();
-    println!(
-        "| index | build ({} vectors) | {} queries, top 5 | recall@5 | memory |",
-        args.chunks, args.queries
-    );
+    println!("| index | build ({} vectors) | {} queries, top 5 | recall@5 | memory |", args.chunks, args.queries);
     println!("|---|---|---|---|---|");
     for row in rows {
         println!("{row}");

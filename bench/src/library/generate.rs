@@ -22,7 +22,8 @@ impl Passages {
     /// The chunks of every readable EPUB under `corpus` (its `valid/` folder).
     pub fn from_corpus(corpus: &Path) -> BenchResult<Passages> {
         let mut passages = Vec::new();
-        let mut entries: Vec<_> = std::fs::read_dir(corpus.join("valid"))?.filter_map(Result::ok).map(|e| e.path()).collect();
+        let mut entries: Vec<_> =
+            std::fs::read_dir(corpus.join("valid"))?.filter_map(Result::ok).map(|e| e.path()).collect();
         entries.sort();
         for path in entries.into_iter().filter(|p| p.extension().is_some_and(|e| e == "epub")) {
             let Ok(book) = epub_extract::extract_file(&path, &epub_extract::Limits::default()) else { continue };

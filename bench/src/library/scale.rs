@@ -9,8 +9,8 @@ use checkpoint_store::{
     EnqueueOptions, JobKind, Lease, LeaseRequest, NeighbourQuery, NewDocument, PgStore, PgStoreOptions, SearchMode,
     SqliteStore, Store, StoreOptions, StoredChunk,
 };
-use collision_detector::{CandidateQuery, ChunkRef, ConnectionEngine, LexicalEngine};
 use clap::ValueEnum;
+use collision_detector::{CandidateQuery, ChunkRef, ConnectionEngine, LexicalEngine};
 use embedder::Embedder;
 
 use crate::BenchResult;
@@ -93,7 +93,6 @@ struct Opened {
     drop_schema: Option<(String, String)>,
 }
 
-
 async fn open(backend: Backend, args: &Args, size: u64, keep: bool) -> BenchResult<Opened> {
     match backend {
         Backend::Sqlite => {
@@ -123,7 +122,9 @@ async fn open(backend: Backend, args: &Args, size: u64, keep: bool) -> BenchResu
             };
             let store = PgStore::connect(url, options).await?;
             if store.has_pgvector() != (backend == Backend::Pgvector) {
-                return Err(format!("{url}: pgvector in use is {}, expected for {backend}", store.has_pgvector()).into());
+                return Err(
+                    format!("{url}: pgvector in use is {}, expected for {backend}", store.has_pgvector()).into()
+                );
             }
             Ok(Opened { store: Arc::new(store), _dir: None, drop_schema: Some((url.clone(), schema)) })
         }
@@ -140,7 +141,11 @@ async fn store_document(
     count: u64,
 ) -> BenchResult<(String, Vec<(String, Vec<f32>)>)> {
     let (document, _) = store
-        .create_document(NewDocument { content_hash: format!("bench-{name}"), file_name: format!("{name}.epub"), byte_size: 1 })
+        .create_document(NewDocument {
+            content_hash: format!("bench-{name}"),
+            file_name: format!("{name}.epub"),
+            byte_size: 1,
+        })
         .await?;
     let embedder = embedder();
     let mut chunks = Vec::with_capacity(count as usize);
@@ -188,7 +193,11 @@ pub async fn run(args: Args) -> BenchResult<()> {
             let opened = open(backend, &args, size, backend == Backend::Sqlite && size == largest).await?;
             let store = opened.store.as_ref();
             store
-                .enqueue(JobKind::ProcessDocument, serde_json::json!({ "document_id": "bench" }), EnqueueOptions::default())
+                .enqueue(
+                    JobKind::ProcessDocument,
+                    serde_json::json!({ "document_id": "bench" }),
+                    EnqueueOptions::default(),
+                )
                 .await?;
             let leased = store
                 .lease(LeaseRequest {
@@ -264,7 +273,8 @@ pub async fn run(args: Args) -> BenchResult<()> {
                 let mut found = Vec::new();
                 for _ in 0..args.rounds {
                     let started = Instant::now();
-                    found = worker::lexical_connections(store, sources.clone(), plan).await.map_err(|e| e.to_string())?;
+                    found =
+                        worker::lexical_connections(store, sources.clone(), plan).await.map_err(|e| e.to_string())?;
                     times.push(seconds(started.elapsed()));
                 }
                 let recall = exact.as_ref().map_or(f64::NAN, |exact| {

@@ -60,7 +60,11 @@ async fn main() -> BenchResult<()> {
         Bench::Recovery(args) => recovery::run(args).await?,
     }
     println!();
-    println!("Load average (1, 5, 15 min): before {load_before}, after {}; total {:.0?}", load_average(), started.elapsed());
+    println!(
+        "Load average (1, 5, 15 min): before {load_before}, after {}; total {:.0?}",
+        load_average(),
+        started.elapsed()
+    );
     Ok(())
 }
 

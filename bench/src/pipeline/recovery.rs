@@ -25,7 +25,10 @@ pub struct Args {
     quire: PathBuf,
     /// The book to submit (default: the smallest-text book of the corpus that is a real novel,
     /// Dr Jekyll and Mr Hyde, so that each kill reaches `chunked` quickly).
-    #[arg(long, default_value = "../shared/corpus/valid/standardebooks_robert-louis-stevenson_the-strange-case-of-dr-jekyll-and-mr-hyde.epub")]
+    #[arg(
+        long,
+        default_value = "../shared/corpus/valid/standardebooks_robert-louis-stevenson_the-strange-case-of-dr-jekyll-and-mr-hyde.epub"
+    )]
     book: PathBuf,
     /// Kills to measure.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
@@ -117,12 +120,34 @@ pub async fn run(args: Args) -> BenchResult<()> {
     println!();
     println!("| {} kills | median | min | worst |", kills.len());
     println!("|---|---:|---:|---:|");
-    println!("| **SIGKILL → leased again (T1 − T0)** | **{}** | {} | **{}** |", ms(latency.median), ms(latency.min), ms(latency.max));
-    println!("| lease expiry − T0 (TTL left after the last heartbeat) | {} | {} | {} |", ms(expiry.median), ms(expiry.min), ms(expiry.max));
+    println!(
+        "| **SIGKILL → leased again (T1 − T0)** | **{}** | {} | **{}** |",
+        ms(latency.median),
+        ms(latency.min),
+        ms(latency.max)
+    );
+    println!(
+        "| lease expiry − T0 (TTL left after the last heartbeat) | {} | {} | {} |",
+        ms(expiry.median),
+        ms(expiry.min),
+        ms(expiry.max)
+    );
     if let Some(requeued) = requeued {
-        println!("| T0 → seen `pending` again (reaped; {} of {} seen) | {} | {} | {} |", requeued.n, kills.len(), ms(requeued.median), ms(requeued.min), ms(requeued.max));
+        println!(
+            "| T0 → seen `pending` again (reaped; {} of {} seen) | {} | {} | {} |",
+            requeued.n,
+            kills.len(),
+            ms(requeued.median),
+            ms(requeued.min),
+            ms(requeued.max)
+        );
     }
-    println!("| new `started_at` − old lease expiry (database clock) | {} | {} | {} |", ms(after.median), ms(after.min), ms(after.max));
+    println!(
+        "| new `started_at` − old lease expiry (database clock) | {} | {} | {} |",
+        ms(after.median),
+        ms(after.min),
+        ms(after.max)
+    );
     eprintln!("latency {}", range(latency));
     Ok(())
 }
@@ -137,17 +162,36 @@ impl Drop for Worker {
     }
 }
 
-fn worker(args: &Args, quire: &Path, data_dir: &Path, name: &str, failpoints: Option<&str>, log: &Path) -> BenchResult<Worker> {
+fn worker(
+    args: &Args,
+    quire: &Path,
+    data_dir: &Path,
+    name: &str,
+    failpoints: Option<&str>,
+    log: &Path,
+) -> BenchResult<Worker> {
     let mut command = Command::new(quire);
     command
         .arg("--data-dir")
         .arg(data_dir)
         .args(["worker", "--name", name, "--concurrency", "1", "--metrics-addr", "off", "--embedder", "local"])
-        .args(["--lease-ttl", &args.lease_ttl, "--heartbeat-interval", &args.heartbeat_interval, "--reaper-interval", &args.reaper_interval]);
+        .args([
+            "--lease-ttl",
+            &args.lease_ttl,
+            "--heartbeat-interval",
+            &args.heartbeat_interval,
+            "--reaper-interval",
+            &args.reaper_interval,
+        ]);
     if let Some(poll) = &args.poll_interval {
         command.args(["--poll-interval", poll]);
     }
-    command.env("RUST_LOG", "info").env_remove("FAILPOINTS").stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(log)?);
+    command
+        .env("RUST_LOG", "info")
+        .env_remove("FAILPOINTS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?);
     if let Some(failpoints) = failpoints {
         command.env("FAILPOINTS", failpoints);
     }
@@ -157,7 +201,13 @@ fn worker(args: &Args, quire: &Path, data_dir: &Path, name: &str, failpoints: Op
 async fn one_kill(args: &Args, quire: &Path, i: u32) -> BenchResult<Kill> {
     let dir = tempfile::Builder::new().prefix("quire-recovery-bench-").tempdir()?;
     let data_dir = dir.path().join("data");
-    let submit = Command::new(quire).arg("--data-dir").arg(&data_dir).args(["submit", "--json"]).arg(&args.book).env_remove("FAILPOINTS").output()?;
+    let submit = Command::new(quire)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["submit", "--json"])
+        .arg(&args.book)
+        .env_remove("FAILPOINTS")
+        .output()?;
     if !submit.status.success() {
         return Err(format!("quire submit failed: {}", String::from_utf8_lossy(&submit.stderr)).into());
     }
@@ -175,7 +225,11 @@ async fn one_kill(args: &Args, quire: &Path, i: u32) -> BenchResult<Kill> {
             break job;
         }
         if Instant::now() > deadline {
-            return Err(format!("kill {i}: the job never reached chunked; worker A log:\n{}", crate::child::tail(&log_a, 30)).into());
+            return Err(format!(
+                "kill {i}: the job never reached chunked; worker A log:\n{}",
+                crate::child::tail(&log_a, 30)
+            )
+            .into());
         }
         tokio::time::sleep(poll).await;
     };
@@ -189,7 +243,8 @@ async fn one_kill(args: &Args, quire: &Path, i: u32) -> BenchResult<Kill> {
     let t0_unix = unix_ms();
     a.0.kill()?;
     let _ = a.0.wait();
-    let _b = worker(args, quire, &data_dir, &name_b, args.failpoint_in_second.then_some(args.failpoint.as_str()), &log_b)?;
+    let _b =
+        worker(args, quire, &data_dir, &name_b, args.failpoint_in_second.then_some(args.failpoint.as_str()), &log_b)?;
 
     let mut requeued_after = None;
     let deadline = Instant::now() + DEADLINE;
@@ -202,7 +257,11 @@ async fn one_kill(args: &Args, quire: &Path, i: u32) -> BenchResult<Kill> {
             break job;
         }
         if Instant::now() > deadline {
-            return Err(format!("kill {i}: worker B never leased the job; its log:\n{}", crate::child::tail(&log_b, 30)).into());
+            return Err(format!(
+                "kill {i}: worker B never leased the job; its log:\n{}",
+                crate::child::tail(&log_b, 30)
+            )
+            .into());
         }
         tokio::time::sleep(poll).await;
     };

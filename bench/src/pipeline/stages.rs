@@ -89,8 +89,16 @@ pub async fn run(args: Args) -> BenchResult<()> {
     let quire = std::fs::canonicalize(&args.quire).map_err(|e| format!("{}: {e}", args.quire.display()))?;
     let help = Command::new(&quire).arg("--help").output()?;
     let has_replay = String::from_utf8_lossy(&help.stdout).lines().any(|l| l.trim_start().starts_with("replay "));
-    println!("quire binary: {} ({} bytes); `quire replay`: {}", quire.display(), std::fs::metadata(&quire)?.len(),
-        if has_replay { "available, used as `replay JOB --from-stage embedding --inline`" } else { "NOT available: emulated (requeue_with_checkpoint + worker --exit-when-idle)" });
+    println!(
+        "quire binary: {} ({} bytes); `quire replay`: {}",
+        quire.display(),
+        std::fs::metadata(&quire)?.len(),
+        if has_replay {
+            "available, used as `replay JOB --from-stage embedding --inline`"
+        } else {
+            "NOT available: emulated (requeue_with_checkpoint + worker --exit-when-idle)"
+        }
+    );
 
     if !args.no_focus {
         let mut fresh: Vec<Vec<Fresh>> = args.focus.iter().map(|_| Vec::new()).collect();
@@ -103,9 +111,15 @@ pub async fn run(args: Args) -> BenchResult<()> {
                     copy_dir(library, &dir.path().join("data"))?;
                 }
                 let f = process(&quire, &book, dir.path()).await?;
-                eprintln!("round {round}: {name}: process {:.2?}, {} KiB; stages {:?}, detect {:?}", f.finished.wall, f.finished.max_rss_kib, f.stages, f.detect);
+                eprintln!(
+                    "round {round}: {name}: process {:.2?}, {} KiB; stages {:?}, detect {:?}",
+                    f.finished.wall, f.finished.max_rss_kib, f.stages, f.detect
+                );
                 let r = replay(&quire, dir.path(), f.job_id, has_replay).await?;
-                eprintln!("round {round}: {name}: replay {:.2?}, {} KiB; embedding {:?}, detect {:?}, inputs sent {}", r.finished.wall, r.finished.max_rss_kib, r.embedding, r.detect, r.pass_inputs);
+                eprintln!(
+                    "round {round}: {name}: replay {:.2?}, {} KiB; embedding {:?}, detect {:?}, inputs sent {}",
+                    r.finished.wall, r.finished.max_rss_kib, r.embedding, r.detect, r.pass_inputs
+                );
                 fresh[i].push(f);
                 retry[i].push(r);
             }
@@ -176,7 +190,13 @@ async fn process(quire: &Path, book: &Path, dir: &Path) -> BenchResult<Fresh> {
     let (out, err) = (dir.join("process.out"), dir.join("process.log"));
     let finished = child::run(command, &out, &err)?;
     if !finished.status.success() {
-        return Err(format!("quire process {} failed ({}):\n{}", book.display(), finished.status, child::tail(&err, 30)).into());
+        return Err(format!(
+            "quire process {} failed ({}):\n{}",
+            book.display(),
+            finished.status,
+            child::tail(&err, 30)
+        )
+        .into());
     }
     let summary: serde_json::Value = serde_json::from_str(&finished.stdout)?;
     let connections = summary.get(0).and_then(|o| o.get("connections")).and_then(serde_json::Value::as_u64);
@@ -202,7 +222,16 @@ async fn replay(quire: &Path, dir: &Path, job_id: i64, has_replay: bool) -> Benc
     let data_dir = dir.join("data");
     let mut command = quire_command(quire, &data_dir);
     if has_replay {
-        command.args(["replay", &job_id.to_string(), "--from-stage", "embedding", "--inline", "--json", "--embedder", "local"]);
+        command.args([
+            "replay",
+            &job_id.to_string(),
+            "--from-stage",
+            "embedding",
+            "--inline",
+            "--json",
+            "--embedder",
+            "local",
+        ]);
     } else {
         // What `quire replay --from-stage embedding` does, done from here, then a worker.
         let store = store::open(&data_dir).await?;
@@ -211,7 +240,16 @@ async fn replay(quire: &Path, dir: &Path, job_id: i64, has_replay: bool) -> Benc
         checkpoint.rewind_to(Stage::Embedding);
         store.requeue_with_checkpoint(job.id, &checkpoint).await?;
         store.close().await;
-        command.args(["worker", "--exit-when-idle", "--concurrency", "1", "--poll-interval", "100ms", "--embedder", "local"]);
+        command.args([
+            "worker",
+            "--exit-when-idle",
+            "--concurrency",
+            "1",
+            "--poll-interval",
+            "100ms",
+            "--embedder",
+            "local",
+        ]);
     }
     let (out, err) = (dir.join("replay.out"), dir.join("replay.log"));
     let finished = child::run(command, &out, &err)?;
@@ -247,11 +285,16 @@ fn print_focus(name: &str, book: &Path, fresh: &[Fresh], retry: &[Retry], has_re
         fresh.len(),
     );
     println!();
-    let replay = if has_replay { "`replay --from-stage embedding --inline`" } else { "retry from `embedded` (emulated)" };
+    let replay =
+        if has_replay { "`replay --from-stage embedding --inline`" } else { "retry from `embedded` (emulated)" };
     println!("| | fresh `process`: median (min–max) | {replay}: median (min–max) |");
     println!("|---|---:|---:|");
     for (i, (stage, label)) in STAGES.iter().enumerate() {
-        let retry_cell = if *stage == Stage::Embedding { cell(Spread::of(retry.iter().filter_map(|r| r.embedding)), ms) } else { "(kept)".to_owned() };
+        let retry_cell = if *stage == Stage::Embedding {
+            cell(Spread::of(retry.iter().filter_map(|r| r.embedding)), ms)
+        } else {
+            "(kept)".to_owned()
+        };
         println!("| {label} | {} | {retry_cell} |", cell(Spread::of(fresh.iter().filter_map(|f| f.stages[i])), ms));
     }
     println!(
@@ -262,7 +305,12 @@ fn print_focus(name: &str, book: &Path, fresh: &[Fresh], retry: &[Retry], has_re
     println!(
         "| other (start-up, submit, gaps, polls) | {} | {} |",
         cell(Spread::of(fresh.iter().map(Fresh::other)), ms),
-        cell(Spread::of(retry.iter().map(|r| wall_ms(&r.finished) - r.embedding.unwrap_or(0.0) - r.detect.unwrap_or(0.0))), ms)
+        cell(
+            Spread::of(
+                retry.iter().map(|r| wall_ms(&r.finished) - r.embedding.unwrap_or(0.0) - r.detect.unwrap_or(0.0))
+            ),
+            ms
+        )
     );
     println!(
         "| **total wall time** | **{}** | **{}** |",
@@ -290,7 +338,9 @@ fn print_focus(name: &str, book: &Path, fresh: &[Fresh], retry: &[Retry], has_re
 
 fn print_all(rows: &[(PathBuf, Fresh)]) {
     println!();
-    println!("| book | file KiB | markdown KiB | chunks | connections | extracting | saving_markdown | chunking | embedding | connection detection | total wall | peak RSS |");
+    println!(
+        "| book | file KiB | markdown KiB | chunks | connections | extracting | saving_markdown | chunking | embedding | connection detection | total wall | peak RSS |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let opt = |v: Option<f64>| v.map_or("–".to_owned(), ms);
     for (book, f) in rows {
