@@ -6,6 +6,10 @@
 //! are serialised by SQLite's busy timeout. Transactions of several statements open with
 //! `BEGIN IMMEDIATE`, because a deferred transaction that upgrades to a write fails with
 //! `SQLITE_BUSY` at once instead of waiting.
+//!
+//! The document half lives in `documents.rs`, the term index in `terms.rs`, similarity search in
+//! `vectors.rs`; this file is the pools and the `JobStore` implementation, one cohesive thing
+//! (each method a transaction of the queue), which is why it runs past 500 lines.
 
 mod documents;
 mod sql;
