@@ -147,6 +147,28 @@ async fn connections_are_stored_with_the_document_marked_complete() {
 }
 
 #[tokio::test]
+async fn a_worker_that_lost_its_lease_replaces_no_connections() {
+    for h in backends().await {
+        let doc = document(&h, "h1").await;
+        h.enqueue(&doc).await;
+        let lease = h.lease_one("w1").await;
+        let stored = chunks(&doc, &["alpha", "beta", "gamma"]);
+        h.docs.replace_chunks(lease, &doc, &stored).await.unwrap();
+        h.docs.replace_connections(lease, &doc, 3, &[connection(&stored[0], &stored[1], 0.9)]).await.unwrap();
+        let before = (h.docs.document(&doc).await.unwrap(), h.docs.connection_count(&doc).await.unwrap());
+
+        // The lease expires and is taken back: a late result from its old worker changes nothing.
+        h.clock.advance(TTL * 2);
+        h.store.recover_stale().await.unwrap();
+        let late = vec![connection(&stored[0], &stored[2], 0.8), connection(&stored[1], &stored[2], 0.7)];
+        let error = h.docs.replace_connections(lease, &doc, 3, &late).await.unwrap_err();
+        assert!(error.is_lease_lost(), "{}: {error}", h.name);
+        let after = (h.docs.document(&doc).await.unwrap(), h.docs.connection_count(&doc).await.unwrap());
+        assert_eq!(after, before, "{}", h.name);
+    }
+}
+
+#[tokio::test]
 async fn connections_for_chunks_that_were_replaced_are_superseded_not_violations() {
     for h in backends().await {
         let doc = document(&h, "h1").await;
