@@ -155,7 +155,7 @@ pub(crate) async fn chunks_sharing_terms<B: TermPostings + ?Sized>(
     keys.sort_unstable();
     keys.dedup();
     let mut ids: HashMap<i64, String> = HashMap::with_capacity(keys.len());
-    for slice in keys.chunks(REBUILD_BATCH) {
+    for slice in keys.chunks(LOOKUP_BATCH) {
         ids.extend(backend.chunk_ids(slice).await?);
     }
     Ok(ranked.into_iter().map(|keys| keys.iter().filter_map(|key| ids.get(key).cloned()).collect()).collect())
@@ -278,6 +278,9 @@ pub(crate) fn rebuilt(indexed: usize) {
 
 /// How many chunks' terms a rebuild of the index computes and writes per statement.
 pub(crate) const REBUILD_BATCH: usize = 1_000;
+
+/// How many terms, keys or chunk ids one lookup statement names: bounds the statement's size.
+pub(crate) const LOOKUP_BATCH: usize = 1_000;
 
 /// The most terms one query may name: a bound on the statement's size whatever the caller asks.
 pub(crate) const MAX_QUERY_TERMS: usize = 256;

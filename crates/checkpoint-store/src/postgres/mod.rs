@@ -117,6 +117,23 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// [`JobStore::save_checkpoint`] on the pool or inside a transaction.
+    async fn save_checkpoint_on<'e>(
+        &self,
+        executor: impl sqlx::PgExecutor<'e>,
+        lease: Lease,
+        checkpoint: &Checkpoint,
+    ) -> StoreResult<()> {
+        let result = sqlx::query(sql::SAVE_CHECKPOINT)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(checkpoint.to_metadata())
+            .bind(self.bound_now())
+            .execute(executor)
+            .await?;
+        fenced(lease, result.rows_affected())
+    }
+
     /// [`JobStore::enqueue`] on one connection, inside a transaction or not.
     async fn enqueue_on(&self, connection: &mut PgConnection, follow_up: FollowUp) -> StoreResult<Enqueued> {
         let FollowUp { kind, payload, options } = follow_up;
@@ -360,14 +377,7 @@ impl JobStore for PgStore {
     }
 
     async fn save_checkpoint(&self, lease: Lease, checkpoint: &Checkpoint) -> StoreResult<()> {
-        let result = sqlx::query(sql::SAVE_CHECKPOINT)
-            .bind(lease.job_id.0)
-            .bind(lease.token)
-            .bind(checkpoint.to_metadata())
-            .bind(self.bound_now())
-            .execute(&self.pool)
-            .await?;
-        fenced(lease, result.rows_affected())
+        self.save_checkpoint_on(&self.pool, lease, checkpoint).await
     }
 
     async fn save_checkpoint_and_enqueue(
@@ -377,14 +387,7 @@ impl JobStore for PgStore {
         follow_up: FollowUp,
     ) -> StoreResult<Enqueued> {
         let mut tx = self.pool.begin().await?;
-        let result = sqlx::query(sql::SAVE_CHECKPOINT)
-            .bind(lease.job_id.0)
-            .bind(lease.token)
-            .bind(checkpoint.to_metadata())
-            .bind(self.bound_now())
-            .execute(&mut *tx)
-            .await?;
-        fenced(lease, result.rows_affected())?;
+        self.save_checkpoint_on(&mut *tx, lease, checkpoint).await?;
         let enqueued = self.enqueue_on(&mut tx, follow_up).await?;
         tx.commit().await?;
         Ok(enqueued)

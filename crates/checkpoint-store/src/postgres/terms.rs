@@ -9,7 +9,7 @@ use sqlx::{Postgres, Transaction};
 use super::{PgStore, sql};
 use crate::error::StoreResult;
 use crate::term_index::{
-    self, ChunkTerms, IndexedChunk, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms,
+    self, ChunkTerms, IndexedChunk, LOOKUP_BATCH, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms,
 };
 
 /// Changes in the number of chunks containing each term, applied at once and in term order.
@@ -109,7 +109,7 @@ impl TermIndex for PgStore {
 
     async fn chunk_terms(&self, ids: &[String]) -> StoreResult<Vec<ChunkTerms>> {
         let mut found = Vec::with_capacity(ids.len());
-        for slice in ids.chunks(REBUILD_BATCH) {
+        for slice in ids.chunks(LOOKUP_BATCH) {
             let rows: Vec<(String, Option<String>, Option<String>)> =
                 sqlx::query_as(sql::CHUNK_TERM_VECTORS).bind(slice).fetch_all(&self.pool).await?;
             for (id, vector, text) in rows {

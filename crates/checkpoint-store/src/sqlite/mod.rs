@@ -87,6 +87,23 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// [`JobStore::save_checkpoint`] through the writer or inside a write transaction.
+    async fn save_checkpoint_on<'e>(
+        &self,
+        executor: impl sqlx::SqliteExecutor<'e>,
+        lease: Lease,
+        checkpoint: &Checkpoint,
+    ) -> StoreResult<()> {
+        let result = sqlx::query(sql::SAVE_CHECKPOINT)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(checkpoint.to_metadata().to_string())
+            .bind(self.now())
+            .execute(executor)
+            .await?;
+        fenced(lease, result.rows_affected())
+    }
+
     /// [`JobStore::enqueue`] inside a write transaction.
     async fn enqueue_in(&self, tx: &mut Transaction<'static, Sqlite>, follow_up: FollowUp) -> StoreResult<Enqueued> {
         let FollowUp { kind, payload, options } = follow_up;
@@ -287,14 +304,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn save_checkpoint(&self, lease: Lease, checkpoint: &Checkpoint) -> StoreResult<()> {
-        let result = sqlx::query(sql::SAVE_CHECKPOINT)
-            .bind(lease.job_id.0)
-            .bind(lease.token)
-            .bind(checkpoint.to_metadata().to_string())
-            .bind(self.now())
-            .execute(&self.writer)
-            .await?;
-        fenced(lease, result.rows_affected())
+        self.save_checkpoint_on(&self.writer, lease, checkpoint).await
     }
 
     async fn save_checkpoint_and_enqueue(
@@ -304,14 +314,7 @@ impl JobStore for SqliteStore {
         follow_up: FollowUp,
     ) -> StoreResult<Enqueued> {
         let mut tx = self.begin_immediate().await?;
-        let result = sqlx::query(sql::SAVE_CHECKPOINT)
-            .bind(lease.job_id.0)
-            .bind(lease.token)
-            .bind(checkpoint.to_metadata().to_string())
-            .bind(self.now())
-            .execute(&mut *tx)
-            .await?;
-        fenced(lease, result.rows_affected())?;
+        self.save_checkpoint_on(&mut *tx, lease, checkpoint).await?;
         let enqueued = self.enqueue_in(&mut tx, follow_up).await?;
         tx.commit().await?;
         Ok(enqueued)

@@ -7,7 +7,7 @@ use sqlx::{Sqlite, Transaction};
 use super::{SqliteStore, sql};
 use crate::error::{StoreError, StoreResult};
 use crate::term_index::{
-    self, ChunkTerms, IndexedChunk, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms,
+    self, ChunkTerms, IndexedChunk, LOOKUP_BATCH, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms,
 };
 
 /// Terms per statement that reads postings: within SQLite's limit on bound parameters (32,766).
@@ -76,7 +76,7 @@ impl TermIndex for SqliteStore {
         let mut tx = self.reader.begin().await?;
         let chunk_count: i64 = sqlx::query_scalar(sql::LIBRARY_CHUNK_COUNT).fetch_one(&mut *tx).await?;
         let mut rows: Vec<(String, i64)> = Vec::new();
-        for slice in terms.chunks(REBUILD_BATCH) {
+        for slice in terms.chunks(LOOKUP_BATCH) {
             let json = serde_json::to_string(slice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             rows.extend(sqlx::query_as(sql::TERM_FREQUENCIES).bind(json).fetch_all(&mut *tx).await?);
         }
@@ -90,7 +90,7 @@ impl TermIndex for SqliteStore {
 
     async fn chunk_terms(&self, ids: &[String]) -> StoreResult<Vec<ChunkTerms>> {
         let mut found = Vec::with_capacity(ids.len());
-        for slice in ids.chunks(REBUILD_BATCH) {
+        for slice in ids.chunks(LOOKUP_BATCH) {
             let json = serde_json::to_string(slice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let rows: Vec<(String, Option<String>, Option<String>)> =
                 sqlx::query_as(sql::CHUNK_TERM_VECTORS).bind(json).fetch_all(&self.reader).await?;
