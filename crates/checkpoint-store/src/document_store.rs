@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use crate::documents::{
-    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
+    BookMetadata, ChunkSet, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
     EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
 };
 use crate::error::StoreResult;
@@ -90,14 +90,15 @@ pub trait DocumentStore: Send + Sync {
     ) -> StoreResult<Vec<EmbeddedChunk>>;
 
     /// Replaces the connections whose source is one of the document's chunks, and marks the
-    /// document complete, in one transaction — but only if the document still has
-    /// `expected_chunk_count` chunks and every referenced chunk still exists; otherwise writes
-    /// nothing and reports [`ConnectionsOutcome::Superseded`]. Fenced.
+    /// document complete, in one transaction — but only if `computed_from` is still the
+    /// document's chunk set and the document is `embedded` or `complete` ([`ChunkSet`]);
+    /// otherwise writes nothing and reports [`ConnectionsOutcome::Superseded`]. Connections
+    /// naming a chunk that no longer exists are skipped. Fenced.
     async fn replace_connections(
         &self,
         lease: Lease,
         id: &str,
-        expected_chunk_count: u32,
+        computed_from: &ChunkSet,
         connections: &[NewConnection],
     ) -> StoreResult<ConnectionsOutcome>;
 

@@ -190,6 +190,46 @@ pub struct ConnectionFilter {
     pub limit: Option<u32>,
 }
 
+/// The chunks a document's connections were computed from, by id. Connections are stored only
+/// for the very chunks the document still has: a reprocessing may keep the chunk count and change
+/// every chunk, so a count says too little.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChunkSet {
+    /// Sorted, each once.
+    ids: Vec<String>,
+}
+
+impl ChunkSet {
+    /// The set of these chunk ids (order and repeats do not matter).
+    pub fn of<I: IntoIterator<Item = S>, S: Into<String>>(ids: I) -> ChunkSet {
+        let mut ids: Vec<String> = ids.into_iter().map(Into::into).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ChunkSet { ids }
+    }
+
+    /// How many chunks the set holds.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Whether connections computed from this set may replace a document's connections: the
+    /// document's chunks (`present`, as read inside the writing transaction) are exactly this set,
+    /// its recorded chunk count agrees, and it is `embedded` or `complete`. A document that a
+    /// newer processing has taken back to `pending` or `processing`, or that `failed`, is never
+    /// moved to `complete` by an older job; the newer processing queues its own detection.
+    pub(crate) fn is_current(&self, status: DocumentStatus, recorded_chunks: i64, present: Vec<String>) -> bool {
+        matches!(status, DocumentStatus::Embedded | DocumentStatus::Complete)
+            && usize::try_from(recorded_chunks).is_ok_and(|recorded| recorded == self.ids.len())
+            && ChunkSet::of(present) == *self
+    }
+}
+
 /// What [`DocumentStore::replace_connections`](crate::DocumentStore::replace_connections) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionsOutcome {
@@ -198,8 +238,8 @@ pub enum ConnectionsOutcome {
         /// Connections written.
         written: u64,
     },
-    /// The document no longer has the chunks the connections were computed from (it was
-    /// reprocessed meanwhile); nothing was written.
+    /// The document no longer has the chunks the connections were computed from, or a newer
+    /// processing of it is under way ([`ChunkSet`]); nothing was written.
     Superseded,
 }
 

@@ -53,7 +53,7 @@ mod term_index;
 pub use clock::{Clock, ManualClock, SystemClock, millis};
 pub use document_store::DocumentStore;
 pub use documents::{
-    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
+    BookMetadata, ChunkSet, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
     EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
 };
 pub use error::{StoreError, StoreResult};

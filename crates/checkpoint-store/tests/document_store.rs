@@ -5,8 +5,8 @@
 mod common;
 
 use checkpoint_store::{
-    BookMetadata, ConnectionFilter, ConnectionsOutcome, DocumentStatus, EmbeddingUsage, NewConnection, NewDocument,
-    StoreError, StoredChunk,
+    BookMetadata, ChunkSet, ConnectionFilter, ConnectionsOutcome, DocumentStatus, EmbeddingUsage, NewConnection,
+    NewDocument, StoreError, StoredChunk,
 };
 use common::{Harness, RawPool, TTL, backends};
 
@@ -35,6 +35,17 @@ fn chunks(document_id: &str, texts: &[&str]) -> Vec<StoredChunk> {
             content_hash: format!("hash-{text}"),
         })
         .collect()
+}
+
+/// The chunk set connections were computed from.
+fn set(chunks: &[StoredChunk]) -> ChunkSet {
+    ChunkSet::of(chunks.iter().map(|chunk| chunk.id.as_str()))
+}
+
+/// Stores a document's chunks and marks it embedded, as the pipeline leaves it for detection.
+async fn embed(h: &Harness, lease: checkpoint_store::Lease, doc: &str, stored: &[StoredChunk]) {
+    h.docs.replace_chunks(lease, doc, stored).await.unwrap();
+    h.docs.mark_embedded(lease, doc, EmbeddingUsage::default()).await.unwrap();
 }
 
 fn connection(source: &StoredChunk, target: &StoredChunk, score: f32) -> NewConnection {
@@ -128,9 +139,9 @@ async fn connections_are_stored_with_the_document_marked_complete() {
         h.enqueue(&doc).await;
         let lease = h.lease_one("w1").await;
         let stored = chunks(&doc, &["alpha", "beta", "gamma"]);
-        h.docs.replace_chunks(lease, &doc, &stored).await.unwrap();
+        embed(&h, lease, &doc, &stored).await;
         let found = vec![connection(&stored[0], &stored[1], 0.9), connection(&stored[0], &stored[2], 0.4)];
-        let outcome = h.docs.replace_connections(lease, &doc, 3, &found).await.unwrap();
+        let outcome = h.docs.replace_connections(lease, &doc, &set(&stored), &found).await.unwrap();
         assert_eq!(outcome, ConnectionsOutcome::Stored { written: 2 }, "{}", h.name);
         assert_eq!(h.docs.document(&doc).await.unwrap().unwrap().status, DocumentStatus::Complete);
         assert_eq!(h.docs.connection_count(&doc).await.unwrap(), 2);
@@ -153,15 +164,18 @@ async fn a_worker_that_lost_its_lease_replaces_no_connections() {
         h.enqueue(&doc).await;
         let lease = h.lease_one("w1").await;
         let stored = chunks(&doc, &["alpha", "beta", "gamma"]);
-        h.docs.replace_chunks(lease, &doc, &stored).await.unwrap();
-        h.docs.replace_connections(lease, &doc, 3, &[connection(&stored[0], &stored[1], 0.9)]).await.unwrap();
+        embed(&h, lease, &doc, &stored).await;
+        h.docs
+            .replace_connections(lease, &doc, &set(&stored), &[connection(&stored[0], &stored[1], 0.9)])
+            .await
+            .unwrap();
         let before = (h.docs.document(&doc).await.unwrap(), h.docs.connection_count(&doc).await.unwrap());
 
         // The lease expires and is taken back: a late result from its old worker changes nothing.
         h.clock.advance(TTL * 2);
         h.store.recover_stale().await.unwrap();
         let late = vec![connection(&stored[0], &stored[2], 0.8), connection(&stored[1], &stored[2], 0.7)];
-        let error = h.docs.replace_connections(lease, &doc, 3, &late).await.unwrap_err();
+        let error = h.docs.replace_connections(lease, &doc, &set(&stored), &late).await.unwrap_err();
         assert!(error.is_lease_lost(), "{}: {error}", h.name);
         let after = (h.docs.document(&doc).await.unwrap(), h.docs.connection_count(&doc).await.unwrap());
         assert_eq!(after, before, "{}", h.name);
@@ -175,20 +189,72 @@ async fn connections_for_chunks_that_were_replaced_are_superseded_not_violations
         h.enqueue(&doc).await;
         let lease = h.lease_one("w1").await;
         let old = chunks(&doc, &["alpha", "beta", "gamma"]);
-        h.docs.replace_chunks(lease, &doc, &old).await.unwrap();
+        embed(&h, lease, &doc, &old).await;
         let computed = vec![connection(&old[0], &old[1], 0.9)];
         // The document is reprocessed meanwhile into a different number of chunks.
-        h.docs.replace_chunks(lease, &doc, &chunks(&doc, &["delta", "epsilon"])).await.unwrap();
-        let outcome = h.docs.replace_connections(lease, &doc, 3, &computed).await.unwrap();
+        embed(&h, lease, &doc, &chunks(&doc, &["delta", "epsilon"])).await;
+        let outcome = h.docs.replace_connections(lease, &doc, &set(&old), &computed).await.unwrap();
         assert_eq!(outcome, ConnectionsOutcome::Superseded, "{}", h.name);
         assert_eq!(h.docs.connection_count(&doc).await.unwrap(), 0);
 
-        // Same count, different chunks: rows naming missing chunks are skipped, never violate.
+        // Connections naming a chunk of another document that has gone are skipped, never a
+        // violation.
+        let other = document(&h, "h2").await;
+        let gone = chunks(&other, &["theta"]);
+        embed(&h, lease, &other, &gone).await;
         let now = chunks(&doc, &["zeta", "eta"]);
-        h.docs.replace_chunks(lease, &doc, &now).await.unwrap();
-        let stale = vec![connection(&old[0], &old[1], 0.9), connection(&now[0], &now[1], 0.8)];
-        let outcome = h.docs.replace_connections(lease, &doc, 2, &stale).await.unwrap();
-        assert_eq!(outcome, ConnectionsOutcome::Stored { written: 1 });
+        embed(&h, lease, &doc, &now).await;
+        embed(&h, lease, &other, &chunks(&other, &["iota"])).await;
+        let found = vec![connection(&now[0], &gone[0], 0.9), connection(&now[0], &now[1], 0.8)];
+        let outcome = h.docs.replace_connections(lease, &doc, &set(&now), &found).await.unwrap();
+        assert_eq!(outcome, ConnectionsOutcome::Stored { written: 1 }, "{}", h.name);
+    }
+}
+
+#[tokio::test]
+async fn connections_computed_for_replaced_chunks_of_the_same_count_are_superseded() {
+    for h in backends().await {
+        let doc = document(&h, "h1").await;
+        h.enqueue(&doc).await;
+        let lease = h.lease_one("w1").await;
+        let old = chunks(&doc, &["alpha", "beta"]);
+        embed(&h, lease, &doc, &old).await;
+        let stale = vec![connection(&old[0], &old[1], 0.9)];
+        // Reprocessed into as many chunks, each different: a chunk count cannot tell.
+        let now = chunks(&doc, &["gamma", "delta"]);
+        embed(&h, lease, &doc, &now).await;
+        let outcome = h.docs.replace_connections(lease, &doc, &set(&old), &stale).await.unwrap();
+        assert_eq!(outcome, ConnectionsOutcome::Superseded, "{}", h.name);
+        let document = h.docs.document(&doc).await.unwrap().unwrap();
+        assert_eq!(document.status, DocumentStatus::Embedded, "{}: not marked complete with nothing", h.name);
+    }
+}
+
+#[tokio::test]
+async fn a_stale_connections_job_never_moves_a_document_being_reprocessed_to_complete() {
+    for h in backends().await {
+        let doc = document(&h, "h1").await;
+        h.enqueue(&doc).await;
+        let lease = h.lease_one("w1").await;
+        let stored = chunks(&doc, &["alpha", "beta"]);
+        embed(&h, lease, &doc, &stored).await;
+        let computed = vec![connection(&stored[0], &stored[1], 0.9)];
+        // A newer processing of the same book starts before the older job writes: the chunks are
+        // the same, but the newer processing owns the document's status now.
+        for newer in [DocumentStatus::Processing, DocumentStatus::Pending, DocumentStatus::Failed] {
+            h.docs.reset_document_status(&doc, newer, None).await.unwrap();
+            let outcome = h.docs.replace_connections(lease, &doc, &set(&stored), &computed).await.unwrap();
+            assert_eq!(outcome, ConnectionsOutcome::Superseded, "{}: {newer}", h.name);
+            assert_eq!(h.docs.document(&doc).await.unwrap().unwrap().status, newer, "{}", h.name);
+            assert_eq!(h.docs.connection_count(&doc).await.unwrap(), 0);
+        }
+        // Embedded again, or complete already (a replayed detection): stored.
+        for current in [DocumentStatus::Embedded, DocumentStatus::Complete] {
+            h.docs.reset_document_status(&doc, current, None).await.unwrap();
+            let outcome = h.docs.replace_connections(lease, &doc, &set(&stored), &computed).await.unwrap();
+            assert_eq!(outcome, ConnectionsOutcome::Stored { written: 1 }, "{}: {current}", h.name);
+            assert_eq!(h.docs.document(&doc).await.unwrap().unwrap().status, DocumentStatus::Complete);
+        }
     }
 }
 
@@ -201,9 +267,12 @@ async fn replacing_chunks_drops_the_connections_that_referenced_them() {
         let lease = h.lease_one("w1").await;
         let a_chunks = chunks(&a, &["alpha", "beta"]);
         let b_chunks = chunks(&b, &["gamma"]);
-        h.docs.replace_chunks(lease, &a, &a_chunks).await.unwrap();
-        h.docs.replace_chunks(lease, &b, &b_chunks).await.unwrap();
-        h.docs.replace_connections(lease, &a, 2, &[connection(&a_chunks[0], &b_chunks[0], 0.7)]).await.unwrap();
+        embed(&h, lease, &a, &a_chunks).await;
+        embed(&h, lease, &b, &b_chunks).await;
+        h.docs
+            .replace_connections(lease, &a, &set(&a_chunks), &[connection(&a_chunks[0], &b_chunks[0], 0.7)])
+            .await
+            .unwrap();
         assert_eq!(h.docs.connection_count(&a).await.unwrap(), 1, "{}", h.name);
         h.docs.replace_chunks(lease, &b, &chunks(&b, &["delta"])).await.unwrap();
         assert_eq!(h.docs.connection_count(&a).await.unwrap(), 0);
@@ -247,8 +316,8 @@ async fn concurrent_reprocessing_never_violates_a_foreign_key_or_deadlocks() {
         let lease = h.lease_one("w1").await;
         let a_chunks = chunks(&a, &["alpha", "beta"]);
         let b_sets = [chunks(&b, &["gamma", "delta"]), chunks(&b, &["epsilon", "zeta"])];
-        h.docs.replace_chunks(lease, &a, &a_chunks).await.unwrap();
-        h.docs.replace_chunks(lease, &b, &b_sets[0]).await.unwrap();
+        embed(&h, lease, &a, &a_chunks).await;
+        embed(&h, lease, &b, &b_sets[0]).await;
 
         // One task keeps replacing B's chunks; the other keeps connecting A to whichever
         // chunks of B it last saw, and B back to A.
@@ -266,9 +335,9 @@ async fn concurrent_reprocessing_never_violates_a_foreign_key_or_deadlocks() {
                 for round in 0..ROUNDS {
                     let targets = &sets[round % 2];
                     let found: Vec<_> = targets.iter().map(|target| connection(&a_chunks[0], target, 0.5)).collect();
-                    docs.replace_connections(lease, &a_id, 2, &found).await.unwrap();
+                    docs.replace_connections(lease, &a_id, &set(&a_chunks), &found).await.unwrap();
                     let back: Vec<_> = targets.iter().map(|source| connection(source, &a_chunks[1], 0.5)).collect();
-                    docs.replace_connections(lease, &b_id, 2, &back).await.unwrap();
+                    docs.replace_connections(lease, &b_id, &set(targets), &back).await.unwrap();
                 }
             })
         };
@@ -304,10 +373,13 @@ async fn a_document_sees_the_connections_other_documents_found_to_it() {
         let lease = h.lease_one("w1").await;
         let a_chunks = chunks(&a, &["alpha"]);
         let b_chunks = chunks(&b, &["beta", "gamma"]);
-        h.docs.replace_chunks(lease, &a, &a_chunks).await.unwrap();
-        h.docs.replace_chunks(lease, &b, &b_chunks).await.unwrap();
+        embed(&h, lease, &a, &a_chunks).await;
+        embed(&h, lease, &b, &b_chunks).await;
         // B, processed after A, found a connection to A.
-        h.docs.replace_connections(lease, &b, 2, &[connection(&b_chunks[1], &a_chunks[0], 0.8)]).await.unwrap();
+        h.docs
+            .replace_connections(lease, &b, &set(&b_chunks), &[connection(&b_chunks[1], &a_chunks[0], 0.8)])
+            .await
+            .unwrap();
 
         assert_eq!(h.docs.connection_count(&a).await.unwrap(), 1, "{}", h.name);
         let seen_from_a = h.docs.connections(&a, &ConnectionFilter::default()).await.unwrap();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_store::{
-    BookMetadata, ChunkTerms, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document,
+    BookMetadata, ChunkSet, ChunkTerms, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document,
     DocumentStatus, DocumentStore, EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued, FailOutcome, Failure,
     FollowUp, HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, Neighbour,
     NeighbourQuery, NeighbourSearch, NewConnection, NewDocument, QueueCount, Recovery, StoreError, StoreResult,
@@ -286,7 +286,7 @@ impl DocumentStore for FakeStore {
         &self,
         _: Lease,
         _: &str,
-        _: u32,
+        _: &ChunkSet,
         _: &[NewConnection],
     ) -> StoreResult<ConnectionsOutcome> {
         unused()

@@ -32,10 +32,10 @@ use sqlx::{Postgres, Transaction};
 
 use super::terms::TermCountChanges;
 use super::{PgStore, sql};
-use crate::codec::{bigint, encode_vector, integer, unsigned};
+use crate::codec::{bigint, encode_vector, integer, parse_name, unsigned};
 use crate::document_store::DocumentStore;
 use crate::documents::{
-    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
+    BookMetadata, ChunkSet, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
     EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk, check_chunks_belong_to, check_dimensions,
 };
 use crate::error::{StoreError, StoreResult};
@@ -324,17 +324,18 @@ impl DocumentStore for PgStore {
         &self,
         lease: Lease,
         id: &str,
-        expected_chunk_count: u32,
+        computed_from: &ChunkSet,
         connections: &[NewConnection],
     ) -> StoreResult<ConnectionsOutcome> {
         let mut tx = self.begin_fenced(lease).await?;
         // The same lock `replace_chunks` takes first: a reprocessing of this document either
-        // committed before this point (and the counts below see its chunks) or waits until this
-        // transaction ends. The counts are read after the lock, in statements of their own, so
-        // they see what committed while this one waited.
+        // committed before this point (and the reads below see its chunks) or waits until this
+        // transaction ends. The status and the chunks are read after the lock, in statements of
+        // their own, so they see what committed while this one waited.
         let recorded = Self::lock_document(&mut tx, id).await?;
-        let present: i64 = sqlx::query_scalar(sql::COUNT_CHUNKS).bind(id).fetch_one(&mut *tx).await?;
-        if i64::from(recorded) != i64::from(expected_chunk_count) || present != i64::from(recorded) {
+        let status: String = sqlx::query_scalar(sql::DOCUMENT_STATUS).bind(id).fetch_one(&mut *tx).await?;
+        let present: Vec<String> = sqlx::query_scalar(sql::CHUNK_IDS_OF_DOCUMENT).bind(id).fetch_all(&mut *tx).await?;
+        if !computed_from.is_current(parse_name("documents.status", &status)?, i64::from(recorded), present) {
             return Ok(ConnectionsOutcome::Superseded);
         }
         // Targets may belong to other documents, whose reprocessing the lock above does not

@@ -367,7 +367,11 @@ pub const EMBEDDED_CHUNKS: &str = "SELECT c.id, c.document_id, c.chunk_index, c.
      ORDER BY c.document_id COLLATE \"C\", c.chunk_index";
 
 /// $1 document id.
-pub const COUNT_CHUNKS: &str = "SELECT COUNT(*) FROM chunks WHERE document_id = $1";
+/// $1 document: its status, read after `LOCK_DOCUMENT` in the same transaction.
+pub const DOCUMENT_STATUS: &str = "SELECT status FROM documents WHERE id = $1";
+
+/// $1 document: its chunks' ids.
+pub const CHUNK_IDS_OF_DOCUMENT: &str = "SELECT id FROM chunks WHERE document_id = $1";
 
 /// Locks the chunks that exist among $1 (ids), in id order, so that none of them can be
 /// deleted before the transaction ends. Returns their ids; a chunk deleted by a transaction

@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use sqlx::{Sqlite, Transaction};
 
 use super::{SqliteStore, sql};
-use crate::codec::{bigint, encode_vector, unsigned};
+use crate::codec::{bigint, encode_vector, parse_name, unsigned};
 use crate::document_store::DocumentStore;
 use crate::documents::{
-    BookMetadata, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
+    BookMetadata, ChunkSet, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document, DocumentStatus,
     EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk, check_chunks_belong_to, check_dimensions,
 };
 use crate::error::{StoreError, StoreResult};
@@ -233,16 +233,18 @@ impl DocumentStore for SqliteStore {
         &self,
         lease: Lease,
         id: &str,
-        expected_chunk_count: u32,
+        computed_from: &ChunkSet,
         connections: &[NewConnection],
     ) -> StoreResult<ConnectionsOutcome> {
         let now = self.now();
         let mut tx = self.begin_fenced(lease).await?;
-        let counts: Option<(i64, i64)> = sqlx::query_as(sql::CHUNK_COUNT).bind(id).fetch_optional(&mut *tx).await?;
-        let Some((recorded, present)) = counts else {
+        let document: Option<(String, i64)> =
+            sqlx::query_as(sql::CONNECTIONS_PRECONDITION).bind(id).fetch_optional(&mut *tx).await?;
+        let Some((status, recorded)) = document else {
             return Err(StoreError::DocumentNotFound(id.to_owned()));
         };
-        if recorded != i64::from(expected_chunk_count) || present != recorded {
+        let present: Vec<String> = sqlx::query_scalar(sql::CHUNK_IDS_OF_DOCUMENT).bind(id).fetch_all(&mut *tx).await?;
+        if !computed_from.is_current(parse_name("documents.status", &status)?, recorded, present) {
             return Ok(ConnectionsOutcome::Superseded);
         }
         sqlx::query(sql::DELETE_CONNECTIONS_OF_DOCUMENT).bind(id).execute(&mut *tx).await?;

@@ -202,8 +202,11 @@ pub const EMBEDDED_CHUNKS: &str = "SELECT c.id, c.document_id, c.chunk_index, c.
      WHERE ?1 IS NULL OR c.document_id = ?1 \
      ORDER BY c.document_id, c.chunk_index";
 
-pub const CHUNK_COUNT: &str = "SELECT chunk_count, (SELECT COUNT(*) FROM chunks WHERE document_id = ?1) \
-     FROM documents WHERE id = ?1";
+/// ?1 document: its status and recorded chunk count, as `replace_connections` checks them.
+pub const CONNECTIONS_PRECONDITION: &str = "SELECT status, chunk_count FROM documents WHERE id = ?1";
+
+/// ?1 document: its chunks' ids.
+pub const CHUNK_IDS_OF_DOCUMENT: &str = "SELECT id FROM chunks WHERE document_id = ?1";
 
 pub const DELETE_CONNECTIONS_OF_DOCUMENT: &str = "DELETE FROM connections \
      WHERE source_chunk_id IN (SELECT id FROM chunks WHERE document_id = ?1)";

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use checkpoint_store::{
-    ConnectionsOutcome, DocumentStatus, EmbeddedChunk, Job, Neighbour as StoreNeighbour, NeighbourQuery, NewConnection,
-    SearchMode, Store,
+    ChunkSet, ConnectionsOutcome, DocumentStatus, EmbeddedChunk, Job, Neighbour as StoreNeighbour, NeighbourQuery,
+    NewConnection, SearchMode, Store,
 };
 use collision_detector::{CandidateQuery, Connection, Neighbour, SemanticEngine};
 use serde_json::{Value, json};
@@ -29,29 +29,22 @@ impl JobHandler for DetectConnections {
     async fn run(&self, job: &Job, context: &JobContext) -> Result<Value, JobError> {
         let pipeline = &self.0;
         let document_id = document_id(job)?;
-        let mut expected = job.payload.get("chunk_count").and_then(Value::as_u64).unwrap_or(0) as u32;
         let (model, dimensions) = (pipeline.embedder.model(), pipeline.embedder.dimensions());
-        // A reprocessing that finishes while we compute supersedes our result; when it has
-        // finished (the document is embedded again), its own request for connections may have
-        // been folded into this job, so compute again for the new chunks, a bounded number of times.
+        // A reprocessing that starts while we compute supersedes our result; one that has
+        // finished (the document is embedded again) may have folded its own request for
+        // connections into this job, so compute again for its chunks, a bounded number of times.
         for _ in 0..3 {
             context.checkpoint_boundary()?;
             let Some(document) = pipeline.store.document(&document_id).await? else {
                 return Ok(json!({ "document_id": document_id, "skipped": "the document no longer exists" }));
             };
-            if document.chunk_count != expected {
-                if document.status != DocumentStatus::Embedded {
-                    info!(
-                        expected,
-                        found = document.chunk_count,
-                        "document is being reprocessed; leaving connections to the newer job"
-                    );
-                    return Ok(json!({ "document_id": document_id, "superseded": true }));
-                }
-                expected = document.chunk_count;
+            if !matches!(document.status, DocumentStatus::Embedded | DocumentStatus::Complete) {
+                info!(status = %document.status, "document is being reprocessed; leaving connections to the newer job");
+                return Ok(json!({ "document_id": document_id, "superseded": true }));
             }
             bump(&pipeline.stats.detections, 1);
             let sources = Arc::new(pipeline.store.embedded_chunks(Some(&document_id), &model, dimensions).await?);
+            let computed_from = ChunkSet::of(sources.iter().map(|source| source.chunk.id.as_str()));
             // The two halves are independent: the semantic search runs on blocking threads while
             // the lexical half waits on the database.
             let (neighbours, lexical) = tokio::try_join!(
@@ -61,7 +54,7 @@ impl JobHandler for DetectConnections {
             let connections = tokio::task::spawn_blocking(move || find_connections(&sources, &neighbours, lexical))
                 .await
                 .map_err(|e| JobError::Retryable(format!("connection detection crashed: {e}")))?;
-            match pipeline.store.replace_connections(context.lease, &document_id, expected, &connections).await? {
+            match pipeline.store.replace_connections(context.lease, &document_id, &computed_from, &connections).await? {
                 ConnectionsOutcome::Stored { written } => {
                     info!(connections = written, "connections stored");
                     return Ok(json!({ "document_id": document_id, "connections": written }));
