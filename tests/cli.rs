@@ -25,7 +25,7 @@ use tempfile::TempDir;
 const BIN: &str = env!("CARGO_BIN_EXE_quire");
 
 /// Environment variables that would change what the binary does if the developer has them set.
-const QUIRE_ENV: [&str; 12] = [
+const QUIRE_ENV: [&str; 17] = [
     "QUIRE_CONFIG",
     "QUIRE_DATA_DIR",
     "QUIRE_DATABASE_URL",
@@ -38,6 +38,11 @@ const QUIRE_ENV: [&str; 12] = [
     "QUIRE_EXIT_WHEN_IDLE",
     "QUIRE_ADDR",
     "QUIRE_MAX_UPLOAD_BYTES",
+    "QUIRE_DATABASE_SCHEMA",
+    "QUIRE_RETRY_BASE_DELAY",
+    "QUIRE_RETRY_MAX_DELAY",
+    "OPENAI_ORG_ID",
+    "OPENAI_PROJECT_ID",
 ];
 
 /// A temporary working directory with a data directory inside.
@@ -641,4 +646,35 @@ fn a_config_file_sets_defaults_that_flags_and_environment_override() {
     let missing = run(&["status", "--config", "nope.toml"]).output().unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+}
+
+#[test]
+fn settings_read_from_the_environment_are_options_shown_in_help_and_accepted_in_the_file() {
+    let env = Env::new();
+    let help = String::from_utf8(env.cmd(&["--help"]).output().unwrap().stdout).unwrap();
+    for (flag, variable, default) in [
+        ("--database-schema", "QUIRE_DATABASE_SCHEMA", "[default: quire]"),
+        ("--retry-base-delay", "QUIRE_RETRY_BASE_DELAY", "[default: 10s]"),
+        ("--retry-max-delay", "QUIRE_RETRY_MAX_DELAY", "[default: 30m]"),
+    ] {
+        assert!(help.contains(flag) && help.contains(variable) && help.contains(default), "{flag}: {help}");
+    }
+    let process_help = String::from_utf8(env.cmd(&["process", "--help"]).output().unwrap().stdout).unwrap();
+    for (flag, variable) in [("--openai-org-id", "OPENAI_ORG_ID"), ("--openai-project-id", "OPENAI_PROJECT_ID")] {
+        assert!(process_help.contains(flag) && process_help.contains(variable), "{flag}: {process_help}");
+    }
+
+    assert!(env.fails(&["--retry-base-delay", "soon", "status"]).contains("--retry-base-delay"));
+    std::fs::write(env.dir.path().join("quire.toml"), "retry-base-delay = \"2s\"\nretry-max-delay = \"1m\"\n").unwrap();
+    env.cmd(&["status"]).assert().success();
+    // An organisation that cannot be sent as a header is refused before any request.
+    let book = env.write("book.epub", &book("Org", "Some text for the embedder to see."));
+    let refused = env
+        .cmd(&["process", "--embedder", "openai", "--openai-base-url", "http://127.0.0.1:9"])
+        .arg(&book)
+        .env("OPENAI_ORG_ID", "org\nbroken")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("organisation"), "{refused:?}");
 }

@@ -39,7 +39,7 @@ pub enum StoreError {
     #[error("vector index: {0}")]
     VectorIndex(String),
     /// The database URL is not one quire can use.
-    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    #[error("unsupported database URL scheme {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
     /// The database could not be reached or rejected a statement.
     #[error("database error: {0}")]

@@ -43,6 +43,7 @@ mod error;
 mod job_store;
 mod model;
 mod neighbours;
+mod open;
 mod postgres;
 mod recovery;
 mod retry_policy;
@@ -63,6 +64,7 @@ pub use model::{
     JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryAction, RecoveryReason,
 };
 pub use neighbours::{Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, VectorIndexKind, VectorSnapshots};
+pub use open::{OpenOptions, StoreLocation, open};
 pub use postgres::{MIGRATOR as POSTGRES_MIGRATOR, PgStore, PgStoreOptions};
 pub use retry_policy::RetryPolicy;
 pub use sqlite::{MIGRATOR as SQLITE_MIGRATOR, SqliteStore, StoreOptions};

@@ -78,6 +78,11 @@ pub struct OpenAiConfig {
     pub max_batch_tokens: usize,
     /// Total time for one request, connection to last byte; default 60 s.
     pub request_timeout: Duration,
+    /// Organisation sent as `OpenAI-Organization` (`OPENAI_ORG_ID` via `from_env`); none by
+    /// default.
+    pub org_id: Option<String>,
+    /// Project sent as `OpenAI-Project` (`OPENAI_PROJECT_ID` via `from_env`); none by default.
+    pub project_id: Option<String>,
 }
 
 impl std::fmt::Debug for OpenAiConfig {
@@ -90,6 +95,8 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("batch_size", &self.batch_size)
             .field("max_batch_tokens", &self.max_batch_tokens)
             .field("request_timeout", &self.request_timeout)
+            .field("org_id", &self.org_id)
+            .field("project_id", &self.project_id)
             .finish()
     }
 }
@@ -104,19 +111,24 @@ impl Default for OpenAiConfig {
             batch_size: 64,
             max_batch_tokens: 250_000,
             request_timeout: Duration::from_secs(60),
+            org_id: None,
+            project_id: None,
         }
     }
 }
 
 impl OpenAiConfig {
-    /// The defaults, with `base_url` from `OPENAI_BASE_URL` and `api_key` from
-    /// `OPENAI_API_KEY` when they are set and not empty.
+    /// The defaults, with `base_url`, `api_key`, `org_id` and `project_id` from
+    /// `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `OPENAI_ORG_ID` and `OPENAI_PROJECT_ID` when they
+    /// are set and not empty.
     pub fn from_env() -> Self {
         let var = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
         let defaults = Self::default();
         Self {
             base_url: var("OPENAI_BASE_URL").unwrap_or(defaults.base_url.clone()),
             api_key: var("OPENAI_API_KEY"),
+            org_id: var("OPENAI_ORG_ID"),
+            project_id: var("OPENAI_PROJECT_ID"),
             ..defaults
         }
     }
@@ -163,8 +175,8 @@ impl OpenAiEmbedder {
     /// Checks `config` and builds the client. No request is made.
     ///
     /// Fails with [`EmbedError::Permanent`] for an empty model, a zero size,
-    /// an unknown model without `dimensions`, a key (or `OPENAI_ORG_ID` /
-    /// `OPENAI_PROJECT_ID`) that is not a valid header value, or an HTTP
+    /// an unknown model without `dimensions`, a key, organisation or project
+    /// that is not a valid header value, or an HTTP
     /// client that cannot be built.
     pub fn new(config: OpenAiConfig) -> Result<Self, EmbedError> {
         let permanent = |msg: String| Err(EmbedError::Permanent(msg));
@@ -189,12 +201,13 @@ impl OpenAiEmbedder {
         if HeaderValue::from_str(&format!("Bearer {api_key}")).is_err() {
             return permanent("the API key is not a valid HTTP header value".into());
         }
-        // OpenAIConfig reads these two itself and unwraps their parse.
-        let env = |name: &str| std::env::var(name).unwrap_or_default();
-        let (org_id, project_id) = (env("OPENAI_ORG_ID"), env("OPENAI_PROJECT_ID"));
-        for (name, value) in [("OPENAI_ORG_ID", &org_id), ("OPENAI_PROJECT_ID", &project_id)] {
+        // Always set, so that async-openai never sends what it read from the environment
+        // itself, and checked here because it unwraps their parse when it builds headers.
+        let org_id = config.org_id.unwrap_or_default();
+        let project_id = config.project_id.unwrap_or_default();
+        for (name, value) in [("organisation", &org_id), ("project", &project_id)] {
             if HeaderValue::from_str(value).is_err() {
-                return permanent(format!("{name} is not a valid HTTP header value"));
+                return permanent(format!("the OpenAI {name} is not a valid HTTP header value"));
             }
         }
 

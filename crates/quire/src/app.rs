@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use checkpoint_store::{PgStore, PgStoreOptions, SqliteStore, Store, StoreOptions, VectorSnapshots};
+use checkpoint_store::{OpenOptions, RetryPolicy, Store, StoreLocation};
 use embedder::{BatchService, Embedder, LocalEmbedder, OpenAiConfig, OpenAiEmbedder};
 use worker::{DataDir, Pipeline};
 
@@ -23,25 +23,23 @@ impl App {
     pub async fn open(global: &GlobalOptions) -> anyhow::Result<App> {
         let data_dir = DataDir::open(&global.data_dir)
             .with_context(|| format!("cannot use the data directory {}", global.data_dir.display()))?;
-        // The in-process vector indexes keep their snapshots in the data directory.
-        let vector_snapshots = Some(data_dir.index_dir());
-        let sqlite_options = || -> anyhow::Result<StoreOptions> {
-            Ok(StoreOptions { vector_snapshots: vector_snapshots.clone(), ..store_options()? })
+        let location = match &global.database_url {
+            None => StoreLocation::SqliteFile(data_dir.database_path()),
+            Some(url) => StoreLocation::Url(url.clone()),
         };
-        let store: Arc<dyn Store> = match global.database_url.as_deref() {
-            None => Arc::new(
-                SqliteStore::open(data_dir.database_path(), sqlite_options()?)
-                    .await
-                    .with_context(|| format!("cannot open {}", data_dir.database_path().display()))?,
-            ),
-            Some(url) if url.starts_with("sqlite:") => Arc::new(
-                SqliteStore::open_url(url, sqlite_options()?).await.with_context(|| format!("cannot open {url}"))?,
-            ),
-            Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
-                open_postgres(url, vector_snapshots.clone()).await?
-            }
-            Some(url) => bail!("unsupported database URL {url:?}: use sqlite://PATH or postgres://…"),
+        let options = OpenOptions {
+            retry_policy: retry_policy(global),
+            // The in-process vector indexes keep their snapshots in the data directory.
+            vector_snapshots: Some(data_dir.index_dir()),
+            postgres_schema: Some(global.database_schema.clone()),
         };
+        // The URL is left out of the message: it may carry a password.
+        let described = match &location {
+            StoreLocation::SqliteFile(path) => path.display().to_string(),
+            StoreLocation::Url(_) => format!("the database (PostgreSQL schema {})", global.database_schema),
+        };
+        let store =
+            checkpoint_store::open(&location, options).await.with_context(|| format!("cannot open {described}"))?;
         Ok(App { store, data_dir })
     }
 
@@ -60,40 +58,12 @@ impl App {
     }
 }
 
-/// Opens the PostgreSQL store named by `url`, in the schema `QUIRE_DATABASE_SCHEMA` names
-/// (`quire` by default), with the same retry settings as SQLite, applying migrations.
-async fn open_postgres(url: &str, vector_snapshots: VectorSnapshots) -> anyhow::Result<Arc<dyn Store>> {
-    let mut options =
-        PgStoreOptions { retry_policy: store_options()?.retry_policy, vector_snapshots, ..PgStoreOptions::default() };
-    if let Some(schema) = std::env::var("QUIRE_DATABASE_SCHEMA").ok().filter(|schema| !schema.trim().is_empty()) {
-        options.schema = schema;
-    }
-    let schema = options.schema.clone();
-    // The URL is left out of the message: it may carry a password.
-    let store = PgStore::connect(url, options)
-        .await
-        .with_context(|| format!("cannot open the PostgreSQL database (schema {schema})"))?;
-    Ok(Arc::new(store))
-}
-
-/// Store settings from the environment: `QUIRE_RETRY_BASE_DELAY` and `QUIRE_RETRY_MAX_DELAY`
-/// (durations such as `10s`) shape the backoff between attempts.
-fn store_options() -> anyhow::Result<StoreOptions> {
-    let mut options = StoreOptions::default();
-    let duration = |name: &str| -> anyhow::Result<Option<std::time::Duration>> {
-        match std::env::var(name) {
-            Ok(text) => Ok(Some(humantime::parse_duration(&text).with_context(|| format!("{name}={text:?}"))?)),
-            Err(_) => Ok(None),
-        }
-    };
-    if let Some(base) = duration("QUIRE_RETRY_BASE_DELAY")? {
-        options.retry_policy.initial_delay = base;
-        options.retry_policy.max_delay = options.retry_policy.max_delay.max(base);
-    }
-    if let Some(max) = duration("QUIRE_RETRY_MAX_DELAY")? {
-        options.retry_policy.max_delay = max.max(options.retry_policy.initial_delay);
-    }
-    Ok(options)
+/// The backoff between a job's attempts: `--retry-base-delay`, growing up to `--retry-max-delay`
+/// (never below the base).
+fn retry_policy(global: &GlobalOptions) -> RetryPolicy {
+    let initial_delay: std::time::Duration = global.retry_base_delay.into();
+    let max_delay = std::time::Duration::from(global.retry_max_delay).max(initial_delay);
+    RetryPolicy { initial_delay, max_delay, ..RetryPolicy::default() }
 }
 
 /// The embedder the options ask for.
@@ -136,6 +106,9 @@ pub fn batching(options: &EmbedderOptions, service: Option<Arc<dyn BatchService>
 
 fn openai_embedder(options: &EmbedderOptions) -> anyhow::Result<Arc<OpenAiEmbedder>> {
     let mut config = OpenAiConfig::from_env();
+    // The flags or their variables (the same names `from_env` reads) decide, as for every option.
+    config.org_id = options.openai_org_id.clone();
+    config.project_id = options.openai_project_id.clone();
     if let Some(url) = &options.openai_base_url {
         config.base_url = url.clone();
     }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use checkpoint_store::{JobKind, JobStatus};
+use checkpoint_store::{JobKind, JobStatus, PgStoreOptions, RetryPolicy};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Turns EPUB books into markdown, chunks, embeddings and connections, through a durable job
@@ -41,6 +41,15 @@ pub struct GlobalOptions {
     /// Database URL (sqlite://PATH or postgres://…); overrides the SQLite file in the data directory.
     #[arg(long, global = true, env = "QUIRE_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// PostgreSQL schema holding quire's tables (created if missing).
+    #[arg(long, global = true, env = "QUIRE_DATABASE_SCHEMA", default_value_t = PgStoreOptions::default().schema)]
+    pub database_schema: String,
+    /// Backoff after a job's first failed attempt; it doubles with each further attempt.
+    #[arg(long, global = true, env = "QUIRE_RETRY_BASE_DELAY", default_value_t = RetryPolicy::default().initial_delay.into())]
+    pub retry_base_delay: humantime::Duration,
+    /// Longest backoff between two attempts of a job.
+    #[arg(long, global = true, env = "QUIRE_RETRY_MAX_DELAY", default_value_t = RetryPolicy::default().max_delay.into())]
+    pub retry_max_delay: humantime::Duration,
     /// Configuration file (default: ./quire.toml when it exists). Its keys are long flag names;
     /// a flag or an environment variable wins over the file.
     #[arg(long, global = true, env = "QUIRE_CONFIG", value_name = "PATH")]
@@ -330,6 +339,12 @@ pub struct EmbedderOptions {
     /// Base URL of the OpenAI-compatible API (else `OPENAI_BASE_URL`, else OpenAI's).
     #[arg(long, env = "QUIRE_OPENAI_BASE_URL")]
     pub openai_base_url: Option<String>,
+    /// OpenAI organisation to bill, sent with every request.
+    #[arg(long, env = "OPENAI_ORG_ID")]
+    pub openai_org_id: Option<String>,
+    /// OpenAI project to bill, sent with every request.
+    #[arg(long, env = "OPENAI_PROJECT_ID")]
+    pub openai_project_id: Option<String>,
     /// Embedding model name.
     #[arg(long, env = "QUIRE_EMBEDDING_MODEL")]
     pub embedding_model: Option<String>,
