@@ -138,6 +138,16 @@ pub enum ExtractError {
         /// The limit.
         limit: usize,
     },
+    /// A file is in an encoding the guard cannot check and no parser downstream reads (UTF-32).
+    #[error("{part} {path} is encoded in {encoding}, which is not supported (use UTF-8 or UTF-16)")]
+    UnsupportedEncoding {
+        /// Which kind of file.
+        part: Part,
+        /// Its name in the archive.
+        path: String,
+        /// The encoding its byte-order mark names.
+        encoding: String,
+    },
     /// The spine is empty: nothing to read.
     #[error("the spine is empty")]
     EmptySpine,
@@ -223,6 +233,7 @@ impl ExtractError {
             ExtractError::BadPackage { .. } => "bad_package",
             ExtractError::XmlEntities { .. } => "xml_entities",
             ExtractError::TooDeep { .. } => "too_deep",
+            ExtractError::UnsupportedEncoding { .. } => "unsupported_encoding",
             ExtractError::EmptySpine => "empty_spine",
             ExtractError::UndeclaredSpineItem { .. } => "undeclared_spine_item",
             ExtractError::PathEscape { .. } => "path_escape",

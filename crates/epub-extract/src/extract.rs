@@ -85,8 +85,9 @@ pub(crate) fn extract(bytes: &[u8], limits: &Limits, started: Instant) -> Result
                 ExtractError::MissingSpineItem { path }
             });
         };
-        xml_guard::guard(&chapter, Part::Chapter, &path, depth)?;
-        let markdown = text::tidy(&html::to_markdown(&converter, &decode(&chapter)), MAX_RUN_CHARS);
+        // Invalid UTF-8 becomes U+FFFD rather than losing the chapter.
+        let chapter = xml_guard::guard(&chapter, Part::Chapter, &path, depth)?;
+        let markdown = text::tidy(&html::to_markdown(&converter, &String::from_utf8_lossy(&chapter)), MAX_RUN_CHARS);
         if markdown.chars().any(|c| !c.is_whitespace()) {
             parts.push(markdown);
         }
@@ -105,20 +106,4 @@ pub(crate) fn extract(bytes: &[u8], limits: &Limits, started: Instant) -> Result
 fn metadata<R: std::io::Read + std::io::Seek>(doc: &EpubDoc<R>, property: &str) -> Option<String> {
     let value = doc.mdata(property)?.value.split_whitespace().collect::<Vec<_>>().join(" ");
     (!value.is_empty()).then_some(value)
-}
-
-/// Decodes a chapter: UTF-16 when it starts with a byte-order mark, UTF-8 otherwise (invalid
-/// sequences become U+FFFD rather than losing the chapter).
-fn decode(bytes: &[u8]) -> String {
-    match bytes {
-        [0xEF, 0xBB, 0xBF, rest @ ..] => String::from_utf8_lossy(rest).into_owned(),
-        [0xFF, 0xFE, rest @ ..] => utf16(rest, u16::from_le_bytes),
-        [0xFE, 0xFF, rest @ ..] => utf16(rest, u16::from_be_bytes),
-        _ => String::from_utf8_lossy(bytes).into_owned(),
-    }
-}
-
-fn utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> String {
-    let units: Vec<u16> = bytes.chunks_exact(2).map(|pair| unit([pair[0], pair[1]])).collect();
-    String::from_utf16_lossy(&units)
 }

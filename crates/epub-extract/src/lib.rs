@@ -12,7 +12,8 @@
 //! 1. [`prescan`](crate::prescan): the zip central directory alone — entry count, declared sizes,
 //!    compression ratio, duplicate and escaping names. Nothing is inflated.
 //! 2. `package`: `container.xml`, the OPF, the NCX and `encryption.xml` are read by us and passed
-//!    through `xml_guard` (no `<!ENTITY` declarations, bounded nesting) before `epub` sees them;
+//!    through `xml_guard` (no `<!ENTITY` declarations, bounded nesting, checked in UTF-8 after
+//!    transcoding UTF-16; UTF-32 refused) before `epub` sees them;
 //!    the `full-path` values that make `epub` panic are refused.
 //! 3. `epub` parses the package; each spine item's bytes are guarded again before htmd converts
 //!    them, on a thread with a 64 MiB stack, inside `catch_unwind` as a last line of defence.
@@ -30,6 +31,7 @@
 //! assert_eq!(refused.code(), "not_zip");
 //! ```
 
+mod encoding;
 mod error;
 mod extract;
 mod html;

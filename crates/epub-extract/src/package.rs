@@ -9,8 +9,9 @@
 //! an obfuscated chapter is unreadable too). Resources outside the spine (fonts, images) may be
 //! encrypted or obfuscated with any algorithm: the book's text is unaffected, so it is accepted.
 //!
-//! Every file read here has passed [`xml_guard::guard`] first, and is only tokenized, never
-//! handed to an XML parser.
+//! Every file read here has passed [`xml_guard::guard`] first, and only the UTF-8 text it returns
+//! is tokenized (a UTF-16 package document read as bytes would hide its NCX reference, and so
+//! the NCX, from the guard); nothing here is handed to an XML parser.
 
 use std::path::Path;
 
@@ -27,7 +28,7 @@ pub(crate) fn rootfile(archive: &mut Archive<'_>, max_depth: usize) -> Result<St
         Some(Err(reason)) => return Err(ExtractError::BadContainer { reason: format!("cannot be read: {reason}") }),
         Some(Ok(bytes)) => bytes,
     };
-    xml_guard::guard(&bytes, Part::Container, CONTAINER, max_depth)?;
+    let bytes = xml_guard::guard(&bytes, Part::Container, CONTAINER, max_depth)?;
     // Mirror epub: the first `rootfile` element in document order is the one it uses.
     let rootfile = Tokenizer::new(&bytes).find_map(|token| match token {
         Token::Start(tag) | Token::Empty(tag) if tag.local_name() == b"rootfile" => Some(tag),
@@ -79,7 +80,7 @@ pub(crate) fn guard_package(
         Some(Err(reason)) => return Err(ExtractError::BadPackage { path: opf_path.to_owned(), reason }),
         None => return Err(ExtractError::MissingPackage { path: opf_path.to_owned() }),
     };
-    xml_guard::guard(&opf, Part::Package, opf_path, max_depth)?;
+    let opf = xml_guard::guard(&opf, Part::Package, opf_path, max_depth)?;
 
     let mut shape = PackageShape::default();
     let mut toc_id = None;
@@ -125,7 +126,7 @@ pub(crate) struct Encrypted {
 pub(crate) fn encrypted_resources(archive: &mut Archive<'_>, max_depth: usize) -> Result<Vec<Encrypted>, ExtractError> {
     const ENCRYPTION: &str = "META-INF/encryption.xml";
     let Some(Ok(bytes)) = archive.read(ENCRYPTION) else { return Ok(Vec::new()) };
-    xml_guard::guard(&bytes, Part::Encryption, ENCRYPTION, max_depth)?;
+    let bytes = xml_guard::guard(&bytes, Part::Encryption, ENCRYPTION, max_depth)?;
     let mut out = Vec::new();
     let mut algorithm: Option<String> = None;
     for token in Tokenizer::new(&bytes) {

@@ -4,17 +4,28 @@
 //! stack on deep input; the `xml` parser inside `epub` would honour entity declarations. So every
 //! container, package document, NCX and chapter first goes through [`guard`], which refuses
 //! internal-subset `<!ENTITY` declarations and nesting deeper than the limit, in one linear pass
-//! that allocates nothing. The same [`Tokenizer`] also serves the few places where we read
+//! over the file's UTF-8 text (a UTF-16 file is transcoded first, the one allocation). The same [`Tokenizer`] also serves the few places where we read
 //! attributes ourselves (container.xml, encryption.xml, the spine's NCX reference).
 //!
 //! The scanner is deliberately forgiving (unbalanced end tags saturate at zero, HTML void elements
 //! written without `/>` do not nest) so that it never refuses a book html5ever would read shallowly.
 
+use std::borrow::Cow;
+
+use crate::encoding;
 use crate::error::{ExtractError, Part};
 
-/// Refuses entity declarations and nesting deeper than `max_depth`.
-pub(crate) fn guard(bytes: &[u8], part: Part, path: &str, max_depth: usize) -> Result<(), ExtractError> {
-    let mut tokens = Tokenizer::new(bytes);
+/// Refuses entity declarations and nesting deeper than `max_depth`, in the file's text as UTF-8
+/// (see [`encoding`](crate::encoding)). Returns that text: whatever reads the file next reads the
+/// bytes that were checked.
+pub(crate) fn guard<'a>(
+    bytes: &'a [u8],
+    part: Part,
+    path: &str,
+    max_depth: usize,
+) -> Result<Cow<'a, [u8]>, ExtractError> {
+    let text = encoding::utf8(bytes, part, path)?;
+    let mut tokens = Tokenizer::new(&text);
     let mut depth = 0usize;
     let mut deepest = 0usize;
     for token in &mut tokens {
@@ -36,7 +47,7 @@ pub(crate) fn guard(bytes: &[u8], part: Part, path: &str, max_depth: usize) -> R
     if deepest > max_depth {
         return Err(ExtractError::TooDeep { part, path: path.to_owned(), depth: deepest, limit: max_depth });
     }
-    Ok(())
+    Ok(text)
 }
 
 /// HTML elements that never have content, so `<br>` (without `/>`) does not open a level.
@@ -333,7 +344,7 @@ mod tests {
         match guard(input.as_bytes(), Part::Chapter, "x", limit) {
             Err(ExtractError::TooDeep { depth, .. }) => Some(depth),
             Err(other) => panic!("unexpected {other}"),
-            Ok(()) => None,
+            Ok(_) => None,
         }
     }
 

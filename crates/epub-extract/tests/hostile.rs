@@ -158,3 +158,51 @@ fn exhausted_time_budget_is_refused() {
         "{error}"
     );
 }
+
+// Regressions: the guard scanned bytes for ASCII markup, so a file in UTF-16, which the `epub`
+// crate's XML parser and the chapter conversion both decode, carried its markup past it unseen.
+
+#[test]
+fn billion_laughs_in_a_utf16_package_document_is_refused() {
+    let error = refused(&hostile::utf16_billion_laughs_opf());
+    assert_eq!(error, ExtractError::XmlEntities { part: Part::Package, path: "OEBPS/content.opf".into() });
+}
+
+#[test]
+fn a_utf16_package_document_does_not_hide_its_ncx_from_the_guard() {
+    let error = refused(&hostile::utf16_opf_with_billion_laughs_ncx());
+    assert_eq!(error, ExtractError::XmlEntities { part: Part::Ncx, path: "OEBPS/toc.ncx".into() });
+}
+
+#[test]
+fn deep_nesting_in_a_utf16_chapter_is_refused_before_parsing() {
+    let error = refused(&hostile::utf16_deep_nesting(1_000));
+    assert_eq!(
+        error,
+        ExtractError::TooDeep { part: Part::Chapter, path: "OEBPS/ch1.xhtml".into(), depth: 1_003, limit: 256 }
+    );
+}
+
+#[test]
+fn a_utf16_chapter_is_read() {
+    let book = extract_bytes(&hostile::utf16_chapter(), &Limits::default()).unwrap();
+    assert!(book.markdown.contains("Ordinary text, read from UTF-16: é."), "{}", book.markdown);
+}
+
+#[test]
+fn a_utf32_chapter_is_refused_by_name() {
+    let error = refused(&hostile::utf32_chapter());
+    assert_eq!(
+        error,
+        ExtractError::UnsupportedEncoding {
+            part: Part::Chapter,
+            path: "OEBPS/ch1.xhtml".into(),
+            encoding: "UTF-32LE".into()
+        }
+    );
+    assert_eq!(error.code(), "unsupported_encoding");
+    assert_eq!(
+        error.to_string(),
+        "chapter OEBPS/ch1.xhtml is encoded in UTF-32LE, which is not supported (use UTF-8 or UTF-16)"
+    );
+}

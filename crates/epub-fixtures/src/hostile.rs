@@ -239,3 +239,68 @@ pub fn missing_spine_item() -> Vec<u8> {
     replace(&mut entries, "OEBPS/content.opf", opf);
     zip_entries(&entries)
 }
+
+/// `text` as UTF-16LE after its byte-order mark: the form in which a byte-level scan for ASCII
+/// markup sees none, while the `epub` crate's XML parser and the chapter conversion read it all.
+fn utf16le(text: &str) -> Vec<u8> {
+    [0xFF, 0xFE].into_iter().chain(text.encode_utf16().flat_map(u16::to_le_bytes)).collect()
+}
+
+/// [`billion_laughs_opf`] with its package document in UTF-16 (byte-order mark, `encoding="UTF-16"`).
+pub fn utf16_billion_laughs_opf() -> Vec<u8> {
+    let spec = text_spec("UTF-16 Billion Laughs");
+    let opf = package_document(&spec)
+        .replacen("encoding=\"UTF-8\"", "encoding=\"UTF-16\"", 1)
+        .replacen("?>\n", &format!("?>\n{BILLION_LAUGHS_DTD}"), 1)
+        .replace("<dc:title>UTF-16 Billion Laughs</dc:title>", "<dc:title>&lol9;</dc:title>");
+    let mut entries = book_entries(&spec);
+    replace(&mut entries, "OEBPS/content.opf", utf16le(&opf));
+    zip_entries(&entries)
+}
+
+/// An EPUB 2 book whose package document is in UTF-16 and whose NCX (`OEBPS/toc.ncx`, UTF-8)
+/// holds the billion-laughs DTD: read as bytes, the package document names no NCX to guard.
+pub fn utf16_opf_with_billion_laughs_ncx() -> Vec<u8> {
+    let mut spec = text_spec("UTF-16 Package, Hostile NCX");
+    spec.version = crate::spec::EpubVersion::Epub2;
+    let opf = package_document(&spec).replacen("encoding=\"UTF-8\"", "encoding=\"UTF-16\"", 1);
+    let mut entries = book_entries(&spec);
+    let ncx = String::from_utf8(entries.iter().find(|e| e.name == "OEBPS/toc.ncx").expect("an NCX").data.clone())
+        .expect("the NCX is UTF-8")
+        .replacen("?>\n", &format!("?>\n{BILLION_LAUGHS_DTD}"), 1)
+        .replacen("<text>UTF-16 Package, Hostile NCX</text>", "<text>&lol9;</text>", 1);
+    replace(&mut entries, "OEBPS/content.opf", utf16le(&opf));
+    replace(&mut entries, "OEBPS/toc.ncx", ncx);
+    zip_entries(&entries)
+}
+
+/// [`deep_nesting`] with the chapter in UTF-16.
+pub fn utf16_deep_nesting(levels: usize) -> Vec<u8> {
+    let raw = format!("{}<p>deep</p>{}", "<div>".repeat(levels), "</div>".repeat(levels));
+    let spec = small_spec("UTF-16 Deep Nesting", vec![Block::Raw(raw)]);
+    let chapter = utf16le(&chapter_document(&spec, &spec.chapters[0]));
+    let mut entries = book_entries(&spec);
+    replace(&mut entries, "OEBPS/ch1.xhtml", chapter);
+    zip_entries(&entries)
+}
+
+/// A readable book whose only chapter is in UTF-16 (with a byte-order mark): legal, and read.
+pub fn utf16_chapter() -> Vec<u8> {
+    let spec = small_spec("UTF-16 Chapter", vec![Block::Paragraph("Ordinary text, read from UTF-16: é.".into())]);
+    let chapter = utf16le(&chapter_document(&spec, &spec.chapters[0]));
+    let mut entries = book_entries(&spec);
+    replace(&mut entries, "OEBPS/ch1.xhtml", chapter);
+    zip_entries(&entries)
+}
+
+/// A book whose only chapter is in UTF-32LE (with its byte-order mark), which no reader of the
+/// book decodes.
+pub fn utf32_chapter() -> Vec<u8> {
+    let spec = text_spec("UTF-32 Chapter");
+    let text = chapter_document(&spec, &spec.chapters[0]);
+    let chapter: Vec<u8> =
+        [0xFF, 0xFE, 0x00, 0x00].into_iter().chain(text.chars().flat_map(|c| u32::from(c).to_le_bytes())).collect();
+    let mut entries = book_entries(&spec);
+    replace(&mut entries, "OEBPS/ch1.xhtml", chapter);
+    zip_entries(&entries)
+}

@@ -102,6 +102,11 @@ fn every_hostile_builder_produces_bytes() {
         hostile::container_full_path_empty(),
         hostile::missing_container(),
         hostile::missing_spine_item(),
+        hostile::utf16_billion_laughs_opf(),
+        hostile::utf16_opf_with_billion_laughs_ncx(),
+        hostile::utf16_deep_nesting(1000),
+        hostile::utf16_chapter(),
+        hostile::utf32_chapter(),
     ] {
         assert!(!bytes.is_empty());
     }
