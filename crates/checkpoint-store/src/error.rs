@@ -47,6 +47,14 @@ pub enum StoreError {
     /// Migrations could not be applied.
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The lock that lets one process at a time migrate an SQLite file could not be taken.
+    #[error("cannot lock {} to migrate the database: {source}", path.display())]
+    MigrationLock {
+        /// The lock file, beside the database.
+        path: std::path::PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -12,11 +12,12 @@
 //! (each method a transaction of the queue), which is why it runs past 500 lines.
 
 mod documents;
+mod migration_lock;
 mod sql;
 mod terms;
 mod vectors;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,7 @@ use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::recovery;
 use crate::retry_policy::RetryPolicy;
 use crate::rows::{CountRow, HeldJobRow, JobRow, LeaseRow, convert_all};
+use migration_lock::MigrationLock;
 
 /// The migrations of the SQLite schema, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -84,6 +86,8 @@ pub struct SqliteStore {
     retry_policy: RetryPolicy,
     /// The nearest-neighbour indexes: caches of `embedding_cache`, shared by the store's clones.
     indexes: Arc<InProcessIndexes>,
+    /// The database file, beside which migrations are locked (`None`: in memory).
+    file: Option<PathBuf>,
 }
 
 impl SqliteStore {
@@ -133,24 +137,37 @@ impl SqliteStore {
 
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub async fn open(path: impl AsRef<Path>, options: StoreOptions) -> StoreResult<SqliteStore> {
-        Self::open_with(SqliteConnectOptions::new().filename(path), options).await
+        let path = path.as_ref();
+        Self::open_with(SqliteConnectOptions::new().filename(path), Some(path.to_path_buf()), options).await
     }
 
     /// Opens the database named by a `sqlite://PATH` URL (see [`SqliteStore::open`]).
     pub async fn open_url(url: &str, options: StoreOptions) -> StoreResult<SqliteStore> {
-        Self::open_with(SqliteConnectOptions::from_str(url)?, options).await
+        let connect = SqliteConnectOptions::from_str(url)?;
+        let file = (!migration_lock::is_in_memory(url)).then(|| connect.get_filename().to_path_buf());
+        Self::open_with(connect, file, options).await
     }
 
-    async fn open_with(connect: SqliteConnectOptions, options: StoreOptions) -> StoreResult<SqliteStore> {
+    /// `file` is the database file, for the lock that serialises creating and migrating it
+    /// between processes (`None` for an in-memory database).
+    async fn open_with(
+        connect: SqliteConnectOptions,
+        file: Option<PathBuf>,
+        options: StoreOptions,
+    ) -> StoreResult<SqliteStore> {
         let connect = connect
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
+        // Creating the file and switching it to WAL are part of what another process must not
+        // do at the same time, so the lock is taken before the first connection.
+        let lock = MigrationLock::acquire_for(file.as_deref()).await?;
         let writer =
             SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(connect.clone()).await?;
         MIGRATOR.run(&writer).await?;
+        drop(lock);
         let reader = SqlitePoolOptions::new()
             .max_connections(options.readers.max(1))
             .connect_with(connect.read_only(true))
@@ -161,6 +178,7 @@ impl SqliteStore {
             clock: options.clock,
             retry_policy: options.retry_policy,
             indexes: Arc::new(InProcessIndexes::new(options.vector_snapshots)),
+            file,
         };
         store.bring_term_index_up_to_date().await?;
         Ok(store)
@@ -169,7 +187,9 @@ impl SqliteStore {
     /// Applies pending migrations and brings the term index up to date (also done by `open`);
     /// applying twice is a no-op.
     pub async fn migrate(&self) -> StoreResult<()> {
+        let lock = MigrationLock::acquire_for(self.file.as_deref()).await?;
         MIGRATOR.run(&self.writer).await?;
+        drop(lock);
         self.bring_term_index_up_to_date().await
     }
 
