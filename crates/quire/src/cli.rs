@@ -101,7 +101,8 @@ pub enum Command {
     /// Run a worker: lease jobs and process them until stopped (SIGTERM or Ctrl-C).
     ///
     /// Serves Prometheus metrics on `/metrics` and a health check on `/healthz` at
-    /// --metrics-addr (127.0.0.1:9464 unless set to `off`).
+    /// --metrics-addr (127.0.0.1:9464 unless set; the next free port when a second worker on
+    /// the same machine finds it taken; `off` for none).
     #[command(after_help = "Examples:
   quire worker
   quire worker --concurrency 4 --lease-ttl 2m
@@ -406,9 +407,10 @@ pub struct WorkerOptions {
     /// Name written to each leased job (default: host:pid).
     #[arg(long, env = "QUIRE_WORKER_NAME")]
     pub name: Option<String>,
-    /// Address of the `/metrics` and `/healthz` endpoint; `off` (or empty) disables it.
-    #[arg(long, env = "QUIRE_METRICS_ADDR", value_parser = parse_metrics_addr, default_value = "127.0.0.1:9464")]
-    pub metrics_addr: MetricsAddr,
+    /// Address of the `/metrics` and `/healthz` endpoint; `off` (or empty) disables it. Unset:
+    /// 127.0.0.1:9464, or the next free port when another worker on this machine holds it.
+    #[arg(long, env = "QUIRE_METRICS_ADDR", value_parser = parse_metrics_addr)]
+    pub metrics_addr: Option<MetricsAddr>,
     #[command(flatten)]
     pub embedder: EmbedderOptions,
 }
