@@ -317,6 +317,34 @@ fn processed_books_can_be_listed_connected_and_searched() {
 }
 
 #[test]
+fn titles_and_chunk_text_from_a_book_reach_the_terminal_without_control_characters() {
+    // XML admits the 8-bit CSI (U+009B) in a title; HTML keeps ESC in a chapter's text.
+    const CSI: char = '\u{9b}';
+    const ESC: char = '\u{1b}';
+    let env = Env::new();
+    let text = format!("{WHALE} {ESC}]0;owned{ESC}\\{ESC}[2J{CSI}31m");
+    let file = env.write("hostile.epub", &book(&format!("Red{CSI}31m Voyage"), &text));
+    let processed = env.cmd(&["process"]).arg(&file).output().expect("quire runs");
+    assert!(processed.status.success(), "{}", String::from_utf8_lossy(&processed.stderr));
+
+    // The book really carries them: the JSON, which escapes or quotes them, shows them.
+    let hits = env.json(&["search", "white whale harpoon", "--limit", "1", "--json"]);
+    assert!(hits[0]["text"].as_str().unwrap().contains(ESC), "{hits}");
+    assert!(env.status()["documents"][0]["title"].as_str().unwrap().contains(CSI));
+
+    let document = env.status()["documents"][0]["id"].as_str().unwrap().to_owned();
+    for args in [&["status"][..], &["search", "white whale harpoon"], &["jobs", "list"], &["connections", &document]] {
+        let output = env.cmd(args).output().expect("quire runs");
+        assert!(output.status.success(), "quire {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let shown = String::from_utf8_lossy(&output.stdout);
+        assert!(!shown.contains([ESC, CSI]), "quire {args:?} printed a control character: {shown:?}");
+    }
+    let shown = String::from_utf8_lossy(&processed.stdout);
+    assert!(shown.contains("Red31m Voyage"), "{shown}");
+    assert!(!shown.contains([ESC, CSI]), "quire process printed a control character: {shown:?}");
+}
+
+#[test]
 fn clean_dry_run_changes_nothing_and_clean_yes_requeues() {
     let env = Env::new();
     let file = env.write("sample.epub", &epub_fixtures::sample_book());

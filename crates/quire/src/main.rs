@@ -45,9 +45,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error}");
+            // An error can quote the book it is about (a reason, a name inside the archive).
+            eprintln!("error: {}", output::printable(&error.to_string()));
             for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("  caused by: {}", output::printable(&cause.to_string()));
             }
             ExitCode::FAILURE
         }

@@ -1,4 +1,13 @@
 //! Tables and JSON for the terminal.
+//!
+//! Much of what the commands print came in with a book: its title, its chunks' text, the reasons
+//! its jobs failed (which quote names from inside the archive). Such text passes through
+//! [`printable`] before it reaches a terminal, where an escape sequence could clear the screen,
+//! retitle the window, hide what follows or, on some terminals, type an answer back. Tables and
+//! excerpts apply it to every cell, so a command that prints through them need not remember to.
+//! JSON output needs none: serde escapes every control character.
+
+use std::borrow::Cow;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
@@ -9,9 +18,23 @@ pub fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_header(header);
     for row in rows {
-        table.add_row(row);
+        table.add_row(row.map(|cell| printable(&cell).into_owned()));
     }
     table
+}
+
+/// `text` without what a terminal would take for a command rather than text: control characters
+/// (C0, DEL, C1, which include ESC and the 8-bit CSI) and the bidirectional overrides and isolates
+/// (which reorder what follows them on screen). Newlines and tabs stay, for multi-line cells.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let is_terminal_control = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t') || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    if text.contains(is_terminal_control) {
+        Cow::Owned(text.chars().filter(|&c| !is_terminal_control(c)).collect())
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 /// Prints a value as pretty JSON.
@@ -27,7 +50,7 @@ pub fn or_dash<T: std::fmt::Display>(value: Option<T>) -> String {
 
 /// A one-line excerpt of at most `max` characters.
 pub fn excerpt(text: &str, max: usize) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat: String = printable(text).split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= max {
         flat
     } else {
@@ -71,4 +94,25 @@ pub fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_strips_terminal_escapes_and_control_characters() {
+        let hostile = "Title\u{1b}]0;owned\u{7}\u{1b}[2J\r\u{9b}31mred\u{7f}\u{202e}txt.exe\u{0}";
+        assert_eq!(printable(hostile), "Title]0;owned[2J31mredtxt.exe");
+        assert!(matches!(printable("plain\ttext\nwith é and 中文"), Cow::Borrowed("plain\ttext\nwith é and 中文")));
+    }
+
+    #[test]
+    fn tables_and_excerpts_print_no_escape_sequence() {
+        let cell = "\u{1b}[31mred\u{1b}[0m\nsecond line".to_owned();
+        let rendered = table(["text"], [[cell.clone()]]).to_string();
+        assert!(!rendered.contains('\u{1b}'), "{rendered:?}");
+        assert!(rendered.contains("[31mred[0m"), "{rendered:?}");
+        assert_eq!(excerpt(&cell, 80), "[31mred[0m second line");
+    }
 }

@@ -213,7 +213,7 @@ pub async fn run(
             work.ai_requests, work.embedding_cache_hits, work.extractions, work.chunkings
         );
         if let Some(error) = job.last_error.as_deref().filter(|_| !ok) {
-            println!("last error: {error}");
+            println!("last error: {}", crate::output::printable(error));
         }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -17,7 +17,7 @@ pub async fn run(global: &GlobalOptions, files: &[PathBuf], json: bool) -> anyho
             Ok(submission) => submissions.push(submission),
             Err(error) => {
                 failed = true;
-                eprintln!("error: {error}");
+                eprintln!("error: {}", crate::output::printable(&error.to_string()));
             }
         }
     }
