@@ -105,7 +105,7 @@ fn jaccard(a: &str, b: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hebrew_and_arabic_books_pair_the_same_passages_across_editions() {
-    let Some(corpus) = support::corpus() else { return };
+    let Some(corpus) = epub_fixtures::shared_corpus() else { return };
     for (file, language) in [("idpf_israelsailing.epub", "he"), ("idpf_regime-anticancer-arabic.epub", "ar")] {
         let rig = Rig::new(CountingEmbedder::new(64)).await;
         let bytes = std::fs::read(corpus.join("valid").join(file)).unwrap();

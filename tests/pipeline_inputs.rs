@@ -88,7 +88,7 @@ async fn awkward_but_readable_files_complete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_valid_corpus_book_processes_to_complete() {
-    let Some(corpus) = support::corpus() else { return };
+    let Some(corpus) = epub_fixtures::shared_corpus() else { return };
     let manifest = std::fs::read_to_string(corpus.join("valid/MANIFEST.tsv")).unwrap();
     let files: Vec<&str> =
         manifest.lines().skip(1).filter_map(|line| line.split('\t').next()).filter(|f| !f.is_empty()).collect();
@@ -104,7 +104,7 @@ async fn every_valid_corpus_book_processes_to_complete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_invalid_corpus_file_completes_or_fails_permanently_as_the_table_says() {
-    let Some(corpus) = support::corpus() else { return };
+    let Some(corpus) = epub_fixtures::shared_corpus() else { return };
     let table = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../epub-extract/tests/invalid-corpus-expectations.tsv"),
     )

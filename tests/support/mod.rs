@@ -184,19 +184,3 @@ pub fn skip_notice(message: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "{message}");
 }
-
-/// The shared corpus of real books (`shared/corpus/`, beside the checkout). Absent: the corpus
-/// tests are skipped with a notice, except under `CI=true`, where CI has it, so they must run.
-pub fn corpus() -> Option<std::path::PathBuf> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").map_or(true, |ci| ci != "true"),
-        "CI=true but {} is absent: the corpus tests must run in CI",
-        dir.display()
-    );
-    skip_notice(&format!("notice: {} is absent; skipping the corpus tests", dir.display()));
-    None
-}

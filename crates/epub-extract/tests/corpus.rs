@@ -3,23 +3,9 @@
 //! it, an absent corpus fails.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use epub_extract::{Limits, extract_file};
-
-fn corpus_dir() -> Option<PathBuf> {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus"));
-    if dir.is_dir() {
-        return Some(dir.to_path_buf());
-    }
-    assert!(
-        std::env::var("CI").map_or(true, |ci| ci != "true"),
-        "CI=true but {} is absent: the corpus tests must run in CI",
-        dir.display()
-    );
-    skip_notice(&format!("notice: no corpus at {}; corpus tests skipped", dir.display()));
-    None
-}
 
 /// Rows of a TSV file (after its header line), comments skipped.
 fn tsv_rows(path: &Path) -> Vec<Vec<String>> {
@@ -43,7 +29,7 @@ fn epub_files(dir: &Path) -> Vec<String> {
 
 #[test]
 fn every_valid_book_extracts_with_its_manifest_title() {
-    let Some(corpus) = corpus_dir() else { return };
+    let Some(corpus) = epub_fixtures::shared_corpus() else { return };
     let dir = corpus.join("valid");
     let titles: HashMap<String, String> =
         tsv_rows(&dir.join("MANIFEST.tsv")).into_iter().map(|row| (row[0].clone(), row[8].clone())).collect();
@@ -61,7 +47,7 @@ fn every_valid_book_extracts_with_its_manifest_title() {
 
 #[test]
 fn every_invalid_file_is_accepted_or_rejected_as_the_table_says() {
-    let Some(corpus) = corpus_dir() else { return };
+    let Some(corpus) = epub_fixtures::shared_corpus() else { return };
     let dir = corpus.join("invalid");
     let table = tsv_rows(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/invalid-corpus-expectations.tsv")));
     let expected: HashMap<String, (String, String)> =
@@ -94,11 +80,4 @@ fn every_invalid_file_is_accepted_or_rejected_as_the_table_says() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-/// Prints a skip notice past the test harness's output capture, so that a skipped suite is
-/// visible in a plain `cargo test` run.
-fn skip_notice(message: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{message}");
 }

@@ -6,6 +6,7 @@
 //! chapters and generated PNG images. [`sample_book`], [`sample_book_with_image`] and
 //! [`epub2_book`] are the standard fixtures; [`corpus_of`] makes many distinct books sharing
 //! vocabulary; the [`hostile`] module makes zip bombs, entity bombs, path traversal and the like.
+//! [`shared_corpus`] finds the real books beside the checkout, for the tests that read them.
 //!
 //! **Design choice: output is deterministic.** Every entry carries the same fixed timestamp, so
 //! the same spec always yields the same bytes. The generated fixtures are committed under
@@ -24,6 +25,7 @@
 //! ])));
 //! ```
 
+mod corpus;
 pub mod hostile;
 mod package;
 mod png;
@@ -33,6 +35,7 @@ mod spec;
 
 use std::path::Path;
 
+pub use corpus::shared_corpus;
 pub use package::{CONTAINER_XML, Entry, book_entries, build_epub, chapter_document, package_document, zip_entries};
 pub use png::tiny_png;
 pub use samples::{
