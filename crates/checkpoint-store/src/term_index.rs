@@ -5,11 +5,10 @@
 //! transaction as the chunk and gone with it:
 //!
 //! - SQLite: a contentless FTS5 table `chunk_terms` keyed by the chunk's rowid, tokenised on spaces
-//!   only (`ascii`: every non-ASCII character belongs to a token), a `WITHOUT ROWID` b-tree
-//!   `chunk_term_postings` (term, rowid) that the search reads (fts5vocab's `instance` table
-//!   decodes the same postings from FTS5's doclists at three times the cost), and a table
-//!   `chunk_term_counts` for the document frequencies. Triggers keep all three from the chunk's
-//!   stored term vector whenever a chunk is inserted, reindexed or deleted;
+//!   only (`ascii`: every non-ASCII character belongs to a token), with an `fts5vocab` table for
+//!   the postings, and a table `chunk_term_counts` for the document frequencies (a seek per term,
+//!   where fts5vocab counts a term's whole doclist). Triggers keep both from the chunk's stored
+//!   term vector whenever a chunk is inserted, reindexed or deleted;
 //! - PostgreSQL: a `tsvector` column `chunks.terms` built with `array_to_tsvector` (no parser, no
 //!   dictionary) with a GIN index, `chunks.seq` as the chunk's key, and two tables kept by the
 //!   store in the same transaction as the chunks: `chunk_term_postings` (term, chunk seq), read
@@ -249,9 +248,8 @@ impl TermCounts {
 }
 
 /// The shape of what the index keeps beside the term rules' edition; change it with any change
-/// to what a rebuild writes. `vectors-1`: each chunk's term vector is stored beside it;
-/// `postings-1`: SQLite's postings b-tree.
-const LAYOUT: &str = "vectors-1 postings-1";
+/// to what a rebuild writes. `vectors-1`: each chunk's term vector is stored beside it.
+const LAYOUT: &str = "vectors-1";
 
 /// What an index records it was built under: the term rules' edition and the index's layout.
 pub(crate) fn index_edition() -> String {

@@ -214,11 +214,10 @@ async fn an_index_of_another_edition_or_none_is_rebuilt_when_the_store_opens() {
         // chunks without term vectors), and as another edition of the term rules leaves it.
         let (forget, older, other_rules): (&'static str, &'static str, &'static str) = match h.backend {
             Backend::Sqlite(_) => (
-                "INSERT INTO chunk_terms (chunk_terms) VALUES ('delete-all'); DELETE FROM chunk_term_postings; \
-                 DELETE FROM term_index_edition;",
+                "INSERT INTO chunk_terms (chunk_terms) VALUES ('delete-all'); DELETE FROM term_index_edition;",
                 "DELETE FROM chunk_term_vectors; UPDATE term_index_edition SET edition = 'terms-1';",
-                "INSERT INTO chunk_terms (chunk_terms) VALUES ('delete-all'); DELETE FROM chunk_term_postings; \
-                 UPDATE chunk_term_counts SET chunks = 99; UPDATE term_index_edition SET edition = 'terms-0';",
+                "INSERT INTO chunk_terms (chunk_terms) VALUES ('delete-all'); UPDATE chunk_term_counts SET chunks = 99; \
+                 UPDATE term_index_edition SET edition = 'terms-0';",
             ),
             Backend::Postgres(_) => (
                 "UPDATE chunks SET terms = ''; DELETE FROM chunk_term_counts; DELETE FROM chunk_term_postings; \

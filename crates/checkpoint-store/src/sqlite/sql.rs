@@ -272,11 +272,10 @@ pub const CHUNK_VIEWS_BY_ID: &str = "SELECT c.id AS chunk_id, c.document_id, d.t
      c.chunk_index, c.heading_path, c.text \
      FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN (SELECT value FROM json_each(?1))";
 
-// The term index (FTS5 and a postings b-tree; see crates/checkpoint-store/src/term_index.rs).
+// The term index (FTS5; see crates/checkpoint-store/src/term_index.rs).
 
 /// One JSON array of `[chunk id, term vector]` pairs in ?1; the chunks must exist and have no
-/// vector yet. The triggers of migration 0007 index the vectors (full-text index, postings and
-/// counts).
+/// vector yet. The triggers of migration 0006 index the vectors (full-text index and counts).
 pub const INSERT_TERM_VECTORS: &str = "INSERT INTO chunk_term_vectors (chunk, term_vector) \
      SELECT c.rowid, json_extract(t.value, '$[1]') FROM json_each(?1) t \
      JOIN chunks c ON c.id = json_extract(t.value, '$[0]')";
@@ -285,9 +284,6 @@ pub const INSERT_TERM_VECTORS: &str = "INSERT INTO chunk_term_vectors (chunk, te
 pub const CHUNK_TERM_VECTORS: &str = "SELECT c.id, v.term_vector, CASE WHEN v.term_vector IS NULL THEN c.text END \
      FROM chunks c LEFT JOIN chunk_term_vectors v ON v.chunk = c.rowid \
      WHERE c.id IN (SELECT value FROM json_each(?1))";
-
-/// Empties the postings at once, rather than a seek per term through the vectors' trigger.
-pub const CLEAR_TERM_POSTINGS: &str = "DELETE FROM chunk_term_postings";
 
 /// Empties the term index through its triggers (vectors, full-text rows and counts alike).
 pub const CLEAR_TERM_VECTORS: &str = "DELETE FROM chunk_term_vectors";
@@ -320,11 +316,12 @@ fn parameter_list(count: usize) -> String {
 }
 
 /// `(term, rowids)` for each of `count` terms, bound as ?1…?count: the rowids of the chunks
-/// containing it, comma-separated, from the postings b-tree in key order. One row per term, not
+/// containing it, comma-separated. A list of parameters, not `json_each`: fts5vocab seeks each
+/// value of a literal `IN` list, but scans the whole index for a subquery. One row per term, not
 /// per posting: a row costs the driver a microsecond, several times what SQLite spends on it.
 pub fn term_postings(count: usize) -> String {
     format!(
-        "SELECT term, group_concat(chunk) FROM chunk_term_postings WHERE term IN ({}) GROUP BY term",
+        "SELECT term, group_concat(doc) FROM chunk_term_postings WHERE term IN ({}) GROUP BY term",
         parameter_list(count)
     )
 }

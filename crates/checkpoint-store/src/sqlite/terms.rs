@@ -1,6 +1,5 @@
-//! The term index on SQLite: a contentless FTS5 table under the chunks' rowids, a b-tree of
-//! postings (term, rowid) and a table of document frequencies, all kept by triggers from each
-//! chunk's stored term vector.
+//! The term index on SQLite: a contentless FTS5 table under the chunks' rowids and a table of
+//! document frequencies, both kept by triggers from each chunk's stored term vector.
 
 use async_trait::async_trait;
 use sqlx::{Sqlite, Transaction};
@@ -15,7 +14,7 @@ use crate::term_index::{
 const TERMS_PER_STATEMENT: usize = 500;
 
 /// Stores chunks' term vectors, computed from their text, inside the transaction that inserted
-/// the chunks (or rebuilds the index); the triggers of migration 0007 index them.
+/// the chunks (or rebuilds the index); the triggers of migration 0006 index them.
 pub(super) async fn index_chunks<'a>(
     tx: &mut Transaction<'static, Sqlite>,
     chunks: impl Iterator<Item = (&'a str, &'a str)>,
@@ -44,7 +43,6 @@ impl SqliteStore {
         }
         // The vectors first, so that their triggers remove what they indexed; then whatever an
         // index without vectors (an older layout) left.
-        sqlx::query(sql::CLEAR_TERM_POSTINGS).execute(&mut *tx).await?;
         sqlx::query(sql::CLEAR_TERM_VECTORS).execute(&mut *tx).await?;
         sqlx::query(sql::CLEAR_TERM_INDEX).execute(&mut *tx).await?;
         sqlx::query(sql::CLEAR_TERM_COUNTS).execute(&mut *tx).await?;
