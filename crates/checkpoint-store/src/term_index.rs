@@ -5,10 +5,13 @@
 //! transaction as the chunk and gone with it:
 //!
 //! - SQLite: a contentless FTS5 table `chunk_terms` keyed by the chunk's rowid, tokenised on spaces
-//!   only (`ascii`: every non-ASCII character belongs to a token), with an `fts5vocab` table for
-//!   the postings, and a table `chunk_term_counts` for the document frequencies (a seek per term,
-//!   where fts5vocab counts a term's whole doclist). Triggers keep both from the chunk's stored
-//!   term vector whenever a chunk is inserted, reindexed or deleted;
+//!   only (`ascii`: every non-ASCII character belongs to a token), whose postings are read with
+//!   one `MATCH` per term, and a table `chunk_term_counts` for the document frequencies (a seek
+//!   per term, where fts5vocab counts a term's whole doclist). Triggers keep both from the
+//!   chunk's stored term vector whenever a chunk is inserted, reindexed or deleted. FTS5 buffers
+//!   new postings and merges its segments, so storing a book stays cheap in a large library; a
+//!   plain `(term, chunk)` b-tree read postings faster but cost a random page write per posting
+//!   (BENCHMARKS.md);
 //! - PostgreSQL: a `tsvector` column `chunks.terms` built with `array_to_tsvector` (no parser, no
 //!   dictionary) with a GIN index, `chunks.seq` as the chunk's key, and two tables kept by the
 //!   store in the same transaction as the chunks: `chunk_term_postings` (term, chunk seq), read

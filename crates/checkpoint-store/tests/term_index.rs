@@ -289,3 +289,31 @@ async fn concurrent_reprocessing_of_documents_sharing_terms_keeps_the_counts_exa
         assert!(distinct.contains("round1") && !distinct.contains("round0"));
     }
 }
+
+#[tokio::test]
+async fn every_indexed_term_is_found_even_those_that_read_as_query_syntax() {
+    // FTS5 reads NEAR, AND, OR and NOT as operators, `*` as a prefix and `^` as an anchor; a
+    // term must be looked up as itself whatever it spells, and a term of many kinds at once.
+    const TEXTS: &[&str] = &[
+        "near the whaling station in 1851",
+        "not a whale, nor a leviathan: a 2nd mate",
+        "and or not near",
+        "東京 ﬁsh café naïve straße",
+    ];
+    for h in backends().await {
+        let (documents, _) = library(&h, &[TEXTS]).await;
+        let asked: BTreeSet<String> = TEXTS.iter().flat_map(|text| terms::distinct_terms(text)).collect();
+        let queries: Vec<Vec<(String, f32)>> = asked.iter().map(|term| vec![(term.clone(), 1.0)]).collect();
+        let found = h.terms.chunks_sharing_terms(&queries, 10).await.unwrap();
+        for (term, found) in asked.iter().zip(&found) {
+            let expected: BTreeSet<String> = TEXTS
+                .iter()
+                .enumerate()
+                .filter(|(_, text)| terms::distinct_terms(text).contains(term))
+                .map(|(index, _)| format!("{}-c{index}", documents[0]))
+                .collect();
+            let found: BTreeSet<String> = found.iter().cloned().collect();
+            assert_eq!(found, expected, "{}: {term:?}", h.name);
+        }
+    }
+}

