@@ -47,8 +47,10 @@ pub(crate) fn encode_term_vector(vector: &[(String, u32)]) -> String {
 /// The term vector [`encode_term_vector`] wrote, sorted by term; a term named twice is corrupt.
 pub(crate) fn decode_term_vector(json: &str) -> StoreResult<Vec<(String, u32)>> {
     let corrupt = |reason: String| StoreError::Corrupt(format!("term vector: {reason}"));
-    let mut vector: Vec<(String, u32)> =
-        serde_json::from_str::<TermVectorJson>(json).map_err(|e| corrupt(e.to_string()))?.0;
+    let mut vector: Vec<(String, u32)> = match decode_term_vector_as_written(json) {
+        Some(vector) => vector,
+        None => serde_json::from_str::<TermVectorJson>(json).map_err(|e| corrupt(e.to_string()))?.0,
+    };
     if !vector.is_sorted_by(|a, b| a.0 < b.0) {
         vector.sort_unstable();
         if let Some(pair) = vector.windows(2).find(|pair| pair[0].0 == pair[1].0) {
@@ -56,6 +58,32 @@ pub(crate) fn decode_term_vector(json: &str) -> StoreResult<Vec<(String, u32)>> 
         }
     }
     Ok(vector)
+}
+
+/// The pairs of a term vector exactly as [`encode_term_vector`] writes it (`{"term":count,…}`:
+/// no whitespace, no escapes, decimal counts), read without a JSON parser: a candidate round reads
+/// tens of thousands of vectors, and serde's map visitor cost twice this. Anything else (escapes,
+/// whitespace, another shape) is `None`, and the caller parses it as JSON.
+fn decode_term_vector_as_written(json: &str) -> Option<Vec<(String, u32)>> {
+    let mut rest = json.strip_prefix('{')?.strip_suffix('}')?;
+    // A term is at least one character, with its quotes, colon and count at least five bytes.
+    let mut pairs = Vec::with_capacity(rest.len() / 8);
+    while !rest.is_empty() {
+        rest = rest.strip_prefix('"')?;
+        let (term, after) = rest.split_once('"')?;
+        if term.contains(|c: char| c == '\\' || c.is_control()) {
+            return None;
+        }
+        let after = after.strip_prefix(':')?;
+        let digits = after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len());
+        let count: u32 = after[..digits].parse().ok()?;
+        pairs.push((term.to_owned(), count));
+        rest = &after[digits..];
+        if !rest.is_empty() {
+            rest = rest.strip_prefix(',').filter(|next| !next.is_empty())?;
+        }
+    }
+    Some(pairs)
 }
 
 /// A JSON object read into its (key, value) pairs in the order written, without a map between.
@@ -138,6 +166,32 @@ mod tests {
         assert_eq!(json, r#"{"harpoon":2,"whale":3,"東京":1}"#);
         assert_eq!(decode_term_vector(&json).unwrap(), vector);
         assert_eq!(decode_term_vector("{}").unwrap(), []);
+    }
+
+    #[test]
+    fn the_written_shape_reads_as_json_would_and_anything_else_goes_to_the_json_parser() {
+        let written =
+            encode_term_vector(&[("a".to_owned(), 1), ("whale".to_owned(), 4_000_000), ("東京".to_owned(), 7)]);
+        let json_read = |text: &str| serde_json::from_str::<TermVectorJson>(text).ok().map(|pairs| pairs.0);
+        assert_eq!(decode_term_vector_as_written(&written), json_read(&written));
+        assert_eq!(decode_term_vector_as_written("{}"), Some(vec![]));
+        for other in [
+            r#"{"a\"b":1}"#,
+            r#"{ "a": 1 }"#,
+            r#"{"a":1,}"#,
+            r#"{"a":-1}"#,
+            r#"{"a":1.5}"#,
+            r#"{"a":99999999999}"#,
+            r#"{"a"}"#,
+            r#"{"a":1"#,
+            "{\"a\u{1}\":1}",
+            "[1]",
+            "",
+        ] {
+            assert_eq!(decode_term_vector_as_written(other), None, "{other}");
+        }
+        // Those the JSON parser accepts still decode to the same pairs.
+        assert_eq!(decode_term_vector(r#"{ "a\"b": 2 }"#).unwrap(), [("a\"b".to_owned(), 2)]);
     }
 
     #[test]
