@@ -706,3 +706,15 @@ fn settings_read_from_the_environment_are_options_shown_in_help_and_accepted_in_
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("organisation"), "{refused:?}");
 }
+
+#[test]
+fn a_worker_refuses_settings_under_which_it_would_lose_healthy_leases() {
+    let env = Env::new();
+    let stderr = env.fails(&["worker", "--lease-ttl", "10s", "--heartbeat-interval", "20s", "--metrics-addr", "off"]);
+    assert!(stderr.contains("shorter than the lease"), "{stderr}");
+    let stderr = env.fails(&["worker", "--concurrency", "0", "--metrics-addr", "off"]);
+    assert!(stderr.contains("concurrency"), "{stderr}");
+    // The defaults shown are the worker's own.
+    let help = String::from_utf8(env.cmd(&["worker", "--help"]).output().unwrap().stdout).unwrap();
+    assert!(help.contains("[default: 1m]") && help.contains("[default: 500ms]"), "{help}");
+}

@@ -98,8 +98,8 @@ pub fn batching(options: &EmbedderOptions, service: Option<Arc<dyn BatchService>
         service,
         mode,
         threshold: options.batch_threshold,
-        poll_interval: options.batch_poll_interval,
-        max_poll_interval: defaults.max_poll_interval.max(options.batch_poll_interval),
+        poll_interval: options.batch_poll_interval.into(),
+        max_poll_interval: defaults.max_poll_interval.max(options.batch_poll_interval.into()),
         max_wait_per_attempt: defaults.max_wait_per_attempt,
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use checkpoint_store::{JobKind, JobStatus, PgStoreOptions, RetryPolicy};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use worker::WorkerConfig;
 
 /// Turns EPUB books into markdown, chunks, embeddings and connections, through a durable job
 /// queue that survives crashes, restarts and rate limits.
@@ -361,11 +362,11 @@ pub struct EmbedderOptions {
     #[arg(long, env = "QUIRE_EMBEDDING_MODE", value_enum, default_value_t = EmbeddingModeArg::Auto)]
     pub embedding_mode: EmbeddingModeArg,
     /// In `auto` mode, documents with more inputs to embed than this use the Batch API.
-    #[arg(long, env = "QUIRE_BATCH_THRESHOLD", default_value_t = 500)]
+    #[arg(long, env = "QUIRE_BATCH_THRESHOLD", default_value_t = worker::Batching::default().threshold)]
     pub batch_threshold: usize,
     /// First wait between two status checks of a running batch (doubles up to 60s).
-    #[arg(long, env = "QUIRE_BATCH_POLL_INTERVAL", value_parser = parse_duration, default_value = "5s")]
-    pub batch_poll_interval: Duration,
+    #[arg(long, env = "QUIRE_BATCH_POLL_INTERVAL", default_value_t = worker::Batching::default().poll_interval.into())]
+    pub batch_poll_interval: humantime::Duration,
 }
 
 /// The embedding backends.
@@ -387,20 +388,20 @@ pub struct WorkerOptions {
     #[arg(long, env = "QUIRE_PREFETCH", default_value_t = 0)]
     pub prefetch: usize,
     /// How long a lease lasts unless renewed.
-    #[arg(long, env = "QUIRE_LEASE_TTL", value_parser = parse_duration, default_value = "60s")]
-    pub lease_ttl: Duration,
+    #[arg(long, env = "QUIRE_LEASE_TTL", default_value_t = WorkerConfig::DEFAULT_LEASE_TTL.into())]
+    pub lease_ttl: humantime::Duration,
     /// How often leases are renewed (default: a third of the lease).
     #[arg(long, env = "QUIRE_HEARTBEAT_INTERVAL", value_parser = parse_duration)]
     pub heartbeat_interval: Option<Duration>,
     /// How often stale and timed-out jobs are recovered.
-    #[arg(long, env = "QUIRE_REAPER_INTERVAL", value_parser = parse_duration, default_value = "30s")]
-    pub reaper_interval: Duration,
+    #[arg(long, env = "QUIRE_REAPER_INTERVAL", default_value_t = WorkerConfig::DEFAULT_REAPER_INTERVAL.into())]
+    pub reaper_interval: humantime::Duration,
     /// How long in-flight jobs may finish after SIGTERM before they are handed back.
-    #[arg(long, env = "QUIRE_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "30s")]
-    pub shutdown_grace: Duration,
+    #[arg(long, env = "QUIRE_SHUTDOWN_GRACE", default_value_t = WorkerConfig::DEFAULT_SHUTDOWN_GRACE.into())]
+    pub shutdown_grace: humantime::Duration,
     /// How often an idle worker polls for work.
-    #[arg(long, env = "QUIRE_POLL_INTERVAL", value_parser = parse_duration, default_value = "500ms")]
-    pub poll_interval: Duration,
+    #[arg(long, env = "QUIRE_POLL_INTERVAL", default_value_t = WorkerConfig::DEFAULT_POLL_INTERVAL.into())]
+    pub poll_interval: humantime::Duration,
     /// Exit once no job is pending or processing (delayed ones included).
     #[arg(long, env = "QUIRE_EXIT_WHEN_IDLE")]
     pub exit_when_idle: bool,

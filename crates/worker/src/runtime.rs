@@ -18,50 +18,11 @@ use checkpoint_store::{
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+
+use crate::config::WorkerConfig;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::job::{JobContext, JobError, JobHandler};
-
-/// How a worker runs. Defaults are the documented defaults of `quire worker`.
-#[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    /// Written to `lock_owner`; unique per worker process.
-    pub owner: String,
-    /// Jobs run at once.
-    pub concurrency: usize,
-    /// Jobs leased ahead of free slots.
-    pub prefetch: usize,
-    /// How long a lease lasts unless renewed.
-    pub lease_ttl: Duration,
-    /// How often leases are renewed; a third of the lease by default.
-    pub heartbeat_interval: Duration,
-    /// How often stale and timed-out jobs are recovered.
-    pub reaper_interval: Duration,
-    /// How long in-flight jobs may finish after a shutdown signal.
-    pub shutdown_grace: Duration,
-    /// How often an idle worker looks for work.
-    pub poll_interval: Duration,
-    /// Exit once no job is pending or processing (delayed ones included).
-    pub exit_when_idle: bool,
-}
-
-impl WorkerConfig {
-    /// Defaults for a worker named `owner`.
-    pub fn new(owner: impl Into<String>) -> WorkerConfig {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        WorkerConfig {
-            owner: owner.into(),
-            concurrency: cores,
-            prefetch: 0,
-            lease_ttl: Duration::from_secs(60),
-            heartbeat_interval: Duration::from_secs(20),
-            reaper_interval: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(30),
-            poll_interval: Duration::from_millis(500),
-            exit_when_idle: false,
-        }
-    }
-}
 
 /// A name for this process's worker: host and process id.
 pub fn default_owner() -> String {

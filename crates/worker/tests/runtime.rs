@@ -535,3 +535,21 @@ async fn a_deferred_job_is_postponed_without_pausing_other_work() {
     assert!(calls.iter().any(|(_, c)| *c == Call::Complete(JobId(2))), "{calls:?}");
     run.abort();
 }
+
+#[test]
+fn settings_under_which_a_worker_would_lose_healthy_leases_are_refused() {
+    let valid = WorkerConfig::new("w1");
+    assert_eq!(valid.validate(), Ok(()));
+    assert_eq!(valid.heartbeat_interval, WorkerConfig::heartbeat_for(valid.lease_ttl));
+    let refused = |change: fn(&mut WorkerConfig), reason: &str| {
+        let mut config = WorkerConfig::new("w1");
+        change(&mut config);
+        let error = config.validate().expect_err(reason);
+        assert!(error.to_string().contains(reason), "{error}");
+    };
+    refused(|c| c.heartbeat_interval = c.lease_ttl, "shorter than the lease");
+    refused(|c| c.heartbeat_interval = c.lease_ttl * 2, "shorter than the lease");
+    refused(|c| c.concurrency = 0, "concurrency");
+    refused(|c| c.poll_interval = Duration::ZERO, "poll interval");
+    refused(|c| c.owner = " ".into(), "name");
+}

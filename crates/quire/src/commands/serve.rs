@@ -16,7 +16,6 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -66,7 +65,8 @@ impl From<anyhow::Error> for ApiError {
 
 /// The API's routes over an opened app.
 fn router(app: App, max_upload_bytes: usize) -> Router {
-    let metrics = MetricsSource { store: app.store.clone(), lease_ttl: Duration::from_secs(60), worker: None };
+    let metrics =
+        MetricsSource { store: app.store.clone(), lease_ttl: worker::WorkerConfig::DEFAULT_LEASE_TTL, worker: None };
     let state = Arc::new(ApiState { app, max_upload_bytes });
     Router::new()
         .route("/v1/documents", post(upload))

@@ -19,20 +19,23 @@ pub const DEFAULT_METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr
 /// How many ports, the default's included, a worker tries before it serves no metrics.
 const DEFAULT_PORTS_TRIED: u16 = 16;
 
-/// The worker configuration the options describe.
-pub fn config(options: &WorkerOptions) -> WorkerConfig {
+/// The worker configuration the options describe, refused when the worker could not keep its
+/// leases under it.
+pub fn config(options: &WorkerOptions) -> anyhow::Result<WorkerConfig> {
     let mut config = WorkerConfig::new(options.name.clone().unwrap_or_else(default_owner));
     if let Some(concurrency) = options.concurrency {
-        config.concurrency = concurrency.max(1);
+        config.concurrency = concurrency;
     }
     config.prefetch = options.prefetch;
-    config.lease_ttl = options.lease_ttl;
-    config.heartbeat_interval = options.heartbeat_interval.unwrap_or(options.lease_ttl / 3);
-    config.reaper_interval = options.reaper_interval;
-    config.shutdown_grace = options.shutdown_grace;
-    config.poll_interval = options.poll_interval;
+    config.lease_ttl = options.lease_ttl.into();
+    config.heartbeat_interval =
+        options.heartbeat_interval.unwrap_or_else(|| WorkerConfig::heartbeat_for(config.lease_ttl));
+    config.reaper_interval = options.reaper_interval.into();
+    config.shutdown_grace = options.shutdown_grace.into();
+    config.poll_interval = options.poll_interval.into();
     config.exit_when_idle = options.exit_when_idle;
-    config
+    config.validate()?;
+    Ok(config)
 }
 
 /// Runs a worker until `shutdown` (a signal) or, with `--exit-when-idle`, an empty queue.
@@ -41,9 +44,9 @@ pub async fn run(
     options: &WorkerOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
+    let config = config(options)?;
     let app = App::open(global).await?;
     let pipeline = app.pipeline_for(&options.embedder)?;
-    let config = config(options);
     tracing::info!(
         owner = %config.owner,
         concurrency = config.concurrency,
