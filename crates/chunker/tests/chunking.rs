@@ -26,7 +26,19 @@ fn check(markdown: &str, config: &ChunkerConfig) -> Vec<Chunk> {
         assert_eq!(chunk.content_hash.len(), 64);
     }
     assert_eq!(chunks, chunk_markdown("doc-1", markdown, config), "chunking is deterministic");
+    assert_all_text_is_covered(&chars, &chunks);
     chunks
+}
+
+/// Nothing is lost: every character outside the chunks is whitespace.
+fn assert_all_text_is_covered(chars: &[char], chunks: &[Chunk]) {
+    let mut covered = vec![false; chars.len()];
+    for chunk in chunks {
+        covered[chunk.start..chunk.end].iter_mut().for_each(|c| *c = true);
+    }
+    let lost: String =
+        chars.iter().zip(&covered).filter(|(c, covered)| !**covered && !c.is_whitespace()).map(|(c, _)| *c).collect();
+    assert!(lost.is_empty(), "text in no chunk: {lost:?}");
 }
 
 fn config(target: usize, max: usize) -> ChunkerConfig {
