@@ -344,6 +344,26 @@ fn titles_and_chunk_text_from_a_book_reach_the_terminal_without_control_characte
     assert!(!shown.contains([ESC, CSI]), "quire process printed a control character: {shown:?}");
 }
 
+/// Leases the next process_document job as a worker named `owner` with a lease of `ttl`, as if
+/// `ago` had passed since (its times are moved back; nothing sleeps), and returns its id.
+fn lease_as(env: &Env, runtime: &tokio::runtime::Runtime, owner: &str, ttl: Duration, ago: Duration) -> i64 {
+    runtime.block_on(async {
+        let store = env.store().await;
+        let request = LeaseRequest { owner, max_jobs: 1, ttl, kinds: &[JobKind::ProcessDocument] };
+        let id = store.lease(request).await.unwrap()[0].id.0;
+        sqlx::query(
+            "UPDATE jobs SET started_at = started_at - ?2, last_heartbeat = last_heartbeat - ?2, \
+             lock_until = lock_until - ?2 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(i64::try_from(ago.as_millis()).unwrap())
+        .execute(store.writer_pool())
+        .await
+        .unwrap();
+        id
+    })
+}
+
 #[test]
 fn clean_dry_run_changes_nothing_and_clean_yes_requeues() {
     let env = Env::new();
@@ -351,36 +371,27 @@ fn clean_dry_run_changes_nothing_and_clean_yes_requeues() {
     let submitted = env.json(&["submit", "--json", file.to_str().unwrap()]);
     let job_id = submitted[0]["job_id"].as_i64().unwrap();
 
-    // A worker that leased the job and died: leased here, never renewed.
+    // A worker that leased the job for a minute, two minutes ago, and died.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let store = env.store().await;
-        let request = LeaseRequest {
-            owner: "vanished-worker",
-            max_jobs: 1,
-            ttl: Duration::from_secs(600),
-            kinds: &[JobKind::ProcessDocument],
-        };
-        let leased = store.lease(request).await.unwrap();
-        assert_eq!(leased[0].id, JobId(job_id));
-    });
+    let leased = lease_as(&env, &runtime, "vanished-worker", Duration::from_secs(60), Duration::from_secs(120));
+    assert_eq!(leased, job_id);
 
-    let report = env.json(&["clean", "--older-than", "0", "--dry-run", "--json"]);
+    let report = env.json(&["clean", "--dry-run", "--json"]);
     assert_eq!(report["dry_run"], true);
     assert_eq!(report["stale"].as_array().unwrap().len(), 1, "{report}");
     assert_eq!(report["stale"][0]["id"], job_id);
     assert_eq!(report["stale"][0]["owner"], "vanished-worker");
     assert!(report["outcomes"].as_array().unwrap().is_empty());
     assert_eq!(env.job(job_id)["status"], "processing", "a dry run changes nothing");
-    env.cmd(&["clean", "--older-than", "0", "--dry-run"]).assert().success();
+    env.cmd(&["clean", "--dry-run"]).assert().success();
 
     // No terminal to confirm on, and no --yes: refused, nothing changed.
-    let refused = env.fails(&["clean", "--older-than", "0"]);
+    let refused = env.fails(&["clean"]);
     assert!(refused.contains("--yes"), "{refused}");
     assert_eq!(env.job(job_id)["status"], "processing");
 
-    // With the default silence (a lease), the just-leased job is not stale.
-    let quiet = env.json(&["clean", "--json"]);
+    // --older-than adds a silence the job has not reached yet.
+    let quiet = env.json(&["clean", "--older-than", "1h", "--json"]);
     assert!(quiet["stale"].as_array().unwrap().is_empty(), "{quiet}");
 
     let report = env.json(&["clean", "--older-than", "0", "--yes", "--json"]);
@@ -391,6 +402,26 @@ fn clean_dry_run_changes_nothing_and_clean_yes_requeues() {
     let runtime_job = runtime.block_on(async { env.store().await.job(JobId(job_id)).await.unwrap().unwrap() });
     assert_eq!(runtime_job.status, JobStatus::Pending);
     assert!(runtime_job.lock_owner.is_none());
+}
+
+#[test]
+fn clean_by_default_takes_back_expired_leases_and_leaves_live_ones_however_silent() {
+    let env = Env::new();
+    for title in ["Live", "Crashed"] {
+        let file = env.write(&format!("{title}.epub"), &book(title, "Some text to chunk."));
+        env.json(&["submit", "--json", file.to_str().unwrap()]);
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // `--lease-ttl 5m --heartbeat-interval 100s`: 100 s since its heartbeat, and alive.
+    let live = lease_as(&env, &runtime, "patient-worker", Duration::from_secs(300), Duration::from_secs(100));
+    // `--lease-ttl 1s` on a worker that crashed two seconds ago: stale now, not in a minute.
+    let crashed = lease_as(&env, &runtime, "crashed-worker", Duration::from_secs(1), Duration::from_secs(2));
+
+    let report = env.json(&["clean", "--yes", "--json"]);
+    let taken: Vec<i64> = report["outcomes"].as_array().unwrap().iter().map(|o| o["id"].as_i64().unwrap()).collect();
+    assert_eq!(taken, [crashed], "{report}");
+    assert_eq!(env.job(live)["status"], "processing");
+    assert_eq!(env.job(crashed)["status"], "pending");
 }
 
 #[test]

@@ -81,15 +81,22 @@ pub trait JobStore: Send + Sync {
     /// Number of jobs by status and kind.
     async fn counts(&self) -> StoreResult<Vec<QueueCount>>;
 
-    /// Processing jobs whose last heartbeat is at least `silent_for` old, oldest first.
-    async fn stale_jobs(&self, silent_for: Duration) -> StoreResult<Vec<Job>>;
+    /// Processing jobs whose lease has expired (as [`JobStore::recover_stale`] judges it) and,
+    /// when `silent_for` is given, whose last heartbeat is also at least that old; the longest
+    /// expired first.
+    async fn stale_jobs(&self, silent_for: Option<Duration>) -> StoreResult<Vec<Job>>;
 
-    /// Takes back the given processing jobs if they are still at least `silent_for` silent
-    /// (an operator's `quire clean`): requeued while attempts remain, dead-lettered otherwise.
-    async fn requeue_stale(&self, jobs: &[JobId], silent_for: Duration) -> StoreResult<Vec<Recovery>>;
+    /// Takes back those of the given jobs that still qualify as [`JobStore::stale_jobs`] lists
+    /// them, judged again inside the transaction (an operator's `quire clean`): a job renewed
+    /// since the listing stays with its worker. Requeued while attempts remain, dead-lettered
+    /// otherwise.
+    async fn requeue_stale(&self, jobs: &[JobId], silent_for: Option<Duration>) -> StoreResult<Vec<Recovery>>;
 
-    /// Moves a dead-lettered job back to pending with a fresh attempt budget. Its checkpoint is
-    /// kept, so it resumes where it stopped.
+    /// Moves a dead-lettered job back to pending with a fresh attempt budget and, for a
+    /// `process_document` job, its document back to `pending`, in one transaction. Its
+    /// checkpoint is kept, so it resumes where it stopped. Refused, changing nothing, with
+    /// [`StoreError::UniqueKeyTaken`](crate::StoreError::UniqueKeyTaken) while another active
+    /// job holds its unique key.
     async fn retry_dead(&self, id: JobId) -> StoreResult<Job>;
 
     /// Deletes dead-lettered jobs that finished at least `older_than` ago; returns how many.

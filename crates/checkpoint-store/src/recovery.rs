@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use stage_machine::UnixMillis;
 
-use crate::model::{ErrorKind, Job, Recovery, RecoveryAction, RecoveryReason};
+use crate::clock::millis;
+use crate::model::{ErrorKind, Job, JobStatus, Recovery, RecoveryAction, RecoveryReason};
 use crate::retry_policy::RetryPolicy;
 
 /// The decision for one job.
@@ -38,8 +39,9 @@ pub(crate) fn plan(job: &Job, reason: RecoveryReason, now: UnixMillis, policy: &
         RecoveryReason::Operator => (
             ErrorKind::LeaseLost,
             format!(
-                "taken back by an operator from worker {owner} after {} without a heartbeat",
-                format_duration(elapsed(job.last_heartbeat.or(job.started_at), now))
+                "taken back by an operator from worker {owner}: its lease had expired {} before, with no heartbeat for {}",
+                format_duration(elapsed(job.lock_until, now)),
+                format_duration(elapsed(Some(silent_since(job)), now))
             ),
         ),
     };
@@ -52,6 +54,21 @@ pub(crate) fn plan(job: &Job, reason: RecoveryReason, now: UnixMillis, policy: &
     TakeBack { error_kind, message, dead: job.attempts >= job.max_attempts, delay }
 }
 
+/// Whether an operator (`quire clean`) may take `job` back at `now`: it is processing, its lease
+/// has expired by the reaper's rule (`lock_until < now`: at the instant of expiry the lease still
+/// holds), and, when `silent_for` is given, it has been silent at least that long. The stores'
+/// listings ask the same in SQL; this is the re-check inside the transaction that takes it back.
+pub(crate) fn operator_may_take_back(job: &Job, silent_for: Option<Duration>, now: UnixMillis) -> bool {
+    let expired = job.lock_until.is_some_and(|until| until < now);
+    let silent = silent_for.is_none_or(|silent_for| now - silent_since(job) >= millis(silent_for));
+    job.status == JobStatus::Processing && expired && silent
+}
+
+/// The last sign of life of a held job: its last heartbeat, else the start of its attempt.
+fn silent_since(job: &Job) -> UnixMillis {
+    job.last_heartbeat.or(job.started_at).unwrap_or(job.updated_at)
+}
+
 /// The report of a take-back that happened.
 pub(crate) fn report(job: &Job, reason: RecoveryReason, now: UnixMillis, plan: &TakeBack) -> Recovery {
     Recovery {
@@ -61,7 +78,7 @@ pub(crate) fn report(job: &Job, reason: RecoveryReason, now: UnixMillis, plan: &
         attempts: job.attempts,
         max_attempts: job.max_attempts,
         running_for: elapsed(job.started_at, now),
-        silent_for: elapsed(job.last_heartbeat.or(job.started_at), now),
+        silent_for: elapsed(Some(silent_since(job)), now),
         reason,
         action: if plan.dead { RecoveryAction::DeadLettered } else { RecoveryAction::Requeued },
     }

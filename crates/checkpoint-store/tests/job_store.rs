@@ -477,24 +477,6 @@ async fn dead_letters_can_be_retried_and_purged() {
 }
 
 #[tokio::test]
-async fn operators_requeue_silent_jobs_but_not_ones_that_heartbeated_since() {
-    for h in backends().await {
-        h.enqueue("a").await;
-        h.enqueue("b").await;
-        let silent = h.lease_one("w1").await;
-        let alive = h.lease_one("w2").await;
-        h.clock.advance(Duration::from_secs(40));
-        let stale: Vec<_> = h.store.stale_jobs(Duration::from_secs(30)).await.unwrap().iter().map(|j| j.id).collect();
-        assert_eq!(stale.len(), 2, "{}", h.name);
-        h.store.heartbeat("w2", &[alive], TTL).await.unwrap();
-        let recoveries = h.store.requeue_stale(&stale, Duration::from_secs(30)).await.unwrap();
-        assert_eq!(recoveries.iter().map(|r| r.job_id).collect::<Vec<_>>(), [silent.job_id]);
-        assert_eq!(recoveries[0].reason, RecoveryReason::Operator);
-        assert_eq!(h.job(alive.job_id).await.status, JobStatus::Processing);
-    }
-}
-
-#[tokio::test]
 async fn counts_group_by_status_and_kind() {
     for h in backends().await {
         h.enqueue("a").await;

@@ -174,11 +174,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Take back processing jobs whose worker went silent (crashed or hung).
+    /// Take back processing jobs whose worker is gone (crashed or hung).
     ///
-    /// Lists processing jobs with no heartbeat for --older-than, then (after confirmation)
-    /// returns each to pending, or dead-letters it when it is out of attempts. A job that
-    /// heartbeats between the listing and the confirmation is left alone.
+    /// Lists processing jobs whose lease has expired (with --older-than, only those also silent
+    /// that long), then (after confirmation) returns each to pending, or dead-letters it when it
+    /// is out of attempts. A job whose lease is renewed between the listing and the confirmation
+    /// is left alone.
     #[command(after_help = "Examples:
   quire clean --dry-run
   quire clean --older-than 5m
@@ -187,10 +188,10 @@ pub enum Command {
         /// Only list the jobs; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Silence that makes a job stale: seconds (`90`) or a duration (`5m`). Default: the
-        /// default lease, 60 s.
-        #[arg(long, value_parser = parse_seconds, default_value = "60")]
-        older_than: Duration,
+        /// Also require this much silence since the last heartbeat: seconds (`90`) or a
+        /// duration (`5m`). Without it, an expired lease is enough.
+        #[arg(long, value_parser = parse_seconds)]
+        older_than: Option<Duration>,
         /// Do not ask for confirmation (required without a terminal).
         #[arg(long, short = 'y')]
         yes: bool,

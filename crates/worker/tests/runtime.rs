@@ -221,10 +221,10 @@ impl JobStore for FakeStore {
         }
         Ok(counts)
     }
-    async fn stale_jobs(&self, _: Duration) -> StoreResult<Vec<Job>> {
+    async fn stale_jobs(&self, _: Option<Duration>) -> StoreResult<Vec<Job>> {
         unused()
     }
-    async fn requeue_stale(&self, _: &[JobId], _: Duration) -> StoreResult<Vec<Recovery>> {
+    async fn requeue_stale(&self, _: &[JobId], _: Option<Duration>) -> StoreResult<Vec<Recovery>> {
         unused()
     }
     async fn retry_dead(&self, _: JobId) -> StoreResult<Job> {

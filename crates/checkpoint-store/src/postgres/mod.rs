@@ -44,7 +44,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
 use crate::model::{
     DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp, HeartbeatReport, Job,
-    JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
+    JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };
 use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::recovery;
@@ -505,22 +505,23 @@ impl JobStore for PgStore {
         convert_all(rows)
     }
 
-    async fn stale_jobs(&self, silent_for: Duration) -> StoreResult<Vec<Job>> {
-        let rows: Vec<JobRow> = sqlx::query_as(sql::SILENT_FOR)
-            .bind(millis(silent_for))
+    async fn stale_jobs(&self, silent_for: Option<Duration>) -> StoreResult<Vec<Job>> {
+        let rows: Vec<JobRow> = sqlx::query_as(sql::EXPIRED_AND_SILENT_FOR)
+            .bind(silent_for.map(millis))
             .bind(self.bound_now())
             .fetch_all(&self.pool)
             .await?;
         convert_all(rows)
     }
 
-    async fn requeue_stale(&self, jobs: &[JobId], silent_for: Duration) -> StoreResult<Vec<Recovery>> {
+    async fn requeue_stale(&self, jobs: &[JobId], silent_for: Option<Duration>) -> StoreResult<Vec<Recovery>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<i64> = jobs.iter().map(|id| id.0).collect();
         let mut tx = self.pool.begin().await?;
         let now = self.now_in(&mut tx).await?;
+        // Locked rows are skipped: a worker writing to its job right now is alive.
         let locked: Vec<JobRow> = sqlx::query_as(sql::LOCK_JOBS).bind(&ids).fetch_all(&mut *tx).await?;
         let locked: Vec<Job> = convert_all(locked)?;
         let mut recoveries = Vec::new();
@@ -528,16 +529,9 @@ impl JobStore for PgStore {
         let mut seen = std::collections::HashSet::new();
         for id in jobs {
             let Some(job) = locked.iter().find(|job| job.id == *id) else { continue };
-            if !seen.insert(*id) {
-                continue;
+            if seen.insert(*id) && recovery::operator_may_take_back(job, silent_for, now) {
+                recoveries.extend(self.take_back(&mut tx, job, RecoveryReason::Operator, now).await?);
             }
-            let silent_since = job.last_heartbeat.or(job.started_at).unwrap_or(job.updated_at);
-            // Re-checked under the row lock: a job that heartbeated since the operator's
-            // listing is alive and stays with its worker.
-            if job.status != JobStatus::Processing || now - silent_since < millis(silent_for) {
-                continue;
-            }
-            recoveries.extend(self.take_back(&mut tx, job, RecoveryReason::Operator, now).await?);
         }
         tx.commit().await?;
         Ok(recoveries)

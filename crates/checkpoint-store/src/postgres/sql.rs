@@ -181,14 +181,16 @@ pub const TIMED_OUT: &str = concat!(
       ORDER BY started_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
 );
 
-/// Processing jobs silent for at least $1 ms, oldest first. $2 now or NULL.
-pub const SILENT_FOR: &str = concat!(
+/// What an operator may take back: processing jobs whose lease has expired and, when $1 (ms) is
+/// not NULL, silent for at least that long; the longest expired first. $2 now or NULL.
+pub const EXPIRED_AND_SILENT_FOR: &str = concat!(
     "SELECT ",
     job_columns!(),
-    " FROM jobs WHERE status = 'processing' \
-        AND COALESCE(last_heartbeat, started_at, updated_at) <= ",
-    now!("$2"),
-    " - $1::bigint ORDER BY COALESCE(last_heartbeat, started_at, updated_at), id"
+    " FROM jobs, ",
+    clock!("$2"),
+    " WHERE status = 'processing' AND lock_until < clock.now \
+        AND ($1::bigint IS NULL OR COALESCE(last_heartbeat, started_at, updated_at) <= clock.now - $1::bigint) \
+      ORDER BY lock_until, id"
 );
 
 /// The given jobs, locked in id order; a job whose row is locked (its worker is writing to it

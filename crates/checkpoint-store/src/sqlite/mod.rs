@@ -34,7 +34,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
 use crate::model::{
     DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp, HeartbeatReport, Job,
-    JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
+    JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };
 use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::recovery;
@@ -453,13 +453,15 @@ impl JobStore for SqliteStore {
         convert_all(rows)
     }
 
-    async fn stale_jobs(&self, silent_for: Duration) -> StoreResult<Vec<Job>> {
-        let since = self.now() - millis(silent_for);
-        let rows: Vec<JobRow> = sqlx::query_as(sql::SILENT_SINCE).bind(since).fetch_all(&self.reader).await?;
+    async fn stale_jobs(&self, silent_for: Option<Duration>) -> StoreResult<Vec<Job>> {
+        let now = self.now();
+        let silent_since = silent_for.map(|silent_for| now - millis(silent_for));
+        let rows: Vec<JobRow> =
+            sqlx::query_as(sql::EXPIRED_AND_SILENT_SINCE).bind(now).bind(silent_since).fetch_all(&self.reader).await?;
         convert_all(rows)
     }
 
-    async fn requeue_stale(&self, jobs: &[JobId], silent_for: Duration) -> StoreResult<Vec<Recovery>> {
+    async fn requeue_stale(&self, jobs: &[JobId], silent_for: Option<Duration>) -> StoreResult<Vec<Recovery>> {
         let now = self.now();
         let mut tx = self.begin_immediate().await?;
         let mut recoveries = Vec::new();
@@ -467,13 +469,9 @@ impl JobStore for SqliteStore {
             let row: Option<JobRow> = sqlx::query_as(sql::JOB_BY_ID).bind(id.0).fetch_optional(&mut *tx).await?;
             let Some(row) = row else { continue };
             let job = Job::try_from(row)?;
-            let silent_since = job.last_heartbeat.or(job.started_at).unwrap_or(job.updated_at);
-            // Re-checked inside the transaction: a job that heartbeated since the operator's
-            // listing is alive and stays with its worker.
-            if job.status != JobStatus::Processing || now - silent_since < millis(silent_for) {
-                continue;
+            if recovery::operator_may_take_back(&job, silent_for, now) {
+                recoveries.extend(self.take_back(&mut tx, &job, RecoveryReason::Operator, now).await?);
             }
-            recoveries.extend(self.take_back(&mut tx, &job, RecoveryReason::Operator, now).await?);
         }
         tx.commit().await?;
         Ok(recoveries)

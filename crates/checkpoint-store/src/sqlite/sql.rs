@@ -94,12 +94,14 @@ pub const TIMED_OUT: &str = concat!(
       ORDER BY started_at, id LIMIT ?2"
 );
 
-/// Processing jobs silent since ?1 (a time), oldest first.
-pub const SILENT_SINCE: &str = concat!(
+/// What an operator may take back: processing jobs whose lease expired before ?1 (now) and, when
+/// ?2 (a time) is not NULL, silent since then; the longest expired first.
+pub const EXPIRED_AND_SILENT_SINCE: &str = concat!(
     "SELECT ",
     job_columns!(),
-    " FROM jobs WHERE status = 'processing' AND COALESCE(last_heartbeat, started_at, updated_at) <= ?1 \
-      ORDER BY COALESCE(last_heartbeat, started_at, updated_at), id"
+    " FROM jobs WHERE status = 'processing' AND lock_until < ?1 \
+        AND (?2 IS NULL OR COALESCE(last_heartbeat, started_at, updated_at) <= ?2) \
+      ORDER BY lock_until, id"
 );
 
 pub const JOB_BY_ID: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1");

@@ -1,9 +1,12 @@
-//! `quire clean`: take back processing jobs whose worker went silent.
+//! `quire clean`: take back processing jobs whose worker is gone.
 //!
-//! Lists the processing jobs with no heartbeat for `--older-than`, asks, then hands them to
-//! `requeue_stale`, which checks each one again inside its transaction: a job that heartbeated
-//! since the listing stays with its worker. Requeued jobs resume from their checkpoint; a job out
-//! of attempts is dead-lettered (and its document marked failed, as the reaper would).
+//! Lists the processing jobs whose lease has expired (and, with `--older-than`, that have also
+//! been silent that long), asks, then hands them to `requeue_stale`, which checks each one again
+//! inside its transaction: a job renewed since the listing stays with its worker. A lease is the
+//! worker's own promise of how long it may stay silent, so this never takes back a live job,
+//! whatever its `--lease-ttl` and heartbeat interval. Requeued jobs resume from their
+//! checkpoint; a job out of attempts is dead-lettered (and its document marked failed, as the
+//! reaper would).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -37,7 +40,7 @@ struct Outcome {
     id: i64,
     kind: String,
     document_id: Option<String>,
-    /// `requeued`, `dead_lettered`, or `left_alone` (it heartbeated or finished meanwhile).
+    /// `requeued`, `dead_lettered`, or `left_alone` (renewed or finished meanwhile).
     action: String,
     attempts: u32,
     max_attempts: u32,
@@ -46,7 +49,8 @@ struct Outcome {
 #[derive(Debug, Serialize)]
 struct Report {
     dry_run: bool,
-    older_than_seconds: u64,
+    /// The extra silence asked for with `--older-than`, if any.
+    older_than_seconds: Option<u64>,
     stale: Vec<StaleView>,
     outcomes: Vec<Outcome>,
 }
@@ -73,7 +77,7 @@ fn view(job: &Job, now: i64) -> StaleView {
 pub async fn run(
     global: &GlobalOptions,
     dry_run: bool,
-    older_than: Duration,
+    older_than: Option<Duration>,
     yes: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -82,13 +86,19 @@ pub async fn run(
     let now = crate::output::now_millis();
     let mut report = Report {
         dry_run,
-        older_than_seconds: older_than.as_secs(),
+        older_than_seconds: older_than.map(|older_than| older_than.as_secs()),
         stale: jobs.iter().map(|j| view(j, now)).collect(),
         outcomes: Vec::new(),
     };
     if !json {
         if jobs.is_empty() {
-            println!("no processing job has been silent for {}", humantime::format_duration(older_than));
+            match older_than {
+                None => println!("no processing job has an expired lease"),
+                Some(older_than) => println!(
+                    "no processing job has an expired lease and has been silent for {}",
+                    humantime::format_duration(older_than)
+                ),
+            }
         } else {
             let rows = jobs.iter().map(|job| {
                 [
@@ -147,7 +157,7 @@ pub async fn run(
             let action = match o.action.as_str() {
                 "requeued" => "requeued (resumes from its checkpoint)",
                 "dead_lettered" => "dead-lettered (out of attempts; see `quire dlq list`)",
-                _ => "left alone (it heartbeated or finished meanwhile)",
+                _ => "left alone (its lease was renewed or it finished meanwhile)",
             };
             [
                 o.id.to_string(),
