@@ -67,6 +67,19 @@ pub use neighbours::{Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, Vec
 pub use open::{OpenOptions, StoreLocation, open};
 pub use postgres::{MIGRATOR as POSTGRES_MIGRATOR, PgStore, PgStoreOptions};
 pub use retry_policy::RetryPolicy;
+
+/// The statements whose query plans `tests/job_indexes.rs` checks; not an API.
+#[doc(hidden)]
+pub mod planned_statements {
+    /// SQLite's.
+    pub mod sqlite {
+        pub use crate::sqlite::sql::{LEASE, LEASE_ONE_KIND, LIST_JOBS_OF_DOCUMENT};
+    }
+    /// PostgreSQL's.
+    pub mod postgres {
+        pub use crate::postgres::sql::{LEASE, LEASE_ONE_KIND, LIST_JOBS_OF_DOCUMENT};
+    }
+}
 pub use sqlite::{MIGRATOR as SQLITE_MIGRATOR, SqliteStore, StoreOptions};
 pub use term_index::{ChunkTerms, TermCounts, TermIndex, WeightedTerms};
 

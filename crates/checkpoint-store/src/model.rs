@@ -281,6 +281,16 @@ pub struct LeaseRequest<'a> {
     pub kinds: &'a [JobKind],
 }
 
+impl LeaseRequest<'_> {
+    /// The one kind asked for, if every entry of `kinds` names the same kind: such a claim has
+    /// an index of its own (`jobs_claim_kind`), which a claim of several kinds cannot use
+    /// without sorting.
+    pub(crate) fn one_kind(&self) -> Option<JobKind> {
+        let (&first, rest) = self.kinds.split_first()?;
+        rest.iter().all(|&kind| kind == first).then_some(first)
+    }
+}
+
 /// What [`JobStore::heartbeat`](crate::JobStore::heartbeat) found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeartbeatReport {

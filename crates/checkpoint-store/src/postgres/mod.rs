@@ -24,7 +24,7 @@
 //! are stored as BYTEA either way, the encoding both backends share.
 
 mod documents;
-mod sql;
+pub(crate) mod sql;
 mod terms;
 mod vectors;
 
@@ -342,14 +342,19 @@ impl JobStore for PgStore {
             return Ok(Vec::new());
         }
         let kinds: Vec<&str> = request.kinds.iter().map(|&kind| kind.into()).collect();
-        let rows: Vec<JobRow> = sqlx::query_as(sql::LEASE)
-            .bind(request.owner)
-            .bind(self.bound_now())
-            .bind(millis(request.ttl))
-            .bind(&kinds)
-            .bind(i64::from(request.max_jobs))
-            .fetch_all(&self.pool)
-            .await?;
+        let query = match request.one_kind() {
+            Some(kind) => sqlx::query_as(sql::LEASE_ONE_KIND)
+                .bind(request.owner)
+                .bind(self.bound_now())
+                .bind(millis(request.ttl))
+                .bind(<&str>::from(kind)),
+            None => sqlx::query_as(sql::LEASE)
+                .bind(request.owner)
+                .bind(self.bound_now())
+                .bind(millis(request.ttl))
+                .bind(kinds),
+        };
+        let rows: Vec<JobRow> = query.bind(i64::from(request.max_jobs)).fetch_all(&self.pool).await?;
         let mut jobs: Vec<Job> = convert_all(rows)?;
         // RETURNING has no defined order; hand jobs out in claim order.
         jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)).then(a.id.cmp(&b.id)));
@@ -490,7 +495,8 @@ impl JobStore for PgStore {
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-        let rows: Vec<JobRow> = sqlx::query_as(sql::LIST_JOBS)
+        let statement = if filter.document_id.is_some() { sql::LIST_JOBS_OF_DOCUMENT } else { sql::LIST_JOBS };
+        let rows: Vec<JobRow> = sqlx::query_as(statement)
             .bind(filter.status.map(<&str>::from))
             .bind(filter.kind.map(<&str>::from))
             .bind(&filter.document_id)

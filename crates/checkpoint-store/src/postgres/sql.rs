@@ -68,23 +68,36 @@ pub const INSERT_JOB: &str = concat!(
 pub const ACTIVE_JOB_BY_UNIQUE_KEY: &str =
     concat!("SELECT ", job_columns!(), " FROM jobs WHERE unique_key = $1 AND status IN ('pending', 'processing')");
 
+/// The claim: up to $5 due pending jobs leased to $1 at $2 (or the server's now) for $3 ms,
+/// among the kinds `$kinds` selects from $4.
+macro_rules! lease {
+    ($kinds:literal) => {
+        concat!(
+            "WITH due AS ( \
+                 SELECT id FROM jobs \
+                 WHERE status = 'pending' AND run_at <= ",
+            now!("$2"),
+            "      AND ",
+            $kinds,
+            "    ORDER BY priority DESC, run_at, id LIMIT $5 \
+                 FOR UPDATE SKIP LOCKED) \
+             UPDATE jobs SET status = 'processing', lock_owner = $1, lock_until = clock.now + $3::bigint, \
+                 lease_token = jobs.lease_token + 1, attempts = jobs.attempts + 1, \
+                 started_at = clock.now, last_heartbeat = clock.now, updated_at = clock.now \
+             FROM due, ",
+            clock!("$2"),
+            " WHERE jobs.id = due.id RETURNING ",
+            qualified_job_columns!()
+        )
+    };
+}
+
 /// $1 owner, $2 now or NULL, $3 ttl (ms), $4 kinds, $5 limit.
-pub const LEASE: &str = concat!(
-    "WITH due AS ( \
-         SELECT id FROM jobs \
-         WHERE status = 'pending' AND run_at <= ",
-    now!("$2"),
-    "      AND kind = ANY($4::text[]) \
-         ORDER BY priority DESC, run_at, id LIMIT $5 \
-         FOR UPDATE SKIP LOCKED) \
-     UPDATE jobs SET status = 'processing', lock_owner = $1, lock_until = clock.now + $3::bigint, \
-         lease_token = jobs.lease_token + 1, attempts = jobs.attempts + 1, \
-         started_at = clock.now, last_heartbeat = clock.now, updated_at = clock.now \
-     FROM due, ",
-    clock!("$2"),
-    " WHERE jobs.id = due.id RETURNING ",
-    qualified_job_columns!()
-);
+pub const LEASE: &str = lease!("kind = ANY($4::text[])");
+
+/// [`LEASE`] for one kind, $4 (while embedding work is paused), so that the planner can start
+/// at that kind's first due job in `jobs_claim_kind` instead of walking past the other kinds'.
+pub const LEASE_ONE_KIND: &str = lease!("kind = $4::text");
 
 /// $1 owner, $2 now or NULL, $3 ttl (ms), $4 job ids, $5 their lease tokens (pair-wise).
 /// Returns the renewed (id, token) pairs.
@@ -208,6 +221,15 @@ pub const LIST_JOBS: &str = concat!(
     job_columns!(),
     " FROM jobs WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2) \
         AND ($3::text IS NULL OR payload -> 'document_id' = to_jsonb($3::text)) \
+      ORDER BY id DESC LIMIT $4"
+);
+
+/// [`LIST_JOBS`] of one document, $3, through `jobs_document`.
+pub const LIST_JOBS_OF_DOCUMENT: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE payload -> 'document_id' = to_jsonb($3::text) \
+        AND ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2) \
       ORDER BY id DESC LIMIT $4"
 );
 

@@ -13,7 +13,7 @@
 
 mod documents;
 mod migration_lock;
-mod sql;
+pub(crate) mod sql;
 mod terms;
 mod vectors;
 
@@ -291,11 +291,15 @@ impl JobStore for SqliteStore {
             return Ok(Vec::new());
         }
         let kinds: Vec<&str> = request.kinds.iter().map(|&kind| kind.into()).collect();
-        let rows: Vec<JobRow> = sqlx::query_as(sql::LEASE)
+        let (statement, kinds) = match request.one_kind() {
+            Some(kind) => (sql::LEASE_ONE_KIND, <&str>::from(kind).to_owned()),
+            None => (sql::LEASE, serde_json::to_string(&kinds).unwrap_or_default()),
+        };
+        let rows: Vec<JobRow> = sqlx::query_as(statement)
             .bind(request.owner)
             .bind(self.now())
             .bind(millis(request.ttl))
-            .bind(serde_json::to_string(&kinds).unwrap_or_default())
+            .bind(kinds)
             .bind(i64::from(request.max_jobs))
             .fetch_all(&self.writer)
             .await?;
@@ -438,7 +442,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-        let rows: Vec<JobRow> = sqlx::query_as(sql::LIST_JOBS)
+        let statement = if filter.document_id.is_some() { sql::LIST_JOBS_OF_DOCUMENT } else { sql::LIST_JOBS };
+        let rows: Vec<JobRow> = sqlx::query_as(statement)
             .bind(filter.status.map(<&str>::from))
             .bind(filter.kind.map(<&str>::from))
             .bind(&filter.document_id)
