@@ -481,6 +481,46 @@ fn dlq_retry_brings_a_dead_job_back_and_purge_removes_it() {
 }
 
 #[test]
+fn dlq_retry_all_continues_past_a_job_whose_unique_key_is_taken_and_reports_it() {
+    let env = Env::new();
+    let mut documents = Vec::new();
+    for n in 1..=2u8 {
+        let file = env.write(&format!("not-a-book-{n}.epub"), &[epub_fixtures::hostile::not_a_zip(), vec![n]].concat());
+        let submitted = env.json(&["submit", "--json", file.to_str().unwrap()]);
+        documents
+            .push((submitted[0]["job_id"].as_i64().unwrap(), submitted[0]["document_id"].as_str().unwrap().to_owned()));
+    }
+    env.cmd(&["worker", "--exit-when-idle", "--metrics-addr", "off"]).assert().success();
+    assert_eq!(env.json(&["dlq", "list", "--json"]).as_array().unwrap().len(), 2);
+    // The first book is being processed again by a newer job, which holds its unique key.
+    let (blocked, blocked_document) = &documents[0];
+    let holder = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let options = checkpoint_store::EnqueueOptions {
+            unique_key: Some(worker::process_document_key(blocked_document)),
+            ..Default::default()
+        };
+        let payload = serde_json::json!({ "document_id": blocked_document });
+        env.store().await.enqueue(JobKind::ProcessDocument, payload, options).await.unwrap().job.id
+    });
+
+    let output = env.cmd(&["dlq", "retry", "--all", "--json"]).output().expect("quire runs");
+    assert!(!output.status.success(), "a refused job makes the command fail");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("job {blocked} not retried")) && stderr.contains(&format!("job {holder} is active")),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    let entry = |id: i64| report.as_array().unwrap().iter().find(|e| e["id"] == id).cloned().expect("reported");
+    assert_eq!(entry(*blocked)["status"], "dead");
+    assert!(entry(*blocked)["refused"].as_str().unwrap().contains("unique key"), "{report}");
+    let (retried, _) = &documents[1];
+    assert_eq!(entry(*retried)["status"], "pending", "the other job is retried all the same: {report}");
+    assert!(entry(*retried).get("refused").is_none());
+    assert_eq!(env.job(*retried)["status"], "pending");
+}
+
+#[test]
 fn replay_from_chunked_reuses_cached_embeddings() {
     let env = Env::new();
     let file = env.write("sample.epub", &epub_fixtures::sample_book());

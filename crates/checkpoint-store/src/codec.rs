@@ -136,6 +136,12 @@ pub(crate) fn integer(value: impl TryInto<i32>) -> i32 {
     value.try_into().unwrap_or(i32::MAX)
 }
 
+/// Whether a statement failed on a unique index. Of the statements that move a job back to
+/// pending, only the index of active unique keys (`jobs_active_unique_key`) can refuse them.
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(error) if error.is_unique_violation())
+}
+
 /// A fenced statement that changed no row found the lease gone.
 pub(crate) fn fenced(lease: Lease, rows_affected: u64) -> StoreResult<()> {
     if rows_affected == 0 {

@@ -28,6 +28,21 @@ pub enum StoreError {
         /// Why the operation does not apply.
         reason: String,
     },
+    /// Queuing the job again would give its unique key a second pending-or-processing job: an
+    /// operator's retry or replay while another job of the same key (a resubmission, a newer
+    /// connection detection) is active. Nothing was changed.
+    #[error(
+        "job {job_id} cannot be queued again: job {holder} is active with the same unique key {unique_key:?}; \
+         wait for it to finish"
+    )]
+    UniqueKeyTaken {
+        /// The job asked for.
+        job_id: JobId,
+        /// Its unique key.
+        unique_key: String,
+        /// The active job holding the key.
+        holder: JobId,
+    },
     /// A value read from the database does not have the expected shape.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -69,6 +84,13 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
+    /// True when the operation was refused because of the job's state or another job's (a
+    /// conflict to report, not a failure of the store): the job is not in a state the operation
+    /// applies to, is gone, or another active job holds its unique key.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, StoreError::InvalidState { .. } | StoreError::JobNotFound(_) | StoreError::UniqueKeyTaken { .. })
+    }
+
     /// True when the caller lost its lease and must stop.
     pub fn is_lease_lost(&self) -> bool {
         matches!(self, StoreError::LeaseLost { .. })

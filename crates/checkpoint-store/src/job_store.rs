@@ -103,7 +103,10 @@ pub trait JobStore: Send + Sync {
     async fn purge_dead(&self, older_than: Duration) -> StoreResult<u64>;
 
     /// Replaces the checkpoint of a job that is not processing (operators rewinding a job for
-    /// replay) and makes it pending with a fresh attempt budget.
+    /// replay) and makes it pending with a fresh attempt budget and, for a `process_document`
+    /// job, its document `pending` too, in one transaction: both or neither. Refused, changing
+    /// nothing, with [`StoreError::UniqueKeyTaken`](crate::StoreError::UniqueKeyTaken) while
+    /// another active job holds its unique key.
     async fn requeue_with_checkpoint(&self, id: JobId, checkpoint: &Checkpoint) -> StoreResult<Job>;
 
     /// True when the database answers.

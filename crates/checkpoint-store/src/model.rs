@@ -227,6 +227,13 @@ impl Job {
     pub fn document_id(&self) -> Option<&str> {
         self.payload.get("document_id").and_then(Value::as_str)
     }
+
+    /// The document whose status follows this job's: a `process_document` job's. Queuing such a
+    /// job again (an operator's retry or replay) sets its document back to `pending` in the same
+    /// transaction; a `detect_connections` job leaves its document's status alone.
+    pub(crate) fn processed_document(&self) -> Option<&str> {
+        (self.kind == JobKind::ProcessDocument).then(|| self.document_id()).flatten()
+    }
 }
 
 /// Options for [`JobStore::enqueue`](crate::JobStore::enqueue).

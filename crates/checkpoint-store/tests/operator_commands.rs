@@ -1,12 +1,16 @@
-//! The operator's commands on the queue (`quire clean`), checked against every backend: they take
-//! back only jobs whose worker is gone.
+//! The operator's commands on the queue (`quire clean`, `dlq retry`, `replay`), checked against
+//! every backend: they take back only jobs whose worker is gone, and meet a conflicting job with
+//! a typed refusal rather than a raw constraint error.
 
 mod common;
 
 use std::time::Duration;
 
-use checkpoint_store::{JobStatus, RecoveryReason};
+use checkpoint_store::{
+    DocumentStatus, EnqueueOptions, Failure, JobId, JobStatus, NewDocument, RecoveryReason, StoreError,
+};
 use common::backends;
+use stage_machine::Checkpoint;
 
 fn seconds(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -85,5 +89,90 @@ async fn clean_leaves_alone_a_job_whose_lease_was_renewed_since_the_listing() {
         assert_eq!(recoveries.iter().map(|r| r.job_id).collect::<Vec<_>>(), [gone.id], "{}", h.name);
         assert_eq!(h.job(slow.id).await.status, JobStatus::Processing, "{}", h.name);
         assert_eq!(h.job(gone.id).await.status, JobStatus::Pending, "{}", h.name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `dlq retry` and `replay`: one transaction each, and a typed refusal under a key conflict.
+
+/// A dead-lettered `process_document` job of a stored document, and a newer active job that
+/// took its unique key (the book was submitted again meanwhile).
+async fn dead_job_whose_key_was_taken(h: &common::Harness) -> (checkpoint_store::Job, checkpoint_store::Job) {
+    let (document, _) = h
+        .docs
+        .create_document(NewDocument {
+            content_hash: "0123456789abcdef".into(),
+            file_name: "a.epub".into(),
+            byte_size: 1,
+        })
+        .await
+        .unwrap();
+    let options = || EnqueueOptions { unique_key: Some(format!("process:{}", document.id)), ..Default::default() };
+    let dead = h.enqueue_with(&document.id, options()).await;
+    let lease = h.lease_one("w1").await;
+    h.store.fail(lease, "broken", Failure::Permanent).await.unwrap();
+    h.docs.reset_document_status(&document.id, DocumentStatus::Failed, Some("broken")).await.unwrap();
+    let holder = h.enqueue_with(&document.id, options()).await;
+    assert_ne!(holder.id, dead.id, "{}: the dead job frees its key", h.name);
+    (h.job(dead.id).await, holder)
+}
+
+fn assert_key_taken(error: &StoreError, job: JobId, by: JobId) {
+    match error {
+        StoreError::UniqueKeyTaken { job_id, holder, .. } => assert_eq!((*job_id, *holder), (job, by)),
+        other => panic!("expected UniqueKeyTaken, got {other:?}"),
+    }
+    assert!(error.is_refusal());
+    assert!(error.to_string().contains(&format!("job {by} is active")), "{error}");
+}
+
+#[tokio::test]
+async fn dlq_retry_while_another_job_holds_the_unique_key_is_refused_and_changes_nothing() {
+    for h in backends().await {
+        let (dead, holder) = dead_job_whose_key_was_taken(&h).await;
+        let document = dead.document_id().unwrap().to_owned();
+
+        let error = h.store.retry_dead(dead.id).await.unwrap_err();
+
+        assert_key_taken(&error, dead.id, holder.id);
+        assert_eq!(h.job(dead.id).await.status, JobStatus::Dead, "{}", h.name);
+        assert_eq!(h.docs.document(&document).await.unwrap().unwrap().status, DocumentStatus::Failed, "{}", h.name);
+    }
+}
+
+#[tokio::test]
+async fn replay_while_another_job_holds_the_unique_key_is_refused_and_changes_nothing() {
+    for h in backends().await {
+        let (dead, holder) = dead_job_whose_key_was_taken(&h).await;
+        let document = dead.document_id().unwrap().to_owned();
+
+        let error = h.store.requeue_with_checkpoint(dead.id, &Checkpoint::default()).await.unwrap_err();
+
+        assert_key_taken(&error, dead.id, holder.id);
+        assert_eq!(h.job(dead.id).await.status, JobStatus::Dead, "{}", h.name);
+        assert_eq!(h.docs.document(&document).await.unwrap().unwrap().status, DocumentStatus::Failed, "{}", h.name);
+    }
+}
+
+#[tokio::test]
+async fn replay_and_dlq_retry_requeue_the_job_and_reset_its_document_in_one_call() {
+    for h in backends().await {
+        let (dead, holder) = dead_job_whose_key_was_taken(&h).await;
+        let document = dead.document_id().unwrap().to_owned();
+        let lease = h.lease_one("w1").await;
+        assert_eq!(lease.job_id, holder.id);
+        h.store.complete(lease, None).await.unwrap();
+
+        let replayed = h.store.requeue_with_checkpoint(dead.id, &Checkpoint::default()).await.unwrap();
+        assert_eq!(replayed.status, JobStatus::Pending, "{}", h.name);
+        let status = h.docs.document(&document).await.unwrap().unwrap().status;
+        assert_eq!(status, DocumentStatus::Pending, "{}: the document follows its job", h.name);
+
+        let lease = h.lease_one("w1").await;
+        h.store.fail(lease, "broken", Failure::Permanent).await.unwrap();
+        h.docs.reset_document_status(&document, DocumentStatus::Failed, Some("broken")).await.unwrap();
+        assert_eq!(h.store.retry_dead(dead.id).await.unwrap().status, JobStatus::Pending, "{}", h.name);
+        let status = h.docs.document(&document).await.unwrap().unwrap().status;
+        assert_eq!(status, DocumentStatus::Pending, "{}: the document follows its job", h.name);
     }
 }

@@ -12,6 +12,7 @@
 
 mod config;
 mod data_dir;
+mod dead_letters;
 mod histogram;
 mod isolation;
 mod job;
@@ -21,6 +22,7 @@ mod submit;
 
 pub use config::{ConfigError, WorkerConfig};
 pub use data_dir::{DataDir, sha256_hex, write_atomically};
+pub use dead_letters::{DeadLetterRetries, retry_dead_letters};
 pub use histogram::{DURATION_BUCKETS, DurationHistogram};
 pub use isolation::{ExtractedMetadata, Isolation, run_child};
 pub use job::{JobContext, JobError, JobHandler};

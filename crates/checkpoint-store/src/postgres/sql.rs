@@ -247,6 +247,12 @@ pub const RETRY_DEAD: &str = concat!(
     qualified_job_columns!()
 );
 
+/// $1 id: the unique key of the job and the id of another active job holding it, if any.
+pub const UNIQUE_KEY_HOLDER: &str = "SELECT job.unique_key, holder.id FROM jobs job \
+     JOIN jobs holder ON holder.unique_key = job.unique_key AND holder.id <> job.id \
+                     AND holder.status IN ('pending', 'processing') \
+     WHERE job.id = $1";
+
 /// $1 age (ms), $2 now or NULL.
 pub const PURGE_DEAD: &str =
     concat!("DELETE FROM jobs WHERE status = 'dead' AND finished_at <= ", now!("$2"), " - $1::bigint");

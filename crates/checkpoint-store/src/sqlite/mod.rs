@@ -24,12 +24,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use sqlx::query::QueryAs;
+use sqlx::sqlite::SqliteArguments;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, Transaction};
 use stage_machine::{Checkpoint, UnixMillis};
 
 use crate::clock::{Clock, SystemClock, millis};
-use crate::codec::fenced;
+use crate::codec::{fenced, is_unique_violation};
+use crate::documents::DocumentStatus;
 use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
 use crate::model::{
@@ -483,12 +486,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn retry_dead(&self, id: JobId) -> StoreResult<Job> {
-        let row: Option<JobRow> =
-            sqlx::query_as(sql::RETRY_DEAD).bind(id.0).bind(self.now()).fetch_optional(&self.writer).await?;
-        match row {
-            Some(row) => row.try_into(),
-            None => Err(self.not_applicable(id, "only dead-lettered jobs can be retried").await),
-        }
+        let retry = sqlx::query_as(sql::RETRY_DEAD).bind(id.0).bind(self.now());
+        self.requeue_by_operator(id, retry, "only dead-lettered jobs can be retried").await
     }
 
     async fn purge_dead(&self, older_than: Duration) -> StoreResult<u64> {
@@ -498,18 +497,12 @@ impl JobStore for SqliteStore {
     }
 
     async fn requeue_with_checkpoint(&self, id: JobId, checkpoint: &Checkpoint) -> StoreResult<Job> {
-        let row: Option<JobRow> = sqlx::query_as(sql::REQUEUE_WITH_CHECKPOINT)
+        let requeue = sqlx::query_as(sql::REQUEUE_WITH_CHECKPOINT)
             .bind(id.0)
             .bind(checkpoint.to_metadata().to_string())
-            .bind(self.now())
-            .fetch_optional(&self.writer)
-            .await?;
-        match row {
-            Some(row) => row.try_into(),
-            None => Err(self
-                .not_applicable(id, "a processing job cannot be requeued; wait for it or run `quire clean`")
-                .await),
-        }
+            .bind(self.now());
+        self.requeue_by_operator(id, requeue, "a processing job cannot be requeued; wait for it or run `quire clean`")
+            .await
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -519,6 +512,58 @@ impl JobStore for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Runs `requeue`, an operator's statement that makes job `id` pending again and returns
+    /// it, and sets the document the job processes back to `pending`, in one transaction.
+    /// `refusal` says why when the statement found no job it applies to.
+    async fn requeue_by_operator<'q>(
+        &self,
+        id: JobId,
+        requeue: QueryAs<'q, Sqlite, JobRow, SqliteArguments>,
+        refusal: &str,
+    ) -> StoreResult<Job> {
+        let mut tx = self.begin_immediate().await?;
+        let row = match requeue.fetch_optional(&mut *tx).await {
+            Ok(row) => row,
+            Err(error) if is_unique_violation(&error) => {
+                tx.rollback().await?;
+                return Err(self.unique_key_taken(id, error).await);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(self.not_applicable(id, refusal).await);
+        };
+        let job = Job::try_from(row)?;
+        if let Some(document) = job.processed_document() {
+            // A job whose document is gone (never stored, in tests) is requeued all the same.
+            sqlx::query(sql::SET_DOCUMENT_STATUS)
+                .bind(document)
+                .bind(<&str>::from(DocumentStatus::Pending))
+                .bind(None::<&str>)
+                .bind(job.updated_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    /// The refusal of a requeue of job `id` that failed with `error` on the index of active
+    /// unique keys: which job holds the key. If that job finished meanwhile, the database's own
+    /// error is returned, and running the command again succeeds.
+    async fn unique_key_taken(&self, id: JobId, error: sqlx::Error) -> StoreError {
+        let holder: Result<Option<(String, i64)>, _> =
+            sqlx::query_as(sql::UNIQUE_KEY_HOLDER).bind(id.0).fetch_optional(&self.reader).await;
+        match holder {
+            Ok(Some((unique_key, holder))) => {
+                StoreError::UniqueKeyTaken { job_id: id, unique_key, holder: JobId(holder) }
+            }
+            Ok(None) => error.into(),
+            Err(lookup) => lookup.into(),
+        }
+    }
+
     async fn not_applicable(&self, id: JobId, reason: &str) -> StoreError {
         match self.job(id).await {
             Ok(Some(job)) => {

@@ -1,18 +1,20 @@
 //! `quire dlq list | retry | purge`: the dead-letter queue.
 //!
 //! A retried job goes back to pending with a fresh attempt budget and its checkpoint, so it
-//! resumes where it stopped; its document goes back to `pending` too. Purging deletes jobs for
-//! good — the only way a job ever leaves the table — and asks first.
+//! resumes where it stopped; its document goes back to `pending` in the same transaction. A job
+//! that cannot come back (another active job holds its unique key) is reported, the others are
+//! retried all the same, and the command exits non-zero. Purging deletes jobs for good — the
+//! only way a job ever leaves the table — and asks first.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use checkpoint_store::{DocumentStatus, Job, JobFilter, JobId, JobKind, JobStatus, Store};
+use checkpoint_store::{Job, JobFilter, JobId, JobStatus, Store};
 use serde::Serialize;
 
 use crate::app::App;
 use crate::cli::{DlqCommand, GlobalOptions};
-use crate::output::{confirm, excerpt, or_dash, print_json, table, timestamp};
+use crate::output::{confirm, excerpt, or_dash, print_json, printable, table, timestamp};
 
 /// Dead jobs listed at most.
 const MAX_LISTED: u32 = 10_000;
@@ -46,15 +48,45 @@ impl From<&Job> for DeadView {
     }
 }
 
-/// A retried job.
+/// A job `dlq retry` was asked to bring back.
 #[derive(Debug, Serialize)]
 struct Retried {
     id: i64,
     kind: String,
     document_id: Option<String>,
+    /// `pending` once retried; its unchanged status when refused.
     status: String,
     /// The stage it resumes after.
     stage: String,
+    /// Why it was left as it was (another active job holds its unique key, or it is no longer
+    /// dead); absent when it was retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
+}
+
+impl Retried {
+    fn new(job: &Job, refused: Option<String>) -> Retried {
+        Retried {
+            id: job.id.0,
+            kind: job.kind.to_string(),
+            document_id: job.document_id().map(str::to_owned),
+            status: job.status.to_string(),
+            stage: job.checkpoint().last_completed().to_string(),
+            refused,
+        }
+    }
+
+    /// A refused job that is no longer stored (purged meanwhile).
+    fn gone(id: JobId, refused: String) -> Retried {
+        Retried {
+            id: id.0,
+            kind: String::new(),
+            document_id: None,
+            status: "gone".to_owned(),
+            stage: String::new(),
+            refused: Some(refused),
+        }
+    }
 }
 
 async fn dead_jobs(store: &dyn Store) -> anyhow::Result<Vec<Job>> {
@@ -97,37 +129,38 @@ pub async fn run(global: &GlobalOptions, command: DlqCommand) -> anyhow::Result<
             } else {
                 vec![JobId(job_id.context("give a job id or --all")?)]
             };
-            let mut retried = Vec::new();
-            for id in ids {
-                let job = app.store.retry_dead(id).await.with_context(|| format!("cannot retry job {id}"))?;
-                if job.kind == JobKind::ProcessDocument
-                    && let Some(document_id) = job.document_id()
-                {
-                    app.store.reset_document_status(document_id, DocumentStatus::Pending, None).await?;
-                }
-                retried.push(Retried {
-                    id: job.id.0,
-                    kind: job.kind.to_string(),
-                    document_id: job.document_id().map(str::to_owned),
-                    status: job.status.to_string(),
-                    stage: job.checkpoint().last_completed().to_string(),
-                });
+            let retries = worker::retry_dead_letters(app.store.as_ref(), &ids).await?;
+            let mut shown: Vec<Retried> = retries.retried.iter().map(|job| Retried::new(job, None)).collect();
+            for (id, reason) in &retries.refused {
+                let entry = match app.store.job(*id).await? {
+                    Some(job) => Retried::new(&job, Some(reason.to_string())),
+                    None => Retried::gone(*id, reason.to_string()),
+                };
+                shown.push(entry);
             }
             if json {
-                print_json(&retried)?;
-            } else if retried.is_empty() {
+                print_json(&shown)?;
+            } else if shown.is_empty() {
                 println!("the dead-letter queue is empty");
             } else {
-                let rows = retried.iter().map(|r| {
-                    [
-                        r.id.to_string(),
-                        r.kind.clone(),
-                        or_dash(r.document_id.as_deref()),
-                        r.status.clone(),
-                        r.stage.clone(),
-                    ]
-                });
-                println!("{}", table(["job", "kind", "document", "status", "resumes after"], rows));
+                if !retries.retried.is_empty() {
+                    let rows = shown.iter().filter(|r| r.refused.is_none()).map(|r| {
+                        [
+                            r.id.to_string(),
+                            r.kind.clone(),
+                            or_dash(r.document_id.as_deref()),
+                            r.status.clone(),
+                            r.stage.clone(),
+                        ]
+                    });
+                    println!("{}", table(["job", "kind", "document", "status", "resumes after"], rows));
+                }
+            }
+            for (id, reason) in &retries.refused {
+                eprintln!("job {id} not retried: {}", printable(&reason.to_string()));
+            }
+            if !retries.refused.is_empty() {
+                return Ok(ExitCode::FAILURE);
             }
         }
         DlqCommand::Purge { older_than, yes, json } => {

@@ -10,7 +10,9 @@
 //! - `--fresh`: an empty checkpoint; everything runs again and the chunks are replaced (the
 //!   embedding cache is still used).
 //!
-//! A replayed `process_document` job's document goes back to `pending`.
+//! A replayed `process_document` job's document goes back to `pending`, in the transaction that
+//! requeues the job. While another active job holds the job's unique key (the book was
+//! submitted again), the replay is refused with the store's reason and nothing changes.
 //!
 //! With `--inline` the job is not left to the workers: this process runs a worker (concurrency
 //! 1, `exit_when_idle`, debug logs) until the queue is empty. A job cannot be leased by id, so
@@ -24,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use checkpoint_store::{DocumentStatus, JobFilter, JobId, JobKind, JobStatus};
+use checkpoint_store::{JobFilter, JobId, JobKind, JobStatus};
 use serde::Serialize;
 use stage_machine::{Checkpoint, Stage};
 use tokio_util::sync::CancellationToken;
@@ -139,14 +141,10 @@ pub async fn run(
         }
     };
     let resumes_at = checkpoint.resume_stage();
+    // The job and its document go back to pending in one transaction.
     let job =
         app.store.requeue_with_checkpoint(id, &checkpoint).await.with_context(|| format!("cannot requeue job {id}"))?;
     let document_id = job.document_id().map(str::to_owned);
-    if job.kind == JobKind::ProcessDocument
-        && let Some(document_id) = &document_id
-    {
-        app.store.reset_document_status(document_id, DocumentStatus::Pending, None).await?;
-    }
     tracing::info!(job_id = %id, kind = %job.kind, mode, resumes_at = %resumes_at, "job queued again");
     let mut report = Report {
         job_id: id.0,
