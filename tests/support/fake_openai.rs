@@ -2,6 +2,10 @@
 //!
 //! Each request is answered by a script: a function of the request's number (from 0) that
 //! returns a reply. Successful replies embed with the local embedder, so vectors are real.
+//!
+//! Longer than 500 lines because it serves the whole surface the embedder speaks to (embeddings,
+//! file uploads and downloads, batches and their end states) with one request parser and one
+//! script type, so that every retry test scripts the same server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
