@@ -33,6 +33,11 @@ pub trait JobStore: Send + Sync {
     /// the ones it no longer holds.
     async fn heartbeat(&self, owner: &str, leases: &[Lease], ttl: Duration) -> StoreResult<HeartbeatReport>;
 
+    /// Starts the job's run-time clock (`started_at`, which `enforce_timeouts` measures from)
+    /// now: for a job leased ahead of time that only now begins to run, so that the time it
+    /// waited in its worker's queue does not count against its timeout. Fenced.
+    async fn start_clock(&self, lease: Lease) -> StoreResult<()>;
+
     /// Stores the job's checkpoint. Fenced.
     async fn save_checkpoint(&self, lease: Lease, checkpoint: &Checkpoint) -> StoreResult<()>;
 

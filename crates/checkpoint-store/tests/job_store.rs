@@ -673,3 +673,32 @@ async fn postgres_store_survives_its_connection_being_killed() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_prefetched_jobs_timeout_counts_from_when_it_starts_not_from_its_lease() {
+    for h in backends().await {
+        let job = h.enqueue("d1").await;
+        let lease = h.lease_one("w1").await;
+        // It waits 20 minutes in its worker's queue, renewed, then starts.
+        for _ in 0..20 {
+            h.clock.advance(minutes(1));
+            h.store.heartbeat("w1", &[lease], TTL).await.unwrap();
+        }
+        h.store.start_clock(lease).await.unwrap();
+        assert_eq!(h.job(job.id).await.started_at, Some(START + 20 * 60_000), "{}", h.name);
+        // 29 minutes of running later (49 since its lease) it is within its 30-minute timeout.
+        for _ in 0..29 {
+            h.clock.advance(minutes(1));
+            h.store.heartbeat("w1", &[lease], TTL).await.unwrap();
+        }
+        assert!(h.store.enforce_timeouts().await.unwrap().is_empty(), "{}", h.name);
+        h.clock.advance(minutes(2));
+        h.store.heartbeat("w1", &[lease], TTL).await.unwrap();
+        let recoveries = h.store.enforce_timeouts().await.unwrap();
+        assert_eq!(recoveries.len(), 1, "{}", h.name);
+        assert_eq!(recoveries[0].running_for, minutes(31));
+        // The clock is the lease's to restart: a lost lease restarts nothing.
+        let error = h.store.start_clock(lease).await.unwrap_err();
+        assert!(error.is_lease_lost(), "{}: {error}", h.name);
+    }
+}

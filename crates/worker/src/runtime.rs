@@ -215,14 +215,25 @@ impl Worker {
 
     fn start_queued(&self, state: &mut LoopState) {
         while state.tasks.len() < self.config.concurrency {
-            let Some(job) = state.queued.pop_front() else { return };
+            let Some(Prefetched { job, leased_at }) = state.queued.pop_front() else { return };
             let lease = job.lease().expect("leased jobs are processing");
             let context = JobContext { lease, lease_lost: CancellationToken::new(), shutdown: state.stop.clone() };
             state.in_flight.insert(job.id, InFlight { lease, lease_lost: context.lease_lost.clone() });
             self.metrics.in_flight.store(state.in_flight.len() as u64, Ordering::Relaxed);
-            let task =
+            let store = self.store.clone();
+            let attempt =
                 run_attempt(self.store.clone(), self.handlers.for_kind(job.kind), job, context, self.metrics.clone());
-            state.tasks.spawn(task);
+            // The store started the job's timeout clock when it leased the job; one that waited
+            // for a slot starts it again, so the wait does not count against its timeout.
+            let waited = leased_at.elapsed() >= CLOCK_RESTART_AFTER_WAIT;
+            state.tasks.spawn(async move {
+                if waited && let Err(error) = store.start_clock(lease).await {
+                    // A lost lease stops the attempt at its first fenced write; a failed write
+                    // leaves the lease-time clock, which only errs on the early side.
+                    warn!(job_id = %lease.job_id, %error, "could not restart the job's timeout clock");
+                }
+                attempt.await
+            });
         }
     }
 
@@ -247,7 +258,8 @@ impl Worker {
             LeaseRequest { owner: &self.config.owner, max_jobs: room as u32, ttl: self.config.lease_ttl, kinds };
         let jobs = self.store.lease(request).await?;
         let got = jobs.len();
-        state.queued.extend(jobs);
+        let leased_at = Instant::now();
+        state.queued.extend(jobs.into_iter().map(|job| Prefetched { job, leased_at }));
         Ok(got)
     }
 
@@ -263,17 +275,29 @@ impl Worker {
         }
     }
 
+    /// Renews every lease the worker holds: the running jobs' and the prefetched ones', which
+    /// would otherwise expire while they wait and be taken back (an attempt spent) without ever
+    /// running. A prefetched job whose lease was lost is dropped from the queue, never started.
     async fn heartbeat(&self, state: &mut LoopState) {
-        if state.in_flight.is_empty() {
+        let leases: Vec<Lease> = state
+            .in_flight
+            .values()
+            .map(|job| job.lease)
+            .chain(state.queued.iter().filter_map(|waiting| waiting.job.lease()))
+            .collect();
+        if leases.is_empty() {
             return;
         }
-        let leases: Vec<Lease> = state.in_flight.values().map(|job| job.lease).collect();
         match self.store.heartbeat(&self.config.owner, &leases, self.config.lease_ttl).await {
             Ok(report) => {
                 for lost in report.lost {
                     if let Some(job) = state.in_flight.get(&lost) {
                         warn!(job_id = %lost, "lease lost: stopping the job");
                         job.lease_lost.cancel();
+                        self.metrics.leases_lost.fetch_add(1, Ordering::Relaxed);
+                    } else if let Some(position) = state.queued.iter().position(|waiting| waiting.job.id == lost) {
+                        warn!(job_id = %lost, "lease lost before the job started: dropping it");
+                        state.queued.remove(position);
                         self.metrics.leases_lost.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -340,7 +364,7 @@ impl Worker {
         if state.queued.is_empty() {
             return;
         }
-        let leases: Vec<Lease> = state.queued.drain(..).filter_map(|job| job.lease()).collect();
+        let leases: Vec<Lease> = state.queued.drain(..).filter_map(|waiting| waiting.job.lease()).collect();
         match self.store.release(&self.config.owner, &leases).await {
             Ok(released) => {
                 self.metrics.released.fetch_add(released.len() as u64, Ordering::Relaxed);
@@ -352,8 +376,18 @@ impl Worker {
     }
 }
 
+/// A prefetched job that waited at least this long for a slot gets its timeout clock restarted
+/// when it starts (one more write; a job started at once keeps the clock its lease started).
+const CLOCK_RESTART_AFTER_WAIT: Duration = Duration::from_secs(1);
+
+/// A leased job waiting for a free slot.
+struct Prefetched {
+    job: Job,
+    leased_at: Instant,
+}
+
 struct LoopState {
-    queued: VecDeque<Job>,
+    queued: VecDeque<Prefetched>,
     in_flight: HashMap<JobId, InFlight>,
     tasks: JoinSet<Finished>,
     /// Cancelled when the grace period is over.

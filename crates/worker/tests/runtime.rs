@@ -37,6 +37,7 @@ enum Call {
     Fail(JobId, Failure),
     Postpone(JobId, Duration),
     Release(Vec<JobId>),
+    StartClock(JobId),
     RecoverStale,
     EnforceTimeouts,
 }
@@ -150,6 +151,11 @@ impl JobStore for FakeStore {
             renewed: renewed.iter().map(|l| l.job_id).collect(),
             lost: lost.iter().map(|l| l.job_id).collect(),
         })
+    }
+    async fn start_clock(&self, lease: Lease) -> StoreResult<()> {
+        let mut state = self.state.lock().unwrap();
+        self.record(&mut state, Call::StartClock(lease.job_id));
+        Ok(())
     }
     async fn save_checkpoint(&self, _: Lease, _: &Checkpoint) -> StoreResult<()> {
         Ok(())
@@ -316,6 +322,8 @@ struct ScriptedHandler {
     scripts: HashMap<JobId, Script>,
     /// Jobs whose attempt saw its lease lost, and when.
     saw_lease_lost: Mutex<Vec<(JobId, Duration)>>,
+    /// Jobs whose attempt started, in order.
+    started: Mutex<Vec<JobId>>,
     start: Instant,
 }
 
@@ -345,6 +353,7 @@ impl TermIndex for FakeStore {
 #[async_trait]
 impl JobHandler for ScriptedHandler {
     async fn run(&self, job: &Job, context: &JobContext) -> Result<Value, JobError> {
+        self.started.lock().unwrap().push(job.id);
         match self.scripts.get(&job.id).copied().unwrap_or(Script::WorkFor(Duration::ZERO)) {
             Script::WorkFor(duration) => {
                 tokio::select! {
@@ -386,6 +395,7 @@ fn handler(scripts: &[(i64, Script)]) -> Arc<ScriptedHandler> {
     Arc::new(ScriptedHandler {
         scripts: scripts.iter().map(|&(id, script)| (JobId(id), script)).collect(),
         saw_lease_lost: Mutex::default(),
+        started: Mutex::default(),
         start: Instant::now(),
     })
 }
@@ -552,4 +562,53 @@ fn settings_under_which_a_worker_would_lose_healthy_leases_are_refused() {
     refused(|c| c.concurrency = 0, "concurrency");
     refused(|c| c.poll_interval = Duration::ZERO, "poll interval");
     refused(|c| c.owner = " ".into(), "name");
+}
+
+/// The heartbeat calls, each with when it was made and the jobs it carried.
+fn heartbeats(store: &FakeStore) -> Vec<(Duration, Vec<JobId>)> {
+    store
+        .calls()
+        .into_iter()
+        .filter_map(|(at, call)| match call {
+            Call::Heartbeat(ids) => Some((at, ids)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefetched_jobs_have_their_leases_renewed_while_they_wait() {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument), job(2, JobKind::ProcessDocument)]);
+    let handler = handler(&[(1, Script::WorkFor(secs(70))), (2, Script::WorkFor(secs(1)))]);
+    let mut config = config();
+    config.prefetch = 1;
+    let (_shutdown, run) = spawn(&store, &handler, config);
+    tokio::time::sleep(secs(65)).await;
+    // Job 2 waits behind job 1 for 70 s, longer than its 60 s lease: every beat renews it too.
+    let both = vec![JobId(1), JobId(2)];
+    assert_eq!(heartbeats(&store), [(secs(20), both.clone()), (secs(40), both.clone()), (secs(60), both)]);
+    tokio::time::sleep(secs(10)).await;
+    assert!(store.calls().iter().any(|(_, call)| *call == Call::Complete(JobId(2))), "it ran once job 1 ended");
+    // Its timeout clock starts when it starts, at 70 s; job 1 started at once and keeps its own.
+    let restarts: Vec<_> = store.calls().into_iter().filter(|(_, call)| matches!(call, Call::StartClock(_))).collect();
+    assert_eq!(restarts, [(secs(70), Call::StartClock(JobId(2)))]);
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prefetched_job_whose_lease_was_lost_is_never_started() {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument), job(2, JobKind::ProcessDocument)]);
+    let handler = handler(&[(1, Script::WorkFor(secs(70))), (2, Script::WorkFor(secs(1)))]);
+    let mut config = config();
+    config.prefetch = 1;
+    let (_shutdown, run) = spawn(&store, &handler, config);
+    tokio::time::sleep(secs(25)).await;
+    store.revoke(JobId(2));
+    tokio::time::sleep(secs(75)).await;
+    // The beat at 40 s finds job 2's lease gone; job 1 ends at 70 s and job 2 is not started.
+    assert_eq!(heartbeats(&store)[1], (secs(40), vec![JobId(1), JobId(2)]));
+    assert_eq!(heartbeats(&store)[2], (secs(60), vec![JobId(1)]));
+    assert!(store.calls().iter().any(|(_, call)| *call == Call::Complete(JobId(1))));
+    assert_eq!(*handler.started.lock().unwrap(), [JobId(1)]);
+    run.abort();
 }

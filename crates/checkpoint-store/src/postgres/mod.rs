@@ -436,6 +436,16 @@ impl JobStore for PgStore {
         Ok(HeartbeatReport { renewed, lost })
     }
 
+    async fn start_clock(&self, lease: Lease) -> StoreResult<()> {
+        let result = sqlx::query(sql::START_CLOCK)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(self.bound_now())
+            .execute(&self.pool)
+            .await?;
+        fenced(lease, result.rows_affected())
+    }
+
     async fn save_checkpoint(&self, lease: Lease, checkpoint: &Checkpoint) -> StoreResult<()> {
         self.save_checkpoint_on(&self.pool, lease, checkpoint).await
     }

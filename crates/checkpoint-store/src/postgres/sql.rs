@@ -118,6 +118,15 @@ pub const HEARTBEAT: &str = concat!(
 );
 
 /// $1 id, $2 token, $3 metadata, $4 now or NULL.
+/// $1 id, $2 token, $3 now or NULL.
+pub const START_CLOCK: &str = concat!(
+    "UPDATE jobs SET started_at = ",
+    now!("$3"),
+    ", updated_at = ",
+    now!("$3"),
+    " WHERE id = $1 AND lease_token = $2 AND status = 'processing'"
+);
+
 pub const SAVE_CHECKPOINT: &str = concat!(
     "UPDATE jobs SET metadata = $3::jsonb, updated_at = ",
     now!("$4"),

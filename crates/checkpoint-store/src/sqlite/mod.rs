@@ -330,6 +330,16 @@ impl JobStore for SqliteStore {
         Ok(HeartbeatReport { renewed, lost })
     }
 
+    async fn start_clock(&self, lease: Lease) -> StoreResult<()> {
+        let result = sqlx::query(sql::START_CLOCK)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(self.now())
+            .execute(&self.writer)
+            .await?;
+        fenced(lease, result.rows_affected())
+    }
+
     async fn save_checkpoint(&self, lease: Lease, checkpoint: &Checkpoint) -> StoreResult<()> {
         self.save_checkpoint_on(&self.writer, lease, checkpoint).await
     }

@@ -59,6 +59,10 @@ pub const HEARTBEAT: &str = "UPDATE jobs SET lock_until = ?2 + ?3, last_heartbea
      RETURNING id, lease_token";
 
 /// ?1 id, ?2 token, ?3 metadata, ?4 now.
+/// ?1 id, ?2 token, ?3 now.
+pub const START_CLOCK: &str = "UPDATE jobs SET started_at = ?3, updated_at = ?3 \
+     WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
+
 pub const SAVE_CHECKPOINT: &str = "UPDATE jobs SET metadata = ?3, updated_at = ?4 \
      WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
 
