@@ -432,10 +432,12 @@ pub async fn run_attempt(
         metrics.attempt_durations(job.kind).observe(started.elapsed());
         let mut rate_limited = None;
         let settled = match outcome {
-            Ok(result) => store.complete(lease, Some(result)).await.map(|()| {
-                metrics.completed.fetch_add(1, Ordering::Relaxed);
-                info!("completed");
-            }),
+            Ok(result) => {
+                recorded(&context.lease_lost, || store.complete(lease, Some(result.clone()))).await.map(|()| {
+                    metrics.completed.fetch_add(1, Ordering::Relaxed);
+                    info!("completed");
+                })
+            }
             Err(JobError::LeaseLost) => {
                 warn!("lease lost: the job is left to its new owner");
                 Ok(())
@@ -445,23 +447,24 @@ pub async fn run_attempt(
                 metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
                 let reason = format!("rate limited by the embedding service; retry after {}s", retry_after.as_secs());
                 info!(retry_after = ?retry_after, "postponed: rate limited");
-                store.postpone(lease, retry_after, &reason).await
+                recorded(&context.lease_lost, || store.postpone(lease, retry_after, &reason)).await
             }
             Err(JobError::Deferred { retry_after, reason }) => {
                 metrics.deferred.fetch_add(1, Ordering::Relaxed);
                 info!(retry_after = ?retry_after, reason, "postponed without using an attempt");
-                store.postpone(lease, retry_after, &reason).await
+                recorded(&context.lease_lost, || store.postpone(lease, retry_after, &reason)).await
             }
             Err(JobError::Interrupted) => {
                 metrics.interrupted.fetch_add(1, Ordering::Relaxed);
                 info!("handed back at shutdown with its checkpoint");
-                store.postpone(lease, Duration::ZERO, "worker shut down before the job finished").await
+                let reason = "worker shut down before the job finished";
+                recorded(&context.lease_lost, || store.postpone(lease, Duration::ZERO, reason)).await
             }
             Err(error @ (JobError::Permanent(_) | JobError::Retryable(_))) => {
                 let failure =
                     if matches!(error, JobError::Permanent(_)) { Failure::Permanent } else { Failure::Retryable };
                 let reason = error.to_string();
-                match store.fail(lease, &reason, failure).await {
+                match recorded(&context.lease_lost, || store.fail(lease, &reason, failure)).await {
                     Ok(FailOutcome::Dead) => {
                         metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
                         error!(reason, "dead-lettered");
@@ -490,4 +493,43 @@ pub async fn run_attempt(
     }
     .instrument(span)
     .await
+}
+
+/// How long an attempt keeps trying to record its outcome while the database is out of reach:
+/// the work is done, and giving up would let the lease expire and spend an attempt on it (on the
+/// last attempt, dead-letter a finished book). A job whose lease is taken back meanwhile stops
+/// trying at once; one whose lease merely expired is still its worker's to settle until the
+/// reaper takes it, since every write is fenced by the token, not the expiry.
+const RECORD_OUTCOME_FOR: Duration = Duration::from_secs(600);
+
+/// The longest pause between two tries of recording an outcome.
+const RECORD_OUTCOME_MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// Runs `write` until it succeeds, fails for a reason other than a lost connection, the lease is
+/// lost, or [`RECORD_OUTCOME_FOR`] has passed; pauses double from 100 ms up to
+/// [`RECORD_OUTCOME_MAX_PAUSE`].
+async fn recorded<T, F, W>(lease_lost: &CancellationToken, mut write: W) -> Result<T, StoreError>
+where
+    W: FnMut() -> F,
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let give_up_at = tokio::time::Instant::now() + RECORD_OUTCOME_FOR;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Err(error)
+                if error.is_connection_loss()
+                    && !lease_lost.is_cancelled()
+                    && tokio::time::Instant::now() + pause < give_up_at =>
+            {
+                warn!(%error, retry_in = ?pause, "the database is out of reach; recording the outcome again");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = lease_lost.cancelled() => {}
+                }
+                pause = (pause * 2).min(RECORD_OUTCOME_MAX_PAUSE);
+            }
+            settled => return settled,
+        }
+    }
 }

@@ -49,6 +49,8 @@ struct FakeState {
     revoked: Vec<JobId>,
     calls: Vec<(Duration, Call)>,
     reaper_fails: u32,
+    /// Completions still to fail as if the database were down.
+    outcome_outages: u32,
 }
 
 struct FakeStore {
@@ -165,6 +167,10 @@ impl JobStore for FakeStore {
     }
     async fn complete(&self, lease: Lease, _: Option<Value>) -> StoreResult<()> {
         let mut state = self.state.lock().unwrap();
+        if state.outcome_outages > 0 {
+            state.outcome_outages -= 1;
+            return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
+        }
         if !self.held(&state, lease) {
             return Err(StoreError::LeaseLost { job_id: lease.job_id });
         }
@@ -610,5 +616,24 @@ async fn a_prefetched_job_whose_lease_was_lost_is_never_started() {
     assert_eq!(heartbeats(&store)[2], (secs(60), vec![JobId(1)]));
     assert!(store.calls().iter().any(|(_, call)| *call == Call::Complete(JobId(1))));
     assert_eq!(*handler.started.lock().unwrap(), [JobId(1)]);
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_database_outage_while_recording_an_outcome_costs_no_attempt() {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument)]);
+    // The work ends at 10 s; the database refuses the completion for its next six tries.
+    store.state.lock().unwrap().outcome_outages = 6;
+    let handler = handler(&[(1, Script::WorkFor(secs(10)))]);
+    let (_shutdown, run) = spawn(&store, &handler, config());
+    tokio::time::sleep(secs(30)).await;
+    // Tried again after 0.1, 0.2, 0.4, 0.8, 1.6 and 3.2 s: recorded at 16.3 s, once, while the
+    // lease still held; no failure, no retry, no attempt spent.
+    let settled: Vec<_> = store
+        .calls()
+        .into_iter()
+        .filter(|(_, call)| matches!(call, Call::Complete(_) | Call::Fail(..) | Call::Postpone(..)))
+        .collect();
+    assert_eq!(settled, [(Duration::from_millis(16_300), Call::Complete(JobId(1)))]);
     run.abort();
 }
