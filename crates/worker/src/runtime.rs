@@ -343,8 +343,11 @@ impl Worker {
             if recovery.action == RecoveryAction::DeadLettered
                 && let Ok(Some(job)) = self.store.job(recovery.job_id).await
             {
+                // A dead letter's side effects (cancelling its Batch API batch) may wait on the
+                // AI service for minutes: never on this loop, which renews every lease.
                 let reason = job.last_error.clone().unwrap_or_default();
-                self.handlers.for_kind(job.kind).dead_lettered(&job, &reason).await;
+                let handler = self.handlers.for_kind(job.kind);
+                tokio::spawn(async move { handler.dead_lettered(&job, &reason).await }.in_current_span());
             }
         }
         let now = checkpoint_store::Clock::now(&checkpoint_store::SystemClock);

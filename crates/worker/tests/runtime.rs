@@ -19,8 +19,8 @@ use checkpoint_store::{
     BookMetadata, ChunkSet, ChunkTerms, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document,
     DocumentStatus, DocumentStore, EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued, FailOutcome, Failure,
     FollowUp, HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, Neighbour,
-    NeighbourQuery, NeighbourSearch, NewConnection, NewDocument, QueueCount, Recovery, StoreError, StoreResult,
-    StoredChunk, TermCounts, TermIndex, VectorIndexKind, WeightedTerms,
+    NeighbourQuery, NeighbourSearch, NewConnection, NewDocument, QueueCount, Recovery, RecoveryAction, RecoveryReason,
+    StoreError, StoreResult, StoredChunk, TermCounts, TermIndex, VectorIndexKind, WeightedTerms,
 };
 use serde_json::{Value, json};
 use stage_machine::Checkpoint;
@@ -51,6 +51,8 @@ struct FakeState {
     reaper_fails: u32,
     /// Completions still to fail as if the database were down.
     outcome_outages: u32,
+    /// Jobs the next reaper pass reports dead-lettered (and `job` then finds).
+    reaped_dead: Vec<Job>,
 }
 
 struct FakeStore {
@@ -211,15 +213,28 @@ impl JobStore for FakeStore {
             state.reaper_fails -= 1;
             return Err(StoreError::Corrupt("the database is having a bad day".into()));
         }
-        Ok(Vec::new())
+        let dead = state.reaped_dead.iter().filter(|job| job.status != JobStatus::Dead).map(|job| Recovery {
+            job_id: job.id,
+            kind: job.kind,
+            owner: Some("gone".into()),
+            attempts: job.max_attempts,
+            max_attempts: job.max_attempts,
+            running_for: Duration::ZERO,
+            silent_for: Duration::ZERO,
+            reason: RecoveryReason::LeaseExpired,
+            action: RecoveryAction::DeadLettered,
+        });
+        let dead: Vec<Recovery> = dead.collect();
+        state.reaped_dead.iter_mut().for_each(|job| job.status = JobStatus::Dead);
+        Ok(dead)
     }
     async fn enforce_timeouts(&self) -> StoreResult<Vec<Recovery>> {
         let mut state = self.state.lock().unwrap();
         self.record(&mut state, Call::EnforceTimeouts);
         Ok(Vec::new())
     }
-    async fn job(&self, _: JobId) -> StoreResult<Option<Job>> {
-        Ok(None)
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        Ok(self.state.lock().unwrap().reaped_dead.iter().find(|job| job.id == id).cloned())
     }
     async fn list_jobs(&self, _: &JobFilter) -> StoreResult<Vec<Job>> {
         unused()
@@ -330,6 +345,9 @@ struct ScriptedHandler {
     saw_lease_lost: Mutex<Vec<(JobId, Duration)>>,
     /// Jobs whose attempt started, in order.
     started: Mutex<Vec<JobId>>,
+    /// How long the dead-letter hook takes (as a Batch API cancellation against a stalled
+    /// service would).
+    dead_letter_stall: Duration,
     start: Instant,
 }
 
@@ -382,7 +400,9 @@ impl JobHandler for ScriptedHandler {
         }
     }
 
-    async fn dead_lettered(&self, _: &Job, _: &str) {}
+    async fn dead_lettered(&self, _: &Job, _: &str) {
+        tokio::time::sleep(self.dead_letter_stall).await;
+    }
 }
 
 fn config() -> WorkerConfig {
@@ -402,6 +422,7 @@ fn handler(scripts: &[(i64, Script)]) -> Arc<ScriptedHandler> {
         scripts: scripts.iter().map(|&(id, script)| (JobId(id), script)).collect(),
         saw_lease_lost: Mutex::default(),
         started: Mutex::default(),
+        dead_letter_stall: Duration::ZERO,
         start: Instant::now(),
     })
 }
@@ -635,5 +656,22 @@ async fn a_database_outage_while_recording_an_outcome_costs_no_attempt() {
         .filter(|(_, call)| matches!(call, Call::Complete(_) | Call::Fail(..) | Call::Postpone(..)))
         .collect();
     assert_eq!(settled, [(Duration::from_millis(16_300), Call::Complete(JobId(1)))]);
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_hook_stalled_on_the_ai_service_starves_no_heartbeat() {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument)]);
+    // The reaper's first pass dead-letters a job whose hook then waits 180 s, three leases long.
+    store.state.lock().unwrap().reaped_dead.push(job(9, JobKind::ProcessDocument));
+    let scripts = [(1, Script::WorkFor(secs(200)))];
+    let handler =
+        Arc::new(ScriptedHandler { dead_letter_stall: secs(180), ..Arc::into_inner(handler(&scripts)).unwrap() });
+    let (_shutdown, run) = spawn(&store, &handler, config());
+    tokio::time::sleep(secs(125)).await;
+    // The running job's lease is renewed on time throughout, and never lost.
+    let beats: Vec<Duration> = heartbeats(&store).into_iter().map(|(at, _)| at).collect();
+    assert_eq!(beats, [secs(20), secs(40), secs(60), secs(80), secs(100), secs(120)]);
+    assert!(handler.saw_lease_lost.lock().unwrap().is_empty());
     run.abort();
 }
