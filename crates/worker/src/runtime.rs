@@ -95,6 +95,9 @@ impl WorkerMetrics {
 struct InFlight {
     lease: Lease,
     lease_lost: CancellationToken,
+    /// The job's own `shutdown`: a child of the loop's `stop`, also cancelled alone when this
+    /// worker cannot renew its leases.
+    stop_at_boundary: CancellationToken,
 }
 
 /// What an attempt reports back to the loop.
@@ -135,6 +138,7 @@ impl Worker {
             stop: CancellationToken::new(),
             rate_limited_until: None,
             draining_since: None,
+            renewals_failing_since: None,
         };
         let result = self.run_loop(&mut state, &shutdown).await;
         // Runs however the loop ended: nothing leased and unstarted stays with this worker.
@@ -214,11 +218,17 @@ impl Worker {
     }
 
     fn start_queued(&self, state: &mut LoopState) {
+        if state.cut_off(self.config.lease_ttl) {
+            return;
+        }
         while state.tasks.len() < self.config.concurrency {
             let Some(Prefetched { job, leased_at }) = state.queued.pop_front() else { return };
             let lease = job.lease().expect("leased jobs are processing");
-            let context = JobContext { lease, lease_lost: CancellationToken::new(), shutdown: state.stop.clone() };
-            state.in_flight.insert(job.id, InFlight { lease, lease_lost: context.lease_lost.clone() });
+            let context =
+                JobContext { lease, lease_lost: CancellationToken::new(), shutdown: state.stop.child_token() };
+            let in_flight =
+                InFlight { lease, lease_lost: context.lease_lost.clone(), stop_at_boundary: context.shutdown.clone() };
+            state.in_flight.insert(job.id, in_flight);
             self.metrics.in_flight.store(state.in_flight.len() as u64, Ordering::Relaxed);
             let store = self.store.clone();
             let attempt =
@@ -241,7 +251,7 @@ impl Worker {
     async fn lease_more(&self, state: &mut LoopState) -> Result<usize, StoreError> {
         let capacity = self.config.concurrency + self.config.prefetch;
         let room = capacity.saturating_sub(state.tasks.len() + state.queued.len());
-        if room == 0 {
+        if room == 0 || state.cut_off(self.config.lease_ttl) {
             return Ok(0);
         }
         let rate_limited = state.rate_limited_until.is_some_and(|until| Instant::now() < until);
@@ -303,8 +313,24 @@ impl Worker {
                 }
             }
             // Leases stay valid until they expire; the next beat tries again.
-            Err(error) => warn!(%error, "heartbeat failed"),
+            Err(error) => {
+                warn!(%error, "heartbeat failed");
+                let since = *state.renewals_failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.config.lease_ttl {
+                    let running = state.in_flight.values().filter(|job| !job.stop_at_boundary.is_cancelled());
+                    let running: Vec<&InFlight> = running.collect();
+                    if !running.is_empty() {
+                        error!(
+                            jobs = running.len(),
+                            "no lease renewed for a whole lease: stopping jobs at their next stage boundary"
+                        );
+                    }
+                    running.iter().for_each(|job| job.stop_at_boundary.cancel());
+                }
+                return;
+            }
         }
+        state.renewals_failing_since = None;
     }
 
     async fn reap(&self) {
@@ -397,6 +423,16 @@ struct LoopState {
     stop: CancellationToken,
     rate_limited_until: Option<Instant>,
     draining_since: Option<Instant>,
+    /// Since when every heartbeat has failed (none: the last one succeeded).
+    renewals_failing_since: Option<Instant>,
+}
+
+impl LoopState {
+    /// Whether heartbeats have failed for at least a whole lease: every lease this worker holds
+    /// may have expired and been taken over, so it starts nothing and bills nothing more.
+    fn cut_off(&self, lease_ttl: Duration) -> bool {
+        self.renewals_failing_since.is_some_and(|since| since.elapsed() >= lease_ttl)
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

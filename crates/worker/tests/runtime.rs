@@ -53,6 +53,8 @@ struct FakeState {
     outcome_outages: u32,
     /// Jobs the next reaper pass reports dead-lettered (and `job` then finds).
     reaped_dead: Vec<Job>,
+    /// Heartbeats fail as if the database were down.
+    heartbeats_fail: bool,
 }
 
 struct FakeStore {
@@ -150,6 +152,9 @@ impl JobStore for FakeStore {
         let mut ids: Vec<JobId> = leases.iter().map(|l| l.job_id).collect();
         ids.sort();
         self.record(&mut state, Call::Heartbeat(ids));
+        if state.heartbeats_fail {
+            return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
+        }
         let (renewed, lost): (Vec<Lease>, Vec<Lease>) = leases.iter().partition(|&&lease| self.held(&state, lease));
         Ok(HeartbeatReport {
             renewed: renewed.iter().map(|l| l.job_id).collect(),
@@ -673,5 +678,32 @@ async fn a_dead_letter_hook_stalled_on_the_ai_service_starves_no_heartbeat() {
     let beats: Vec<Duration> = heartbeats(&store).into_iter().map(|(at, _)| at).collect();
     assert_eq!(beats, [secs(20), secs(40), secs(60), secs(80), secs(100), secs(120)]);
     assert!(handler.saw_lease_lost.lock().unwrap().is_empty());
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_cannot_renew_its_leases_for_a_whole_lease_stops_its_jobs_and_starts_none() {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument), job(2, JobKind::ProcessDocument)]);
+    store.state.lock().unwrap().heartbeats_fail = true;
+    // Job 1 works in ten 15 s steps, checking for a stop before each; job 2 waits for a slot.
+    let handler = handler(&[(1, Script::Steps(secs(15))), (2, Script::WorkFor(secs(1)))]);
+    let mut config = config();
+    config.prefetch = 1;
+    let (_shutdown, run) = spawn(&store, &handler, config);
+    tokio::time::sleep(secs(150)).await;
+    // Beats fail from 20 s; at 80 s a whole 60 s lease has gone unrenewed, so job 1 stops at its
+    // next step (90 s) and is handed back; job 2 is never started, and nothing more is leased.
+    let settled: Vec<_> =
+        store.calls().into_iter().filter(|(_, call)| matches!(call, Call::Complete(_) | Call::Postpone(..))).collect();
+    assert_eq!(settled, [(secs(90), Call::Postpone(JobId(1), Duration::ZERO))]);
+    assert_eq!(*handler.started.lock().unwrap(), [JobId(1)]);
+    let leases_after_cut_off =
+        store.calls().iter().filter(|(at, call)| matches!(call, Call::Lease(..)) && *at >= secs(80)).count();
+    assert_eq!(leases_after_cut_off, 0);
+    // Once a heartbeat succeeds again (at 160 s), the worker starts work again.
+    store.state.lock().unwrap().heartbeats_fail = false;
+    tokio::time::sleep(secs(20)).await;
+    assert_eq!(*handler.started.lock().unwrap(), [JobId(1), JobId(2)]);
+    assert!(store.calls().iter().any(|(_, call)| *call == Call::Complete(JobId(2))));
     run.abort();
 }
