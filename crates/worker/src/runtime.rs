@@ -139,6 +139,7 @@ impl Worker {
             rate_limited_until: None,
             draining_since: None,
             renewals_failing_since: None,
+            side_effects: JoinSet::new(),
         };
         let result = self.run_loop(&mut state, &shutdown).await;
         // Runs however the loop ended: nothing leased and unstarted stays with this worker.
@@ -152,6 +153,11 @@ impl Worker {
             }
         }
         self.metrics.in_flight.store(0, Ordering::Relaxed);
+        // Dead letters' side effects (cancelling their batches) finish too, within the grace.
+        let side_effects = async { while state.side_effects.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.config.shutdown_grace, side_effects).await.is_err() {
+            warn!(left = state.side_effects.len(), "dead-letter side effects still running at exit: abandoned");
+        }
         result
     }
 
@@ -206,7 +212,8 @@ impl Worker {
                 }
                 Some(joined) = state.tasks.join_next() => self.on_finished(state, joined).await,
                 _ = heartbeat.tick() => self.heartbeat(state).await,
-                _ = reaper.tick() => self.reap().await,
+                _ = reaper.tick() => self.reap(state).await,
+                Some(_) = state.side_effects.join_next() => {}
                 _ = poll.tick() => {
                     if config.exit_when_idle && state.tasks.is_empty() && state.queued.is_empty() && !draining && self.queue_is_idle().await {
                         info!("queue is empty: exiting");
@@ -333,7 +340,7 @@ impl Worker {
         state.renewals_failing_since = None;
     }
 
-    async fn reap(&self) {
+    async fn reap(&self, state: &mut LoopState) {
         let mut recoveries = match self.store.recover_stale().await {
             Ok(recoveries) => recoveries,
             Err(error) => {
@@ -373,7 +380,7 @@ impl Worker {
                 // AI service for minutes: never on this loop, which renews every lease.
                 let reason = job.last_error.clone().unwrap_or_default();
                 let handler = self.handlers.for_kind(job.kind);
-                tokio::spawn(async move { handler.dead_lettered(&job, &reason).await }.in_current_span());
+                state.side_effects.spawn(async move { handler.dead_lettered(&job, &reason).await }.in_current_span());
             }
         }
         let now = checkpoint_store::Clock::now(&checkpoint_store::SystemClock);
@@ -425,6 +432,8 @@ struct LoopState {
     draining_since: Option<Instant>,
     /// Since when every heartbeat has failed (none: the last one succeeded).
     renewals_failing_since: Option<Instant>,
+    /// Dead letters' side effects, running off the loop.
+    side_effects: JoinSet<()>,
 }
 
 impl LoopState {
