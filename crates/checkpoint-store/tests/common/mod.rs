@@ -56,6 +56,15 @@ impl RawPool {
         }
         .unwrap_or_else(|error| panic!("{sql}: {error}"));
     }
+
+    /// Runs statements that may be refused, returning the database's message if they are.
+    pub async fn try_execute(&self, sql: &'static str) -> Result<(), String> {
+        match self {
+            RawPool::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+            RawPool::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        }
+        .map_err(|error| error.to_string())
+    }
 }
 
 pub async fn sqlite() -> Harness {
