@@ -10,6 +10,7 @@
 //! writes (checkpoints, chunks, embeddings) are all fenced by the same lease, so a handler that
 //! lost its lease cannot change anything even before it notices.
 
+mod attempt;
 mod config;
 mod data_dir;
 mod dead_letters;
@@ -20,6 +21,7 @@ mod pipeline;
 mod runtime;
 mod submit;
 
+pub use attempt::run_attempt;
 pub use config::{ConfigError, WorkerConfig};
 pub use data_dir::{DataDir, sha256_hex, write_atomically};
 pub use dead_letters::{DeadLetterRetries, retry_dead_letters};
@@ -30,5 +32,5 @@ pub use pipeline::{
     Batching, DetectConnections, EmbeddingMode, Pipeline, PipelineStats, ProcessDocument, detect_connections_key,
     lexical_connections, process_document_key,
 };
-pub use runtime::{Finished, Handlers, Worker, WorkerMetrics, default_owner, run_attempt};
+pub use runtime::{Finished, Handlers, Worker, WorkerMetrics, default_owner};
 pub use submit::{Submission, SubmitError, submit_bytes, submit_file};

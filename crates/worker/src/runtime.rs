@@ -12,17 +12,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use checkpoint_store::{
-    FailOutcome, Failure, Job, JobId, JobKind, JobStatus, Lease, LeaseRequest, RecoveryAction, Store, StoreError,
-};
+use checkpoint_store::{Job, JobId, JobKind, JobStatus, Lease, LeaseRequest, RecoveryAction, Store, StoreError};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::attempt::run_attempt;
 use crate::config::WorkerConfig;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, error, info, warn};
 
-use crate::job::{JobContext, JobError, JobHandler};
+use crate::job::{JobContext, JobHandler};
 
 /// A name for this process's worker: host and process id.
 pub fn default_owner() -> String {
@@ -448,136 +447,5 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Runs one attempt of a leased job and settles it with the store according to how it ended:
-/// completed, retried or dead-lettered, postponed (rate limit, shutdown), or left alone when the
-/// lease was lost.
-pub async fn run_attempt(
-    store: Arc<dyn Store>,
-    handler: Arc<dyn JobHandler>,
-    job: Job,
-    context: JobContext,
-    metrics: Arc<WorkerMetrics>,
-) -> Finished {
-    let span =
-        info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts, stage = tracing::field::Empty);
-    let job_id = job.id;
-    let lease = context.lease;
-    async move {
-        info!("started");
-        let started = tokio::time::Instant::now();
-        let attempt = {
-            let (handler, job, context) = (handler.clone(), job.clone(), context.clone());
-            tokio::spawn(async move { handler.run(&job, &context).await }.in_current_span())
-        };
-        let outcome = match attempt.await {
-            Ok(outcome) => outcome,
-            // A panicking handler is a bug, not a verdict on the job: retry it.
-            Err(join_error) => Err(JobError::Retryable(format!("the handler panicked: {join_error}"))),
-        };
-        metrics.attempt_durations(job.kind).observe(started.elapsed());
-        let mut rate_limited = None;
-        let settled = match outcome {
-            Ok(result) => {
-                recorded(&context.lease_lost, || store.complete(lease, Some(result.clone()))).await.map(|()| {
-                    metrics.completed.fetch_add(1, Ordering::Relaxed);
-                    info!("completed");
-                })
-            }
-            Err(JobError::LeaseLost) => {
-                warn!("lease lost: the job is left to its new owner");
-                Ok(())
-            }
-            Err(JobError::RateLimited { retry_after }) => {
-                rate_limited = Some(retry_after);
-                metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-                let reason = format!("rate limited by the embedding service; retry after {}s", retry_after.as_secs());
-                info!(retry_after = ?retry_after, "postponed: rate limited");
-                recorded(&context.lease_lost, || store.postpone(lease, retry_after, &reason)).await
-            }
-            Err(JobError::Deferred { retry_after, reason }) => {
-                metrics.deferred.fetch_add(1, Ordering::Relaxed);
-                info!(retry_after = ?retry_after, reason, "postponed without using an attempt");
-                recorded(&context.lease_lost, || store.postpone(lease, retry_after, &reason)).await
-            }
-            Err(JobError::Interrupted) => {
-                metrics.interrupted.fetch_add(1, Ordering::Relaxed);
-                info!("handed back at shutdown with its checkpoint");
-                let reason = "worker shut down before the job finished";
-                recorded(&context.lease_lost, || store.postpone(lease, Duration::ZERO, reason)).await
-            }
-            Err(error @ (JobError::Permanent(_) | JobError::Retryable(_))) => {
-                let failure =
-                    if matches!(error, JobError::Permanent(_)) { Failure::Permanent } else { Failure::Retryable };
-                let reason = error.to_string();
-                match recorded(&context.lease_lost, || store.fail(lease, &reason, failure)).await {
-                    Ok(FailOutcome::Dead) => {
-                        metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                        error!(reason, "dead-lettered");
-                        handler.dead_lettered(&job, &reason).await;
-                        Ok(())
-                    }
-                    Ok(FailOutcome::Retrying { run_at }) => {
-                        metrics.retried.fetch_add(1, Ordering::Relaxed);
-                        warn!(reason, run_at, "attempt failed; will retry");
-                        Ok(())
-                    }
-                    Err(error) => Err(error),
-                }
-            }
-        };
-        match settled {
-            Ok(()) => {}
-            Err(StoreError::LeaseLost { .. }) => {
-                metrics.leases_lost.fetch_add(1, Ordering::Relaxed);
-                warn!("lease lost before the outcome could be recorded");
-            }
-            // The lease will expire and the reaper will hand the job to another attempt.
-            Err(error) => error!(%error, "could not record the outcome"),
-        }
-        Finished { job_id, rate_limited }
-    }
-    .instrument(span)
-    .await
-}
-
-/// How long an attempt keeps trying to record its outcome while the database is out of reach:
-/// the work is done, and giving up would let the lease expire and spend an attempt on it (on the
-/// last attempt, dead-letter a finished book). A job whose lease is taken back meanwhile stops
-/// trying at once; one whose lease merely expired is still its worker's to settle until the
-/// reaper takes it, since every write is fenced by the token, not the expiry.
-const RECORD_OUTCOME_FOR: Duration = Duration::from_secs(600);
-
-/// The longest pause between two tries of recording an outcome.
-const RECORD_OUTCOME_MAX_PAUSE: Duration = Duration::from_secs(5);
-
-/// Runs `write` until it succeeds, fails for a reason other than a lost connection, the lease is
-/// lost, or [`RECORD_OUTCOME_FOR`] has passed; pauses double from 100 ms up to
-/// [`RECORD_OUTCOME_MAX_PAUSE`].
-async fn recorded<T, F, W>(lease_lost: &CancellationToken, mut write: W) -> Result<T, StoreError>
-where
-    W: FnMut() -> F,
-    F: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let give_up_at = tokio::time::Instant::now() + RECORD_OUTCOME_FOR;
-    let mut pause = Duration::from_millis(100);
-    loop {
-        match write().await {
-            Err(error)
-                if error.is_connection_loss()
-                    && !lease_lost.is_cancelled()
-                    && tokio::time::Instant::now() + pause < give_up_at =>
-            {
-                warn!(%error, retry_in = ?pause, "the database is out of reach; recording the outcome again");
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = lease_lost.cancelled() => {}
-                }
-                pause = (pause * 2).min(RECORD_OUTCOME_MAX_PAUSE);
-            }
-            settled => return settled,
-        }
     }
 }
