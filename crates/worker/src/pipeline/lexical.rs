@@ -48,6 +48,7 @@ pub async fn lexical_connections(
         sources.iter().flat_map(|source| source.terms.iter().map(|(term, _)| term.as_str())).collect();
     let book_terms: Vec<String> = book_terms.into_iter().map(str::to_owned).collect();
     let counts = store.term_counts(&book_terms).await?;
+    debug!(elapsed_ms = elapsed_ms(started), terms = book_terms.len(), "lexical: the book's terms counted");
     let mut statistics =
         Arc::new(TermStatistics { chunk_count: counts.chunk_count, document_frequency: counts.document_frequency });
 
@@ -79,6 +80,7 @@ pub async fn lexical_connections(
         }
         let wanted: Vec<String> = wanted.into_iter().map(str::to_owned).collect();
         let others = store.chunk_terms(&wanted).await?;
+        debug!(elapsed_ms = elapsed_ms(started), candidates = wanted.len(), "lexical: candidates read");
         // A candidate's terms that the book lacks still weigh in its norm: ask their frequencies
         // too, or they would count as terms no chunk has, and its scores would come out low.
         let unknown: BTreeSet<&str> = others
@@ -90,6 +92,7 @@ pub async fn lexical_connections(
             let unknown: Vec<String> = unknown.into_iter().map(str::to_owned).collect();
             let counts = store.term_counts(&unknown).await?;
             Arc::make_mut(&mut statistics).document_frequency.extend(counts.document_frequency);
+            debug!(elapsed_ms = elapsed_ms(started), terms = unknown.len(), "lexical: their other terms counted");
         }
         let round_shortlists = shortlists[first..end].to_vec();
         let (round_sources, round_statistics) = (sources.clone(), statistics.clone());
