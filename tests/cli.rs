@@ -10,6 +10,8 @@
 //! helper; each test is a command's contract, and splitting them by command would copy the
 //! helper into every file.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use assert_cmd::Command;
 use checkpoint_store::{JobId, JobKind, JobStatus, JobStore, LeaseRequest, SqliteStore, StoreOptions};
 use epub_fixtures::{Block, BookSpec, ChapterSpec};
 use serde_json::Value;
+use support::fake_openai::{FakeOpenAi, Reply};
 use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_quire");
@@ -707,6 +710,38 @@ fn worker_serves_metrics_and_health() {
     let health = json_body(&body);
     assert_eq!(health["database"], "ok");
     assert_eq!(health["reaper"], "ok");
+}
+
+#[test]
+fn a_worker_whose_ai_account_is_refused_stays_up_and_says_why() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(FakeOpenAi::start(|_| Reply::Error(401, "Incorrect API key provided")));
+    let env = Env::new();
+    let file = env.write("sample.epub", &epub_fixtures::sample_book());
+    env.cmd(&["submit"]).arg(&file).assert().success();
+    let openai = ["--embedder", "openai", "--openai-base-url", &server.base_url, "--embedding-dimensions", "64"];
+    let mut args =
+        vec!["worker", "--metrics-addr", "127.0.0.1:0", "--reaper-interval", "1s", "--poll-interval", "50ms"];
+    args.extend(openai);
+    let mut worker = env.spawn(&args);
+    let addr = worker.wait_for_line("metrics listening on");
+
+    let mut health = Value::Null;
+    eventually("the worker to pause its AI work", || {
+        let (status, body) = http(&addr, "GET", "/healthz", &[], b"");
+        health = json_body(&body);
+        status == 200 && health["status"] == "degraded"
+    });
+    assert_eq!(health["ai_service"], "account refused");
+    assert!(health["ai_pause_reason"].as_str().unwrap().contains("Incorrect API key"), "{health}");
+    let metrics = http(&addr, "GET", "/metrics", &[], b"").1;
+    assert_eq!(sample(&metrics, "quire_worker_ai_paused"), Some(1.0));
+    assert_eq!(sample(&metrics, "quire_worker_jobs_account_refused_total"), Some(1.0));
+    assert_eq!(sample(&metrics, "quire_worker_jobs_dead_lettered_total"), Some(0.0));
+    // The book waits with its attempt given back, and it is not marked failed.
+    let status = env.status();
+    assert_eq!(status["documents"][0]["status"], "processing", "{status}");
+    assert_eq!(server.requests(), 1, "one refusal pauses AI work: no request per book of the backlog");
 }
 
 #[test]

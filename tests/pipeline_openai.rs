@@ -42,6 +42,7 @@ async fn one_attempt(rig: &Rig) -> checkpoint_store::Job {
     let id = job.id;
     let context = worker::JobContext {
         lease: job.lease().unwrap(),
+        attempt: job.attempts,
         lease_lost: Default::default(),
         shutdown: Default::default(),
     };
@@ -103,4 +104,36 @@ async fn a_client_error_fails_permanently_with_the_servers_message() {
     let document = rig.store.document(&submission.document_id).await.unwrap().unwrap();
     assert_eq!(document.status.to_string(), "failed");
     assert!(document.error.unwrap().contains("input is too long"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_account_postpones_the_book_without_an_attempt_until_the_key_is_fixed() {
+    // The first two requests meet a revoked key and an empty balance; then an operator fixes it.
+    let server = FakeOpenAi::start(|request| match request {
+        0 => Reply::Error(401, "Incorrect API key provided"),
+        1 => Reply::Error(403, "You have insufficient permissions for this operation"),
+        _ => Reply::Embed,
+    })
+    .await;
+    let rig = Rig::new(embedder(&server)).await;
+    let submission = rig.submit("book.epub", &book()).await;
+
+    for (refusals, message) in [(1, "Incorrect API key"), (2, "insufficient permissions")] {
+        let postponed = one_attempt(&rig).await;
+        assert_eq!(postponed.status, JobStatus::Pending, "refusal {refusals}");
+        assert_eq!(postponed.attempts, 0, "a refused account spends no attempt");
+        assert_eq!(postponed.run_at, START + 60_000, "postponed for the first pause");
+        assert!(postponed.last_error.as_deref().unwrap().contains(message), "{:?}", postponed.last_error);
+        assert_eq!(server.requests(), refusals);
+        let document = rig.store.document(&submission.document_id).await.unwrap().unwrap();
+        assert_ne!(document.status.to_string(), "failed", "the book is not at fault");
+        // The job waits for its pause; the test's clock does not move, so lease it as if it had.
+        rig.store.requeue_with_checkpoint(postponed.id, &postponed.checkpoint()).await.unwrap();
+    }
+    assert_eq!(rig.metrics.account_refused.load(std::sync::atomic::Ordering::Relaxed), 2);
+
+    rig.drive().await;
+    let document = rig.store.document(&submission.document_id).await.unwrap().unwrap();
+    assert_eq!(document.status.to_string(), "complete");
+    assert_eq!(server.inputs() as u32, document.chunk_count, "every chunk was embedded once the key worked");
 }

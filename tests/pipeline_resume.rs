@@ -186,6 +186,7 @@ async fn connection_detection_during_reprocessing_finishes_without_errors_or_orp
         };
         let context = worker::JobContext {
             lease: job.lease().unwrap(),
+            attempt: job.attempts,
             lease_lost: Default::default(),
             shutdown: Default::default(),
         };

@@ -143,6 +143,7 @@ impl Rig {
             };
             let context = JobContext {
                 lease: job.lease().unwrap(),
+                attempt: job.attempts,
                 lease_lost: CancellationToken::new(),
                 shutdown: CancellationToken::new(),
             };

@@ -22,6 +22,11 @@ pub enum EmbedError {
     /// (wrong number of vectors, wrong dimensions, unparseable JSON).
     #[error("permanent embedding failure: {0}")]
     Permanent(String),
+    /// The provider refuses the account, not the request: an invalid or revoked key (401), a
+    /// key without access (403), or no credit left (`insufficient_quota`). No request of any
+    /// book can succeed until an operator acts, and nothing is wrong with the book.
+    #[error("the embedding service refuses this account: {0}")]
+    AccountRefused(String),
 }
 
 impl EmbedError {
@@ -52,5 +57,6 @@ mod tests {
         assert!(EmbedError::Retryable("503".into()).is_retryable());
         assert!(!EmbedError::Permanent("400".into()).is_retryable());
         assert_eq!(EmbedError::Permanent("400".into()).retry_after(), None);
+        assert!(!EmbedError::AccountRefused("401".into()).is_retryable());
     }
 }

@@ -240,13 +240,13 @@ async fn rate_limit_far_in_the_future_is_capped() {
 }
 
 #[tokio::test]
-async fn insufficient_quota_is_permanent() {
+async fn insufficient_quota_refuses_the_account() {
     let reply = Reply::json(
         429,
         json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}}),
     );
     let (err, requests) = fail_with(reply).await;
-    assert!(matches!(&err, EmbedError::Permanent(m) if m.contains("current quota")), "{err:?}");
+    assert!(matches!(&err, EmbedError::AccountRefused(m) if m.contains("current quota")), "{err:?}");
     assert_eq!(requests, 1);
 }
 
@@ -270,9 +270,16 @@ async fn client_error_is_permanent_with_the_server_message() {
     assert!(matches!(&err, EmbedError::Permanent(m) if m.contains("bad input")), "{err:?}");
     assert!(!err.is_retryable());
     assert_eq!(requests, 1);
+}
 
-    let (err, _) = fail_with(Reply::text(401, "no key")).await;
-    assert!(matches!(&err, EmbedError::Permanent(m) if m.contains("401") && m.contains("no key")), "{err:?}");
+#[tokio::test]
+async fn an_invalid_or_unauthorised_key_refuses_the_account_with_the_server_message() {
+    let (err, requests) = fail_with(Reply::text(401, "no key")).await;
+    assert!(matches!(&err, EmbedError::AccountRefused(m) if m.contains("401") && m.contains("no key")), "{err:?}");
+    assert_eq!(requests, 1);
+
+    let (err, _) = fail_with(Reply::json(403, json!({"error": {"message": "project has no access"}}))).await;
+    assert!(matches!(&err, EmbedError::AccountRefused(m) if m.contains("no access")), "{err:?}");
 }
 
 #[tokio::test]

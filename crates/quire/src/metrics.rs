@@ -158,6 +158,7 @@ impl MetricsSource {
         let database = self.store.ping().await;
         let mut body = json!({ "database": if database.is_ok() { "ok" } else { "unreachable" } });
         let mut healthy = database.is_ok();
+        let mut degraded = false;
         if let Err(error) = &database {
             body["error"] = json!(error.to_string());
         }
@@ -168,8 +169,21 @@ impl MetricsSource {
             healthy &= recent;
             body["reaper_last_success_ms"] = json!(last);
             body["reaper"] = json!(if recent { "ok" } else { "late" });
+            // Restarting the worker would not help: it stays up and says why AI work waits.
+            let paused_until = worker.metrics.ai_paused_until.load(Ordering::Relaxed);
+            if paused_until > crate::output::now_millis() {
+                degraded = true;
+                body["ai_service"] = json!("account refused");
+                body["ai_paused_until_ms"] = json!(paused_until);
+                let reason = worker.metrics.ai_pause_reason.lock().ok().and_then(|reason| reason.clone());
+                body["ai_pause_reason"] = json!(reason);
+            }
         }
-        body["status"] = json!(if healthy { "ok" } else { "unhealthy" });
+        body["status"] = json!(match (healthy, degraded) {
+            (false, _) => "unhealthy",
+            (true, true) => "degraded",
+            (true, false) => "ok",
+        });
         (if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
     }
 
@@ -207,6 +221,18 @@ fn render_worker(out: &mut Exposition, worker: &WorkerProbe) {
         "Jobs postponed because the AI service asked to wait.",
         &m.rate_limited,
     );
+    out.counter(
+        "quire_worker_jobs_account_refused_total",
+        "Jobs postponed because the AI service refused the account (key, access or credit).",
+        &m.account_refused,
+    );
+    out.family(
+        "quire_worker_ai_paused",
+        "gauge",
+        "1 while AI work is paused because the AI service refused the account, else 0.",
+    );
+    let paused = m.ai_paused_until.load(Ordering::Relaxed) > crate::output::now_millis();
+    out.sample("quire_worker_ai_paused", &[], if paused { 1.0 } else { 0.0 });
     out.counter(
         "quire_worker_jobs_interrupted_total",
         "Jobs handed back with their checkpoint at shutdown.",

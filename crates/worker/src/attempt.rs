@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::job::{JobContext, JobError, JobHandler};
-use crate::runtime::{Finished, WorkerMetrics};
+use crate::runtime::{ACCOUNT_REFUSED_FIRST_PAUSE, Finished, WorkerMetrics};
 
 /// Runs one attempt of a leased job and settles it with the store according to how it ended:
 /// completed, retried or dead-lettered, postponed (rate limit, shutdown), or left alone when the
@@ -41,10 +41,13 @@ pub async fn run_attempt(
         };
         metrics.attempt_durations(job.kind).observe(started.elapsed());
         let mut rate_limited = None;
+        let mut account_refused = None;
+        let mut completed = false;
         let settled = match outcome {
             Ok(result) => {
                 recorded(&context.lease_lost, || store.complete(lease, Some(result.clone()))).await.map(|()| {
                     metrics.completed.fetch_add(1, Ordering::Relaxed);
+                    completed = true;
                     info!("completed");
                 })
             }
@@ -58,6 +61,15 @@ pub async fn run_attempt(
                 let reason = format!("rate limited by the embedding service; retry after {}s", retry_after.as_secs());
                 info!(retry_after = ?retry_after, "postponed: rate limited");
                 recorded(&context.lease_lost, || store.postpone(lease, retry_after, &reason)).await
+            }
+            Err(JobError::AccountRefused(reason)) => {
+                metrics.account_refused.fetch_add(1, Ordering::Relaxed);
+                let reason = format!("the embedding service refuses this account: {reason}");
+                warn!(reason, "postponed without using an attempt: pausing AI work");
+                let outcome =
+                    recorded(&context.lease_lost, || store.postpone(lease, ACCOUNT_REFUSED_FIRST_PAUSE, &reason)).await;
+                account_refused = Some(reason);
+                outcome
             }
             Err(JobError::Deferred { retry_after, reason }) => {
                 metrics.deferred.fetch_add(1, Ordering::Relaxed);
@@ -99,7 +111,7 @@ pub async fn run_attempt(
             // The lease will expire and the reaper will hand the job to another attempt.
             Err(error) => error!(%error, "could not record the outcome"),
         }
-        Finished { job_id, rate_limited }
+        Finished { job_id, kind: job.kind, completed, rate_limited, account_refused }
     }
     .instrument(span)
     .await

@@ -37,6 +37,11 @@ pub enum JobError {
         /// What the job waits for.
         reason: String,
     },
+    /// The AI service refuses the account (a bad key, no access, no credit left): no book can
+    /// progress until an operator acts, and nothing is wrong with this one. The job is postponed
+    /// without using an attempt, its checkpoint kept, and the worker pauses its AI work.
+    #[error("the embedding service refuses this account: {0}")]
+    AccountRefused(String),
     /// The lease was lost; nothing more may be written.
     #[error("lease lost")]
     LeaseLost,
@@ -67,6 +72,7 @@ impl From<EmbedError> for JobError {
             EmbedError::RateLimited { retry_after } => JobError::RateLimited { retry_after },
             EmbedError::Retryable(reason) => JobError::Retryable(format!("embedding service: {reason}")),
             EmbedError::Permanent(reason) => JobError::Permanent(format!("embedding service: {reason}")),
+            EmbedError::AccountRefused(reason) => JobError::AccountRefused(reason),
         }
     }
 }
@@ -76,6 +82,8 @@ impl From<EmbedError> for JobError {
 pub struct JobContext {
     /// The lease every write is fenced with.
     pub lease: Lease,
+    /// Which attempt this is, from 1 (the job's leases so far, this one included).
+    pub attempt: u32,
     /// Cancelled when the lease is lost; handlers stop at once and write nothing more.
     pub lease_lost: CancellationToken,
     /// Cancelled when a shutting-down worker's grace period is over; handlers stop at the next

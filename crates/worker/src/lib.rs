@@ -32,5 +32,8 @@ pub use pipeline::{
     Batching, DetectConnections, EmbeddingMode, Pipeline, PipelineStats, ProcessDocument, detect_connections_key,
     lexical_connections, process_document_key,
 };
-pub use runtime::{Finished, Handlers, Worker, WorkerMetrics, default_owner};
+pub use runtime::{
+    ACCOUNT_REFUSED_FIRST_PAUSE, ACCOUNT_REFUSED_MAX_PAUSE, Finished, Handlers, Worker, WorkerMetrics,
+    account_refused_pause, default_owner,
+};
 pub use submit::{Submission, SubmitError, submit_bytes, submit_file};

@@ -58,6 +58,13 @@ pub struct WorkerMetrics {
     pub dead_lettered: AtomicU64,
     /// Jobs postponed for a rate limit.
     pub rate_limited: AtomicU64,
+    /// Jobs postponed because the AI service refused the account.
+    pub account_refused: AtomicU64,
+    /// Until when (Unix millis) AI work is paused because the service refused the account; 0
+    /// when it never was.
+    pub ai_paused_until: AtomicI64,
+    /// Why AI work was last paused for the account (the service's message).
+    pub ai_pause_reason: std::sync::Mutex<Option<String>>,
     /// Jobs handed back at shutdown.
     pub interrupted: AtomicU64,
     /// Jobs postponed without an attempt while they wait (on a batch, on the database).
@@ -100,12 +107,31 @@ struct InFlight {
 }
 
 /// What an attempt reports back to the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
     /// The job.
     pub job_id: JobId,
+    /// Its kind.
+    pub kind: JobKind,
+    /// Whether it completed (and that was recorded).
+    pub completed: bool,
     /// Set when the AI service asked to wait this long.
     pub rate_limited: Option<Duration>,
+    /// Set, with the reason, when the AI service refused the account.
+    pub account_refused: Option<String>,
+}
+
+/// The first pause of AI work after the service refused the account; each refusal in a row
+/// doubles it, up to [`ACCOUNT_REFUSED_MAX_PAUSE`]. A key or a balance is fixed by a person, in
+/// minutes or hours: probing more often only fills the logs.
+pub const ACCOUNT_REFUSED_FIRST_PAUSE: Duration = Duration::from_secs(60);
+/// The longest pause of AI work after refusals of the account.
+pub const ACCOUNT_REFUSED_MAX_PAUSE: Duration = Duration::from_secs(30 * 60);
+
+/// How long to pause AI work after `refusals_in_a_row` refusals of the account (at least 1).
+pub fn account_refused_pause(refusals_in_a_row: u32) -> Duration {
+    let doublings = refusals_in_a_row.saturating_sub(1).min(16);
+    ACCOUNT_REFUSED_FIRST_PAUSE.saturating_mul(1 << doublings).min(ACCOUNT_REFUSED_MAX_PAUSE)
 }
 
 /// A worker process's engine.
@@ -136,6 +162,7 @@ impl Worker {
             tasks: JoinSet::new(),
             stop: CancellationToken::new(),
             rate_limited_until: None,
+            account_refusals_in_a_row: 0,
             draining_since: None,
             renewals_failing_since: None,
             side_effects: JoinSet::new(),
@@ -230,8 +257,12 @@ impl Worker {
         while state.tasks.len() < self.config.concurrency {
             let Some(Prefetched { job, leased_at }) = state.queued.pop_front() else { return };
             let lease = job.lease().expect("leased jobs are processing");
-            let context =
-                JobContext { lease, lease_lost: CancellationToken::new(), shutdown: state.stop.child_token() };
+            let context = JobContext {
+                lease,
+                attempt: job.attempts,
+                lease_lost: CancellationToken::new(),
+                shutdown: state.stop.child_token(),
+            };
             let in_flight =
                 InFlight { lease, lease_lost: context.lease_lost.clone(), stop_at_boundary: context.shutdown.clone() };
             state.in_flight.insert(job.id, in_flight);
@@ -283,10 +314,31 @@ impl Worker {
         let Ok(finished) = joined else { return };
         state.in_flight.remove(&finished.job_id);
         self.metrics.in_flight.store(state.in_flight.len() as u64, Ordering::Relaxed);
+        if finished.completed && finished.kind == JobKind::ProcessDocument {
+            // Its embeddings were served (or cached): whatever refused the account is fixed.
+            state.account_refusals_in_a_row = 0;
+        }
         if let Some(retry_after) = finished.rate_limited {
-            let until = Instant::now() + retry_after;
-            state.rate_limited_until = Some(state.rate_limited_until.map_or(until, |current| current.max(until)));
+            state.pause_ai_work(retry_after);
             info!(retry_after = ?retry_after, "rate limited: releasing unstarted jobs and pausing embedding work");
+            self.release_queued(state).await;
+        }
+        if let Some(reason) = finished.account_refused {
+            state.account_refusals_in_a_row = state.account_refusals_in_a_row.saturating_add(1);
+            let pause = account_refused_pause(state.account_refusals_in_a_row);
+            state.pause_ai_work(pause);
+            let now = checkpoint_store::Clock::now(&checkpoint_store::SystemClock);
+            let until = now.saturating_add(i64::try_from(pause.as_millis()).unwrap_or(i64::MAX));
+            self.metrics.ai_paused_until.fetch_max(until, Ordering::Relaxed);
+            if let Ok(mut last) = self.metrics.ai_pause_reason.lock() {
+                *last = Some(reason.clone());
+            }
+            error!(
+                reason,
+                pause = ?pause,
+                refusals_in_a_row = state.account_refusals_in_a_row,
+                "the AI service refuses this account: pausing AI work until an operator fixes it"
+            );
             self.release_queued(state).await;
         }
     }
@@ -427,7 +479,10 @@ struct LoopState {
     tasks: JoinSet<Finished>,
     /// Cancelled when the grace period is over.
     stop: CancellationToken,
+    /// Until when only work that needs no AI service is leased (a rate limit, a refused account).
     rate_limited_until: Option<Instant>,
+    /// Refusals of the account since AI work last succeeded.
+    account_refusals_in_a_row: u32,
     draining_since: Option<Instant>,
     /// Since when every heartbeat has failed (none: the last one succeeded).
     renewals_failing_since: Option<Instant>,
@@ -436,6 +491,12 @@ struct LoopState {
 }
 
 impl LoopState {
+    /// Leases only work that needs no AI service for at least `pause`.
+    fn pause_ai_work(&mut self, pause: Duration) {
+        let until = Instant::now() + pause;
+        self.rate_limited_until = Some(self.rate_limited_until.map_or(until, |current| current.max(until)));
+    }
+
     /// Whether heartbeats have failed for at least a whole lease: every lease this worker holds
     /// may have expired and been taken over, so it starts nothing and bills nothing more.
     fn cut_off(&self, lease_ttl: Duration) -> bool {

@@ -342,6 +342,8 @@ enum Script {
     RateLimited(Duration),
     /// Reports that it waits on something outside the job.
     Deferred(Duration),
+    /// Reports that the AI service refused the account.
+    AccountRefused,
 }
 
 struct ScriptedHandler {
@@ -402,6 +404,7 @@ impl JobHandler for ScriptedHandler {
             }
             Script::RateLimited(retry_after) => Err(JobError::RateLimited { retry_after }),
             Script::Deferred(retry_after) => Err(JobError::Deferred { retry_after, reason: "waiting".into() }),
+            Script::AccountRefused => Err(JobError::AccountRefused("HTTP 401: invalid api key".into())),
         }
     }
 
@@ -522,6 +525,63 @@ async fn a_rate_limit_releases_prefetched_jobs_and_pauses_embedding_work_until_i
     assert!(calls.iter().any(|(at, c)| *c == Call::Complete(JobId(2)) && *at >= secs(30)), "{calls:?}");
     assert!(calls.iter().any(|(_, c)| *c == Call::Complete(JobId(3))));
     run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_account_pauses_ai_work_with_a_growing_back_off_and_spends_no_attempt() {
+    let store = FakeStore::new(vec![
+        job(1, JobKind::ProcessDocument),
+        job(2, JobKind::ProcessDocument),
+        job(3, JobKind::ProcessDocument),
+    ]);
+    let handler = handler(&[(1, Script::AccountRefused), (2, Script::AccountRefused)]);
+    let mut config = config();
+    config.prefetch = 2;
+    let handlers = Handlers { process_document: handler.clone(), detect_connections: handler.clone() };
+    let worker = Worker::new(store.clone(), handlers, config);
+    let metrics = worker.metrics();
+    let run = tokio::spawn(worker.run(CancellationToken::new()));
+
+    tokio::time::sleep(secs(10)).await;
+    let calls = store.calls();
+    // Postponed, not failed: the book is not at fault, and no attempt is spent on it.
+    assert!(calls.iter().any(|(_, c)| *c == Call::Postpone(JobId(1), secs(60))), "{calls:?}");
+    assert!(calls.iter().any(|(at, c)| *c == Call::Release(vec![JobId(2), JobId(3)]) && *at == Duration::ZERO));
+    assert!(!calls.iter().any(|(_, c)| matches!(c, Call::Fail(..))), "{calls:?}");
+    assert_eq!(metrics.account_refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(metrics.ai_paused_until.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    let reason = metrics.ai_pause_reason.lock().unwrap().clone().unwrap_or_default();
+    assert!(reason.contains("invalid api key"), "{reason}");
+
+    // After the first pause (60 s) the worker tries again and is refused again: the second
+    // pause is twice as long, so job 3 waits until 60 + 120 s.
+    tokio::time::sleep(secs(160)).await;
+    let calls = store.calls();
+    assert!(calls.iter().any(|(at, c)| *c == Call::Postpone(JobId(2), secs(60)) && *at >= secs(60)), "{calls:?}");
+    assert!(!calls.iter().any(|(_, c)| *c == Call::Complete(JobId(3))), "job 3 ran during the pause: {calls:?}");
+    let paused: Vec<&Call> = calls
+        .iter()
+        .filter(|(at, c)| *at > secs(61) && *at < secs(180) && matches!(c, Call::Lease(..)))
+        .map(|(_, c)| c)
+        .collect();
+    assert!(paused.iter().all(|c| **c == Call::Lease(vec![JobKind::DetectConnections], 3)), "{paused:?}");
+
+    tokio::time::sleep(secs(30)).await;
+    let calls = store.calls();
+    assert!(calls.iter().any(|(at, c)| *c == Call::Complete(JobId(3)) && *at >= secs(180)), "{calls:?}");
+    assert_eq!(metrics.account_refused.load(std::sync::atomic::Ordering::Relaxed), 2);
+    run.abort();
+}
+
+#[test]
+fn pauses_for_a_refused_account_double_from_a_minute_up_to_half_an_hour() {
+    use worker::account_refused_pause;
+    assert_eq!(account_refused_pause(0), secs(60));
+    assert_eq!(account_refused_pause(1), secs(60));
+    assert_eq!(account_refused_pause(2), secs(120));
+    assert_eq!(account_refused_pause(5), secs(960));
+    assert_eq!(account_refused_pause(6), secs(1800));
+    assert_eq!(account_refused_pause(u32::MAX), secs(1800));
 }
 
 #[tokio::test(start_paused = true)]

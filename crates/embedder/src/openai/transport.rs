@@ -40,7 +40,9 @@ pub(super) fn classify_openai_error(error: OpenAIError) -> EmbedError {
         // only happens if that invariant breaks; trust the status.
         OpenAIError::ApiError(api) => {
             let message = format!("HTTP {}: {}", api.status_code, api.api_error.message);
-            if api.status_code == StatusCode::TOO_MANY_REQUESTS {
+            if refuses_the_account(api.status_code, &message) {
+                EmbedError::AccountRefused(message)
+            } else if api.status_code == StatusCode::TOO_MANY_REQUESTS {
                 EmbedError::RateLimited { retry_after: DEFAULT_RETRY_AFTER }
             } else if api.status_code.is_server_error() {
                 EmbedError::Retryable(message)
@@ -102,8 +104,17 @@ fn boxed(error: EmbedError) -> OpenAIError {
     OpenAIError::Boxed(Box::new(error))
 }
 
-/// Classifies a non-success response: 429 → rate limited (whatever the body),
-/// 5xx and 408 → retryable, the rest → permanent with the server's message.
+/// Whether a response refuses the account rather than the request: 401, 403, or the 429 that
+/// OpenAI also answers when the account is out of credit (waiting for the rate limit does not
+/// help; an operator must act).
+fn refuses_the_account(status: StatusCode, message: &str) -> bool {
+    status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN
+        || (status == StatusCode::TOO_MANY_REQUESTS && message.contains("insufficient_quota"))
+}
+
+/// Classifies a non-success response: the account refused → [`EmbedError::AccountRefused`],
+/// 429 → rate limited, 5xx and 408 → retryable, the rest → permanent with the server's message.
 async fn classify_response(mut response: Response, now: SystemTime) -> EmbedError {
     let status = response.status();
     let retry_after = parse_retry_after(response.headers(), now);
@@ -118,12 +129,9 @@ async fn classify_response(mut response: Response, now: SystemTime) -> EmbedErro
     }
     let message = format!("HTTP {status}: {}", error_message(&body));
 
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        // OpenAI also answers 429 when the account is out of credit; waiting
-        // does not help, an operator must act.
-        if message.contains("insufficient_quota") {
-            return EmbedError::Permanent(message);
-        }
+    if refuses_the_account(status, &message) {
+        EmbedError::AccountRefused(message)
+    } else if status == StatusCode::TOO_MANY_REQUESTS {
         tracing::debug!(?retry_after, %message, "embedding request rate limited");
         EmbedError::RateLimited { retry_after }
     } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
