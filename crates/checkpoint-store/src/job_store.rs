@@ -94,8 +94,9 @@ pub trait JobStore: Send + Sync {
     /// Takes back those of the given jobs that still qualify as [`JobStore::stale_jobs`] lists
     /// them, judged again inside the transaction (an operator's `quire clean`): a job renewed
     /// since the listing stays with its worker. Requeued while attempts remain, dead-lettered
-    /// otherwise.
-    async fn requeue_stale(&self, jobs: &[JobId], silent_for: Option<Duration>) -> StoreResult<Vec<Recovery>>;
+    /// otherwise; a dead-lettered `process_document` job's document is marked `failed` with the
+    /// job's reason in the same transaction, so the two never disagree. Checkpoints are kept.
+    async fn take_back_stale(&self, jobs: &[JobId], silent_for: Option<Duration>) -> StoreResult<Vec<Recovery>>;
 
     /// Moves a dead-lettered job back to pending with a fresh attempt budget and, for a
     /// `process_document` job, its document back to `pending`, in one transaction. Its

@@ -230,8 +230,9 @@ impl Job {
 
     /// The document whose status follows this job's: a `process_document` job's. Queuing such a
     /// job again (an operator's retry or replay) sets its document back to `pending` in the same
-    /// transaction; a `detect_connections` job leaves its document's status alone.
-    pub(crate) fn processed_document(&self) -> Option<&str> {
+    /// transaction, and dead-lettering it marks the document `failed`; a `detect_connections` job
+    /// leaves its document's status alone.
+    pub fn processed_document(&self) -> Option<&str> {
         (self.kind == JobKind::ProcessDocument).then(|| self.document_id()).flatten()
     }
 }

@@ -256,7 +256,7 @@ impl JobStore for FakeStore {
     async fn stale_jobs(&self, _: Option<Duration>) -> StoreResult<Vec<Job>> {
         unused()
     }
-    async fn requeue_stale(&self, _: &[JobId], _: Option<Duration>) -> StoreResult<Vec<Recovery>> {
+    async fn take_back_stale(&self, _: &[JobId], _: Option<Duration>) -> StoreResult<Vec<Recovery>> {
         unused()
     }
     async fn retry_dead(&self, _: JobId) -> StoreResult<Job> {

@@ -49,7 +49,7 @@ use crate::model::{
     JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };
 use crate::neighbours::{InProcessIndexes, VectorSnapshots};
-use crate::recovery;
+use crate::recovery::{self, TakeBack};
 use crate::retry_policy::RetryPolicy;
 use crate::rows::{CountRow, HeldJobRow, JobRow, LeaseRow, convert_all};
 
@@ -268,13 +268,14 @@ impl PgStore {
 
     /// Takes back one held (and locked) job inside `tx`: requeued after a delay while attempts
     /// remain, dead-lettered otherwise.
+    /// Returns what was done and the decision taken, or `None` when the job was no longer held.
     async fn take_back(
         &self,
         tx: &mut Transaction<'static, Postgres>,
         job: &Job,
         reason: RecoveryReason,
         now: UnixMillis,
-    ) -> StoreResult<Option<Recovery>> {
+    ) -> StoreResult<Option<(Recovery, TakeBack)>> {
         let plan = recovery::plan(job, reason, now, &self.retry_policy);
         let changed = if plan.dead {
             sqlx::query(sql::DEAD_LETTER_HELD)
@@ -297,7 +298,7 @@ impl PgStore {
                 .execute(&mut **tx)
                 .await?
         };
-        Ok((changed.rows_affected() > 0).then(|| recovery::report(job, reason, now, &plan)))
+        Ok((changed.rows_affected() > 0).then(|| (recovery::report(job, reason, now, &plan), plan)))
     }
 
     /// Pages through the rows `select` finds and takes each back, one bounded transaction per
@@ -312,7 +313,7 @@ impl PgStore {
             let page = rows.len();
             for row in rows {
                 let job = Job::try_from(row)?;
-                recoveries.extend(self.take_back(&mut tx, &job, reason, now).await?);
+                recoveries.extend(self.take_back(&mut tx, &job, reason, now).await?.map(|(recovery, _)| recovery));
             }
             tx.commit().await?;
             if page < RECOVERY_BATCH as usize {
@@ -585,7 +586,7 @@ impl JobStore for PgStore {
         convert_all(rows)
     }
 
-    async fn requeue_stale(&self, jobs: &[JobId], silent_for: Option<Duration>) -> StoreResult<Vec<Recovery>> {
+    async fn take_back_stale(&self, jobs: &[JobId], silent_for: Option<Duration>) -> StoreResult<Vec<Recovery>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -596,13 +597,33 @@ impl JobStore for PgStore {
         let locked: Vec<JobRow> = sqlx::query_as(sql::LOCK_JOBS).bind(&ids).fetch_all(&mut *tx).await?;
         let locked: Vec<Job> = convert_all(locked)?;
         let mut recoveries = Vec::new();
+        let mut failed_documents = Vec::new();
         // In the caller's order, like SQLite; each job at most once.
         let mut seen = std::collections::HashSet::new();
         for id in jobs {
             let Some(job) = locked.iter().find(|job| job.id == *id) else { continue };
-            if seen.insert(*id) && recovery::operator_may_take_back(job, silent_for, now) {
-                recoveries.extend(self.take_back(&mut tx, job, RecoveryReason::Operator, now).await?);
+            if !seen.insert(*id) || !recovery::operator_may_take_back(job, silent_for, now) {
+                continue;
             }
+            let Some((taken, plan)) = self.take_back(&mut tx, job, RecoveryReason::Operator, now).await? else {
+                continue;
+            };
+            if let Some((document, reason)) = recovery::document_failed_by(job, &plan) {
+                failed_documents.push((document.to_owned(), reason.to_owned()));
+            }
+            recoveries.push(taken);
+        }
+        // Job rows first, then document rows in id order: the documented lock order.
+        failed_documents.sort();
+        for (document, reason) in &failed_documents {
+            // A job whose document is gone (never stored, in tests) is taken back all the same.
+            sqlx::query(sql::SET_DOCUMENT_STATUS)
+                .bind(document)
+                .bind(<&str>::from(DocumentStatus::Failed))
+                .bind(reason)
+                .bind(Some(now))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(recoveries)

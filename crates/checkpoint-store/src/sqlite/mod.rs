@@ -40,7 +40,7 @@ use crate::model::{
     JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };
 use crate::neighbours::{InProcessIndexes, VectorSnapshots};
-use crate::recovery;
+use crate::recovery::{self, TakeBack};
 use crate::retry_policy::RetryPolicy;
 use crate::rows::{CountRow, HeldJobRow, JobRow, LeaseRow, convert_all};
 use migration_lock::MigrationLock;
@@ -227,13 +227,14 @@ impl SqliteStore {
 
     /// Takes back one held job inside `tx`: requeued after `delay` while attempts remain,
     /// dead-lettered otherwise.
+    /// Returns what was done and the decision taken, or `None` when the job was no longer held.
     async fn take_back(
         &self,
         tx: &mut Transaction<'static, Sqlite>,
         job: &Job,
         reason: RecoveryReason,
         now: UnixMillis,
-    ) -> StoreResult<Option<Recovery>> {
+    ) -> StoreResult<Option<(Recovery, TakeBack)>> {
         let plan = recovery::plan(job, reason, now, &self.retry_policy);
         let changed = if plan.dead {
             sqlx::query(sql::DEAD_LETTER_HELD)
@@ -256,7 +257,7 @@ impl SqliteStore {
                 .execute(&mut **tx)
                 .await?
         };
-        Ok((changed.rows_affected() > 0).then(|| recovery::report(job, reason, now, &plan)))
+        Ok((changed.rows_affected() > 0).then(|| (recovery::report(job, reason, now, &plan), plan)))
     }
 
     /// Pages through the rows `select` finds and takes each back, one bounded transaction per
@@ -270,7 +271,7 @@ impl SqliteStore {
             let page = rows.len();
             for row in rows {
                 let job = Job::try_from(row)?;
-                recoveries.extend(self.take_back(&mut tx, &job, reason, now).await?);
+                recoveries.extend(self.take_back(&mut tx, &job, reason, now).await?.map(|(recovery, _)| recovery));
             }
             tx.commit().await?;
             if page < RECOVERY_BATCH as usize {
@@ -479,7 +480,7 @@ impl JobStore for SqliteStore {
         convert_all(rows)
     }
 
-    async fn requeue_stale(&self, jobs: &[JobId], silent_for: Option<Duration>) -> StoreResult<Vec<Recovery>> {
+    async fn take_back_stale(&self, jobs: &[JobId], silent_for: Option<Duration>) -> StoreResult<Vec<Recovery>> {
         let now = self.now();
         let mut tx = self.begin_immediate().await?;
         let mut recoveries = Vec::new();
@@ -487,9 +488,23 @@ impl JobStore for SqliteStore {
             let row: Option<JobRow> = sqlx::query_as(sql::JOB_BY_ID).bind(id.0).fetch_optional(&mut *tx).await?;
             let Some(row) = row else { continue };
             let job = Job::try_from(row)?;
-            if recovery::operator_may_take_back(&job, silent_for, now) {
-                recoveries.extend(self.take_back(&mut tx, &job, RecoveryReason::Operator, now).await?);
+            if !recovery::operator_may_take_back(&job, silent_for, now) {
+                continue;
             }
+            let Some((taken, plan)) = self.take_back(&mut tx, &job, RecoveryReason::Operator, now).await? else {
+                continue;
+            };
+            if let Some((document, reason)) = recovery::document_failed_by(&job, &plan) {
+                // A job whose document is gone (never stored, in tests) is taken back all the same.
+                sqlx::query(sql::SET_DOCUMENT_STATUS)
+                    .bind(document)
+                    .bind(<&str>::from(DocumentStatus::Failed))
+                    .bind(reason)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            recoveries.push(taken);
         }
         tx.commit().await?;
         Ok(recoveries)

@@ -1,17 +1,17 @@
 //! `quire clean`: take back processing jobs whose worker is gone.
 //!
 //! Lists the processing jobs whose lease has expired (and, with `--older-than`, that have also
-//! been silent that long), asks, then hands them to `requeue_stale`, which checks each one again
+//! been silent that long), asks, then hands them to `take_back_stale`, which checks each one again
 //! inside its transaction: a job renewed since the listing stays with its worker. A lease is the
 //! worker's own promise of how long it may stay silent, so this never takes back a live job,
 //! whatever its `--lease-ttl` and heartbeat interval. Requeued jobs resume from their
-//! checkpoint; a job out of attempts is dead-lettered (and its document marked failed, as the
-//! reaper would).
+//! checkpoint; a job out of attempts is dead-lettered and its document marked failed, as the
+//! reaper would, in the same transaction.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use checkpoint_store::{DocumentStatus, Job, JobKind, RecoveryAction};
+use checkpoint_store::Job;
 use serde::Serialize;
 
 use crate::app::App;
@@ -129,18 +129,10 @@ pub async fn run(
         return Ok(ExitCode::FAILURE);
     }
     let ids: Vec<_> = jobs.iter().map(|job| job.id).collect();
-    let recoveries = app.store.requeue_stale(&ids, older_than).await?;
+    // Requeues, or dead-letters and fails the document, each job in one transaction.
+    let recoveries = app.store.take_back_stale(&ids, older_than).await?;
     for job in &jobs {
         let recovery = recoveries.iter().find(|r| r.job_id == job.id);
-        if let Some(recovery) = recovery
-            && recovery.action == RecoveryAction::DeadLettered
-            && job.kind == JobKind::ProcessDocument
-            && let Some(document_id) = job.document_id()
-        {
-            let reason =
-                app.store.job(job.id).await?.and_then(|j| j.last_error).unwrap_or_else(|| "out of attempts".into());
-            app.store.reset_document_status(document_id, DocumentStatus::Failed, Some(&reason)).await?;
-        }
         report.outcomes.push(Outcome {
             id: job.id.0,
             kind: job.kind.to_string(),
