@@ -2,7 +2,9 @@
 //!
 //! The main types are [`Worker`] (lease, run, heartbeat, reap, shut down), the [`JobHandler`]s
 //! [`ProcessDocument`] and [`DetectConnections`] built on a shared [`Pipeline`], and
-//! [`Isolation`], which reads books in a child process.
+//! [`Isolation`], which reads books in a child process. Beside them, [`operations`] holds every
+//! action an operator takes on the queue (replay, retry or purge dead letters, take back stale
+//! jobs), which the CLI and the HTTP API both call.
 //!
 //! The one design choice to understand: **a handler never decides a job's fate in the store
 //! itself.** It returns `Ok(result)` or a classified [`JobError`], and the runtime settles the job
@@ -13,10 +15,10 @@
 mod attempt;
 mod config;
 mod data_dir;
-mod dead_letters;
 mod histogram;
 mod isolation;
 mod job;
+pub mod operations;
 mod pipeline;
 mod runtime;
 mod submit;
@@ -24,7 +26,6 @@ mod submit;
 pub use attempt::run_attempt;
 pub use config::{ConfigError, WorkerConfig};
 pub use data_dir::{DataDir, sha256_hex, write_atomically};
-pub use dead_letters::{DeadLetterRetries, retry_dead_letters};
 pub use histogram::{DURATION_BUCKETS, DurationHistogram};
 pub use isolation::{ExtractedMetadata, Isolation, run_child};
 pub use job::{JobContext, JobError, JobHandler};

@@ -1,4 +1,4 @@
-//! `quire dlq list | retry | purge`: the dead-letter queue.
+//! `quire dlq list | retry | purge`: the dead-letter queue, through [`worker::operations`].
 //!
 //! A retried job goes back to pending with a fresh attempt budget and its checkpoint, so it
 //! resumes where it stopped; its document goes back to `pending` in the same transaction. A job
@@ -9,15 +9,13 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use checkpoint_store::{Job, JobFilter, JobId, JobStatus, Store};
+use checkpoint_store::{Job, JobId};
 use serde::Serialize;
+use worker::operations::{self, RefusedRetry};
 
 use crate::app::App;
 use crate::cli::{DlqCommand, GlobalOptions};
 use crate::output::{confirm, excerpt, or_dash, print_json, printable, table, timestamp};
-
-/// Dead jobs listed at most.
-const MAX_LISTED: u32 = 10_000;
 
 /// A dead-lettered job as `dlq list --json` shows it.
 #[derive(Debug, Serialize)]
@@ -76,23 +74,20 @@ impl Retried {
         }
     }
 
-    /// A refused job that is no longer stored (purged meanwhile).
-    fn gone(id: JobId, refused: String) -> Retried {
-        Retried {
-            id: id.0,
-            kind: String::new(),
-            document_id: None,
-            status: "gone".to_owned(),
-            stage: String::new(),
-            refused: Some(refused),
+    fn from_refusal(refusal: &RefusedRetry) -> Retried {
+        let reason = Some(refusal.reason.to_string());
+        match &refusal.job {
+            Some(job) => Retried::new(job, reason),
+            None => Retried {
+                id: refusal.job_id.0,
+                kind: String::new(),
+                document_id: None,
+                status: "gone".to_owned(),
+                stage: String::new(),
+                refused: reason,
+            },
         }
     }
-}
-
-async fn dead_jobs(store: &dyn Store) -> anyhow::Result<Vec<Job>> {
-    Ok(store
-        .list_jobs(&JobFilter { status: Some(JobStatus::Dead), limit: Some(MAX_LISTED), ..Default::default() })
-        .await?)
 }
 
 /// Runs a `dlq` subcommand.
@@ -100,7 +95,7 @@ pub async fn run(global: &GlobalOptions, command: DlqCommand) -> anyhow::Result<
     let app = App::open(global).await?;
     match command {
         DlqCommand::List { json } => {
-            let jobs = dead_jobs(app.store.as_ref()).await?;
+            let jobs = operations::dead_letters(app.store.as_ref()).await?;
             if json {
                 print_json(&jobs.iter().map(DeadView::from).collect::<Vec<_>>())?;
             } else if jobs.is_empty() {
@@ -124,20 +119,14 @@ pub async fn run(global: &GlobalOptions, command: DlqCommand) -> anyhow::Result<
             }
         }
         DlqCommand::Retry { job_id, all, json } => {
-            let ids: Vec<JobId> = if all {
-                dead_jobs(app.store.as_ref()).await?.iter().map(|job| job.id).collect()
+            let retries = if all {
+                operations::retry_all_dead_letters(app.store.as_ref()).await?
             } else {
-                vec![JobId(job_id.context("give a job id or --all")?)]
+                let id = JobId(job_id.context("give a job id or --all")?);
+                operations::retry_dead_letters(app.store.as_ref(), &[id]).await?
             };
-            let retries = worker::retry_dead_letters(app.store.as_ref(), &ids).await?;
             let mut shown: Vec<Retried> = retries.retried.iter().map(|job| Retried::new(job, None)).collect();
-            for (id, reason) in &retries.refused {
-                let entry = match app.store.job(*id).await? {
-                    Some(job) => Retried::new(&job, Some(reason.to_string())),
-                    None => Retried::gone(*id, reason.to_string()),
-                };
-                shown.push(entry);
-            }
+            shown.extend(retries.refused.iter().map(Retried::from_refusal));
             if json {
                 print_json(&shown)?;
             } else if shown.is_empty() {
@@ -156,34 +145,30 @@ pub async fn run(global: &GlobalOptions, command: DlqCommand) -> anyhow::Result<
                     println!("{}", table(["job", "kind", "document", "status", "resumes after"], rows));
                 }
             }
-            for (id, reason) in &retries.refused {
-                eprintln!("job {id} not retried: {}", printable(&reason.to_string()));
+            for refusal in &retries.refused {
+                eprintln!("job {} not retried: {}", refusal.job_id, printable(&refusal.reason.to_string()));
             }
             if !retries.refused.is_empty() {
                 return Ok(ExitCode::FAILURE);
             }
         }
         DlqCommand::Purge { older_than, yes, json } => {
-            let before = crate::output::now_millis() - older_than.as_millis() as i64;
-            let doomed = dead_jobs(app.store.as_ref())
-                .await?
-                .into_iter()
-                .filter(|job| job.finished_at.is_some_and(|at| at <= before))
-                .count();
+            let now = crate::output::now_millis();
+            let doomed = operations::purgeable_dead_letters(app.store.as_ref(), older_than, now).await?;
             let purged = if doomed == 0 {
-                0
+                operations::Purged { purged: 0 }
             } else {
                 let question = format!("Delete {doomed} dead-lettered job(s) for good?");
                 if !confirm(&question, yes)? {
                     eprintln!("nothing changed");
                     return Ok(ExitCode::FAILURE);
                 }
-                app.store.purge_dead(older_than).await?
+                operations::purge_dead_letters(app.store.as_ref(), older_than).await?
             };
             if json {
-                print_json(&serde_json::json!({ "purged": purged }))?;
+                print_json(&purged)?;
             } else {
-                println!("purged {purged} dead-lettered job(s)");
+                println!("purged {} dead-lettered job(s)", purged.purged);
             }
         }
     }

@@ -1,12 +1,12 @@
-//! `quire replay JOB_ID`: run a job again.
+//! `quire replay JOB_ID`: run a job again, through [`worker::operations::replay`].
 //!
 //! Three ways to choose where it starts:
 //!
-//! - by default, from its checkpoint (`requeue_with_checkpoint(id, &job.checkpoint())`): it
-//!   resumes where it stopped. A completed `process_document` job has nothing left to resume,
-//!   so this is refused for it with a hint at the other two;
-//! - `--from-stage S`: the checkpoint is rewound with [`Checkpoint::rewind_to`] so that `S` and
-//!   every later stage run again. Embeddings stay cached, so unchanged text costs no AI request;
+//! - by default, from its checkpoint: it resumes where it stopped. A completed
+//!   `process_document` job has nothing left to resume, so this is refused for it with a hint at
+//!   the other two;
+//! - `--from-stage S`: `S` and every later stage run again. Embeddings stay cached, so unchanged
+//!   text costs no AI request;
 //! - `--fresh`: an empty checkpoint; everything runs again and the chunks are replaced (the
 //!   embedding cache is still used).
 //!
@@ -25,11 +25,12 @@ use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use checkpoint_store::{JobFilter, JobId, JobKind, JobStatus};
+use anyhow::anyhow;
+use checkpoint_store::JobId;
 use serde::Serialize;
-use stage_machine::{Checkpoint, Stage};
+use stage_machine::Stage;
 use tokio_util::sync::CancellationToken;
+use worker::operations::{self, OperationError, ReplayFrom};
 use worker::{Worker, WorkerConfig};
 
 use crate::app::App;
@@ -50,18 +51,6 @@ pub struct ReplayOptions {
     /// Print JSON.
     pub json: bool,
 }
-
-/// The stages `--from-stage` accepts.
-const REPLAYABLE: [Stage; 8] = [
-    Stage::Extracting,
-    Stage::Extracted,
-    Stage::SavingMarkdown,
-    Stage::MarkdownSaved,
-    Stage::Chunking,
-    Stage::Chunked,
-    Stage::Embedding,
-    Stage::Embedded,
-];
 
 /// What `replay --json` prints.
 #[derive(Debug, Serialize)]
@@ -97,14 +86,30 @@ struct Work {
     detections: u64,
 }
 
-fn parse_stage(text: &str) -> anyhow::Result<Stage> {
-    let names = || REPLAYABLE.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
-    let stage =
-        Stage::from_str(text.trim()).map_err(|_| anyhow::anyhow!("unknown stage {text:?}; use one of: {}", names()))?;
-    if !REPLAYABLE.contains(&stage) {
-        bail!("cannot replay from {stage}; use one of: {}", names());
+fn replay_from(options: &ReplayOptions) -> anyhow::Result<ReplayFrom> {
+    Ok(match (&options.from_stage, options.fresh) {
+        (Some(stage), _) => {
+            ReplayFrom::Stage(Stage::from_str(stage.trim()).map_err(|_| {
+                anyhow!("unknown stage {stage:?}; use one of: {}", operations::replayable_stage_names())
+            })?)
+        }
+        (None, true) => ReplayFrom::Fresh,
+        (None, false) => ReplayFrom::Checkpoint,
+    })
+}
+
+/// The refusal in the command line's own words, naming its flags.
+fn explain(error: OperationError) -> anyhow::Error {
+    match error {
+        OperationError::NoSuchJob(id) => anyhow!("no job {id} (see `quire jobs list`)"),
+        OperationError::NoStages { job_id, kind } => {
+            anyhow!("job {job_id} is a {kind} job, which has no stages; replay it without --from-stage")
+        }
+        OperationError::NothingToResume(id) => anyhow!(
+            "job {id} has completed every stage, so resuming it would do nothing; use --from-stage STAGE or --fresh"
+        ),
+        other => other.into(),
     }
-    Ok(stage)
 }
 
 /// Queues the job again as asked and, with `--inline`, runs it here.
@@ -114,43 +119,21 @@ pub async fn run(
     embedder_options: &EmbedderOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
+    let from = replay_from(options)?;
     let app = App::open(global).await?;
     let id = JobId(options.job_id);
-    let job = app.store.job(id).await?.with_context(|| format!("no job {id} (see `quire jobs list`)"))?;
-    if job.status == JobStatus::Processing {
-        bail!("job {id} is processing; wait for it, or take it back with `quire clean` if its worker is gone");
-    }
-    let (mode, checkpoint) = match (&options.from_stage, options.fresh) {
-        (Some(stage), _) => {
-            if job.kind != JobKind::ProcessDocument {
-                bail!("job {id} is a {} job, which has no stages; replay it without --from-stage", job.kind);
-            }
-            let mut checkpoint = job.checkpoint();
-            checkpoint.rewind_to(parse_stage(stage)?);
-            ("from_stage", checkpoint)
-        }
-        (None, true) => ("fresh", Checkpoint::default()),
-        (None, false) => {
-            let checkpoint = job.checkpoint();
-            if job.kind == JobKind::ProcessDocument && checkpoint.resume_stage() == Stage::Complete {
-                bail!(
-                    "job {id} has completed every stage, so resuming it would do nothing; use --from-stage STAGE or --fresh"
-                );
-            }
-            ("checkpoint", checkpoint)
-        }
-    };
-    let resumes_at = checkpoint.resume_stage();
-    // The job and its document go back to pending in one transaction.
-    let job =
-        app.store.requeue_with_checkpoint(id, &checkpoint).await.with_context(|| format!("cannot requeue job {id}"))?;
-    let document_id = job.document_id().map(str::to_owned);
-    tracing::info!(job_id = %id, kind = %job.kind, mode, resumes_at = %resumes_at, "job queued again");
+    let replayed = operations::replay(app.store.as_ref(), id, from).await.map_err(|error| match error {
+        OperationError::Store(error) => anyhow::Error::new(error).context(format!("cannot requeue job {id}")),
+        error => explain(error),
+    })?;
+    let job = &replayed.job;
+    let resumes_at = replayed.resumes_at;
+    tracing::info!(job_id = %id, kind = %job.kind, mode = from.mode(), resumes_at = %resumes_at, "job queued again");
     let mut report = Report {
         job_id: id.0,
         kind: job.kind.to_string(),
-        document_id: document_id.clone(),
-        mode,
+        document_id: job.document_id().map(str::to_owned),
+        mode: from.mode(),
         resumes_at: resumes_at.to_string(),
         status: job.status.to_string(),
         detect_job: None,
@@ -175,21 +158,17 @@ pub async fn run(
     tracing::info!(model = %pipeline.embedder.model(), "running the queue in this process until it is empty");
     Worker::new(app.store.clone(), pipeline.handlers(), config).run(shutdown).await?;
 
-    let job = app.store.job(id).await?.with_context(|| format!("job {id} disappeared"))?;
-    report.status = job.status.to_string();
-    let mut ok = job.status == JobStatus::Completed;
-    if let (JobKind::ProcessDocument, Some(document_id)) = (job.kind, &document_id) {
-        let filter = JobFilter {
-            kind: Some(JobKind::DetectConnections),
-            document_id: Some(document_id.clone()),
-            limit: Some(1),
-            ..Default::default()
-        };
-        if let Some(detect) = app.store.list_jobs(&filter).await?.into_iter().next() {
-            ok &= detect.status == JobStatus::Completed;
-            report.detect_job = Some(DetectView { id: detect.id.0, status: detect.status.to_string() });
-        }
-    }
+    let result = operations::replay_result(app.store.as_ref(), id).await.map_err(|error| match error {
+        OperationError::NoSuchJob(_) => anyhow!("job {id} disappeared"),
+        error => error.into(),
+    })?;
+    report.status = result.job.status.to_string();
+    report.detect_job = result
+        .detect_connections
+        .as_ref()
+        .map(|detect| DetectView { id: detect.id.0, status: detect.status.to_string() });
+    let ok = result.completed();
+    let job = &result.job;
     let stats = &pipeline.stats;
     let work = Work {
         ai_requests: stats.embedding_requests.load(Ordering::Relaxed),

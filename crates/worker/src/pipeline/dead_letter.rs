@@ -1,23 +1,21 @@
 //! What happens when a `process_document` job is dead-lettered: the document is marked failed,
 //! the work directory removed and a batch still running on the service cancelled.
 
-use checkpoint_store::{DocumentStatus, Job};
+use checkpoint_store::Job;
 use embedder::BatchState;
 use tracing::{info, warn};
 
 use super::ProcessDocument;
 use super::batch::check_batch;
 use super::stats::bump;
+use crate::operations;
 
 impl ProcessDocument {
     /// Records a dead-lettered job's failure where users look for it (the document's status),
     /// removes its work directory and cancels its abandoned batch.
     pub(super) async fn clean_up_dead_job(&self, job: &Job, reason: &str) {
-        if let Some(document_id) = job.document_id()
-            && let Err(error) =
-                self.0.store.reset_document_status(document_id, DocumentStatus::Failed, Some(reason)).await
-        {
-            warn!(%error, document_id, "could not mark the document failed");
+        if let Err(error) = operations::fail_document_of_dead_job(self.0.store.as_ref(), job, reason).await {
+            warn!(%error, document_id = job.document_id(), "could not mark the document failed");
         }
         let _ = std::fs::remove_dir_all(self.0.data_dir.root().join("work").join(job.id.0.to_string()));
         self.cancel_abandoned_batch(job).await;
