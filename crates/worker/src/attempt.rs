@@ -10,8 +10,9 @@ use checkpoint_store::{FailOutcome, Failure, Job, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::ai_pause::ACCOUNT_REFUSED_FIRST_PAUSE;
 use crate::job::{JobContext, JobError, JobHandler};
-use crate::runtime::{ACCOUNT_REFUSED_FIRST_PAUSE, Finished, WorkerMetrics};
+use crate::runtime::{Finished, WorkerMetrics};
 
 /// Runs one attempt of a leased job and settles it with the store according to how it ended:
 /// completed, retried or dead-lettered, postponed (rate limit, shutdown), or left alone when the

@@ -12,6 +12,7 @@
 //! writes (checkpoints, chunks, embeddings) are all fenced by the same lease, so a handler that
 //! lost its lease cannot change anything even before it notices.
 
+mod ai_pause;
 mod attempt;
 mod config;
 mod data_dir;
@@ -23,6 +24,7 @@ mod pipeline;
 mod runtime;
 mod submit;
 
+pub use ai_pause::{ACCOUNT_REFUSED_FIRST_PAUSE, ACCOUNT_REFUSED_MAX_PAUSE, account_refused_pause};
 pub use attempt::run_attempt;
 pub use config::{ConfigError, WorkerConfig};
 pub use data_dir::{DataDir, sha256_hex, write_atomically};
@@ -33,8 +35,5 @@ pub use pipeline::{
     Batching, DetectConnections, EmbeddingMode, Pipeline, PipelineStats, ProcessDocument, detect_connections_key,
     lexical_connections, process_document_key,
 };
-pub use runtime::{
-    ACCOUNT_REFUSED_FIRST_PAUSE, ACCOUNT_REFUSED_MAX_PAUSE, Finished, Handlers, Worker, WorkerMetrics,
-    account_refused_pause, default_owner,
-};
+pub use runtime::{Finished, Handlers, Worker, WorkerMetrics, default_owner};
 pub use submit::{Submission, SubmitError, submit_bytes, submit_file};

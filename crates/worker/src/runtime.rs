@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::ai_pause::account_refused_pause;
 use crate::attempt::run_attempt;
 use crate::config::WorkerConfig;
 use tracing::{Instrument, error, info, warn};
@@ -119,19 +120,6 @@ pub struct Finished {
     pub rate_limited: Option<Duration>,
     /// Set, with the reason, when the AI service refused the account.
     pub account_refused: Option<String>,
-}
-
-/// The first pause of AI work after the service refused the account; each refusal in a row
-/// doubles it, up to [`ACCOUNT_REFUSED_MAX_PAUSE`]. A key or a balance is fixed by a person, in
-/// minutes or hours: probing more often only fills the logs.
-pub const ACCOUNT_REFUSED_FIRST_PAUSE: Duration = Duration::from_secs(60);
-/// The longest pause of AI work after refusals of the account.
-pub const ACCOUNT_REFUSED_MAX_PAUSE: Duration = Duration::from_secs(30 * 60);
-
-/// How long to pause AI work after `refusals_in_a_row` refusals of the account (at least 1).
-pub fn account_refused_pause(refusals_in_a_row: u32) -> Duration {
-    let doublings = refusals_in_a_row.saturating_sub(1).min(16);
-    ACCOUNT_REFUSED_FIRST_PAUSE.saturating_mul(1 << doublings).min(ACCOUNT_REFUSED_MAX_PAUSE)
 }
 
 /// A worker process's engine.

@@ -573,17 +573,6 @@ async fn a_refused_account_pauses_ai_work_with_a_growing_back_off_and_spends_no_
     run.abort();
 }
 
-#[test]
-fn pauses_for_a_refused_account_double_from_a_minute_up_to_half_an_hour() {
-    use worker::account_refused_pause;
-    assert_eq!(account_refused_pause(0), secs(60));
-    assert_eq!(account_refused_pause(1), secs(60));
-    assert_eq!(account_refused_pause(2), secs(120));
-    assert_eq!(account_refused_pause(5), secs(960));
-    assert_eq!(account_refused_pause(6), secs(1800));
-    assert_eq!(account_refused_pause(u32::MAX), secs(1800));
-}
-
 #[tokio::test(start_paused = true)]
 async fn shutdown_waits_for_the_grace_period_then_hands_jobs_back_at_a_stage_boundary() {
     let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument), job(2, JobKind::ProcessDocument)]);
