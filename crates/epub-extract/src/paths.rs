@@ -19,24 +19,10 @@ pub(crate) fn normalize(path: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
-/// Decodes `%XX` escapes; invalid escapes stay as they are, invalid UTF-8 is replaced.
+/// Decodes `%XX` escapes (two hex digits, nothing else); anything else stays as it is, and
+/// invalid UTF-8 is replaced.
 pub(crate) fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = bytes.get(i + 1..i + 3)
-            && let Ok(value) = u8::from_str_radix(&String::from_utf8_lossy(hex), 16)
-        {
-            out.push(value);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]
@@ -55,5 +41,9 @@ mod tests {
     #[test]
     fn percent_decodes() {
         assert_eq!(percent_decode("a%20b%C3%A9%zz"), "a bé%zz");
+        // A sign is no hex digit: `u8::from_str_radix` would read "+5" as 5.
+        assert_eq!(percent_decode("ch%+5.xhtml"), "ch%+5.xhtml");
+        assert_eq!(percent_decode("%-1%4"), "%-1%4");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
     }
 }
