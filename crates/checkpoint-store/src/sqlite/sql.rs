@@ -342,9 +342,11 @@ pub const CHUNK_TEXTS_AFTER: &str = "SELECT rowid, id, text FROM chunks WHERE ro
 /// the same transaction as the chunks (cheaper than counting a million rows).
 pub const LIBRARY_CHUNK_COUNT: &str = "SELECT COALESCE(SUM(chunk_count), 0) FROM documents";
 
-/// ?1 terms (JSON array): each that some chunk contains, with the number of chunks containing it.
-pub const TERM_FREQUENCIES: &str =
-    "SELECT term, chunks FROM chunk_term_counts WHERE term IN (SELECT value FROM json_each(?1)) AND chunks > 0";
+/// ?1 terms (JSON array): each that some chunk contains, with the number of chunks containing it,
+/// as one JSON array of `[term, chunks]` pairs (one row, where a row per term costs a hop between
+/// threads each: a book asks about tens of thousands of terms).
+pub const TERM_FREQUENCIES: &str = "SELECT json_group_array(json_array(term, chunks)) FROM chunk_term_counts \
+     WHERE term IN (SELECT value FROM json_each(?1)) AND chunks > 0";
 
 /// `(term, rowids)` for each of `count` terms, bound as ?1…?(2·count) in pairs (the term, then
 /// its FTS5 query, [`fts5_term_query`]): the rowids of the chunks containing it, comma-separated,

@@ -79,7 +79,10 @@ impl TermIndex for SqliteStore {
         let mut rows: Vec<(String, i64)> = Vec::new();
         for slice in terms.chunks(LOOKUP_BATCH) {
             let json = serde_json::to_string(slice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            rows.extend(sqlx::query_as(sql::TERM_FREQUENCIES).bind(json).fetch_all(&mut *tx).await?);
+            let pairs: String = sqlx::query_scalar(sql::TERM_FREQUENCIES).bind(json).fetch_one(&mut *tx).await?;
+            let pairs: Vec<(String, i64)> = serde_json::from_str(&pairs)
+                .map_err(|e| StoreError::Corrupt(format!("term frequencies: {e}")))?;
+            rows.extend(pairs);
         }
         tx.commit().await?;
         TermCounts::from_rows(chunk_count, rows)
