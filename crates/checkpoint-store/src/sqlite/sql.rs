@@ -374,5 +374,7 @@ pub fn fts5_term_query(term: &str) -> String {
     format!("\"{}\"", term.replace('"', "\"\""))
 }
 
-/// ?1 rowids (JSON array).
-pub const CHUNK_IDS_BY_ROWID: &str = "SELECT rowid, id FROM chunks WHERE rowid IN (SELECT value FROM json_each(?1))";
+/// ?1 rowids (JSON array): `[rowid, id]` pairs of the chunks that exist, as one JSON array (one
+/// row, as [`TERM_FREQUENCIES`]: a book's shortlists name tens of thousands of chunks).
+pub const CHUNK_IDS_BY_ROWID: &str = "SELECT json_group_array(json_array(rowid, id)) FROM chunks \
+     WHERE rowid IN (SELECT value FROM json_each(?1))";

@@ -128,6 +128,7 @@ impl TermPostings for SqliteStore {
 
     async fn chunk_ids(&self, keys: &[i64]) -> StoreResult<Vec<(i64, String)>> {
         let json = serde_json::to_string(keys).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(sqlx::query_as(sql::CHUNK_IDS_BY_ROWID).bind(json).fetch_all(&self.reader).await?)
+        let pairs: String = sqlx::query_scalar(sql::CHUNK_IDS_BY_ROWID).bind(json).fetch_one(&self.reader).await?;
+        serde_json::from_str(&pairs).map_err(|e| StoreError::Corrupt(format!("chunk ids by key: {e}")))
     }
 }
