@@ -80,8 +80,8 @@ impl TermIndex for SqliteStore {
         for slice in terms.chunks(LOOKUP_BATCH) {
             let json = serde_json::to_string(slice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let pairs: String = sqlx::query_scalar(sql::TERM_FREQUENCIES).bind(json).fetch_one(&mut *tx).await?;
-            let pairs: Vec<(String, i64)> = serde_json::from_str(&pairs)
-                .map_err(|e| StoreError::Corrupt(format!("term frequencies: {e}")))?;
+            let pairs: Vec<(String, i64)> =
+                serde_json::from_str(&pairs).map_err(|e| StoreError::Corrupt(format!("term frequencies: {e}")))?;
             rows.extend(pairs);
         }
         tx.commit().await?;
