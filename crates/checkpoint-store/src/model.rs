@@ -250,6 +250,11 @@ pub struct EnqueueOptions {
     pub unique_key: Option<String>,
     /// Longest run of one attempt. Default: by kind.
     pub timeout: Option<Duration>,
+    /// The commit survives a power loss once `enqueue` returns, and so does every commit made
+    /// before it. For submissions, which answer "accepted" as soon as it returns. SQLite makes
+    /// this one commit with `synchronous=FULL` (its other commits stay at `NORMAL`); PostgreSQL's
+    /// commits are durable already (`synchronous_commit` on, its default). Default: false.
+    pub durable: bool,
 }
 
 /// A job to add along with a checkpoint

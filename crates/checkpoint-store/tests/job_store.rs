@@ -702,3 +702,33 @@ async fn a_prefetched_jobs_timeout_counts_from_when_it_starts_not_from_its_lease
         assert!(error.is_lease_lost(), "{}: {error}", h.name);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Durable enqueues (submissions).
+
+#[tokio::test]
+async fn a_durable_enqueue_commits_and_deduplicates_like_any_other() {
+    for h in backends().await {
+        let durable = || EnqueueOptions {
+            unique_key: Some("process_document:doc-1".into()),
+            durable: true,
+            ..Default::default()
+        };
+        let first = h.enqueue_with("doc-1", durable()).await;
+        assert_eq!(h.job(first.id).await.status, JobStatus::Pending, "{}", h.name);
+        let again =
+            h.store.enqueue(JobKind::ProcessDocument, json!({ "document_id": "doc-1" }), durable()).await.unwrap();
+        assert!(again.deduplicated, "{}", h.name);
+        assert_eq!(again.job.id, first.id, "{}", h.name);
+    }
+}
+
+#[tokio::test]
+async fn a_durable_enqueue_leaves_sqlites_other_commits_at_synchronous_normal() {
+    let h = common::sqlite().await;
+    let common::Backend::Sqlite(store) = &h.backend else { unreachable!("the SQLite harness") };
+    assert_eq!(store.writer_synchronous().await.unwrap(), 1, "the store commits at NORMAL");
+    h.enqueue_with("doc-1", EnqueueOptions { durable: true, ..Default::default() }).await;
+    assert_eq!(store.writer_synchronous().await.unwrap(), 1, "FULL was for the durable commit only");
+    h.enqueue("doc-2").await;
+}

@@ -27,7 +27,7 @@ mod submit;
 pub use ai_pause::{ACCOUNT_REFUSED_FIRST_PAUSE, ACCOUNT_REFUSED_MAX_PAUSE, account_refused_pause};
 pub use attempt::run_attempt;
 pub use config::{ConfigError, WorkerConfig};
-pub use data_dir::{DataDir, sha256_hex, write_atomically};
+pub use data_dir::{DataDir, StoredUpload, UploadWriter, sha256_hex, write_atomically};
 pub use histogram::{DURATION_BUCKETS, DurationHistogram};
 pub use isolation::{ExtractedMetadata, Isolation, run_child};
 pub use job::{JobContext, JobError, JobHandler};
@@ -36,4 +36,4 @@ pub use pipeline::{
     lexical_connections, process_document_key,
 };
 pub use runtime::{Finished, Handlers, Worker, WorkerMetrics, default_owner};
-pub use submit::{Submission, SubmitError, submit_bytes, submit_file};
+pub use submit::{Submission, SubmitError, submit_bytes, submit_file, submit_stored};

@@ -6,7 +6,7 @@ use checkpoint_store::{DocumentStatus, EnqueueOptions, JobFilter, JobId, JobKind
 use serde::Serialize;
 use serde_json::json;
 
-use crate::data_dir::DataDir;
+use crate::data_dir::{DataDir, StoredUpload};
 use crate::pipeline::process_document_key;
 
 /// What a submission did.
@@ -38,12 +38,19 @@ pub enum SubmitError {
     Store(#[from] StoreError),
 }
 
-/// Submits the file at `path`.
+/// Submits the file at `path`, streaming it into the data directory off the async threads.
 pub async fn submit_file(store: &dyn Store, data_dir: &DataDir, path: &Path) -> Result<Submission, SubmitError> {
-    let io = |source| SubmitError::Io { path: path.display().to_string(), source };
-    let bytes = std::fs::read(path).map_err(io)?;
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-    submit_bytes(store, data_dir, &name, &bytes).await
+    let (data_dir, source) = (data_dir.clone(), path.to_owned());
+    let stored = blocking(move || {
+        let mut file = std::fs::File::open(&source)?;
+        let mut writer = data_dir.upload_writer()?;
+        std::io::copy(&mut file, &mut writer)?;
+        writer.finish()
+    })
+    .await
+    .map_err(|source| SubmitError::Io { path: path.display().to_string(), source })?;
+    submit_stored(store, &name, stored).await
 }
 
 /// Submits an upload held in memory under `file_name`.
@@ -53,8 +60,35 @@ pub async fn submit_bytes(
     file_name: &str,
     bytes: &[u8],
 ) -> Result<Submission, SubmitError> {
-    let hash = data_dir.store_upload(bytes).map_err(|source| SubmitError::Io { path: file_name.to_owned(), source })?;
-    let new = NewDocument { content_hash: hash, file_name: file_name.to_owned(), byte_size: bytes.len() as u64 };
+    let (data_dir, bytes) = (data_dir.clone(), bytes.to_vec());
+    let stored = blocking(move || {
+        let mut writer = data_dir.upload_writer()?;
+        writer.write(&bytes)?;
+        writer.finish()
+    })
+    .await
+    .map_err(|source| SubmitError::Io { path: file_name.to_owned(), source })?;
+    submit_stored(store, file_name, stored).await
+}
+
+/// Runs file work (hashing, writing, syncing) on a blocking thread.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|error| Err(std::io::Error::other(error)))
+}
+
+/// Records an upload already stored in the data directory ([`DataDir::upload_writer`]) and
+/// queues its processing.
+///
+/// When this returns a new job, the job and the document row were committed durably
+/// ([`EnqueueOptions::durable`]): with the file synced before, an acknowledged upload survives a
+/// power loss.
+pub async fn submit_stored(
+    store: &dyn Store,
+    file_name: &str,
+    stored: StoredUpload,
+) -> Result<Submission, SubmitError> {
+    let new =
+        NewDocument { content_hash: stored.content_hash, file_name: file_name.to_owned(), byte_size: stored.byte_size };
     let (document, created) = store.create_document(new).await?;
     if !created
         && matches!(document.status, DocumentStatus::Embedded | DocumentStatus::Complete | DocumentStatus::Failed)
@@ -75,11 +109,7 @@ pub async fn submit_bytes(
         });
     }
     let enqueued = store
-        .enqueue(
-            JobKind::ProcessDocument,
-            json!({ "document_id": document.id }),
-            EnqueueOptions { unique_key: Some(process_document_key(&document.id)), ..Default::default() },
-        )
+        .enqueue(JobKind::ProcessDocument, json!({ "document_id": document.id }), submission_job_options(&document.id))
         .await?;
     Ok(Submission {
         document_id: document.id,
@@ -87,4 +117,22 @@ pub async fn submit_bytes(
         deduplicated: !created || enqueued.deduplicated,
         file_name: file_name.to_owned(),
     })
+}
+
+/// How a submission queues its document's processing: once per document, and durably, since the
+/// caller is told the upload was accepted as soon as this commit returns.
+fn submission_job_options(document_id: &str) -> EnqueueOptions {
+    EnqueueOptions { unique_key: Some(process_document_key(document_id)), durable: true, ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_submission_commits_its_job_durably() {
+        let options = submission_job_options("doc-1");
+        assert!(options.durable, "an acknowledged upload's job must survive a power loss");
+        assert_eq!(options.unique_key.as_deref(), Some(process_document_key("doc-1").as_str()));
+    }
 }

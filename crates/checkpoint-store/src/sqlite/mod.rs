@@ -27,7 +27,7 @@ use serde_json::Value;
 use sqlx::query::QueryAs;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Connection as _, Sqlite, Transaction};
 use stage_machine::{Checkpoint, UnixMillis};
 
 use crate::clock::{Clock, SystemClock, millis};
@@ -112,7 +112,7 @@ impl SqliteStore {
     }
 
     /// [`JobStore::enqueue`] inside a write transaction.
-    async fn enqueue_in(&self, tx: &mut Transaction<'static, Sqlite>, follow_up: FollowUp) -> StoreResult<Enqueued> {
+    async fn enqueue_in(&self, tx: &mut Transaction<'_, Sqlite>, follow_up: FollowUp) -> StoreResult<Enqueued> {
         let FollowUp { kind, payload, options } = follow_up;
         let now = self.now();
         let max_attempts = options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1);
@@ -225,6 +225,34 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// [`JobStore::enqueue`] committed with `synchronous=FULL`: the commit syncs the WAL, which
+    /// makes it and every commit before it durable. The setting is per connection and cannot
+    /// change inside a transaction, so the one writer connection is switched for this commit and
+    /// switched back; a connection that cannot be switched back is closed rather than left
+    /// slower for everyone.
+    async fn enqueue_durably(&self, follow_up: FollowUp) -> StoreResult<Enqueued> {
+        let mut connection = self.writer.acquire().await?;
+        sqlx::query(sql::SYNCHRONOUS_FULL).execute(&mut *connection).await?;
+        let enqueued = async {
+            let mut tx = connection.begin_with("BEGIN IMMEDIATE").await?;
+            let enqueued = self.enqueue_in(&mut tx, follow_up).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(enqueued)
+        }
+        .await;
+        if let Err(error) = sqlx::query(sql::SYNCHRONOUS_NORMAL).execute(&mut *connection).await {
+            tracing::warn!(%error, "cannot restore synchronous=NORMAL on the writer; closing the connection");
+            connection.close_on_drop();
+        }
+        enqueued
+    }
+
+    /// The writer connection's `synchronous` setting (0 off, 1 normal, 2 full, 3 extra).
+    #[doc(hidden)]
+    pub async fn writer_synchronous(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(sql::SYNCHRONOUS).fetch_one(&self.writer).await?)
+    }
+
     /// Takes back one held job inside `tx`: requeued after `delay` while attempts remain,
     /// dead-lettered otherwise.
     /// Returns what was done and the decision taken, or `None` when the job was no longer held.
@@ -284,6 +312,9 @@ impl SqliteStore {
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn enqueue(&self, kind: JobKind, payload: Value, options: EnqueueOptions) -> StoreResult<Enqueued> {
+        if options.durable {
+            return self.enqueue_durably(FollowUp { kind, payload, options }).await;
+        }
         let mut tx = self.begin_immediate().await?;
         let enqueued = self.enqueue_in(&mut tx, FollowUp { kind, payload, options }).await?;
         tx.commit().await?;

@@ -11,6 +11,14 @@ macro_rules! job_columns {
     };
 }
 
+/// The durability of one commit ([`EnqueueOptions::durable`](crate::EnqueueOptions::durable)):
+/// the writer switches to `FULL` for it and back to the store's `NORMAL` after.
+pub const SYNCHRONOUS_FULL: &str = "PRAGMA synchronous = FULL";
+/// The store's setting for every other commit (see `SqliteStore::open`).
+pub const SYNCHRONOUS_NORMAL: &str = "PRAGMA synchronous = NORMAL";
+/// The writer's current setting, for tests.
+pub const SYNCHRONOUS: &str = "PRAGMA synchronous";
+
 pub const INSERT_JOB: &str = concat!(
     "INSERT INTO jobs (kind, payload, priority, max_attempts, run_at, timeout_ms, unique_key, \
                        created_at, updated_at) \
