@@ -19,7 +19,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use checkpoint_store::{JobId, JobKind, JobStatus, JobStore, LeaseRequest, SqliteStore, StoreOptions};
+use checkpoint_store::{DocumentStore, JobId, JobKind, JobStatus, JobStore, LeaseRequest, SqliteStore, StoreOptions};
 use epub_fixtures::{Block, BookSpec, ChapterSpec};
 use serde_json::Value;
 use support::fake_openai::{FakeOpenAi, Reply};
@@ -28,7 +28,7 @@ use tempfile::TempDir;
 const BIN: &str = env!("CARGO_BIN_EXE_quire");
 
 /// Environment variables that would change what the binary does if the developer has them set.
-const QUIRE_ENV: [&str; 17] = [
+const QUIRE_ENV: [&str; 21] = [
     "QUIRE_CONFIG",
     "QUIRE_DATA_DIR",
     "QUIRE_DATABASE_URL",
@@ -41,6 +41,10 @@ const QUIRE_ENV: [&str; 17] = [
     "QUIRE_EXIT_WHEN_IDLE",
     "QUIRE_ADDR",
     "QUIRE_MAX_UPLOAD_BYTES",
+    "QUIRE_MAX_CONCURRENT_UPLOADS",
+    "QUIRE_HEADER_TIMEOUT",
+    "QUIRE_BODY_TIMEOUT",
+    "QUIRE_UPLOAD_TIMEOUT",
     "QUIRE_DATABASE_SCHEMA",
     "QUIRE_RETRY_BASE_DELAY",
     "QUIRE_RETRY_MAX_DELAY",
@@ -622,9 +626,10 @@ fn serve_accepts_an_upload_and_refuses_what_is_not_an_epub() {
     assert_eq!(status, 413);
     assert!(json_body(&body)["error"].as_str().unwrap().contains("200000 bytes"), "{body}");
 
-    // Over the limit with no declared length (chunked): refused once the limit is read.
-    let mut chunked = format!("{:x}\r\n", 250_000).into_bytes();
-    chunked.extend(std::iter::repeat_n(b'x', 250_000));
+    // Over the limit with no declared length (chunked): refused once the limit is read. It
+    // begins as a ZIP archive does, or it would be refused for that first.
+    let mut chunked = format!("{:x}\r\nPK\x03\x04", 250_000).into_bytes();
+    chunked.extend(std::iter::repeat_n(b'x', 250_000 - 4));
     chunked.extend(b"\r\n0\r\n\r\n");
     let headers = [("Content-Type", "application/epub+zip"), ("Transfer-Encoding", "chunked"), ("Content-Length", "")];
     let (status, body) = http(&addr, "POST", "/v1/documents", &headers, &chunked);
@@ -643,6 +648,49 @@ fn serve_accepts_an_upload_and_refuses_what_is_not_an_epub() {
     let status = env.status();
     assert_eq!(status["documents"].as_array().unwrap().len(), 1);
     assert_eq!(status["jobs"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn serve_closes_a_slow_loris_at_the_timeouts_it_is_given_and_takes_a_form_upload() {
+    let env = Env::new();
+    let args = ["serve", "--addr", "127.0.0.1:0", "--header-timeout", "1s", "--body-timeout", "1s"];
+    let mut server = env.spawn(&[&args[..], &["--max-concurrent-uploads", "1"]].concat());
+    let addr = server.wait_for_line("listening on");
+    let closed_within = |stream: &mut TcpStream| {
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        assert!(started.elapsed() < Duration::from_secs(20), "the connection was held {:?}", started.elapsed());
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+
+    // Headers that never end: the connection is closed.
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream.write_all(b"POST /v1/documents HTTP/1.1\r\nHost: x\r\nContent-Type: application/epub+zip\r\n").unwrap();
+    closed_within(&mut stream);
+
+    // A body that stops: 408, and its upload slot (the only one) is free again.
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    let head = "POST /v1/documents HTTP/1.1\r\nHost: x\r\nContent-Type: application/epub+zip\r\nContent-Length: 100000\r\n\r\nPK\x03\x04";
+    stream.write_all(head.as_bytes()).unwrap();
+    let answer = closed_within(&mut stream);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("the upload stalled"), "{answer}");
+
+    // As `curl -F file=@Moby.epub` sends it.
+    let mut form =
+        b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"Moby.epub\"\r\n\r\n".to_vec();
+    form.extend(epub_fixtures::sample_book());
+    form.extend(b"\r\n--b0undary--\r\n");
+    let headers = [("Content-Type", "multipart/form-data; boundary=b0undary")];
+    let (status, body) = http(&addr, "POST", "/v1/documents", &headers, &form);
+    assert_eq!(status, 201, "{body}");
+    drop(server);
+    let document_id = json_body(&body)["document_id"].as_str().unwrap().to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let document = runtime.block_on(async { env.store().await.document(&document_id).await.unwrap().unwrap() });
+    assert_eq!(document.file_name, "Moby.epub", "the part's file name");
 }
 
 /// The value of the first sample of `name` (with its labels, if any) in Prometheus text.

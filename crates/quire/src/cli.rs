@@ -240,28 +240,47 @@ embedded. A milestone (extracted, …) means the stage that produces it.")]
     },
     /// Serve the HTTP API: upload books, read documents and jobs, metrics and health.
     ///
-    /// Endpoints: POST /v1/documents (body: the EPUB, Content-Type: application/epub+zip;
-    /// optional X-File-Name header), GET /v1/documents/{id}, GET /v1/jobs/{id}, GET /metrics,
-    /// GET /healthz. Uploads are queued for `quire worker`; this command processes nothing.
+    /// Endpoints: POST /v1/documents (the EPUB as the body with Content-Type:
+    /// application/epub+zip and an optional X-File-Name header, or as the multipart/form-data
+    /// field `file`), GET /v1/documents/{id}, GET /v1/jobs/{id}, GET /metrics, GET /healthz.
+    /// Uploads are queued for `quire worker`; this command processes nothing.
     #[command(after_help = "Examples:
   quire serve
   quire serve --addr 0.0.0.0:8080 --max-upload-bytes 20000000
-  curl -X POST --data-binary @book.epub -H 'Content-Type: application/epub+zip' \\
+  curl -F file=@book.epub 127.0.0.1:8080/v1/documents
+  curl --data-binary @book.epub -H 'Content-Type: application/epub+zip' \\
        127.0.0.1:8080/v1/documents")]
-    Serve {
-        /// Address to listen on (port 0 picks a free port; the address is printed).
-        #[arg(long, env = "QUIRE_ADDR", default_value = "127.0.0.1:8080")]
-        addr: SocketAddr,
-        /// Largest accepted upload, in bytes.
-        #[arg(long, env = "QUIRE_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
-        max_upload_bytes: usize,
-    },
+    Serve(ServeOptions),
     /// Runs one step of book parsing in isolation (used by the worker itself).
     #[command(hide = true, disable_help_flag = true)]
     Isolated {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// `quire serve`'s address and limits.
+#[derive(Debug, Clone, Args)]
+pub struct ServeOptions {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, env = "QUIRE_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Largest accepted upload, in bytes (the file itself, raw or as a form field).
+    #[arg(long, env = "QUIRE_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+    /// Uploads received at once; one more is answered 503 with Retry-After.
+    #[arg(long, env = "QUIRE_MAX_CONCURRENT_UPLOADS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_uploads: u32,
+    /// Longest wait for a request's headers (and for the next request on an idle connection)
+    /// before the connection is closed.
+    #[arg(long, env = "QUIRE_HEADER_TIMEOUT", default_value = "30s")]
+    pub header_timeout: humantime::Duration,
+    /// Longest silence while an upload's body is read before it is answered 408.
+    #[arg(long, env = "QUIRE_BODY_TIMEOUT", default_value = "30s")]
+    pub body_timeout: humantime::Duration,
+    /// Longest an upload's whole body may take to arrive before it is answered 408.
+    #[arg(long, env = "QUIRE_UPLOAD_TIMEOUT", default_value = "10m")]
+    pub upload_timeout: humantime::Duration,
 }
 
 /// `quire jobs …`

@@ -8,6 +8,7 @@ mod app;
 mod cli;
 mod commands;
 mod config;
+mod http;
 mod metrics;
 mod output;
 
@@ -92,9 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = commands::replay::ReplayOptions { job_id, from_stage, fresh, inline, json };
             commands::replay::run(global, &options, &embedder, shutdown_signal()).await
         }
-        Command::Serve { addr, max_upload_bytes } => {
-            commands::serve::run(global, addr, max_upload_bytes, shutdown_signal()).await
-        }
+        Command::Serve(options) => commands::serve::run(global, &options, shutdown_signal()).await,
         Command::Isolated { .. } => unreachable!("dispatched before parsing"),
     }
 }

@@ -20,7 +20,6 @@ use axum::routing::get;
 use checkpoint_store::{JobFilter, JobKind, JobStatus, Store};
 use serde_json::json;
 use strum::VariantArray;
-use tokio_util::sync::CancellationToken;
 use worker::{DurationHistogram, PipelineStats, WorkerMetrics};
 
 /// Upper bounds (seconds) of the processing-age histogram's buckets.
@@ -310,13 +309,4 @@ async fn metrics_handler(State(source): State<Arc<MetricsSource>>) -> Response {
 async fn health_handler(State(source): State<Arc<MetricsSource>>) -> Response {
     let (status, body) = source.health().await;
     (status, axum::Json(body)).into_response()
-}
-
-/// Serves `router` on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }

@@ -79,7 +79,12 @@ pub async fn run(
             // One line on stdout, so that scripts started with port 0 learn the address.
             println!("metrics listening on {local}");
             let _ = std::io::stdout().flush();
-            Some(tokio::spawn(crate::metrics::serve(listener, source.router(), endpoint_stop.clone())))
+            Some(tokio::spawn(crate::http::serve(
+                listener,
+                source.router(),
+                crate::http::DEFAULT_HEADER_TIMEOUT,
+                endpoint_stop.clone(),
+            )))
         }
     };
     let result = worker.run(shutdown).await;
