@@ -20,6 +20,9 @@
 //! coming (`--body-timeout` of silence at most) and be complete within `--upload-timeout`. The
 //! connection loop (`crate::http`) times out headers.
 //!
+//! It runs past 500 lines because its tests sit beside it: each limit above is pinned against a
+//! real socket under paused time, which needs the router, not only the binary.
+//!
 //! Uploads queue for `quire worker`; this process runs no job and no reaper. It listens on
 //! loopback unless told otherwise, and prints `listening on ADDR` on stdout once it accepts
 //! connections.
