@@ -139,6 +139,18 @@ impl Stage {
         PIPELINE.into_iter().filter(|stage| stage.is_milestone())
     }
 
+    /// True for the stages a job can be rewound to ([`Checkpoint::rewind_to`]) so that work runs
+    /// again from there: every stage from `extracting` to `embedded`. `pending` is a fresh start,
+    /// `complete` has nothing after it, and `failed` is off the forward path.
+    pub fn is_rewind_target(self) -> bool {
+        self.position().is_some_and(|position| position > 0 && position + 1 < PIPELINE.len())
+    }
+
+    /// The stages a job can be rewound to, in pipeline order ([`Stage::is_rewind_target`]).
+    pub fn rewind_targets() -> impl Iterator<Item = Stage> {
+        PIPELINE.into_iter().filter(|stage| stage.is_rewind_target())
+    }
+
     fn position(self) -> Option<usize> {
         PIPELINE.iter().position(|&stage| stage == self)
     }

@@ -160,6 +160,30 @@ fn rewinding_to_a_stage_redoes_it_and_everything_after() {
     assert_eq!(checkpoint.resume_stage(), Stage::Embedding);
 }
 
+#[test]
+fn every_rewind_target_leaves_work_to_do_and_nothing_else_is_one() {
+    let names: Vec<String> = Stage::rewind_targets().map(|stage| stage.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "extracting",
+            "extracted",
+            "saving_markdown",
+            "markdown_saved",
+            "chunking",
+            "chunked",
+            "embedding",
+            "embedded"
+        ]
+    );
+    for &stage in Stage::VARIANTS {
+        let mut checkpoint = checkpoint_after(&Stage::milestones().collect::<Vec<_>>());
+        checkpoint.rewind_to(stage);
+        let work_left = checkpoint.resume_stage() != Stage::Complete;
+        assert_eq!(stage.is_rewind_target(), work_left && stage != Stage::Pending, "{stage}");
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Event {
     /// The current attempt finishes the stage it is working on.

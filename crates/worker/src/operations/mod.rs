@@ -20,7 +20,7 @@ pub use dead_letters::{
     DeadLetterRetries, MAX_DEAD_LETTERS_LISTED, Purged, RefusedRetry, dead_letters, fail_document_of_dead_job,
     purge_dead_letters, purgeable_dead_letters, retry_all_dead_letters, retry_dead_letters,
 };
-pub use replay::{REPLAYABLE_STAGES, ReplayFrom, ReplayResult, Replayed, replay, replay_result};
+pub use replay::{ReplayFrom, ReplayResult, Replayed, replay, replay_result};
 pub use stale::{StaleJob, TakeBackAction, TakenBack, stale_jobs, take_back_stale};
 
 use checkpoint_store::{JobId, JobKind, StoreError};
@@ -59,5 +59,5 @@ pub enum OperationError {
 
 /// The stages a replay may start from, comma-separated, for messages.
 pub fn replayable_stage_names() -> String {
-    REPLAYABLE_STAGES.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    Stage::rewind_targets().map(|stage| stage.to_string()).collect::<Vec<_>>().join(", ")
 }

@@ -8,19 +8,6 @@ use stage_machine::{Checkpoint, Stage};
 
 use super::OperationError;
 
-/// The stages a replay may start from: the working stages and milestones between extraction and
-/// `embedded`. `complete` has nothing after it; `pending` is what a fresh replay is for.
-pub const REPLAYABLE_STAGES: [Stage; 8] = [
-    Stage::Extracting,
-    Stage::Extracted,
-    Stage::SavingMarkdown,
-    Stage::MarkdownSaved,
-    Stage::Chunking,
-    Stage::Chunked,
-    Stage::Embedding,
-    Stage::Embedded,
-];
-
 /// Where a replayed job starts. In JSON: `"checkpoint"`, `"fresh"`, or `{"stage": "chunked"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -70,7 +57,7 @@ pub async fn replay(store: &dyn JobStore, id: JobId, from: ReplayFrom) -> Result
             if job.kind != JobKind::ProcessDocument {
                 return Err(OperationError::NoStages { job_id: id, kind: job.kind });
             }
-            if !REPLAYABLE_STAGES.contains(&stage) {
+            if !stage.is_rewind_target() {
                 return Err(OperationError::NotReplayable { stage });
             }
             let mut checkpoint = job.checkpoint();
