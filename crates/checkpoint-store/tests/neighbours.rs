@@ -132,6 +132,23 @@ async fn exact_search_is_brute_force_and_approximate_search_finds_the_same_chunk
     }
 }
 
+/// pgvector cuts a large batch into slices searched at once on several connections; every answer
+/// must still come back to its own query.
+#[tokio::test]
+async fn a_large_batch_answers_each_query_as_it_is_answered_alone() {
+    for h in search_backends().await {
+        let _library = library(&h, 3, 100).await;
+        let queries: Vec<Vec<f32>> = (0..300).map(|i| vector(20_000 + i)).collect();
+        let batch = h.search.nearest_chunks(query(&queries, 3, SearchMode::Approximate)).await.unwrap();
+        assert_eq!(batch.len(), queries.len(), "{}", h.name);
+        for (i, q) in queries.iter().enumerate() {
+            let alone =
+                h.search.nearest_chunks(query(std::slice::from_ref(q), 3, SearchMode::Approximate)).await.unwrap();
+            assert_eq!(ids(&batch[i]), ids(&alone[0]), "{}: query {i}", h.name);
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_excluded_document_is_never_returned_and_a_chunk_finds_itself_first() {
     for h in search_backends().await {

@@ -171,7 +171,10 @@ impl PgStore {
         Ok(())
     }
 
-    /// The best `count` keys per query through pgvector's index.
+    /// The best `count` keys per query through pgvector's index. A large batch is cut into
+    /// slices searched at once on their own connections: one statement runs in one server
+    /// process, and an HNSW search is CPU work, so a book's thousand queries in one statement
+    /// would use one of the server's cores.
     async fn pgvector_keys(
         &self,
         pgvector: &Pgvector,
@@ -194,7 +197,40 @@ impl PgStore {
         );
         // Degenerate queries (zero or non-finite) find nothing, as with the other indexes.
         let usable: Vec<usize> = (0..queries.len()).filter(|&i| vector_index::unit(&queries[i]).is_some()).collect();
-        let texts: Vec<String> = usable.iter().map(|&i| vector_text(&queries[i])).collect();
+        let slices = parallel_slices(usable.len(), self.pool.options().get_max_connections());
+        let slice_len = usable.len().div_ceil(slices).max(1);
+        let searches = usable.chunks(slice_len).map(|slice| {
+            let texts: Vec<String> = slice.iter().map(|&i| vector_text(&queries[i])).collect();
+            self.pgvector_slice(&statement, texts, count)
+        });
+        let answers = futures_util::future::try_join_all(searches).await?;
+        let mut found: Vec<Vec<Scored>> = vec![Vec::new(); queries.len()];
+        for (slice, rows) in usable.chunks(slice_len).zip(answers) {
+            for (ordinal, key, score) in rows {
+                let Some(&query_index) = usize::try_from(ordinal - 1).ok().and_then(|i| slice.get(i)) else {
+                    return Err(StoreError::Corrupt(format!("pgvector returned query ordinal {ordinal}")));
+                };
+                let score = (score as f32).clamp(-1.0, 1.0);
+                if score.is_finite()
+                    && let Ok(key) = u64::try_from(key)
+                {
+                    found[query_index].push(Scored { score, key });
+                }
+            }
+        }
+        for list in &mut found {
+            list.sort_by(|a, b| b.cmp(a));
+        }
+        Ok(found)
+    }
+
+    /// One slice of a batch: `(query ordinal from 1, key, score)` rows.
+    async fn pgvector_slice(
+        &self,
+        statement: &str,
+        texts: Vec<String>,
+        count: usize,
+    ) -> StoreResult<Vec<(i64, i64, f64)>> {
         let mut tx = self.pool.begin().await?;
         // The HNSW scan keeps `ef_search` candidates; at least as many as asked for. A generic
         // plan of this prepared statement (PostgreSQL's choice after five runs) knows neither the
@@ -203,33 +239,29 @@ impl PgStore {
         let ef_search = count.clamp(64, 1000);
         let settings = format!("SET LOCAL hnsw.ef_search = {ef_search}; SET LOCAL plan_cache_mode = force_custom_plan");
         sqlx::raw_sql(AssertSqlSafe(settings)).execute(&mut *tx).await?;
-        let rows = sqlx::query(AssertSqlSafe(statement))
+        let rows: Vec<(i64, i64, f64)> = sqlx::query_as(AssertSqlSafe(statement.to_owned()))
             .bind(&texts)
             .bind(i64::try_from(count).unwrap_or(i64::MAX))
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        let mut found: Vec<Vec<Scored>> = vec![Vec::new(); queries.len()];
-        for row in rows {
-            let ordinal: i64 = row.try_get(0)?;
-            let key: i64 = row.try_get(1)?;
-            let score: f64 = row.try_get(2)?;
-            let Some(&query_index) = usize::try_from(ordinal - 1).ok().and_then(|i| usable.get(i)) else {
-                return Err(StoreError::Corrupt(format!("pgvector returned query ordinal {ordinal}")));
-            };
-            let score = (score as f32).clamp(-1.0, 1.0);
-            if score.is_finite()
-                && let Ok(key) = u64::try_from(key)
-            {
-                found[query_index].push(Scored { score, key });
-            }
-        }
-        for list in &mut found {
-            list.sort_by(|a, b| b.cmp(a));
-        }
-        Ok(found)
+        Ok(rows)
     }
 }
+
+/// How many slices a batch of `queries` pgvector searches is cut into: one per
+/// [`QUERIES_PER_SLICE`], at most [`MAX_PARALLEL_SLICES`], and never more than half the pool's
+/// connections, so that a search leaves the queue its connections.
+fn parallel_slices(queries: usize, max_connections: u32) -> usize {
+    let by_pool = usize::try_from(max_connections / 2).unwrap_or(1).max(1);
+    queries.div_ceil(QUERIES_PER_SLICE).clamp(1, MAX_PARALLEL_SLICES.min(by_pool))
+}
+
+/// The fewest queries worth a connection of their own.
+const QUERIES_PER_SLICE: usize = 128;
+
+/// The most connections one batch of pgvector searches uses at once.
+const MAX_PARALLEL_SLICES: usize = 4;
 
 #[async_trait]
 impl VectorRows for PgStore {
