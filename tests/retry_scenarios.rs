@@ -95,16 +95,7 @@ impl Cluster {
     }
 
     async fn wait_complete(&self, document_ids: &[String]) {
-        self.wait_until("every document is complete", |store| async move {
-            for id in document_ids {
-                match store.document(id).await.unwrap() {
-                    Some(d) if d.status == DocumentStatus::Complete => {}
-                    _ => return false,
-                }
-            }
-            true
-        })
-        .await;
+        self.processes.wait_complete(&self.store().await, document_ids, DEADLINE).await;
     }
 
     async fn wait_checkpoint(&self, document_id: &str, reached: impl Fn(&Job) -> bool) {
@@ -147,6 +138,23 @@ async fn clean_run(books: &[(String, Vec<u8>)], extra: &[&str]) -> Vec<Outcome> 
         outcomes.push(outcome);
     }
     outcomes
+}
+
+/// Flags that point a worker at an OpenAI-compatible `base_url`, `batch` inputs per request.
+fn openai(base_url: &str, batch: usize) -> Vec<String> {
+    let flags = ["--embedder", "openai", "--openai-base-url", base_url, "--embedding-model", "test-embed"];
+    let mut args: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+    args.extend(["--embedding-dimensions", "64", "--embedding-batch-size"].map(String::from));
+    args.push(batch.to_string());
+    args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+fn distinct(texts: &[String]) -> usize {
+    texts.iter().collect::<BTreeSet<_>>().len()
 }
 
 fn milestone_reached(stage: &'static str) -> impl Fn(&Job) -> bool {
@@ -193,18 +201,45 @@ async fn a_worker_killed_after_any_stage_checkpoint_is_finished_by_the_next_with
 async fn a_worker_killed_midway_through_embedding_leaves_only_unfinished_batches_to_send() {
     let _serial = serial().await;
     let books = vec![book(12)];
-    let batch = ["--embedding-batch-size", "1"];
-    let clean = clean_run(&books, &batch).await;
-    assert!(clean[0].ai_requests >= 3, "the book must take several batches");
+    let reference = FakeOpenAi::start(|_| Reply::Embed).await;
+    let clean = clean_run(&books, &strs(&openai(&reference.base_url, 1))).await;
+    let clean_texts: Vec<String> = reference.received().concat();
+    assert!(clean_texts.len() >= 4, "the book must take several requests");
+    assert_eq!(distinct(&clean_texts), clean_texts.len(), "an uninterrupted run sends each text once");
+    // The third request is never answered: the worker is killed while it waits on it, after the
+    // answers to the first two were stored.
+    let server = FakeOpenAi::start(|n| if n == 2 { Reply::Stall } else { Reply::Embed }).await;
+    let args = openai(&server.base_url, 1);
     let cluster = Cluster::new();
     let ids = cluster.submit(&books);
-    let mut first = cluster.worker("first", Some("after_embedding_batch=1*off->sleep(60000)"), &batch);
-    cluster.wait_checkpoint(&ids[0], |job| job.checkpoint().facts.embedded_chunks >= 2).await;
+    let mut first = cluster.worker("first", None, &strs(&args));
+    cluster
+        .wait_until("the first worker waits on its third embedding request", |_| async { server.requests() >= 3 })
+        .await;
     first.kill9();
-    let mut second = cluster.worker("second", None, &["--exit-when-idle", "--embedding-batch-size", "1"]);
+    let mut second = cluster.worker("second", None, &[vec!["--exit-when-idle"], strs(&args)].concat());
     assert!(second.wait_exit(DEADLINE).await.success());
+    let job = cluster.process_job(&ids[0]).await;
+    assert_eq!((job.status, job.attempts), (JobStatus::Completed, 2), "{}", cluster.all_logs());
     let outcome = cluster.outcome(&ids[0]).await;
-    assert_eq!(outcome, clean[0], "{}", cluster.all_logs());
+    assert_eq!(
+        (&outcome.status, &outcome.chunks, &outcome.connections),
+        (&clean[0].status, &clean[0].chunks, &clean[0].connections),
+        "{}",
+        cluster.all_logs()
+    );
+    // The second attempt sent exactly what the first had not stored: the unanswered request
+    // again, then the rest, each once.
+    let received = server.received();
+    let (stored_by_first, unanswered) = (received[..2].concat(), &received[2]);
+    let sent_by_second = received[3..].concat();
+    assert_eq!(sent_by_second.first(), unanswered.first(), "the unanswered request is sent again first");
+    let mut expected: Vec<String> = clean_texts.iter().filter(|t| !stored_by_first.contains(t)).cloned().collect();
+    let mut sent = sent_by_second.clone();
+    expected.sort();
+    sent.sort();
+    assert_eq!(sent, expected, "the second attempt embeds only what the first did not store, once each");
+    assert_eq!(server.requests(), reference.requests() + 1, "one request repeated: the one in flight");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,14 +1,16 @@
 //! A scripted OpenAI-compatible embeddings server on 127.0.0.1, counting every request.
 //!
 //! Each request is answered by a script: a function of the request's number (from 0) that
-//! returns a reply. Successful replies embed with the local embedder, so vectors are real.
+//! returns a reply. Successful replies embed with the local embedder, so vectors are real. The
+//! inputs of every request are recorded as they arrive, whatever the reply, so a test counts
+//! what was asked of the service even when the asking worker died before it saved anything.
 //!
 //! Longer than 500 lines because it serves the whole surface the embedder speaks to (embeddings,
 //! file uploads and downloads, batches and their end states) with one request parser and one
 //! script type, so that every retry test scripts the same server.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use embedder::LocalEmbedder;
 use serde_json::{Value, json};
@@ -20,16 +22,21 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Reply {
     /// Embed the inputs.
     Embed,
+    /// Embed the inputs after this long (a slow service: a request stays in flight a while).
+    EmbedAfter(std::time::Duration),
     /// 429 with `Retry-After: seconds`.
     RateLimited(u64),
     /// This status with an OpenAI-style error message.
     Error(u16, &'static str),
+    /// No answer: the request is held until its client goes away (a worker killed mid-request).
+    Stall,
 }
 
 pub struct FakeOpenAi {
     pub base_url: String,
     requests: Arc<AtomicUsize>,
     inputs: Arc<AtomicUsize>,
+    received: Arc<Mutex<Vec<Vec<String>>>>,
 }
 
 impl FakeOpenAi {
@@ -38,17 +45,25 @@ impl FakeOpenAi {
         let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
         let requests = Arc::new(AtomicUsize::new(0));
         let inputs = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(script);
-        let (counter, input_counter) = (requests.clone(), inputs.clone());
+        let (counter, input_counter, log) = (requests.clone(), inputs.clone(), received.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (counter, input_counter, script) = (counter.clone(), input_counter.clone(), script.clone());
+                let (counter, input_counter, log, script) =
+                    (counter.clone(), input_counter.clone(), log.clone(), script.clone());
                 tokio::spawn(async move {
-                    let _ = serve(stream, &counter, &input_counter, &*script).await;
+                    let _ = serve(stream, &counter, &input_counter, &log, &*script).await;
                 });
             }
         });
-        FakeOpenAi { base_url, requests, inputs }
+        FakeOpenAi { base_url, requests, inputs, received }
+    }
+
+    /// The inputs of every request received so far, in the order the requests were numbered,
+    /// answered or not.
+    pub fn received(&self) -> Vec<Vec<String>> {
+        self.received.lock().unwrap().clone()
     }
 
     /// Requests received so far.
@@ -66,6 +81,7 @@ async fn serve(
     mut stream: TcpStream,
     counter: &AtomicUsize,
     input_counter: &AtomicUsize,
+    received: &Mutex<Vec<Vec<String>>>,
     script: &(dyn Fn(usize) -> Reply + Send + Sync),
 ) -> std::io::Result<()> {
     let mut buffer = Vec::new();
@@ -93,14 +109,32 @@ async fn serve(
         buffer.extend_from_slice(&chunk[..read]);
     }
     let body: Value = serde_json::from_slice(&buffer[head_end..]).unwrap_or(Value::Null);
-    let number = counter.fetch_add(1, Ordering::SeqCst);
-    let (status, extra, payload) = match script(number) {
+    let texts: Vec<String> = match &body["input"] {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(items) => items.iter().map(|i| i.as_str().unwrap_or_default().to_owned()).collect(),
+        _ => Vec::new(),
+    };
+    // Numbered and recorded under one lock, so `received()[n]` is request `n`.
+    let number = {
+        let mut received = received.lock().unwrap();
+        received.push(texts.clone());
+        counter.fetch_add(1, Ordering::SeqCst)
+    };
+    let reply = match script(number) {
+        Reply::EmbedAfter(delay) => {
+            tokio::time::sleep(delay).await;
+            Reply::Embed
+        }
+        reply => reply,
+    };
+    let (status, extra, payload) = match reply {
+        Reply::EmbedAfter(_) => unreachable!("replaced by Embed above"),
+        Reply::Stall => {
+            // Read until the client closes the connection; never answer.
+            while stream.read(&mut chunk).await? > 0 {}
+            return Ok(());
+        }
         Reply::Embed => {
-            let texts: Vec<String> = match &body["input"] {
-                Value::String(text) => vec![text.clone()],
-                Value::Array(items) => items.iter().map(|i| i.as_str().unwrap_or_default().to_owned()).collect(),
-                _ => Vec::new(),
-            };
             input_counter.fetch_add(texts.len(), Ordering::SeqCst);
             let dimensions = body["dimensions"].as_u64().unwrap_or(64) as usize;
             let local = LocalEmbedder::new(dimensions);
@@ -131,7 +165,6 @@ async fn serve(
 // ---------------------------------------------------------------------------------------------
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
 /// How one batch of [`FakeBatchOpenAi`] goes: the states its status checks return in order (the

@@ -6,6 +6,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use checkpoint_store::{DocumentStatus, DocumentStore, JobStatus, JobStore};
 use serde_json::Value;
 
 use super::quire_bin;
@@ -106,6 +107,48 @@ impl Processes {
             .map(|log| format!("== {}\n{}", log.display(), tail(log)))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Polls `store` until every document of `ids` is complete; a failed one fails the test at
+    /// once.
+    pub async fn wait_complete<S: DocumentStore>(&self, store: &S, ids: &[String], within: Duration) {
+        let deadline = Instant::now() + within;
+        'poll: loop {
+            assert!(Instant::now() < deadline, "timed out waiting for every document to complete\n{}", self.all_logs());
+            for id in ids {
+                match store.document(id).await {
+                    Ok(Some(d)) if d.status == DocumentStatus::Complete => {}
+                    Ok(Some(d)) if d.status == DocumentStatus::Failed => {
+                        panic!("{id} failed: {:?}\n{}", d.error, self.all_logs())
+                    }
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue 'poll;
+                    }
+                }
+            }
+            return;
+        }
+    }
+
+    /// Polls `store` until no job is pending or processing. (A document is marked complete just
+    /// before its job is, and its connections are detected by a job of their own.)
+    pub async fn wait_idle<S: JobStore>(&self, store: &S, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let active = store.counts().await.map(|counts| {
+                counts
+                    .iter()
+                    .filter(|c| matches!(c.status, JobStatus::Pending | JobStatus::Processing))
+                    .map(|c| c.count)
+                    .sum::<u64>()
+            });
+            if active.is_ok_and(|active| active == 0) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for the queue to drain\n{}", self.all_logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// How often `needle` appears in all workers' logs.
