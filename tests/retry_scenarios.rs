@@ -4,17 +4,24 @@
 //! no AI request repeated for work that was already done.
 //!
 //! Workers run with a 2 s lease so that recovery takes seconds. Waiting is by polling the
-//! database with a deadline; no assertion depends on how long anything took.
+//! database with a deadline, and kills are timed by observed progress (a checkpoint reached, a
+//! request arrived at the fake AI service), never by sleeps; no assertion depends on how long
+//! anything took. AI requests are counted at the fake service, which sees a request even when
+//! the worker that sent it died before recording it.
+//!
+//! One file past 500 lines: every scenario shares one cluster type, one reference run and one
+//! way of reading outcomes, and the chaos run's crew of killable workers serves only it.
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use checkpoint_store::{
-    ConnectionFilter, DocumentStatus, DocumentStore, Job, JobFilter, JobKind, JobStatus, JobStore, SqliteStore,
-    StoreOptions,
+    ConnectionFilter, DocumentStatus, DocumentStore, EnqueueOptions, Job, JobFilter, JobKind, JobStatus, JobStore,
+    SqliteStore, StoreOptions,
 };
+use stage_machine::Stage;
 use support::fake_openai::{FakeOpenAi, Reply};
 use support::processes::{Processes, WorkerProcess};
 
@@ -411,39 +418,234 @@ impl Chaos {
     }
 }
 
+/// Worker processes in fixed slots; a killed one is replaced under a new name, so a job's
+/// `lock_owner` names the one live process that holds it.
+struct Crew {
+    workers: Vec<(String, WorkerProcess)>,
+    started: usize,
+    args: Vec<String>,
+    kills: u64,
+}
+
+impl Crew {
+    fn start(cluster: &Cluster, size: usize, args: Vec<String>) -> Crew {
+        let mut crew = Crew { workers: Vec::new(), started: 0, args, kills: 0 };
+        for _ in 0..size {
+            let worker = crew.spawn(cluster);
+            crew.workers.push(worker);
+        }
+        crew
+    }
+
+    fn spawn(&mut self, cluster: &Cluster) -> (String, WorkerProcess) {
+        let name = format!("w{}", self.started);
+        self.started += 1;
+        let process = cluster.worker(&name, None, &strs(&self.args));
+        (name, process)
+    }
+
+    /// Polls the queue until `ready` holds and a live worker holds a job that `at_work` picks
+    /// out, then kills that worker with SIGKILL and starts a new one in its slot. Gives up,
+    /// killing nothing, when no job is left to run or none came within `patience`.
+    async fn kill_when(
+        &mut self,
+        cluster: &Cluster,
+        chaos: &mut Chaos,
+        ready: impl Fn(&[Job]) -> bool,
+        at_work: impl Fn(&Job) -> bool,
+    ) -> Kill {
+        let store = cluster.store().await;
+        let patience = Instant::now() + Duration::from_secs(10);
+        loop {
+            let jobs = store.list_jobs(&JobFilter { limit: Some(10_000), ..Default::default() }).await.unwrap();
+            if jobs.iter().all(|j| j.status == JobStatus::Completed) {
+                return Kill::NothingLeft;
+            }
+            let busy: Vec<usize> = (0..self.workers.len())
+                .filter(|&slot| {
+                    jobs.iter().any(|j| {
+                        j.status == JobStatus::Processing
+                            && j.lock_owner.as_deref() == Some(self.workers[slot].0.as_str())
+                            && at_work(j)
+                    })
+                })
+                .collect();
+            if ready(&jobs) && !busy.is_empty() {
+                let slot = busy[chaos.next(busy.len() as u64) as usize];
+                self.workers[slot].1.kill9();
+                self.kills += 1;
+                let replacement = self.spawn(cluster);
+                self.workers[slot] = replacement;
+                return Kill::Landed;
+            }
+            if Instant::now() > patience {
+                return Kill::GaveUp;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// How [`Crew::kill_when`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Kill {
+    Landed,
+    GaveUp,
+    NothingLeft,
+}
+
+/// Stages reached, summed over every `process_document` job, plus finished detections: a count
+/// that grows while any work is left.
+fn milestones(jobs: &[Job]) -> usize {
+    jobs.iter()
+        .map(|j| match j.kind {
+            JobKind::ProcessDocument => j.checkpoint().completed_stages.len(),
+            JobKind::DetectConnections => usize::from(j.status == JobStatus::Completed),
+        })
+        .sum()
+}
+
+/// Asks for every document to be connected again, against the whole library as it now stands.
+async fn reconnect_all(cluster: &Cluster, ids: &[String]) {
+    let store = cluster.store().await;
+    for id in ids {
+        let chunk_count = store.document(id).await.unwrap().unwrap().chunk_count;
+        let payload = serde_json::json!({ "document_id": id, "chunk_count": chunk_count });
+        store.enqueue(JobKind::DetectConnections, payload, EnqueueOptions::default()).await.unwrap();
+    }
+}
+
+/// Books are connected against the library as it stood when each was embedded, so which
+/// connections the first detections find depends on the order the books finished in, which
+/// chaos changes. The runs are compared after every book was connected again against the whole
+/// library, a result that depends only on the chunks, their vectors and their terms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_three_workers_killed_at_random_still_finish_every_document_exactly() {
     let _serial = serial().await;
     let books: Vec<(String, Vec<u8>)> =
         epub_fixtures::corpus_of(20, 99).into_iter().map(|(n, b)| (format!("{n}.epub"), b)).collect();
-    let batch = ["--embedding-batch-size", "2"];
-    let clean = clean_run(&books, &batch).await;
+
+    // The reference: the same binary, one worker, no kills.
+    let reference_server = FakeOpenAi::start(|_| Reply::Embed).await;
+    let reference_args = openai(&reference_server.base_url, 2);
+    let reference = Cluster::new();
+    let reference_ids = reference.submit(&books);
+    let drain = |cluster: &Cluster| {
+        let args = [vec!["--exit-when-idle"], strs(&reference_args)].concat();
+        cluster.worker("reference", None, &args)
+    };
+    assert!(drain(&reference).wait_exit(DEADLINE).await.success(), "{}", reference.all_logs());
+    reconnect_all(&reference, &reference_ids).await;
+    assert!(drain(&reference).wait_exit(DEADLINE).await.success(), "{}", reference.all_logs());
+    let mut clean = Vec::new();
+    for id in &reference_ids {
+        let outcome = reference.outcome(id).await;
+        assert_eq!(outcome.status, DocumentStatus::Complete, "{}", reference.all_logs());
+        clean.push(outcome);
+    }
+    let clean_requests = reference_server.requests();
+    assert!(clean.iter().any(|o| !o.connections.is_empty()), "the corpus must connect");
+
+    // Three workers, one killed whenever the queue has moved on by a few stages (any worker at
+    // work) or by a few AI requests (a worker embedding: the service takes 100 ms to answer, so
+    // its request is most likely in flight, the window in which the book's own count misses it).
+    let server = FakeOpenAi::start(|_| Reply::EmbedAfter(Duration::from_millis(100))).await;
     let cluster = Cluster::new();
     let ids = cluster.submit(&books);
-    let mut workers: Vec<WorkerProcess> = (0..3).map(|i| cluster.worker(&format!("w{i}"), None, &batch)).collect();
+    assert_eq!(ids, reference_ids, "document ids derive from the books");
+    let mut crew = Crew::start(&cluster, 3, openai(&server.base_url, 2));
     let mut chaos = Chaos(0x9e37_79b9_7f4a_7c15);
-    let mut kills = 0u64;
-    let chaos_until = Instant::now() + Duration::from_secs(12);
-    while Instant::now() < chaos_until {
-        tokio::time::sleep(Duration::from_millis(200 + chaos.next(400))).await;
-        let victim = chaos.next(3) as usize;
-        workers[victim].kill9();
-        kills += 1;
-        workers[victim] = cluster.worker(&format!("w{victim}"), None, &batch);
+    let (mut last_milestones, mut last_requests) = (0, 0);
+    for _ in 0..10 {
+        let landed = if chaos.next(2) == 0 {
+            let stages = 1 + chaos.next(3) as usize;
+            let ready = |jobs: &[Job]| milestones(jobs) >= last_milestones + stages;
+            crew.kill_when(&cluster, &mut chaos, ready, |_| true).await
+        } else {
+            let requests = 1 + chaos.next(3) as usize;
+            let ready = |_: &[Job]| server.requests() >= last_requests + requests;
+            let embedding = |job: &Job| {
+                let checkpoint = job.checkpoint();
+                checkpoint.has_completed(Stage::Chunked) && !checkpoint.has_completed(Stage::Embedded)
+            };
+            crew.kill_when(&cluster, &mut chaos, ready, embedding).await
+        };
+        if landed == Kill::NothingLeft {
+            break;
+        }
+        let store = cluster.store().await;
+        let jobs = store.list_jobs(&JobFilter { limit: Some(10_000), ..Default::default() }).await.unwrap();
+        (last_milestones, last_requests) = (milestones(&jobs), server.requests());
     }
-    cluster.wait_complete(&ids).await;
     let store = cluster.store().await;
-    let mut total_requests = 0;
+    let first_pass_kills = crew.kills;
+    assert!(first_pass_kills >= 5, "only {first_pass_kills} kills landed while books were processed");
+    cluster.wait_complete(&ids).await;
+    cluster.wait_idle(&store, DEADLINE).await;
+    for (id, clean) in ids.iter().zip(&clean) {
+        assert_eq!(cluster.outcome(id).await.chunks, clean.chunks, "{id}: chunks differ from a clean run");
+    }
+
+    // AI requests, as the service counted them. Each attempt sends each of its book's texts at
+    // most once, and a retry takes from the cache everything an earlier attempt stored: it sends
+    // again at most the one request that was in flight when its predecessor died.
+    let mut owners: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut attempts: HashMap<String, usize> = HashMap::new();
+    for id in &ids {
+        for chunk in store.chunks(id).await.unwrap() {
+            owners.entry(chunk.text).or_default().insert(id.clone());
+        }
+        attempts.insert(id.clone(), cluster.process_job(id).await.attempts as usize);
+    }
+    let received = server.received();
+    let mut sent: HashMap<&str, usize> = HashMap::new();
+    let mut repeats: HashMap<&str, usize> = HashMap::new();
+    for request in &received {
+        let mut repeated_for = BTreeSet::new();
+        for text in request {
+            let owners = owners.get(text).unwrap_or_else(|| panic!("a text no chunk has was embedded: {text:?}"));
+            let count = sent.entry(text.as_str()).or_default();
+            *count += 1;
+            let allowed: usize = owners.iter().map(|d| attempts[d]).sum();
+            assert!(*count <= allowed, "{text:?} sent {count} times by {allowed} attempts of {owners:?}");
+            if *count > 1 && owners.len() == 1 {
+                repeated_for.insert(owners.first().unwrap().as_str());
+            }
+        }
+        for document in repeated_for {
+            *repeats.entry(document).or_default() += 1;
+        }
+    }
+    assert_eq!(sent.len(), owners.len(), "every chunk text was embedded");
+    assert!(!repeats.is_empty(), "no kill landed with a request in flight: nothing above was put to the test");
+    for (document, repeated) in &repeats {
+        let retries = attempts[*document] - 1;
+        assert!(
+            *repeated <= retries,
+            "{document}: {repeated} requests repeated its texts in {retries} retries\n{}",
+            cluster.all_logs()
+        );
+    }
+    let retries: usize = attempts.values().map(|a| a - 1).sum();
+    assert!(
+        received.len() <= clean_requests + retries,
+        "{} AI requests for {clean_requests} clean ones and {retries} retries",
+        received.len()
+    );
+
+    // Connections: every book connected again, with kills landing on the detections.
+    reconnect_all(&cluster, &ids).await;
+    for _ in 0..4 {
+        let detecting = |job: &Job| job.kind == JobKind::DetectConnections;
+        if crew.kill_when(&cluster, &mut chaos, |_| true, detecting).await == Kill::NothingLeft {
+            break;
+        }
+    }
+    cluster.wait_idle(&store, DEADLINE).await;
     for (id, clean) in ids.iter().zip(&clean) {
         let outcome = cluster.outcome(id).await;
-        assert_eq!(outcome.chunks, clean.chunks, "{id}: chunks differ from a clean run");
-        total_requests += outcome.ai_requests;
+        assert_eq!(outcome.connections, clean.connections, "{id}: connections differ from a clean run");
     }
-    let clean_requests: u64 = clean.iter().map(|o| o.ai_requests).sum();
-    assert!(
-        total_requests <= clean_requests + kills,
-        "{total_requests} AI requests for {clean_requests} clean ones and {kills} kills"
-    );
     let orphans: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM connections k WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE id = k.source_chunk_id) \
          OR NOT EXISTS (SELECT 1 FROM chunks WHERE id = k.target_chunk_id)",
