@@ -1,4 +1,10 @@
-//! Behaviour of the engines and of `detect`, checked through one invariant-asserting helper.
+//! Behaviour of the engines and of `detect`, checked through one invariant-asserting helper, and
+//! against brute-force references that score every pair from the documented formulas.
+//!
+//! One file past 500 lines: the examples, the properties and the references share one set of
+//! test chunks, generators and helpers.
+
+use std::collections::BTreeMap;
 
 use collision_detector::{
     CandidateQuery, ChunkRef, Connection, ConnectionEngine, CountedChunk, LexicalEngine, SemanticEngine, Shortlist,
@@ -372,5 +378,131 @@ proptest! {
         let in_memory = engine.connect(&refs(sources), &refs(&unique));
         let with_statistics = connect_with_full_shortlists(&engine, sources, &unique);
         prop_assert_eq!(with_statistics, in_memory);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Brute-force references: every pair scored from the engines' documented formulas, in f64,
+// without the engines' normalised candidates, inverted index or accumulator.
+// ---------------------------------------------------------------------------------------------
+
+/// Slack for comparing f32 engine scores with the f64 reference.
+const EPS: f64 = 1e-4;
+
+/// Source id → every other candidate it may connect to, with its exact score.
+type Reference = BTreeMap<String, Vec<(String, f64)>>;
+
+/// Cosine of every source with every other candidate of the same dimension, skipping vectors
+/// that are empty, zero or not finite.
+fn semantic_reference(sources: &[TestChunk], candidates: &[TestChunk]) -> Reference {
+    let vector = |c: &TestChunk| -> Option<Vec<f64>> {
+        let v: Vec<f64> = c.embedding.as_ref()?.iter().map(|&x| f64::from(x)).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        (norm.is_finite() && norm > 0.0).then(|| v.iter().map(|x| x / norm).collect())
+    };
+    let mut reference = Reference::new();
+    for source in sources {
+        let entry = reference.entry(source.id.clone()).or_default();
+        let Some(s) = vector(source) else { continue };
+        for candidate in candidates.iter().filter(|c| c.id != source.id) {
+            if let Some(c) = vector(candidate).filter(|c| c.len() == s.len()) {
+                let cosine: f64 = s.iter().zip(&c).map(|(a, b)| a * b).sum();
+                entry.push((candidate.id.clone(), cosine.clamp(-1.0, 1.0)));
+            }
+        }
+    }
+    reference
+}
+
+/// TF-IDF cosine of every source with every other candidate sharing a term: weight
+/// `(1 + ln tf) × ln(1 + (N − df + 0.5) / (df + 0.5))`, N and df counted over the candidates.
+fn lexical_reference(sources: &[TestChunk], candidates: &[TestChunk]) -> Reference {
+    let n = candidates.len() as f64;
+    let counted: Vec<BTreeMap<String, u32>> =
+        candidates.iter().map(|c| terms::term_vector(&c.text).into_iter().collect()).collect();
+    let df = |term: &str| counted.iter().filter(|terms| terms.contains_key(term)).count() as f64;
+    let weights = |terms: &BTreeMap<String, u32>| -> BTreeMap<String, f64> {
+        let raw: BTreeMap<String, f64> = terms
+            .iter()
+            .map(|(t, &tf)| {
+                let idf = (1.0 + (n - df(t) + 0.5) / (df(t) + 0.5)).ln();
+                (t.clone(), (1.0 + f64::from(tf).ln()) * idf)
+            })
+            .collect();
+        let norm = raw.values().map(|w| w * w).sum::<f64>().sqrt();
+        raw.into_iter().map(|(t, w)| (t, w / norm)).collect()
+    };
+    let mut reference = Reference::new();
+    for source in sources {
+        let entry = reference.entry(source.id.clone()).or_default();
+        let s = weights(&terms::term_vector(&source.text).into_iter().collect());
+        for (candidate, terms) in candidates.iter().zip(&counted).filter(|(c, _)| c.id != source.id) {
+            let c = weights(terms);
+            let shared: Vec<f64> = s.iter().filter_map(|(t, w)| Some(w * c.get(t)?)).collect();
+            if !shared.is_empty() {
+                entry.push((candidate.id.clone(), shared.iter().sum::<f64>().clamp(0.0, 1.0)));
+            }
+        }
+    }
+    reference
+}
+
+/// Holds `got` to the reference: every connection is one the reference scores the same (within
+/// [`EPS`]) and at or above `min_score`, and each source keeps its `top_k` best; scores within
+/// [`EPS`] of the threshold or of the weakest one kept may go either way.
+fn assert_top_k_of(reference: &Reference, got: &[Connection], top_k: usize, min_score: f32) {
+    let min_score = f64::from(min_score);
+    for connection in got {
+        assert!(reference.contains_key(&connection.source_chunk_id), "{connection:?} from no source");
+    }
+    for (source, scored) in reference {
+        let kept: Vec<&Connection> = got.iter().filter(|c| &c.source_chunk_id == source).collect();
+        let mut weakest = f64::INFINITY;
+        for connection in &kept {
+            let expected = scored
+                .iter()
+                .find(|(target, _)| *target == connection.target_chunk_id)
+                .unwrap_or_else(|| panic!("{connection:?}: the reference scores no such pair"))
+                .1;
+            let score = f64::from(connection.score);
+            assert!((score - expected).abs() <= EPS, "{connection:?}: the reference scores {expected}");
+            assert!(expected >= min_score - EPS, "{connection:?}: under the threshold");
+            weakest = weakest.min(expected);
+        }
+        let above = scored.iter().filter(|(_, s)| *s >= min_score + EPS).count();
+        let near = scored.iter().filter(|(_, s)| *s >= min_score - EPS).count();
+        assert!(
+            top_k.min(above) <= kept.len() && kept.len() <= top_k.min(near),
+            "{source}: {} kept of {above} clearly above the threshold, top {top_k}: {kept:?} of {scored:?}",
+            kept.len()
+        );
+        if kept.len() == top_k {
+            for (target, score) in scored.iter().filter(|(t, _)| !kept.iter().any(|c| &c.target_chunk_id == t)) {
+                assert!(*score <= weakest + EPS, "{source}: {target} at {score} beats a kept one: {kept:?}");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn both_engines_keep_the_top_k_a_brute_force_pairwise_reference_finds(
+        chunks in arbitrary_chunks(),
+        sources in 0usize..12,
+        top_k in 0usize..4,
+        min_score in -1.0f32..1.0,
+    ) {
+        // Distinct ids: a chunk listed twice is one chunk to the engines, two to the reference.
+        let mut unique = chunks;
+        unique.sort_by(|a, b| a.id.cmp(&b.id));
+        unique.dedup_by(|a, b| a.id == b.id);
+        let sources = &unique[..sources.min(unique.len())];
+        let (source_refs, candidate_refs) = (refs(sources), refs(&unique));
+        let semantic_got = semantic(top_k, min_score).connect(&source_refs, &candidate_refs);
+        assert_top_k_of(&semantic_reference(sources, &unique), &semantic_got, top_k, min_score);
+        let lexical_got = lexical(top_k, min_score).connect(&source_refs, &candidate_refs);
+        assert_top_k_of(&lexical_reference(sources, &unique), &lexical_got, top_k, min_score);
     }
 }

@@ -207,7 +207,10 @@ proptest! {
     /// the last saved milestone, and never skips one.
     #[test]
     fn crashes_never_skip_or_lose_saved_stages(events in proptest::collection::vec(event(), 0..60)) {
+        // What was saved, as the live checkpoint held it: the oracle for a reload, kept apart
+        // from the parsing that the reload exercises.
         let mut saved = Checkpoint::default().to_metadata();
+        let mut saved_stages: Vec<Stage> = Vec::new();
         let mut live = Checkpoint::from_metadata(&saved);
         let mut clock = 0;
         for event in events {
@@ -219,10 +222,14 @@ proptest! {
                     live.begin(resume, clock).unwrap();
                     live.complete(resume.milestone().unwrap(), clock).unwrap();
                 }
-                Event::Save => saved = live.to_metadata(),
+                Event::Save => {
+                    saved = live.to_metadata();
+                    saved_stages = live.completed_stages.clone();
+                }
                 Event::Crash => {
-                    let last_saved = Checkpoint::from_metadata(&saved).last_completed();
                     live = Checkpoint::from_metadata(&saved);
+                    prop_assert_eq!(&live.completed_stages, &saved_stages, "a reload keeps exactly what was saved");
+                    let last_saved = saved_stages.last().copied().unwrap_or(Stage::Pending);
                     let resume = live.resume_stage();
                     // Never earlier than the last completed milestone…
                     prop_assert!(resume > last_saved || resume == Stage::Complete);
@@ -235,6 +242,51 @@ proptest! {
             let milestones: Vec<Stage> = Stage::milestones().take(live.completed_stages.len()).collect();
             prop_assert_eq!(&live.completed_stages, &milestones);
         }
+    }
+
+    /// A checkpoint built through the API writes the JSON an operator (or an older version)
+    /// reads, built here by hand from the documented shape, and that JSON reads back as the same
+    /// checkpoint.
+    #[test]
+    fn a_checkpoint_is_written_as_the_documented_json_and_read_back_from_it(
+        reached in 0usize..=5,
+        times in proptest::collection::vec(0i64..1_000_000_000_000, 5),
+        chunk_count in proptest::option::of(0u32..10_000),
+        embedded_chunks in 0u32..10_000,
+        ai_requests in 0u64..1_000,
+        markdown_hash in proptest::option::of("[0-9a-f]{64}"),
+    ) {
+        const MILESTONES: [&str; 5] = ["extracted", "markdown_saved", "chunked", "embedded", "complete"];
+        let mut checkpoint = Checkpoint::default();
+        for (stage, at) in Stage::milestones().zip(&times).take(reached) {
+            checkpoint.complete(stage, *at).unwrap();
+        }
+        checkpoint.facts.chunk_count = chunk_count;
+        checkpoint.facts.embedded_chunks = embedded_chunks;
+        checkpoint.facts.ai_requests = ai_requests;
+        checkpoint.facts.markdown_hash = markdown_hash.clone();
+
+        let timestamps: serde_json::Map<String, serde_json::Value> =
+            MILESTONES.iter().zip(&times).take(reached).map(|(name, at)| (name.to_string(), json!(at))).collect();
+        let expected = json!({
+            "processing_stage": if reached == 0 { "pending" } else { MILESTONES[reached - 1] },
+            "completed_stages": MILESTONES[..reached],
+            "stage_timestamps": timestamps,
+            "facts": {
+                "markdown_hash": markdown_hash,
+                "markdown_bytes": null,
+                "chunk_count": chunk_count,
+                "embedded_chunks": embedded_chunks,
+                "ai_requests": ai_requests,
+                "ai_cache_hits": 0,
+                "ai_inputs": 0,
+                "embedding_pass_inputs": 0,
+                "ai_tokens": 0,
+                "embedding_batch": null,
+            },
+        });
+        prop_assert_eq!(checkpoint.to_metadata(), expected.clone());
+        prop_assert_eq!(Checkpoint::from_metadata(&expected), checkpoint);
     }
 
     /// Whatever JSON a job's metadata holds, reading it never panics and yields a valid checkpoint.
