@@ -15,11 +15,12 @@ mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use checkpoint_store::{
     DocumentStatus, DocumentStore, JobFilter, JobKind, JobStatus, JobStore, PgStore, PgStoreOptions,
 };
+use embedder::{Embedder, LocalEmbedder};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use support::processes::{Processes, WorkerProcess, tail};
 
@@ -97,38 +98,11 @@ impl PgCluster {
     }
 
     /// Polls until every document is complete and no job is left to run (a failed document fails
-    /// the test).
+    /// the test); a job whose completion was lost with its connection is finished by a later
+    /// attempt.
     async fn wait_complete(&self, ids: &[String]) {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let mut done = true;
-            for id in ids {
-                match self.store.document(id).await {
-                    Ok(Some(d)) if d.status == DocumentStatus::Complete => {}
-                    Ok(Some(d)) if d.status == DocumentStatus::Failed => {
-                        panic!("{id} failed: {:?}\n{}", d.error, self.all_logs())
-                    }
-                    _ => {
-                        done = false;
-                        break;
-                    }
-                }
-            }
-            // A document is marked complete just before its job is; and a job whose completion
-            // was lost with its connection is finished by a later attempt.
-            if done {
-                let active: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'processing')")
-                        .fetch_one(self.store.pool())
-                        .await
-                        .unwrap_or(1);
-                if active == 0 {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for every document to complete\n{}", self.all_logs());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.processes.wait_complete(&self.store, ids, DEADLINE).await;
+        self.processes.wait_idle(&self.store, DEADLINE).await;
     }
 
     /// Terminates the server connections of these worker processes (and only theirs: they are
@@ -185,17 +159,8 @@ impl PgCluster {
         let leftovers: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status <> 'completed'").fetch_one(pool).await.unwrap();
         assert_eq!(leftovers, 0, "jobs not completed\n{}", self.all_logs());
-        let duplicated: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) - COUNT(DISTINCT id) FROM chunks").fetch_one(pool).await.unwrap();
-        assert_eq!(duplicated, 0, "duplicated chunk ids");
-        let orphans: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM connections k WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE id = k.source_chunk_id) \
-             OR NOT EXISTS (SELECT 1 FROM chunks WHERE id = k.target_chunk_id)",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        assert_eq!(orphans, 0, "connections to missing chunks");
+        let dimensions = embedder::DEFAULT_LOCAL_DIMENSIONS;
+        support::integrity::assert_integrity(&self.store, &LocalEmbedder::new(dimensions).model(), dimensions).await;
         // AI requests. A clean run asks for each distinct chunk text of a document at most once,
         // BATCH texts per request (the local embedder sets no token limit that would split a
         // batch further; texts cached by another document only lower the count), so a clean run

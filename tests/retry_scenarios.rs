@@ -646,17 +646,5 @@ async fn chaos_three_workers_killed_at_random_still_finish_every_document_exactl
         let outcome = cluster.outcome(id).await;
         assert_eq!(outcome.connections, clean.connections, "{id}: connections differ from a clean run");
     }
-    let orphans: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM connections k WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE id = k.source_chunk_id) \
-         OR NOT EXISTS (SELECT 1 FROM chunks WHERE id = k.target_chunk_id)",
-    )
-    .fetch_one(store.reader_pool())
-    .await
-    .unwrap();
-    assert_eq!(orphans, 0);
-    let duplicated: i64 = sqlx::query_scalar("SELECT COUNT(*) - COUNT(DISTINCT id) FROM chunks")
-        .fetch_one(store.reader_pool())
-        .await
-        .unwrap();
-    assert_eq!(duplicated, 0);
+    support::integrity::assert_integrity(&store, "test-embed@64", 64).await;
 }

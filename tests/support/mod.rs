@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_openai;
+pub mod integrity;
 pub mod processes;
 
 use std::collections::BTreeSet;
