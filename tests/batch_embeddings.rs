@@ -51,7 +51,13 @@ async fn attempt_with(rig: &Rig, lease_lost: CancellationToken, shutdown: Cancel
     let request = LeaseRequest { owner: "w", max_jobs: 1, ttl: TTL, kinds: &[JobKind::ProcessDocument] };
     let job = rig.store.lease(request).await.unwrap().remove(0);
     let id = job.id;
-    let context = JobContext { lease: job.lease().unwrap(), attempt: job.attempts, lease_lost, shutdown };
+    let context = JobContext {
+        lease: job.lease().unwrap(),
+        attempt: job.attempts,
+        lease_lost,
+        shutdown,
+        cancel: Default::default(),
+    };
     worker::run_attempt(rig.store.clone(), handlers.process_document.clone(), job, context, rig.metrics.clone()).await;
     rig.store.job(id).await.unwrap().unwrap()
 }

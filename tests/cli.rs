@@ -227,12 +227,13 @@ fn every_command_has_help_with_examples() {
     for command in ["jobs", "connections", "search", "clean", "dlq", "replay", "serve", "quire.toml"] {
         assert!(help.contains(command), "quire --help does not mention {command}");
     }
-    let commands: [&[&str]; 13] = [
+    let commands: [&[&str]; 14] = [
         &["process"],
         &["submit"],
         &["worker"],
         &["status"],
         &["jobs", "list"],
+        &["jobs", "cancel"],
         &["connections"],
         &["search"],
         &["clean"],
@@ -429,6 +430,57 @@ fn clean_by_default_takes_back_expired_leases_and_leaves_live_ones_however_silen
     assert_eq!(taken, [crashed], "{report}");
     assert_eq!(env.job(live)["status"], "processing");
     assert_eq!(env.job(crashed)["status"], "pending");
+}
+
+#[test]
+fn jobs_cancel_cancels_a_pending_job_asks_a_running_one_and_refuses_a_finished_one() {
+    let env = Env::new();
+    let file = env.write("sample.epub", &epub_fixtures::sample_book());
+    let submitted = env.json(&["submit", "--json", file.to_str().unwrap()]);
+    let job_id = submitted[0]["job_id"].as_i64().unwrap();
+    let id = job_id.to_string();
+
+    let cancelled = env.json(&["jobs", "cancel", &id, "--json"]);
+    assert_eq!(cancelled["outcome"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["job"]["id"], job_id);
+    assert_eq!(cancelled["job"]["status"], "cancelled");
+    assert_eq!(env.job(job_id)["status"], "cancelled");
+    assert_eq!(env.status()["documents"][0]["status"], "failed");
+    let refused = env.fails(&["jobs", "cancel", &id]);
+    assert!(refused.contains("cancelled") && refused.contains("quire replay"), "{refused}");
+    assert!(env.fails(&["jobs", "cancel", "4040"]).contains("no job 4040"));
+
+    // An operator restarts it; a worker takes it and is asked to stop.
+    assert_eq!(env.json(&["replay", &id, "--json"])["status"], "pending");
+    assert_eq!(env.status()["documents"][0]["status"], "pending");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let leased = lease_as(&env, &runtime, "busy-worker", Duration::from_secs(600), Duration::ZERO);
+    assert_eq!(leased, job_id);
+    let asked = env.json(&["jobs", "cancel", &id, "--json"]);
+    assert_eq!(asked["outcome"], "requested", "{asked}");
+    assert_eq!(asked["job"]["status"], "processing");
+    assert_eq!(asked["job"]["lock_owner"], "busy-worker");
+    let output = env.cmd(&["jobs", "cancel", &id]).output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("next stage boundary"), "{output:?}");
+    assert_eq!(env.job(job_id)["status"], "processing", "the worker keeps its job until its boundary");
+
+    // The same through the HTTP API.
+    let mut server = env.spawn(&["serve", "--addr", "127.0.0.1:0"]);
+    let addr = server.wait_for_line("listening on");
+    let (status, body) = http(&addr, "POST", &format!("/v1/jobs/{id}/cancel"), &[], b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_body(&body)["outcome"], "requested");
+    assert_eq!(http(&addr, "POST", "/v1/jobs/4040/cancel", &[], b"").0, 404);
+    let finished = runtime.block_on(async {
+        let store = env.store().await;
+        let lease = store.job(JobId(job_id)).await.unwrap().unwrap().lease().unwrap();
+        store.cancel_held(lease).await.unwrap()
+    });
+    assert_eq!(finished.status, JobStatus::Cancelled);
+    let (status, body) = http(&addr, "POST", &format!("/v1/jobs/{id}/cancel"), &[], b"");
+    assert_eq!(status, 409, "{body}");
+    assert!(json_body(&body)["error"].as_str().unwrap().contains("cancelled"), "{body}");
 }
 
 #[test]

@@ -45,6 +45,7 @@ async fn one_attempt(rig: &Rig) -> checkpoint_store::Job {
         attempt: job.attempts,
         lease_lost: Default::default(),
         shutdown: Default::default(),
+        cancel: Default::default(),
     };
     worker::run_attempt(rig.store.clone(), handlers.process_document.clone(), job, context, rig.metrics.clone()).await;
     rig.store.job(id).await.unwrap().unwrap()

@@ -189,6 +189,7 @@ async fn connection_detection_during_reprocessing_finishes_without_errors_or_orp
             attempt: job.attempts,
             lease_lost: Default::default(),
             shutdown: Default::default(),
+            cancel: Default::default(),
         };
         tokio::spawn(worker::run_attempt(
             rig.store.clone(),

@@ -147,6 +147,7 @@ impl Rig {
                 attempt: job.attempts,
                 lease_lost: CancellationToken::new(),
                 shutdown: CancellationToken::new(),
+                cancel: CancellationToken::new(),
             };
             worker::run_attempt(self.store.clone(), handler, job, context, self.metrics.clone()).await;
         }

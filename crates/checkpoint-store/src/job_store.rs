@@ -8,8 +8,8 @@ use stage_machine::Checkpoint;
 
 use crate::error::StoreResult;
 use crate::model::{
-    EnqueueOptions, Enqueued, FailOutcome, Failure, FollowUp, HeartbeatReport, Job, JobFilter, JobId, JobKind, Lease,
-    LeaseRequest, QueueCount, Recovery,
+    Cancellation, EnqueueOptions, Enqueued, FailOutcome, Failure, FollowUp, HeartbeatReport, Job, JobFilter, JobId,
+    JobKind, Lease, LeaseRequest, QueueCount, Recovery,
 };
 
 /// A durable, lease-based job queue.
@@ -114,6 +114,27 @@ pub trait JobStore: Send + Sync {
     /// nothing, with [`StoreError::UniqueKeyTaken`](crate::StoreError::UniqueKeyTaken) while
     /// another active job holds its unique key.
     async fn requeue_with_checkpoint(&self, id: JobId, checkpoint: &Checkpoint) -> StoreResult<Job>;
+
+    /// An operator's cancellation of job `id`. A pending job (new, retrying or postponed)
+    /// becomes `cancelled` at once; a processing one gets a cancel request, which its worker
+    /// learns of from its next heartbeat ([`HeartbeatReport::cancel_requested`]) and honours at
+    /// the job's next stage boundary ([`JobStore::cancel_held`]); the worker's lease is not
+    /// taken away. A `process_document` job cancelled at once has its document marked `failed`
+    /// ("cancelled by an operator") in the same transaction. A finished job (completed, failed,
+    /// dead, cancelled) is refused with [`StoreError::InvalidState`](crate::StoreError::InvalidState),
+    /// an unknown one with [`StoreError::JobNotFound`](crate::StoreError::JobNotFound); neither
+    /// changes anything.
+    ///
+    /// The request is addressed to the attempt holding the job: if that attempt ends otherwise
+    /// (completes, fails, is postponed or taken back) before its next stage boundary, the
+    /// request lapses with it, and cancelling the job again applies to its new state.
+    async fn cancel(&self, id: JobId) -> StoreResult<Cancellation>;
+
+    /// The lease holder stops its job at a stage boundary because an operator asked to cancel
+    /// it: the job becomes `cancelled`, its checkpoint kept, its attempt given back (the
+    /// operator's stop is not the job's failure), and a `process_document` job's document
+    /// `failed` ("cancelled by an operator"), in one transaction. Fenced.
+    async fn cancel_held(&self, lease: Lease) -> StoreResult<Job>;
 
     /// True when the database answers.
     async fn ping(&self) -> StoreResult<()>;

@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+mod cancellation;
 mod clock;
 mod codec;
 mod document_store;
@@ -60,8 +61,9 @@ pub use documents::{
 pub use error::{StoreError, StoreResult};
 pub use job_store::JobStore;
 pub use model::{
-    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp, HeartbeatReport, Job,
-    JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery, RecoveryAction, RecoveryReason,
+    Cancellation, DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp,
+    HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery,
+    RecoveryAction, RecoveryReason,
 };
 pub use neighbours::{Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, VectorIndexKind, VectorSnapshots};
 pub use open::{OpenOptions, StoreLocation, open};

@@ -65,12 +65,16 @@ impl JobKind {
 /// ```text
 ///            enqueue            lease                complete
 ///   (new) ──────────▶ pending ─────────▶ processing ──────────▶ completed
-///                      ▲  ▲                │  │  │
-///                      │  └─ release, ─────┘  │  └─ fail (permanent, or out of attempts),
-///                      │     postpone,        │     expiry/timeout out of attempts ──▶ dead
-///                      │     retryable fail,  │
-///                      │     expiry, timeout  └─ operator cancel ──▶ cancelled
-///                      └──────── dlq retry ◀──────────────────────────── dead
+///                      ▲  ▲  │             │  │  │
+///                      │  └──┼─ release, ──┘  │  └─ fail (permanent, or out of attempts),
+///                      │     │  postpone,     │     expiry/timeout out of attempts ──▶ dead
+///                      │     │  retryable     │
+///                      │     │  fail, expiry, └─ cancel requested (cancel_requested_at), honoured
+///                      │     │  timeout          by its worker at the next stage boundary
+///                      │     │                   (cancel_held) ──────────────▶ cancelled
+///                      │     └─ cancel (at once) ────────────────────────────▶ cancelled
+///                      ├──────── dlq retry ◀──────────────────────────────────────── dead
+///                      └──────── replay ◀──────────────── completed, dead, cancelled
 /// ```
 #[derive(
     Debug,
@@ -93,7 +97,8 @@ pub enum JobStatus {
     /// retryable failures, lease expiry and timeouts; moved out by lease.
     Pending,
     /// Leased by one worker (`lock_owner`) until `lock_until`. Moved out by that worker
-    /// (complete, fail, release, postpone) or by the reaper (expiry, timeout).
+    /// (complete, fail, release, postpone, cancel at an operator's request) or by the reaper
+    /// (expiry, timeout).
     Processing,
     /// Done. Terminal.
     Completed,
@@ -103,7 +108,9 @@ pub enum JobStatus {
     /// In the dead-letter queue: failed permanently or out of attempts. Terminal until an
     /// operator retries it.
     Dead,
-    /// Cancelled by an operator. Terminal.
+    /// Cancelled by an operator: at once when pending, at its next stage boundary by the worker
+    /// holding it when processing. Never retried nor dead-lettered; terminal until an operator
+    /// replays it, which keeps or rewinds its checkpoint.
     Cancelled,
 }
 
@@ -311,6 +318,31 @@ pub struct HeartbeatReport {
     pub renewed: Vec<JobId>,
     /// Leases no longer held: the worker must stop these jobs at once.
     pub lost: Vec<JobId>,
+    /// Renewed leases whose job an operator asked to cancel
+    /// ([`JobStore::cancel`](crate::JobStore::cancel)): the worker stops each at its next stage
+    /// boundary and records it with [`JobStore::cancel_held`](crate::JobStore::cancel_held).
+    pub cancel_requested: Vec<JobId>,
+}
+
+/// What an operator's [`JobStore::cancel`](crate::JobStore::cancel) did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "job", rename_all = "snake_case")]
+pub enum Cancellation {
+    /// The job was not held by a worker (pending, retrying or postponed): it is `cancelled` now.
+    Cancelled(Job),
+    /// A worker holds the job: the request is recorded, and the worker stops the job at its
+    /// next stage boundary, keeping its checkpoint, and records it `cancelled`. The job as it
+    /// is now (still `processing`).
+    Requested(Job),
+}
+
+impl Cancellation {
+    /// The job, as the cancellation left it.
+    pub fn job(&self) -> &Job {
+        match self {
+            Cancellation::Cancelled(job) | Cancellation::Requested(job) => job,
+        }
+    }
 }
 
 /// What became of a job after [`JobStore::fail`](crate::JobStore::fail).

@@ -17,7 +17,7 @@ use sqlx::types::Json;
 use crate::codec::{decode_vector, parse_name, unsigned};
 use crate::documents::{ChunkView, ConnectionView, Document, EmbeddedChunk, StoredChunk};
 use crate::error::{StoreError, StoreResult};
-use crate::model::{Job, JobId, Lease, QueueCount};
+use crate::model::{HeartbeatReport, Job, JobId, Lease, QueueCount};
 use crate::neighbours::KeyedChunk;
 
 /// A row of `jobs`, every column.
@@ -89,15 +89,26 @@ pub(crate) struct HeldJobRow {
     pub now: i64,
 }
 
-/// A lease a heartbeat renewed.
+/// A lease a heartbeat renewed, and whether an operator asked to cancel its job.
 #[derive(Debug, sqlx::FromRow)]
-pub(crate) struct LeaseRow {
+pub(crate) struct RenewedRow {
     id: i64,
     lease_token: i64,
+    cancel_requested: bool,
 }
 
-impl From<LeaseRow> for Lease {
-    fn from(row: LeaseRow) -> Lease {
+/// What a heartbeat over `leases` found, from the rows it renewed: the same for both backends.
+pub(crate) fn heartbeat_report(leases: &[Lease], renewed: &[RenewedRow]) -> HeartbeatReport {
+    let held: Vec<Lease> = renewed.iter().map(Lease::from).collect();
+    HeartbeatReport {
+        renewed: held.iter().map(|lease| lease.job_id).collect(),
+        lost: leases.iter().filter(|lease| !held.contains(lease)).map(|lease| lease.job_id).collect(),
+        cancel_requested: renewed.iter().filter(|row| row.cancel_requested).map(|row| JobId(row.id)).collect(),
+    }
+}
+
+impl From<&RenewedRow> for Lease {
+    fn from(row: &RenewedRow) -> Lease {
         Lease { job_id: JobId(row.id), token: row.lease_token }
     }
 }

@@ -156,6 +156,26 @@ async fn a_job_that_is_not_processing_with_a_lock_owner_alone_is_refused() {
 }
 
 #[tokio::test]
+async fn a_cancel_request_on_a_job_that_is_not_processing_is_refused() {
+    refused_on_every_backend(
+        NO_SETUP,
+        "UPDATE jobs SET cancel_requested_at = 1",
+        "jobs_cancel_requested_while_processing",
+    )
+    .await;
+    // On a processing job it is an operator's request like any other.
+    for h in backends().await {
+        h.enqueue("d1").await;
+        h.raw
+            .execute(
+                "UPDATE jobs SET status = 'processing', lock_owner = 'w', lock_until = 1, started_at = 1, \
+                 cancel_requested_at = 1",
+            )
+            .await;
+    }
+}
+
+#[tokio::test]
 async fn a_negative_lease_token_is_refused() {
     refused_on_every_backend(NO_SETUP, "UPDATE jobs SET lease_token = -1", "jobs_lease_token_check").await;
 }

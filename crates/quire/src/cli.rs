@@ -305,6 +305,19 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a job: a pending one at once; a running one at its next stage boundary, keeping
+    /// its checkpoint (its worker is told at its next heartbeat, and cancels the job's Batch API
+    /// batch). A cancelled job is not retried; `quire replay` runs it again.
+    #[command(after_help = "Examples:
+  quire jobs cancel 42
+  quire jobs cancel 42 --json")]
+    Cancel {
+        /// The job.
+        job_id: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `quire dlq …`

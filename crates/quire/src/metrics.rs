@@ -237,6 +237,11 @@ fn render_worker(out: &mut Exposition, worker: &WorkerProbe) {
         "Jobs handed back with their checkpoint at shutdown.",
         &m.interrupted,
     );
+    out.counter(
+        "quire_worker_jobs_cancelled_total",
+        "Running jobs stopped at a stage boundary and cancelled at an operator's request.",
+        &m.cancelled,
+    );
     out.counter("quire_worker_leases_lost_total", "Leases this worker lost.", &m.leases_lost);
     out.counter("quire_worker_jobs_released_total", "Leased but unstarted jobs this worker gave back.", &m.released);
     out.counter("quire_worker_reaper_errors_total", "Reaper passes that failed.", &m.reaper_errors);

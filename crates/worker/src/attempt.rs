@@ -15,8 +15,8 @@ use crate::job::{JobContext, JobError, JobHandler};
 use crate::runtime::{Finished, WorkerMetrics};
 
 /// Runs one attempt of a leased job and settles it with the store according to how it ended:
-/// completed, retried or dead-lettered, postponed (rate limit, shutdown), or left alone when the
-/// lease was lost.
+/// completed, retried or dead-lettered, postponed (rate limit, shutdown), cancelled (an
+/// operator's request), or left alone when the lease was lost.
 pub async fn run_attempt(
     store: Arc<dyn Store>,
     handler: Arc<dyn JobHandler>,
@@ -76,6 +76,19 @@ pub async fn run_attempt(
                 metrics.deferred.fetch_add(1, Ordering::Relaxed);
                 info!(retry_after = ?retry_after, reason, "postponed without using an attempt");
                 recorded(&context.lease_lost, || store.postpone(lease, retry_after, &reason)).await
+            }
+            Err(JobError::Cancelled) => {
+                info!("cancelled by an operator at a stage boundary, its checkpoint kept");
+                match recorded(&context.lease_lost, || store.cancel_held(lease)).await {
+                    Ok(cancelled) => {
+                        metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                        // Undoing what the job left running (its batch) talks to the AI service:
+                        // here, in the job's own task, never on the worker's loop.
+                        handler.cancelled(&cancelled).await;
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                }
             }
             Err(JobError::Interrupted) => {
                 metrics.interrupted.fetch_add(1, Ordering::Relaxed);

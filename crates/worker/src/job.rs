@@ -45,6 +45,10 @@ pub enum JobError {
     /// The lease was lost; nothing more may be written.
     #[error("lease lost")]
     LeaseLost,
+    /// An operator asked to cancel the job; it stopped at a stage boundary with its checkpoint
+    /// saved. It is recorded `cancelled` under its lease, and never retried.
+    #[error("cancelled by an operator")]
+    Cancelled,
 }
 
 impl From<StoreError> for JobError {
@@ -89,14 +93,22 @@ pub struct JobContext {
     /// Cancelled when a shutting-down worker's grace period is over; handlers stop at the next
     /// stage boundary, their checkpoint saved.
     pub shutdown: CancellationToken,
+    /// Cancelled when an operator asked to cancel the job (the worker learns it from a
+    /// heartbeat); handlers stop at the next stage boundary, their checkpoint saved, as for a
+    /// shutdown, but the job ends `cancelled` instead of being handed back.
+    pub cancel: CancellationToken,
 }
 
 impl JobContext {
-    /// Returns the error that ends the attempt, if the lease is gone or shutdown was asked for.
-    /// Called at stage boundaries.
+    /// Returns the error that ends the attempt, if the lease is gone, an operator cancelled the
+    /// job, or shutdown was asked for. Called at stage boundaries.
     pub fn checkpoint_boundary(&self) -> Result<(), JobError> {
         if self.lease_lost.is_cancelled() {
             return Err(JobError::LeaseLost);
+        }
+        // A cancelled job is not handed back to run again, even by a worker shutting down.
+        if self.cancel.is_cancelled() {
+            return Err(JobError::Cancelled);
         }
         if self.shutdown.is_cancelled() {
             return Err(JobError::Interrupted);
@@ -114,4 +126,11 @@ pub trait JobHandler: Send + Sync {
     /// Called after the job was dead-lettered, outside any lease, to record the failure where
     /// users look for it (the document's status).
     async fn dead_lettered(&self, job: &Job, reason: &str);
+
+    /// Called after the job was cancelled at an operator's request, outside any lease, to undo
+    /// what the job left running (a Batch API batch). The store has already recorded the job
+    /// and its document. Does nothing by default.
+    async fn cancelled(&self, job: &Job) {
+        let _ = job;
+    }
 }

@@ -2,9 +2,10 @@
 //! without leaving a job behind.
 //!
 //! One loop owns every piece of state (in-flight jobs, prefetched jobs, the rate-limit pause);
-//! each job runs in its own task with two cancellation tokens: `lease_lost` (stop at once,
-//! write nothing) and `shutdown` (the grace period is over: stop at the next stage boundary and
-//! hand the job back with its checkpoint). Whatever way the loop ends, prefetched jobs that never
+//! each job runs in its own task with three cancellation tokens: `lease_lost` (stop at once,
+//! write nothing), `shutdown` (the grace period is over: stop at the next stage boundary and
+//! hand the job back with its checkpoint) and `cancel` (an operator cancelled it, as a
+//! heartbeat reported: stop at the next stage boundary and record it `cancelled`). Whatever way the loop ends, prefetched jobs that never
 //! started are released.
 
 use std::collections::{HashMap, VecDeque};
@@ -68,6 +69,8 @@ pub struct WorkerMetrics {
     pub ai_pause_reason: std::sync::Mutex<Option<String>>,
     /// Jobs handed back at shutdown.
     pub interrupted: AtomicU64,
+    /// Jobs stopped and recorded `cancelled` at an operator's request.
+    pub cancelled: AtomicU64,
     /// Jobs postponed without an attempt while they wait (on a batch, on the database).
     pub deferred: AtomicU64,
     /// Leases this worker lost.
@@ -105,6 +108,8 @@ struct InFlight {
     /// The job's own `shutdown`: a child of the loop's `stop`, also cancelled alone when this
     /// worker cannot renew its leases.
     stop_at_boundary: CancellationToken,
+    /// The job's `cancel`: cancelled when a heartbeat reports an operator's cancel request.
+    cancel: CancellationToken,
 }
 
 /// What an attempt reports back to the loop.
@@ -250,9 +255,14 @@ impl Worker {
                 attempt: job.attempts,
                 lease_lost: CancellationToken::new(),
                 shutdown: state.stop.child_token(),
+                cancel: CancellationToken::new(),
             };
-            let in_flight =
-                InFlight { lease, lease_lost: context.lease_lost.clone(), stop_at_boundary: context.shutdown.clone() };
+            let in_flight = InFlight {
+                lease,
+                lease_lost: context.lease_lost.clone(),
+                stop_at_boundary: context.shutdown.clone(),
+                cancel: context.cancel.clone(),
+            };
             state.in_flight.insert(job.id, in_flight);
             self.metrics.in_flight.store(state.in_flight.len() as u64, Ordering::Relaxed);
             let store = self.store.clone();
@@ -346,6 +356,16 @@ impl Worker {
         }
         match self.store.heartbeat(&self.config.owner, &leases, self.config.lease_ttl).await {
             Ok(report) => {
+                // A prefetched job asked to be cancelled is told when it starts: the request
+                // stays on its row while it is processing, so the next heartbeat reports it again.
+                for asked in report.cancel_requested {
+                    if let Some(job) = state.in_flight.get(&asked)
+                        && !job.cancel.is_cancelled()
+                    {
+                        info!(job_id = %asked, "cancel requested: stopping the job at its next stage boundary");
+                        job.cancel.cancel();
+                    }
+                }
                 for lost in report.lost {
                     if let Some(job) = state.in_flight.get(&lost) {
                         warn!(job_id = %lost, "lease lost: stopping the job");

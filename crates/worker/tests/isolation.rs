@@ -30,6 +30,7 @@ fn context() -> JobContext {
         attempt: 1,
         lease_lost: CancellationToken::new(),
         shutdown: CancellationToken::new(),
+        cancel: CancellationToken::new(),
     }
 }
 

@@ -338,3 +338,76 @@ fn replay_choices_read_as_an_http_body_would_send_them() {
     assert_eq!(read(r#"{"stage": "chunked"}"#), ReplayFrom::Stage(Stage::Chunked));
     assert_eq!(ReplayFrom::Stage(Stage::Chunked).mode(), "from_stage");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cancel.
+
+#[tokio::test]
+async fn cancel_answers_cancelled_for_a_pending_job_and_requested_for_a_running_one_in_json() {
+    let f = fixture().await;
+    let pending_document = f.document("00000000000000e1").await;
+    let pending = f.enqueue(JobKind::ProcessDocument, &pending_document, 3).await;
+    let running_document = f.document("00000000000000e2").await;
+    f.enqueue(JobKind::ProcessDocument, &running_document, 3).await;
+    let first = f.lease("w1").await;
+    assert_eq!(first.id, pending.id);
+    let running = f.lease("w1").await;
+    f.store.postpone(first.lease().unwrap(), Duration::from_secs(30), "rate limited").await.unwrap();
+
+    let cancelled = operations::cancel(f.store.as_ref(), pending.id).await.unwrap();
+    let asked = operations::cancel(f.store.as_ref(), running.id).await.unwrap();
+
+    let cancelled = serde_json::to_value(&cancelled).unwrap();
+    assert_eq!(cancelled["outcome"], "cancelled");
+    assert_eq!(cancelled["job"]["id"], pending.id.0);
+    assert_eq!(cancelled["job"]["status"], "cancelled");
+    let asked = serde_json::to_value(&asked).unwrap();
+    assert_eq!(asked["outcome"], "requested");
+    assert_eq!(asked["job"]["status"], "processing");
+    assert_eq!(f.job(running.id).await.lease(), running.lease(), "the worker keeps its lease until its boundary");
+    let document = f.store.document(&pending_document).await.unwrap().unwrap();
+    assert_eq!(
+        (document.status, document.error.as_deref()),
+        (DocumentStatus::Failed, Some("cancelled by an operator"))
+    );
+}
+
+#[tokio::test]
+async fn cancel_refuses_a_finished_job_with_its_status_and_an_unknown_one_as_missing() {
+    let f = fixture().await;
+    let document = f.document("00000000000000e3").await;
+    f.enqueue(JobKind::ProcessDocument, &document, 3).await;
+    let done = f.lease("w1").await;
+    f.store.complete(done.lease().unwrap(), None).await.unwrap();
+
+    match operations::cancel(f.store.as_ref(), done.id).await {
+        Err(OperationError::Finished { job_id, status }) => {
+            assert_eq!((job_id, status), (done.id, JobStatus::Completed))
+        }
+        other => panic!("a completed job cannot be cancelled: {other:?}"),
+    }
+    assert_eq!(f.job(done.id).await.status, JobStatus::Completed);
+    assert!(matches!(
+        operations::cancel(f.store.as_ref(), JobId(404)).await,
+        Err(OperationError::NoSuchJob(JobId(404)))
+    ));
+}
+
+#[tokio::test]
+async fn a_cancelled_job_is_replayed_from_its_checkpoint() {
+    let f = fixture().await;
+    let document = f.document("00000000000000e4").await;
+    f.enqueue(JobKind::ProcessDocument, &document, 3).await;
+    let job = f.lease("w1").await;
+    let mut checkpoint = Checkpoint::default();
+    checkpoint.complete(Stage::Extracted, f.now()).unwrap();
+    f.store.save_checkpoint(job.lease().unwrap(), &checkpoint).await.unwrap();
+    operations::cancel(f.store.as_ref(), job.id).await.unwrap();
+    f.store.cancel_held(job.lease().unwrap()).await.unwrap();
+
+    let replayed = operations::replay(f.store.as_ref(), job.id, ReplayFrom::Checkpoint).await.unwrap();
+
+    assert_eq!(replayed.job.status, JobStatus::Pending);
+    assert_eq!(replayed.resumes_at, Stage::SavingMarkdown);
+    assert_eq!(f.store.document(&document).await.unwrap().unwrap().status, DocumentStatus::Pending);
+}

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_store::{
-    BookMetadata, ChunkSet, ChunkTerms, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome, Document,
-    DocumentStatus, DocumentStore, EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued, FailOutcome, Failure,
-    FollowUp, HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, Neighbour,
-    NeighbourQuery, NeighbourSearch, NewConnection, NewDocument, QueueCount, Recovery, RecoveryAction, RecoveryReason,
-    StoreError, StoreResult, StoredChunk, TermCounts, TermIndex, VectorIndexKind, WeightedTerms,
+    BookMetadata, Cancellation, ChunkSet, ChunkTerms, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome,
+    Document, DocumentStatus, DocumentStore, EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued, FailOutcome,
+    Failure, FollowUp, HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest,
+    Neighbour, NeighbourQuery, NeighbourSearch, NewConnection, NewDocument, QueueCount, Recovery, RecoveryAction,
+    RecoveryReason, StoreError, StoreResult, StoredChunk, TermCounts, TermIndex, VectorIndexKind, WeightedTerms,
 };
 use serde_json::{Value, json};
 use stage_machine::Checkpoint;
@@ -38,6 +38,7 @@ enum Call {
     Postpone(JobId, Duration),
     Release(Vec<JobId>),
     StartClock(JobId),
+    CancelHeld(JobId),
     RecoverStale,
     EnforceTimeouts,
 }
@@ -55,6 +56,8 @@ struct FakeState {
     reaped_dead: Vec<Job>,
     /// Heartbeats fail as if the database were down.
     heartbeats_fail: bool,
+    /// Held jobs an operator asked to cancel.
+    cancel_requested: Vec<JobId>,
 }
 
 struct FakeStore {
@@ -159,6 +162,11 @@ impl JobStore for FakeStore {
         Ok(HeartbeatReport {
             renewed: renewed.iter().map(|l| l.job_id).collect(),
             lost: lost.iter().map(|l| l.job_id).collect(),
+            cancel_requested: renewed
+                .iter()
+                .map(|l| l.job_id)
+                .filter(|id| state.cancel_requested.contains(id))
+                .collect(),
         })
     }
     async fn start_clock(&self, lease: Lease) -> StoreResult<()> {
@@ -268,6 +276,22 @@ impl JobStore for FakeStore {
     async fn requeue_with_checkpoint(&self, _: JobId, _: &Checkpoint) -> StoreResult<Job> {
         unused()
     }
+    async fn cancel(&self, id: JobId) -> StoreResult<Cancellation> {
+        let mut state = self.state.lock().unwrap();
+        let job = state.processing.get(&id).cloned().ok_or(StoreError::JobNotFound(id))?;
+        state.cancel_requested.push(id);
+        Ok(Cancellation::Requested(job))
+    }
+    async fn cancel_held(&self, lease: Lease) -> StoreResult<Job> {
+        let mut state = self.state.lock().unwrap();
+        if !self.held(&state, lease) {
+            return Err(StoreError::LeaseLost { job_id: lease.job_id });
+        }
+        let mut job = state.processing.remove(&lease.job_id).expect("held");
+        job.status = JobStatus::Cancelled;
+        self.record(&mut state, Call::CancelHeld(lease.job_id));
+        Ok(job)
+    }
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }
@@ -355,6 +379,8 @@ struct ScriptedHandler {
     /// How long the dead-letter hook takes (as a Batch API cancellation against a stalled
     /// service would).
     dead_letter_stall: Duration,
+    /// Jobs whose cancellation hook ran (where a Batch API batch is cancelled), and when.
+    cancelled: Mutex<Vec<(JobId, Duration)>>,
     start: Instant,
 }
 
@@ -411,6 +437,10 @@ impl JobHandler for ScriptedHandler {
     async fn dead_lettered(&self, _: &Job, _: &str) {
         tokio::time::sleep(self.dead_letter_stall).await;
     }
+
+    async fn cancelled(&self, job: &Job) {
+        self.cancelled.lock().unwrap().push((job.id, self.start.elapsed()));
+    }
 }
 
 fn config() -> WorkerConfig {
@@ -431,6 +461,7 @@ fn handler(scripts: &[(i64, Script)]) -> Arc<ScriptedHandler> {
         saw_lease_lost: Mutex::default(),
         started: Mutex::default(),
         dead_letter_stall: Duration::ZERO,
+        cancelled: Mutex::default(),
         start: Instant::now(),
     })
 }
@@ -461,6 +492,32 @@ async fn heartbeats_renew_in_flight_leases_every_interval_in_one_call() {
     // Leased at 0, worked for 70 s: renewed at 20, 40 and 60 s, each call carrying the job.
     assert_eq!(beats, [secs(20), secs(40), secs(60)]);
     assert!(store.calls().iter().any(|(_, call)| *call == Call::Complete(JobId(1))));
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operators_cancel_stops_the_job_at_the_stage_boundary_after_the_next_heartbeat() {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument)]);
+    // Stage boundaries every 15 s: at 0, 15, 30, 45 … 135 s.
+    let handler = handler(&[(1, Script::Steps(secs(15)))]);
+    let (_shutdown, run) = spawn(&store, &handler, config());
+    tokio::time::sleep(secs(25)).await;
+    let asked = store.cancel(JobId(1)).await.unwrap();
+    assert!(matches!(asked, Cancellation::Requested(_)), "{asked:?}");
+    tokio::time::sleep(secs(60)).await;
+
+    // Asked at 25 s; the heartbeat at 40 s tells the worker; the boundary at 45 s stops the job,
+    // which is recorded cancelled under its lease (not completed, failed or postponed), and
+    // its cancellation hook runs.
+    let settled: Vec<(Duration, Call)> = store
+        .calls()
+        .into_iter()
+        .filter(|(_, call)| {
+            matches!(call, Call::Complete(_) | Call::Fail(..) | Call::Postpone(..) | Call::CancelHeld(_))
+        })
+        .collect();
+    assert_eq!(settled, [(secs(45), Call::CancelHeld(JobId(1)))]);
+    assert_eq!(*handler.cancelled.lock().unwrap(), [(JobId(1), secs(45))]);
     run.abort();
 }
 

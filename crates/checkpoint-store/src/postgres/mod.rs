@@ -39,19 +39,20 @@ use sqlx::query::QueryAs;
 use sqlx::{Connection, Postgres, Transaction};
 use stage_machine::{Checkpoint, UnixMillis};
 
+use crate::cancellation;
 use crate::clock::{Clock, millis};
 use crate::codec::{fenced, integer, is_unique_violation};
 use crate::documents::DocumentStatus;
 use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
 use crate::model::{
-    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp, HeartbeatReport, Job,
-    JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
+    Cancellation, DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp,
+    HeartbeatReport, Job, JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };
 use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::recovery::{self, TakeBack};
 use crate::retry_policy::RetryPolicy;
-use crate::rows::{CountRow, HeldJobRow, JobRow, LeaseRow, convert_all};
+use crate::rows::{CountRow, HeldJobRow, JobRow, RenewedRow, convert_all, heartbeat_report};
 
 /// The migrations of the PostgreSQL schema, embedded in the binary. They name no schema: run
 /// them on a connection whose `search_path` points at the store's schema (as
@@ -322,6 +323,27 @@ impl PgStore {
         }
     }
 
+    /// Marks the document of a cancelled `process_document` job `failed`, inside the
+    /// cancellation's transaction (job row, then document row: the documented lock order). A
+    /// job whose document is gone (never stored, in tests) is cancelled all the same.
+    async fn fail_document_of_cancelled(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        job: &Job,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        if let Some(document) = job.processed_document() {
+            sqlx::query(sql::SET_DOCUMENT_STATUS)
+                .bind(document)
+                .bind(<&str>::from(DocumentStatus::Failed))
+                .bind(cancellation::REASON)
+                .bind(Some(now))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Runs `requeue`, an operator's statement that makes job `id` pending again and returns
     /// it, and sets the document the job processes back to `pending`, in one transaction (job
     /// row, then document row: the documented lock order). `refusal` says why when the
@@ -423,7 +445,7 @@ impl JobStore for PgStore {
         }
         let ids: Vec<i64> = leases.iter().map(|lease| lease.job_id.0).collect();
         let tokens: Vec<i64> = leases.iter().map(|lease| lease.token).collect();
-        let renewed: Vec<LeaseRow> = sqlx::query_as(sql::HEARTBEAT)
+        let renewed: Vec<RenewedRow> = sqlx::query_as(sql::HEARTBEAT)
             .bind(owner)
             .bind(self.bound_now())
             .bind(millis(ttl))
@@ -431,10 +453,7 @@ impl JobStore for PgStore {
             .bind(&tokens)
             .fetch_all(&self.pool)
             .await?;
-        let renewed: Vec<Lease> = renewed.into_iter().map(Lease::from).collect();
-        let lost = leases.iter().filter(|lease| !renewed.contains(lease)).map(|lease| lease.job_id).collect();
-        let renewed = renewed.into_iter().map(|lease| lease.job_id).collect();
-        Ok(HeartbeatReport { renewed, lost })
+        Ok(heartbeat_report(leases, &renewed))
     }
 
     async fn start_clock(&self, lease: Lease) -> StoreResult<()> {
@@ -647,6 +666,52 @@ impl JobStore for PgStore {
             .bind(self.bound_now());
         self.requeue_by_operator(id, requeue, "a processing job cannot be requeued; wait for it or run `quire clean`")
             .await
+    }
+
+    async fn cancel(&self, id: JobId) -> StoreResult<Cancellation> {
+        let mut tx = self.pool.begin().await?;
+        let now = self.now_in(&mut tx).await?;
+        let row: Option<JobRow> = sqlx::query_as(sql::JOB_FOR_UPDATE).bind(id.0).fetch_optional(&mut *tx).await?;
+        let job = Job::try_from(row.ok_or(StoreError::JobNotFound(id))?)?;
+        let cancellation = match cancellation::plan(&job)? {
+            cancellation::Plan::AtOnce => {
+                let row: JobRow = sqlx::query_as(sql::CANCEL_PENDING)
+                    .bind(id.0)
+                    .bind(cancellation::REASON)
+                    .bind(Some(now))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let job = Job::try_from(row)?;
+                self.fail_document_of_cancelled(&mut tx, &job, now).await?;
+                Cancellation::Cancelled(job)
+            }
+            cancellation::Plan::Request => {
+                let row: JobRow =
+                    sqlx::query_as(sql::REQUEST_CANCEL).bind(id.0).bind(Some(now)).fetch_one(&mut *tx).await?;
+                Cancellation::Requested(Job::try_from(row)?)
+            }
+        };
+        tx.commit().await?;
+        Ok(cancellation)
+    }
+
+    async fn cancel_held(&self, lease: Lease) -> StoreResult<Job> {
+        let mut tx = self.pool.begin().await?;
+        let now = self.now_in(&mut tx).await?;
+        let row: Option<JobRow> = sqlx::query_as(sql::CANCEL_HELD)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(cancellation::REASON)
+            .bind(Some(now))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::LeaseLost { job_id: lease.job_id });
+        };
+        let job = Job::try_from(row)?;
+        self.fail_document_of_cancelled(&mut tx, &job, now).await?;
+        tx.commit().await?;
+        Ok(job)
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -100,7 +100,7 @@ pub const LEASE: &str = lease!("kind = ANY($4::text[])");
 pub const LEASE_ONE_KIND: &str = lease!("kind = $4::text");
 
 /// $1 owner, $2 now or NULL, $3 ttl (ms), $4 job ids, $5 their lease tokens (pair-wise).
-/// Returns the renewed (id, token) pairs.
+/// Returns the renewed (id, token) pairs, each with whether an operator asked to cancel its job.
 pub const HEARTBEAT: &str = concat!(
     // `(id, token) IN (SELECT ... UNNEST ...)` plans as a hash semi join; a plain JOIN on the
     // pair let the planner nest-loop over the unnested array for every held row (quadratic:
@@ -114,7 +114,8 @@ pub const HEARTBEAT: &str = concat!(
          updated_at = clock.now \
      FROM held, ",
     clock!("$2"),
-    " WHERE jobs.id = held.id RETURNING jobs.id, jobs.lease_token"
+    " WHERE jobs.id = held.id \
+      RETURNING jobs.id, jobs.lease_token, jobs.cancel_requested_at IS NOT NULL AS cancel_requested"
 );
 
 /// $1 id, $2 token, $3 metadata, $4 now or NULL.
@@ -136,7 +137,7 @@ pub const SAVE_CHECKPOINT: &str = concat!(
 /// $1 id, $2 token, $3 result or NULL, $4 now or NULL.
 pub const COMPLETE: &str = concat!(
     "UPDATE jobs SET status = 'completed', result = $3::jsonb, finished_at = clock.now, \
-         updated_at = clock.now, lock_owner = NULL, lock_until = NULL \
+         updated_at = clock.now, lock_owner = NULL, lock_until = NULL, cancel_requested_at = NULL \
      FROM ",
     clock!("$4"),
     " WHERE id = $1 AND lease_token = $2 AND status = 'processing'"
@@ -155,7 +156,7 @@ pub const REQUEUE_HELD: &str = concat!(
     "UPDATE jobs SET status = 'pending', run_at = clock.now + $3::bigint, last_error = $4, \
          error_kind = COALESCE($5::text, error_kind), updated_at = clock.now, lock_owner = NULL, \
          lock_until = NULL, lease_token = lease_token + 1, \
-         attempts = GREATEST(attempts - $7::integer, 0) \
+         attempts = GREATEST(attempts - $7::integer, 0), cancel_requested_at = NULL \
      FROM ",
     clock!("$6"),
     " WHERE id = $1 AND lease_token = $2 AND status = 'processing'"
@@ -165,7 +166,7 @@ pub const REQUEUE_HELD: &str = concat!(
 pub const DEAD_LETTER_HELD: &str = concat!(
     "UPDATE jobs SET status = 'dead', last_error = $3, error_kind = $4, \
          finished_at = clock.now, updated_at = clock.now, lock_owner = NULL, lock_until = NULL, \
-         lease_token = lease_token + 1 \
+         lease_token = lease_token + 1, cancel_requested_at = NULL \
      FROM ",
     clock!("$5"),
     " WHERE id = $1 AND lease_token = $2 AND status = 'processing'"
@@ -180,7 +181,7 @@ pub const RELEASE: &str = concat!(
          ORDER BY id FOR UPDATE) \
      UPDATE jobs SET status = 'pending', attempts = GREATEST(jobs.attempts - 1, 0), \
          lock_owner = NULL, lock_until = NULL, started_at = NULL, last_heartbeat = NULL, \
-         lease_token = jobs.lease_token + 1, updated_at = ",
+         lease_token = jobs.lease_token + 1, cancel_requested_at = NULL, updated_at = ",
     now!("$3"),
     " FROM held WHERE jobs.id = held.id RETURNING jobs.id"
 );
@@ -265,6 +266,43 @@ pub const UNIQUE_KEY_HOLDER: &str = "SELECT job.unique_key, holder.id FROM jobs 
 /// $1 age (ms), $2 now or NULL.
 pub const PURGE_DEAD: &str =
     concat!("DELETE FROM jobs WHERE status = 'dead' AND finished_at <= ", now!("$2"), " - $1::bigint");
+
+/// $1 id: the job, locked (an operator's cancellation decides on the row it then changes).
+pub const JOB_FOR_UPDATE: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1 FOR UPDATE");
+
+/// An operator's cancellation of a job no worker holds. $1 id, $2 reason, $3 now or NULL.
+pub const CANCEL_PENDING: &str = concat!(
+    "UPDATE jobs SET status = 'cancelled', last_error = $2, finished_at = clock.now, \
+         updated_at = clock.now \
+     FROM ",
+    clock!("$3"),
+    " WHERE id = $1 AND status = 'pending' RETURNING ",
+    qualified_job_columns!()
+);
+
+/// An operator's request to cancel a held job; a second request keeps the first one's time.
+/// $1 id, $2 now or NULL.
+pub const REQUEST_CANCEL: &str = concat!(
+    "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, clock.now), \
+         updated_at = clock.now \
+     FROM ",
+    clock!("$2"),
+    " WHERE id = $1 AND status = 'processing' RETURNING ",
+    qualified_job_columns!()
+);
+
+/// The lease holder cancels its job, giving back the attempt. $1 id, $2 token, $3 reason,
+/// $4 now or NULL.
+pub const CANCEL_HELD: &str = concat!(
+    "UPDATE jobs SET status = 'cancelled', last_error = $3, finished_at = clock.now, \
+         updated_at = clock.now, lock_owner = NULL, lock_until = NULL, \
+         lease_token = lease_token + 1, attempts = GREATEST(attempts - 1, 0), \
+         cancel_requested_at = NULL \
+     FROM ",
+    clock!("$4"),
+    " WHERE id = $1 AND lease_token = $2 AND status = 'processing' RETURNING ",
+    qualified_job_columns!()
+);
 
 /// $1 id, $2 metadata, $3 now or NULL.
 pub const REQUEUE_WITH_CHECKPOINT: &str = concat!(

@@ -30,19 +30,20 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Connection as _, Sqlite, Transaction};
 use stage_machine::{Checkpoint, UnixMillis};
 
+use crate::cancellation;
 use crate::clock::{Clock, SystemClock, millis};
 use crate::codec::{fenced, is_unique_violation};
 use crate::documents::DocumentStatus;
 use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
 use crate::model::{
-    DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp, HeartbeatReport, Job,
-    JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
+    Cancellation, DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp,
+    HeartbeatReport, Job, JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };
 use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::recovery::{self, TakeBack};
 use crate::retry_policy::RetryPolicy;
-use crate::rows::{CountRow, HeldJobRow, JobRow, LeaseRow, convert_all};
+use crate::rows::{CountRow, HeldJobRow, JobRow, RenewedRow, convert_all, heartbeat_report};
 use migration_lock::MigrationLock;
 
 /// The migrations of the SQLite schema, embedded in the binary.
@@ -349,17 +350,14 @@ impl JobStore for SqliteStore {
             return Ok(HeartbeatReport::default());
         }
         let pairs: Vec<[i64; 2]> = leases.iter().map(|lease| [lease.job_id.0, lease.token]).collect();
-        let renewed: Vec<LeaseRow> = sqlx::query_as(sql::HEARTBEAT)
+        let renewed: Vec<RenewedRow> = sqlx::query_as(sql::HEARTBEAT)
             .bind(owner)
             .bind(self.now())
             .bind(millis(ttl))
             .bind(serde_json::to_string(&pairs).unwrap_or_default())
             .fetch_all(&self.writer)
             .await?;
-        let renewed: Vec<Lease> = renewed.into_iter().map(Lease::from).collect();
-        let lost = leases.iter().filter(|lease| !renewed.contains(lease)).map(|lease| lease.job_id).collect();
-        let renewed = renewed.into_iter().map(|lease| lease.job_id).collect();
-        Ok(HeartbeatReport { renewed, lost })
+        Ok(heartbeat_report(leases, &renewed))
     }
 
     async fn start_clock(&self, lease: Lease) -> StoreResult<()> {
@@ -561,6 +559,51 @@ impl JobStore for SqliteStore {
             .await
     }
 
+    async fn cancel(&self, id: JobId) -> StoreResult<Cancellation> {
+        let now = self.now();
+        let mut tx = self.begin_immediate().await?;
+        let row: Option<JobRow> = sqlx::query_as(sql::JOB_BY_ID).bind(id.0).fetch_optional(&mut *tx).await?;
+        let job = Job::try_from(row.ok_or(StoreError::JobNotFound(id))?)?;
+        let cancellation = match cancellation::plan(&job)? {
+            cancellation::Plan::AtOnce => {
+                let row: JobRow = sqlx::query_as(sql::CANCEL_PENDING)
+                    .bind(id.0)
+                    .bind(cancellation::REASON)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let job = Job::try_from(row)?;
+                self.fail_document_of_cancelled(&mut tx, &job, now).await?;
+                Cancellation::Cancelled(job)
+            }
+            cancellation::Plan::Request => {
+                let row: JobRow = sqlx::query_as(sql::REQUEST_CANCEL).bind(id.0).bind(now).fetch_one(&mut *tx).await?;
+                Cancellation::Requested(Job::try_from(row)?)
+            }
+        };
+        tx.commit().await?;
+        Ok(cancellation)
+    }
+
+    async fn cancel_held(&self, lease: Lease) -> StoreResult<Job> {
+        let now = self.now();
+        let mut tx = self.begin_immediate().await?;
+        let row: Option<JobRow> = sqlx::query_as(sql::CANCEL_HELD)
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(cancellation::REASON)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::LeaseLost { job_id: lease.job_id });
+        };
+        let job = Job::try_from(row)?;
+        self.fail_document_of_cancelled(&mut tx, &job, now).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
@@ -568,6 +611,27 @@ impl JobStore for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Marks the document of a cancelled `process_document` job `failed`, inside the
+    /// cancellation's transaction. A job whose document is gone (never stored, in tests) is
+    /// cancelled all the same.
+    async fn fail_document_of_cancelled(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        job: &Job,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        if let Some(document) = job.processed_document() {
+            sqlx::query(sql::SET_DOCUMENT_STATUS)
+                .bind(document)
+                .bind(<&str>::from(DocumentStatus::Failed))
+                .bind(cancellation::REASON)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Runs `requeue`, an operator's statement that makes job `id` pending again and returns
     /// it, and sets the document the job processes back to `pending`, in one transaction.
     /// `refusal` says why when the statement found no job it applies to.

@@ -59,12 +59,13 @@ pub const LEASE: &str = lease!("jobs_claim", "kind IN (SELECT value FROM json_ea
 /// `IN` list on that index would sort the kind's due jobs on every claim, so this takes one kind.
 pub const LEASE_ONE_KIND: &str = lease!("jobs_claim_kind", "kind = ?4");
 
-/// ?1 owner, ?2 now, ?3 ttl, ?4 leases as a JSON array of [id, token] pairs.
+/// ?1 owner, ?2 now, ?3 ttl, ?4 leases as a JSON array of [id, token] pairs. Returns the renewed
+/// leases, each with whether an operator asked to cancel its job.
 pub const HEARTBEAT: &str = "UPDATE jobs SET lock_until = ?2 + ?3, last_heartbeat = ?2, updated_at = ?2 \
      WHERE status = 'processing' AND lock_owner = ?1 \
        AND (id, lease_token) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') \
                                  FROM json_each(?4)) \
-     RETURNING id, lease_token";
+     RETURNING id, lease_token, cancel_requested_at IS NOT NULL AS cancel_requested";
 
 /// ?1 id, ?2 token, ?3 metadata, ?4 now.
 /// ?1 id, ?2 token, ?3 now.
@@ -76,7 +77,7 @@ pub const SAVE_CHECKPOINT: &str = "UPDATE jobs SET metadata = ?3, updated_at = ?
 
 /// ?1 id, ?2 token, ?3 result, ?4 now.
 pub const COMPLETE: &str = "UPDATE jobs SET status = 'completed', result = ?3, finished_at = ?4, \
-         updated_at = ?4, lock_owner = NULL, lock_until = NULL \
+         updated_at = ?4, lock_owner = NULL, lock_until = NULL, cancel_requested_at = NULL \
      WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
 
 /// ?1 id, ?2 token, ?3 now. Returns attempts, max_attempts and now.
@@ -87,19 +88,20 @@ pub const HELD_JOB: &str = "SELECT attempts, max_attempts, ?3 AS now FROM jobs \
 /// ?6 now, ?7 attempts given back (0 or 1).
 pub const REQUEUE_HELD: &str = "UPDATE jobs SET status = 'pending', run_at = ?3, last_error = ?4, \
          error_kind = COALESCE(?5, error_kind), updated_at = ?6, lock_owner = NULL, \
-         lock_until = NULL, lease_token = lease_token + 1, attempts = MAX(attempts - ?7, 0) \
+         lock_until = NULL, lease_token = lease_token + 1, attempts = MAX(attempts - ?7, 0), \
+         cancel_requested_at = NULL \
      WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
 
 /// Dead-letters a held job. ?1 id, ?2 token, ?3 last_error, ?4 error_kind, ?5 now.
 pub const DEAD_LETTER_HELD: &str = "UPDATE jobs SET status = 'dead', last_error = ?3, error_kind = ?4, \
          finished_at = ?5, updated_at = ?5, lock_owner = NULL, lock_until = NULL, \
-         lease_token = lease_token + 1 \
+         lease_token = lease_token + 1, cancel_requested_at = NULL \
      WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
 
 /// ?1 owner, ?2 `[id, token]` pairs (JSON array), ?3 now.
 pub const RELEASE: &str = "UPDATE jobs SET status = 'pending', attempts = MAX(attempts - 1, 0), \
          lock_owner = NULL, lock_until = NULL, started_at = NULL, last_heartbeat = NULL, \
-         lease_token = lease_token + 1, updated_at = ?3 \
+         lease_token = lease_token + 1, updated_at = ?3, cancel_requested_at = NULL \
      WHERE status = 'processing' AND lock_owner = ?1 \
        AND (id, lease_token) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') \
                                  FROM json_each(?2)) \
@@ -169,6 +171,30 @@ pub const UNIQUE_KEY_HOLDER: &str = "SELECT job.unique_key, holder.id FROM jobs 
 
 /// ?1 finished before.
 pub const PURGE_DEAD: &str = "DELETE FROM jobs WHERE status = 'dead' AND finished_at <= ?1";
+
+/// An operator's cancellation of a job no worker holds. ?1 id, ?2 reason, ?3 now.
+pub const CANCEL_PENDING: &str = concat!(
+    "UPDATE jobs SET status = 'cancelled', last_error = ?2, finished_at = ?3, updated_at = ?3 \
+     WHERE id = ?1 AND status = 'pending' RETURNING ",
+    job_columns!()
+);
+
+/// An operator's request to cancel a held job; a second request keeps the first one's time.
+/// ?1 id, ?2 now.
+pub const REQUEST_CANCEL: &str = concat!(
+    "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?2), updated_at = ?2 \
+     WHERE id = ?1 AND status = 'processing' RETURNING ",
+    job_columns!()
+);
+
+/// The lease holder cancels its job, giving back the attempt. ?1 id, ?2 token, ?3 reason, ?4 now.
+pub const CANCEL_HELD: &str = concat!(
+    "UPDATE jobs SET status = 'cancelled', last_error = ?3, finished_at = ?4, updated_at = ?4, \
+         lock_owner = NULL, lock_until = NULL, lease_token = lease_token + 1, \
+         attempts = MAX(attempts - 1, 0), cancel_requested_at = NULL \
+     WHERE id = ?1 AND lease_token = ?2 AND status = 'processing' RETURNING ",
+    job_columns!()
+);
 
 /// ?1 id, ?2 metadata, ?3 now.
 pub const REQUEUE_WITH_CHECKPOINT: &str = concat!(

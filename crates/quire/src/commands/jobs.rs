@@ -1,13 +1,15 @@
-//! `quire jobs list`
+//! `quire jobs list` and `quire jobs cancel`, the latter through [`worker::operations::cancel`].
 
 use std::process::ExitCode;
 
-use checkpoint_store::{Job, JobFilter};
+use anyhow::anyhow;
+use checkpoint_store::{Cancellation, Job, JobFilter, JobId, JobKind, JobStatus};
 use serde::Serialize;
+use worker::operations::{self, OperationError};
 
 use crate::app::App;
 use crate::cli::{GlobalOptions, JobsCommand};
-use crate::output::{age, excerpt, or_dash, print_json, table};
+use crate::output::{age, excerpt, or_dash, print_json, printable, table};
 
 /// A job as `jobs list --json` shows it. The fields of `status --json`'s jobs, plus more.
 #[derive(Debug, Serialize)]
@@ -55,7 +57,52 @@ impl From<&Job> for JobView {
 
 /// Runs a `jobs` subcommand.
 pub async fn run(global: &GlobalOptions, command: JobsCommand) -> anyhow::Result<ExitCode> {
-    let JobsCommand::List { status, kind, limit, json } = command;
+    match command {
+        JobsCommand::List { status, kind, limit, json } => list(global, status, kind, limit, json).await,
+        JobsCommand::Cancel { job_id, json } => cancel(global, JobId(job_id), json).await,
+    }
+}
+
+/// What `jobs cancel --json` prints.
+#[derive(Debug, Serialize)]
+struct CancelReport {
+    /// `cancelled` (it was pending) or `requested` (its worker stops it at its next stage
+    /// boundary).
+    outcome: &'static str,
+    job: JobView,
+}
+
+async fn cancel(global: &GlobalOptions, id: JobId, json: bool) -> anyhow::Result<ExitCode> {
+    let app = App::open(global).await?;
+    let cancellation = operations::cancel(app.store.as_ref(), id).await.map_err(|error| match error {
+        OperationError::NoSuchJob(id) => anyhow!("no job {id} (see `quire jobs list`)"),
+        OperationError::Store(error) => anyhow::Error::new(error).context(format!("cannot cancel job {id}")),
+        error => error.into(),
+    })?;
+    let (outcome, job) = match &cancellation {
+        Cancellation::Cancelled(job) => ("cancelled", job),
+        Cancellation::Requested(job) => ("requested", job),
+    };
+    if json {
+        print_json(&CancelReport { outcome, job: JobView::from(job) })?;
+    } else if outcome == "cancelled" {
+        println!("job {id} cancelled. `quire replay {id}` runs it again.");
+    } else {
+        println!(
+            "job {id} is running on {}: it stops at its next stage boundary, keeping its checkpoint, and is then cancelled.",
+            printable(job.lock_owner.as_deref().unwrap_or("?"))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list(
+    global: &GlobalOptions,
+    status: Option<JobStatus>,
+    kind: Option<JobKind>,
+    limit: u32,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let app = App::open(global).await?;
     let filter = JobFilter { status, kind, limit: Some(limit), ..Default::default() };
     let jobs = app.store.list_jobs(&filter).await?;

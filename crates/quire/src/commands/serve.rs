@@ -5,6 +5,7 @@
 //! | `POST /v1/documents` | the EPUB as the raw body (`Content-Type: application/epub+zip`, `application/zip` or `application/octet-stream`; optional `X-File-Name`), or as the field `file` of a `multipart/form-data` body (its file name is used): 201 `{document_id, job_id, deduplicated}`, or 200 when the same bytes were uploaded before; 408 when the body stalls or takes too long; 413 over `--max-upload-bytes`; 415 without a Content-Type or with another one; 422 for a body that is not a ZIP; 503 with `Retry-After` while `--max-concurrent-uploads` uploads are being received |
 //! | `GET /v1/documents/{id}` | the document as `status --json` shows it, with its jobs; 404 |
 //! | `GET /v1/jobs/{id}` | the job; 404 |
+//! | `POST /v1/jobs/{id}/cancel` | cancels the job (`quire jobs cancel`): 200 `{outcome, job}`, `outcome` being `cancelled` (it was pending) or `requested` (its worker stops it at its next stage boundary); 404; 409 for a job that has finished |
 //! | `GET /metrics` | Prometheus text: queue depth, stale jobs, processing ages |
 //! | `GET /healthz` | 200 when the database answers, 503 otherwise |
 //!
@@ -42,13 +43,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use checkpoint_store::{JobId, StoreError};
+use checkpoint_store::{Cancellation, JobId, StoreError};
 use http_body_util::BodyExt as _;
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
+use worker::operations::OperationError;
 use worker::{StoredUpload, UploadWriter};
 
 use crate::app::App;
@@ -198,6 +200,7 @@ fn router(app: App, limits: Limits) -> Router {
         .route("/v1/documents", post(upload))
         .route("/v1/documents/{id}", get(document))
         .route("/v1/jobs/{id}", get(job))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
         // The upload handler enforces its own limit, to answer it in JSON.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -490,6 +493,28 @@ async fn job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Resu
     let Ok(job_id) = id.parse::<JobId>() else { return Err(not_found()) };
     let job = state.app.store.job(job_id).await?.ok_or_else(not_found)?;
     Ok(axum::Json(JobView::from(&job)).into_response())
+}
+
+/// `POST /v1/jobs/{id}/cancel`, through [`worker::operations::cancel`]: 200 with
+/// `{"outcome": "cancelled" | "requested", "job": …}`, 404 for an unknown job, 409 for a job
+/// that has finished.
+async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let not_found = || ApiError::refused(StatusCode::NOT_FOUND, format!("no job {id:?}"));
+    let Ok(job_id) = id.parse::<JobId>() else { return Err(not_found()) };
+    let cancellation = match worker::operations::cancel(state.app.store.as_ref(), job_id).await {
+        Ok(cancellation) => cancellation,
+        Err(OperationError::NoSuchJob(_)) => return Err(not_found()),
+        Err(refusal @ OperationError::Finished { .. }) => {
+            return Err(ApiError::refused(StatusCode::CONFLICT, refusal.to_string()));
+        }
+        Err(OperationError::Store(error)) => return Err(error.into()),
+        Err(other) => return Err(anyhow::Error::new(other).into()),
+    };
+    let (outcome, job) = match &cancellation {
+        Cancellation::Cancelled(job) => ("cancelled", job),
+        Cancellation::Requested(job) => ("requested", job),
+    };
+    Ok(axum::Json(json!({ "outcome": outcome, "job": JobView::from(job) })).into_response())
 }
 
 /// Serves until `shutdown`.

@@ -1,6 +1,7 @@
-//! Every action an operator takes on the queue, in one place: replaying a job, retrying and
-//! purging dead letters, taking back jobs whose worker is gone, and recording a dead letter's
-//! failure on its document. The CLI (`quire replay`, `dlq`, `clean`) and the HTTP API call these
+//! Every action an operator takes on the queue, in one place: replaying a job, cancelling one,
+//! retrying and purging dead letters, taking back jobs whose worker is gone, and recording a
+//! dead letter's failure on its document. The CLI (`quire replay`, `jobs cancel`, `dlq`,
+//! `clean`) and the HTTP API call these
 //! functions and keep only their own parsing, confirmation and printing, so a rule of the queue
 //! is never written twice.
 //!
@@ -12,10 +13,12 @@
 //! [`JobStore::take_back_stale`](checkpoint_store::JobStore::take_back_stale)): these functions
 //! decide, the store writes.
 
+mod cancel;
 mod dead_letters;
 mod replay;
 mod stale;
 
+pub use cancel::cancel;
 pub use dead_letters::{
     DeadLetterRetries, MAX_DEAD_LETTERS_LISTED, Purged, RefusedRetry, dead_letters, fail_document_of_dead_job,
     purge_dead_letters, purgeable_dead_letters, retry_all_dead_letters, retry_dead_letters,
@@ -23,7 +26,7 @@ pub use dead_letters::{
 pub use replay::{ReplayFrom, ReplayResult, Replayed, replay, replay_result};
 pub use stale::{StaleJob, TakeBackAction, TakenBack, stale_jobs, take_back_stale};
 
-use checkpoint_store::{JobId, JobKind, StoreError};
+use checkpoint_store::{JobId, JobKind, JobStatus, StoreError};
 use stage_machine::Stage;
 
 /// Why an operator's action was refused or failed.
@@ -52,6 +55,16 @@ pub enum OperationError {
     /// A replay from the checkpoint of a job that has completed every stage would do nothing.
     #[error("job {0} has completed every stage, so resuming it would do nothing; replay it from a stage or fresh")]
     NothingToResume(JobId),
+    /// A cancel of a job that has finished: there is nothing to stop.
+    #[error(
+        "job {job_id} is {status}: only a pending or processing job can be cancelled; `quire replay` runs it again"
+    )]
+    Finished {
+        /// The job.
+        job_id: JobId,
+        /// Its status: completed, failed, dead or cancelled.
+        status: JobStatus,
+    },
     /// The store refused the change or could not make it.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -174,7 +174,8 @@ impl Attempt<'_> {
 
     /// Asks the service about `batch_id` until it stops running, waiting longer between checks
     /// (from the configured poll interval, doubling up to the maximum). The worker heartbeats
-    /// meanwhile; a lost lease stops at once, a shutdown hands the job back with the batch kept.
+    /// meanwhile; a lost lease stops at once, a shutdown hands the job back with the batch kept,
+    /// an operator's cancel ends the job (and the caller cancels the batch on the service).
     async fn wait_for_batch(&self, service: &dyn BatchService, batch_id: &str) -> Result<BatchInfo, JobError> {
         let batching = &self.pipeline.batching;
         let mut delay = batching.poll_interval;
@@ -196,6 +197,7 @@ impl Attempt<'_> {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.context.lease_lost.cancelled() => return Err(JobError::LeaseLost),
+                () = self.context.cancel.cancelled() => return Err(JobError::Cancelled),
                 () = self.context.shutdown.cancelled() => return Err(JobError::Interrupted),
             }
             delay = (delay * 2).min(batching.max_poll_interval.max(batching.poll_interval));

@@ -1,5 +1,7 @@
-//! What happens when a `process_document` job is dead-lettered: the document is marked failed,
-//! the work directory removed and a batch still running on the service cancelled.
+//! What a `process_document` job that will not run again leaves behind, when it is dead-lettered
+//! or cancelled by an operator: the work directory is removed and a batch still running on the
+//! service is cancelled; a dead-lettered job's document is also marked failed (a cancelled
+//! job's document was marked in the store's own transaction).
 
 use checkpoint_store::Job;
 use embedder::BatchState;
@@ -10,6 +12,22 @@ use super::batch::check_batch;
 use super::stats::bump;
 use crate::operations;
 
+/// Why a job's batch is abandoned, for the log.
+#[derive(Debug, Clone, Copy)]
+enum Abandoned {
+    DeadLettered,
+    Cancelled,
+}
+
+impl Abandoned {
+    fn job(self) -> &'static str {
+        match self {
+            Abandoned::DeadLettered => "dead-lettered job",
+            Abandoned::Cancelled => "cancelled job",
+        }
+    }
+}
+
 impl ProcessDocument {
     /// Records a dead-lettered job's failure where users look for it (the document's status),
     /// removes its work directory and cancels its abandoned batch.
@@ -17,21 +35,33 @@ impl ProcessDocument {
         if let Err(error) = operations::fail_document_of_dead_job(self.0.store.as_ref(), job, reason).await {
             warn!(%error, document_id = job.document_id(), "could not mark the document failed");
         }
-        let _ = std::fs::remove_dir_all(self.0.data_dir.root().join("work").join(job.id.0.to_string()));
-        self.cancel_abandoned_batch(job).await;
+        self.abandon(job, Abandoned::DeadLettered).await;
     }
 
-    /// A dead job will never collect its batch: cancel it on the service unless it already
-    /// finished. Logged either way; failures change nothing else.
-    async fn cancel_abandoned_batch(&self, job: &Job) {
+    /// Removes a cancelled job's work directory and cancels its abandoned batch. Its checkpoint
+    /// stays in the store: a replay resumes from it (extracting again if the work directory's
+    /// markdown is needed), and asks the service about the batch it records first.
+    pub(super) async fn clean_up_cancelled_job(&self, job: &Job) {
+        self.abandon(job, Abandoned::Cancelled).await;
+    }
+
+    async fn abandon(&self, job: &Job, why: Abandoned) {
+        let _ = std::fs::remove_dir_all(self.0.data_dir.root().join("work").join(job.id.0.to_string()));
+        self.cancel_abandoned_batch(job, why).await;
+    }
+
+    /// A job that will not run again will never collect its batch: cancel it on the service
+    /// unless it already finished. Logged either way; failures change nothing else.
+    async fn cancel_abandoned_batch(&self, job: &Job, why: Abandoned) {
         let pipeline = &self.0;
         let Some(service) = &pipeline.batching.service else { return };
         // `job` may be the copy leased before the attempt that submitted the batch.
         let current = pipeline.store.job(job.id).await.ok().flatten();
         let Some(batch) = current.as_ref().unwrap_or(job).checkpoint().facts.embedding_batch else { return };
+        let whose = why.job();
         match check_batch(&pipeline.stats, service.as_ref(), &batch.id).await {
             Ok(info) if !info.state.is_running() || info.state == BatchState::Cancelling => {
-                info!(job_id = %job.id, batch_id = %batch.id, state = %info.state, "dead-lettered job's batch already finished; not cancelling");
+                info!(job_id = %job.id, batch_id = %batch.id, state = %info.state, "{whose}'s batch already finished; not cancelling");
                 return;
             }
             Ok(_) => {}
@@ -40,10 +70,10 @@ impl ProcessDocument {
         bump(&pipeline.stats.batch_cancel_requests, 1);
         match service.cancel(&batch.id).await {
             Ok(after) => {
-                info!(job_id = %job.id, batch_id = %batch.id, state = %after.state, "cancelled the dead-lettered job's batch")
+                info!(job_id = %job.id, batch_id = %batch.id, state = %after.state, "cancelled the {whose}'s batch")
             }
             Err(error) => {
-                warn!(job_id = %job.id, batch_id = %batch.id, %error, "could not cancel the dead-lettered job's batch")
+                warn!(job_id = %job.id, batch_id = %batch.id, %error, "could not cancel the {whose}'s batch")
             }
         }
     }

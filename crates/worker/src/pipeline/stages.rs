@@ -217,4 +217,8 @@ impl JobHandler for ProcessDocument {
     async fn dead_lettered(&self, job: &Job, reason: &str) {
         self.clean_up_dead_job(job, reason).await;
     }
+
+    async fn cancelled(&self, job: &Job) {
+        self.clean_up_cancelled_job(job).await;
+    }
 }
