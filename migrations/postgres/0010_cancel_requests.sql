@@ -6,6 +6,9 @@
 -- stops at the job's next stage boundary, writing `cancelled` under its lease. The request is
 -- addressed to the attempt that holds the job, so it lives only while the job is processing:
 -- every statement that takes a job out of `processing` clears it.
-ALTER TABLE jobs ADD COLUMN cancel_requested_at BIGINT;
+--
+-- Idempotent, like every PostgreSQL migration here: applying it again changes nothing.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS cancel_requested_at BIGINT;
+ALTER TABLE jobs DROP CONSTRAINT IF EXISTS jobs_cancel_requested_while_processing;
 ALTER TABLE jobs ADD CONSTRAINT jobs_cancel_requested_while_processing
     CHECK (cancel_requested_at IS NULL OR status = 'processing');
