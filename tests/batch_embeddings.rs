@@ -11,12 +11,12 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use checkpoint_store::{DocumentStore, ErrorKind, Job, JobKind, JobStatus, JobStore, LeaseRequest};
+use checkpoint_store::{DocumentStore, ErrorKind, JobStatus, JobStore};
 use embedder::{OpenAiConfig, OpenAiEmbedder};
 use support::fake_openai::{BatchScript, FakeBatchOpenAi};
 use support::{Rig, TTL};
 use tokio_util::sync::CancellationToken;
-use worker::{Batching, EmbeddingMode, JobContext};
+use worker::{Batching, EmbeddingMode};
 
 fn book() -> Vec<u8> {
     epub_fixtures::corpus_of(1, 31).remove(0).1
@@ -45,27 +45,6 @@ async fn rig(server: &FakeBatchOpenAi) -> Rig {
     rig
 }
 
-/// Leases the processing job and runs one attempt with `context`'s tokens.
-async fn attempt_with(rig: &Rig, lease_lost: CancellationToken, shutdown: CancellationToken) -> Job {
-    let handlers = rig.pipeline.handlers();
-    let request = LeaseRequest { owner: "w", max_jobs: 1, ttl: TTL, kinds: &[JobKind::ProcessDocument] };
-    let job = rig.store.lease(request).await.unwrap().remove(0);
-    let id = job.id;
-    let context = JobContext {
-        lease: job.lease().unwrap(),
-        attempt: job.attempts,
-        lease_lost,
-        shutdown,
-        cancel: Default::default(),
-    };
-    worker::run_attempt(rig.store.clone(), handlers.process_document.clone(), job, context, rig.metrics.clone()).await;
-    rig.store.job(id).await.unwrap().unwrap()
-}
-
-async fn one_attempt(rig: &Rig) -> Job {
-    attempt_with(rig, CancellationToken::new(), CancellationToken::new()).await
-}
-
 /// Distinct chunk texts of the document: what one full batch holds.
 async fn unique_inputs(rig: &Rig, document_id: &str) -> usize {
     let chunks = rig.store.chunks(document_id).await.unwrap();
@@ -88,7 +67,7 @@ async fn killed_right_after_the_batch_was_created_the_retry_fetches_its_results_
     let rig = rig(&server).await;
     let submission = rig.submit("book.epub", &book()).await;
 
-    let crashed = one_attempt(&rig).await;
+    let crashed = rig.one_attempt().await;
     assert_eq!(crashed.status, JobStatus::Processing, "the crash left the lease to expire");
     let recorded = crashed.checkpoint().facts.embedding_batch.expect("the batch id was recorded before the crash");
     assert_eq!(recorded.id, "batch_0");
@@ -136,7 +115,7 @@ async fn killed_while_the_batch_runs_the_retry_waits_on_the_same_batch() {
             lease_lost.cancel();
         })
     };
-    let killed = attempt_with(&rig, lease_lost, CancellationToken::new()).await;
+    let killed = rig.attempt_with(lease_lost, CancellationToken::new()).await;
     killer.await.unwrap();
     assert_eq!(killed.status, JobStatus::Processing);
     assert_eq!(killed.checkpoint().facts.embedding_batch.map(|b| b.id).as_deref(), Some("batch_0"));
@@ -170,7 +149,7 @@ async fn a_shutdown_while_polling_hands_the_job_back_with_the_batch_kept() {
             shutdown.cancel();
         })
     };
-    let handed_back = attempt_with(&rig, CancellationToken::new(), shutdown).await;
+    let handed_back = rig.attempt_with(CancellationToken::new(), shutdown).await;
     stopper.await.unwrap();
     assert_eq!(handed_back.status, JobStatus::Pending);
     assert_eq!(handed_back.attempts, 0, "a shutdown uses no attempt");
@@ -195,7 +174,7 @@ async fn an_expired_batch_is_resubmitted_once_for_the_missing_inputs_only() {
     let rig = rig(&server).await;
     let submission = rig.submit("book.epub", &book()).await;
 
-    let failed = one_attempt(&rig).await;
+    let failed = rig.one_attempt().await;
     assert_eq!((failed.status, failed.attempts), (JobStatus::Pending, 1));
     assert_eq!(failed.error_kind, Some(ErrorKind::Retryable));
     assert!(failed.last_error.as_deref().unwrap().contains("expired"), "{:?}", failed.last_error);
@@ -227,7 +206,7 @@ async fn a_batch_found_failed_on_recovery_is_resubmitted_once() {
     let rig = rig(&server).await;
     let submission = rig.submit("book.epub", &book()).await;
 
-    let crashed = one_attempt(&rig).await;
+    let crashed = rig.one_attempt().await;
     assert_eq!(crashed.status, JobStatus::Processing);
     rig.drive().await;
     scenario.teardown();
@@ -249,12 +228,12 @@ async fn an_unreachable_service_during_recovery_is_an_ordinary_retry_and_nothing
     let server = FakeBatchOpenAi::start(|_| BatchScript::completes_after(0)).await;
     let rig = rig(&server).await;
     let submission = rig.submit("book.epub", &book()).await;
-    one_attempt(&rig).await;
+    rig.one_attempt().await;
 
     server.set_unreachable(true);
     rig.clock.advance(TTL + Duration::from_millis(1));
     rig.store.recover_stale().await.unwrap();
-    let retried = one_attempt(&rig).await;
+    let retried = rig.one_attempt().await;
     assert_eq!((retried.status, retried.attempts), (JobStatus::Pending, 2));
     assert_eq!(retried.error_kind, Some(ErrorKind::Retryable));
     assert!(retried.last_error.as_deref().unwrap().contains("503"), "{:?}", retried.last_error);
@@ -297,7 +276,7 @@ async fn a_job_dead_lettered_by_its_timeout_cancels_its_batch() {
     sqlx::query("UPDATE jobs SET max_attempts = 1").execute(&pool).await.unwrap();
     pool.close().await;
 
-    let stuck = one_attempt(&rig).await;
+    let stuck = rig.one_attempt().await;
     assert_eq!(stuck.status, JobStatus::Processing);
     // The worker keeps heartbeating past the job's 30-minute timeout.
     let lease = stuck.lease().unwrap();
@@ -333,7 +312,7 @@ async fn a_long_batch_hands_the_job_back_between_checks_without_using_attempts()
     rig.pipeline.batching.max_wait_per_attempt = Duration::ZERO;
     let submission = rig.submit("book.epub", &book()).await;
 
-    let waiting = one_attempt(&rig).await;
+    let waiting = rig.one_attempt().await;
     assert_eq!((waiting.status, waiting.attempts), (JobStatus::Pending, 0), "waiting uses no attempt");
     assert!(waiting.last_error.as_deref().unwrap_or_default().contains("waiting on embedding batch batch_0"));
     assert_eq!(waiting.checkpoint().facts.embedding_batch.map(|b| b.id).as_deref(), Some("batch_0"));

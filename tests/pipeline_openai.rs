@@ -29,35 +29,13 @@ fn book() -> Vec<u8> {
     epub_fixtures::corpus_of(1, 31).remove(0).1
 }
 
-/// Runs one lease of the processing job and returns the job as the store then holds it.
-async fn one_attempt(rig: &Rig) -> checkpoint_store::Job {
-    let handlers = rig.pipeline.handlers();
-    let request = checkpoint_store::LeaseRequest {
-        owner: "w",
-        max_jobs: 1,
-        ttl: support::TTL,
-        kinds: &[checkpoint_store::JobKind::ProcessDocument],
-    };
-    let job = rig.store.lease(request).await.unwrap().remove(0);
-    let id = job.id;
-    let context = worker::JobContext {
-        lease: job.lease().unwrap(),
-        attempt: job.attempts,
-        lease_lost: Default::default(),
-        shutdown: Default::default(),
-        cancel: Default::default(),
-    };
-    worker::run_attempt(rig.store.clone(), handlers.process_document.clone(), job, context, rig.metrics.clone()).await;
-    rig.store.job(id).await.unwrap().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_postpones_the_job_without_an_attempt_and_keeps_finished_batches() {
     let server = FakeOpenAi::start(|request| if request == 2 { Reply::RateLimited(7) } else { Reply::Embed }).await;
     let rig = Rig::new(embedder(&server)).await;
     let submission = rig.submit("book.epub", &book()).await;
 
-    let postponed = one_attempt(&rig).await;
+    let postponed = rig.one_attempt().await;
     assert_eq!(postponed.status, JobStatus::Pending);
     assert_eq!(postponed.attempts, 0, "a rate limit uses no attempt");
     assert_eq!(postponed.run_at, START + 7_000, "Retry-After is honoured");
@@ -79,7 +57,7 @@ async fn a_server_error_is_retried_with_backoff() {
     let rig = Rig::new(embedder(&server)).await;
     let submission = rig.submit("book.epub", &book()).await;
 
-    let failed = one_attempt(&rig).await;
+    let failed = rig.one_attempt().await;
     assert_eq!((failed.status, failed.attempts), (JobStatus::Pending, 1));
     assert_eq!(failed.error_kind, Some(ErrorKind::Retryable));
     assert!(failed.run_at > START, "the retry waits for its backoff");
@@ -97,7 +75,7 @@ async fn a_client_error_fails_permanently_with_the_servers_message() {
     let rig = Rig::new(embedder(&server)).await;
     let submission = rig.submit("book.epub", &book()).await;
 
-    let dead = one_attempt(&rig).await;
+    let dead = rig.one_attempt().await;
     assert_eq!((dead.status, dead.attempts), (JobStatus::Dead, 1));
     assert_eq!(dead.error_kind, Some(ErrorKind::Permanent));
     assert!(dead.last_error.as_deref().unwrap().contains("input is too long for this model"));
@@ -120,7 +98,7 @@ async fn a_refused_account_postpones_the_book_without_an_attempt_until_the_key_i
     let submission = rig.submit("book.epub", &book()).await;
 
     for (refusals, message) in [(1, "Incorrect API key"), (2, "insufficient permissions")] {
-        let postponed = one_attempt(&rig).await;
+        let postponed = rig.one_attempt().await;
         assert_eq!(postponed.status, JobStatus::Pending, "refusal {refusals}");
         assert_eq!(postponed.attempts, 0, "a refused account spends no attempt");
         assert_eq!(postponed.run_at, START + 60_000, "postponed for the first pause");

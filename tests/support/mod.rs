@@ -154,6 +154,34 @@ impl Rig {
         panic!("the queue did not drain");
     }
 
+    /// Leases the processing job and runs one attempt of it, returning the job as the store then
+    /// holds it.
+    pub async fn one_attempt(&self) -> checkpoint_store::Job {
+        self.attempt_with(CancellationToken::new(), CancellationToken::new()).await
+    }
+
+    /// [`Rig::one_attempt`] with the attempt's cancellation tokens given.
+    pub async fn attempt_with(
+        &self,
+        lease_lost: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> checkpoint_store::Job {
+        let handlers = self.pipeline.handlers();
+        let request = LeaseRequest { owner: "w", max_jobs: 1, ttl: TTL, kinds: &[JobKind::ProcessDocument] };
+        let job = self.store.lease(request).await.unwrap().remove(0);
+        let id = job.id;
+        let context = JobContext {
+            lease: job.lease().unwrap(),
+            attempt: job.attempts,
+            lease_lost,
+            shutdown,
+            cancel: CancellationToken::new(),
+        };
+        worker::run_attempt(self.store.clone(), handlers.process_document.clone(), job, context, self.metrics.clone())
+            .await;
+        self.store.job(id).await.unwrap().unwrap()
+    }
+
     pub async fn snapshot(&self, document_id: &str) -> Snapshot {
         let document = self.store.document(document_id).await.unwrap().unwrap();
         let chunks =

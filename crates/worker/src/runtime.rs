@@ -5,8 +5,12 @@
 //! each job runs in its own task with three cancellation tokens: `lease_lost` (stop at once,
 //! write nothing), `shutdown` (the grace period is over: stop at the next stage boundary and
 //! hand the job back with its checkpoint) and `cancel` (an operator cancelled it, as a
-//! heartbeat reported: stop at the next stage boundary and record it `cancelled`). Whatever way the loop ends, prefetched jobs that never
-//! started are released.
+//! heartbeat reported: stop at the next stage boundary and record it `cancelled`). Whatever way
+//! the loop ends, prefetched jobs that never started are released.
+//!
+//! It runs past 500 lines because the loop's state and every event it answers (a lease, a
+//! heartbeat, a finished job, a pause, the reaper, shutdown) read one another's fields; cut into
+//! files, each part would need the whole state.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
