@@ -125,6 +125,28 @@ async fn the_same_text_in_another_document_is_served_from_the_cache() {
     assert_eq!(rig.snapshot(&first.document_id).await.status, "complete");
 }
 
+/// Each embedder says how much one input may carry; the pipeline cuts every chunk's text to that
+/// window, not to one provider's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_are_cut_to_the_embedders_own_window() {
+    let _scenario = fail::FailScenario::setup();
+    let narrow = CountingEmbedder::with_window(8, 20);
+    let rig = Rig::new(narrow.clone()).await;
+    let submission = rig.submit("a.epub", &book()).await;
+    rig.drive().await;
+    assert_eq!(rig.snapshot(&submission.document_id).await.status, "complete");
+    assert!(narrow.longest_input() > 0);
+    assert!(narrow.longest_input() <= 60, "an input of {} characters passed a 20-token window", narrow.longest_input());
+
+    let unbounded = CountingEmbedder::new(8);
+    let rig = Rig::new(unbounded.clone()).await;
+    let submission = rig.submit("a.epub", &book()).await;
+    rig.drive().await;
+    let longest_chunk =
+        rig.store.chunks(&submission.document_id).await.unwrap().iter().map(|c| c.text.chars().count() as u64).max();
+    assert_eq!(Some(unbounded.longest_input()), longest_chunk, "an embedder without a window reads whole chunks");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_submission_of_the_same_book_queues_nothing() {
     let _scenario = fail::FailScenario::setup();

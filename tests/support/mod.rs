@@ -36,6 +36,10 @@ pub struct CountingEmbedder {
     pub requests: AtomicU64,
     pub inputs: AtomicU64,
     pub max_inputs: usize,
+    /// The embedder's window, in estimated tokens (none: the local embedder's, unbounded).
+    pub max_input_tokens: Option<usize>,
+    /// The most characters of any input it was asked to embed.
+    pub longest_input: AtomicU64,
 }
 
 impl CountingEmbedder {
@@ -45,7 +49,20 @@ impl CountingEmbedder {
             requests: AtomicU64::new(0),
             inputs: AtomicU64::new(0),
             max_inputs,
+            max_input_tokens: None,
+            longest_input: AtomicU64::new(0),
         })
+    }
+
+    /// The same, with a window of `max_input_tokens` estimated tokens per input.
+    pub fn with_window(max_inputs: usize, max_input_tokens: usize) -> Arc<CountingEmbedder> {
+        let mut embedder = Arc::into_inner(CountingEmbedder::new(max_inputs)).unwrap();
+        embedder.max_input_tokens = Some(max_input_tokens);
+        Arc::new(embedder)
+    }
+
+    pub fn longest_input(&self) -> u64 {
+        self.longest_input.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> u64 {
@@ -66,11 +83,18 @@ impl Embedder for CountingEmbedder {
         self.inner.dimensions()
     }
     fn batch_limits(&self) -> BatchLimits {
-        BatchLimits { max_inputs: self.max_inputs, ..self.inner.batch_limits() }
+        let inner = self.inner.batch_limits();
+        BatchLimits {
+            max_inputs: self.max_inputs,
+            max_input_tokens: self.max_input_tokens.unwrap_or(inner.max_input_tokens),
+            ..inner
+        }
     }
     async fn embed(&self, inputs: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.requests.fetch_add(1, Ordering::SeqCst);
         self.inputs.fetch_add(inputs.len() as u64, Ordering::SeqCst);
+        let longest = inputs.iter().map(|text| text.chars().count() as u64).max().unwrap_or(0);
+        self.longest_input.fetch_max(longest, Ordering::SeqCst);
         self.inner.embed(inputs).await
     }
 }

@@ -16,6 +16,10 @@ pub struct BatchLimits {
     /// Max estimated tokens ([`estimate_tokens`]) summed over one request's
     /// inputs. A single input above it still gets a batch of its own.
     pub max_tokens: usize,
+    /// Max estimated tokens of one input: the model's own window. Callers cut longer inputs
+    /// with [`truncate_for_embedding`] (at most `max_tokens` too); `usize::MAX` for an embedder
+    /// that reads any length.
+    pub max_input_tokens: usize,
 }
 
 /// Estimated tokens of `text`: its characters divided by 3, rounded up, at
@@ -68,7 +72,7 @@ mod tests {
 
     fn check(texts: &[&str], max_inputs: usize, max_tokens: usize, expected: Vec<Range<usize>>) {
         let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
-        let limits = BatchLimits { max_inputs, max_tokens };
+        let limits = BatchLimits { max_inputs, max_tokens, max_input_tokens: usize::MAX };
         assert_eq!(plan_batches(&texts, limits), expected);
     }
 
@@ -112,7 +116,7 @@ mod tests {
             max_tokens in 0usize..40,
         ) {
             let texts: Vec<String> = lens.iter().map(|&n| "é".repeat(n)).collect();
-            let limits = BatchLimits { max_inputs, max_tokens };
+            let limits = BatchLimits { max_inputs, max_tokens, max_input_tokens: usize::MAX };
             let batches = plan_batches(&texts, limits);
 
             // Contiguous, non-empty, covering everything in order.

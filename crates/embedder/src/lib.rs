@@ -96,7 +96,7 @@ mod tests {
         mock.expect_model().return_const("mock-model".to_string());
         mock.expect_dimensions().return_const(2usize);
         mock.expect_embed().times(1).returning(|inputs| Ok(inputs.iter().map(|_| vec![1.0, 0.0]).collect()));
-        mock.expect_batch_limits().return_const(BatchLimits { max_inputs: 1, max_tokens: 10 });
+        mock.expect_batch_limits().return_const(BatchLimits { max_inputs: 1, max_tokens: 10, max_input_tokens: 10 });
 
         let embedder: Box<dyn Embedder> = Box::new(mock);
         assert_eq!(embedder.model(), "mock-model");

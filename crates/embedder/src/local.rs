@@ -101,8 +101,9 @@ impl Embedder for LocalEmbedder {
     }
 
     fn batch_limits(&self) -> BatchLimits {
-        // No provider limits: keep batches modest so one call stays short.
-        BatchLimits { max_inputs: self.max_inputs, max_tokens: 1_000_000 }
+        // No provider limits: keep batches modest so one call stays short. Feature hashing reads
+        // a text of any length.
+        BatchLimits { max_inputs: self.max_inputs, max_tokens: 1_000_000, max_input_tokens: usize::MAX }
     }
 
     async fn embed(&self, inputs: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {

@@ -230,7 +230,11 @@ impl OpenAiEmbedder {
             model: config.model,
             dimensions,
             requested_dimensions,
-            limits: BatchLimits { max_inputs: config.batch_size.max(1), max_tokens: config.max_batch_tokens },
+            limits: BatchLimits {
+                max_inputs: config.batch_size.max(1),
+                max_tokens: config.max_batch_tokens,
+                max_input_tokens: OPENAI_MAX_INPUT_TOKENS,
+            },
         })
     }
 

@@ -34,7 +34,7 @@ impl Attempt<'_> {
         let unique: Vec<&StoredChunk> = chunks.iter().filter(|c| seen.insert(c.content_hash.as_str())).collect();
         let hashes: Vec<String> = unique.iter().map(|c| c.content_hash.clone()).collect();
         let limits = embedder.batch_limits();
-        let per_input = limits.max_tokens.min(embedder::OPENAI_MAX_INPUT_TOKENS);
+        let per_input = limits.max_input_tokens.min(limits.max_tokens);
         // Recovery asks first: a batch an earlier attempt submitted is settled with the service
         // (results fetched, or waited on) before anything is submitted again.
         if self.checkpoint.facts.embedding_batch.is_some() {
