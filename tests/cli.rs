@@ -19,7 +19,9 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use checkpoint_store::{DocumentStore, JobId, JobKind, JobStatus, JobStore, LeaseRequest, SqliteStore, StoreOptions};
+use checkpoint_store::{
+    DocumentStore, JobId, JobKind, JobStatus, JobStore, LeaseRequest, SqliteStore, SqliteStoreOptions,
+};
 use epub_fixtures::{Block, BookSpec, ChapterSpec};
 use serde_json::Value;
 use support::fake_openai::{FakeOpenAi, Reply};
@@ -125,7 +127,7 @@ impl Env {
     /// Opens the binary's database from the test, for what no command does (leasing a job).
     async fn store(&self) -> SqliteStore {
         let data_dir = worker::DataDir::open(self.data_dir()).expect("data dir");
-        SqliteStore::open(data_dir.database_path(), StoreOptions::default()).await.expect("store")
+        SqliteStore::open(data_dir.database_path(), SqliteStoreOptions::default()).await.expect("store")
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use checkpoint_store::{
     ConnectionFilter, DocumentStatus, DocumentStore, EnqueueOptions, Job, JobFilter, JobKind, JobStatus, JobStore,
-    SqliteStore, StoreOptions,
+    SqliteStore, SqliteStoreOptions,
 };
 use stage_machine::Stage;
 use support::fake_openai::{FakeOpenAi, Reply};
@@ -61,7 +61,7 @@ impl Cluster {
     }
 
     async fn store(&self) -> SqliteStore {
-        SqliteStore::open(self.data_dir().join("quire.db"), StoreOptions::default()).await.unwrap()
+        SqliteStore::open(self.data_dir().join("quire.db"), SqliteStoreOptions::default()).await.unwrap()
     }
 
     /// Polls until `condition` holds.

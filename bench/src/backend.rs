@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use checkpoint_store::{JobStore, PgStore, PgStoreOptions, SqliteStore, StoreOptions};
+use checkpoint_store::{JobStore, PgStore, PgStoreOptions, SqliteStore, SqliteStoreOptions};
 use tempfile::TempDir;
 
 /// The environment variable naming the PostgreSQL server for `--backend postgres`.
@@ -41,7 +41,7 @@ impl Backend {
         match self {
             Backend::Sqlite => {
                 let dir = tempfile::Builder::new().prefix("quire-queue-bench-").tempdir()?;
-                let store = SqliteStore::open(dir.path().join("quire.db"), StoreOptions::default()).await?;
+                let store = SqliteStore::open(dir.path().join("quire.db"), SqliteStoreOptions::default()).await?;
                 Ok(FreshStore { store: Arc::new(store.clone()), owned: Owned::Sqlite { store, _dir: dir } })
             }
             Backend::Postgres => {

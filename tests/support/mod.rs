@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_store::{
-    DocumentStore, JobKind, JobStatus, JobStore, LeaseRequest, ManualClock, RetryPolicy, SqliteStore, StoreOptions,
+    DocumentStore, JobKind, JobStatus, JobStore, LeaseRequest, ManualClock, RetryPolicy, SqliteStore,
+    SqliteStoreOptions,
 };
 use embedder::{BatchLimits, EmbedError, Embedder, LocalEmbedder};
 use tokio_util::sync::CancellationToken;
@@ -120,10 +121,10 @@ impl Rig {
     pub async fn new(embedder: Arc<dyn Embedder>) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(START);
-        let options = StoreOptions {
+        let options = SqliteStoreOptions {
             clock: Arc::new(clock.clone()),
             retry_policy: RetryPolicy::fixed(Duration::from_secs(10)),
-            ..StoreOptions::default()
+            ..SqliteStoreOptions::default()
         };
         let data_dir = DataDir::open(dir.path().join("data")).unwrap();
         let store = Arc::new(SqliteStore::open(data_dir.database_path(), options).await.unwrap());

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use checkpoint_store::{Job, JobFilter, JobKind, JobStore, SqliteStore, StoreOptions};
+use checkpoint_store::{Job, JobFilter, JobKind, JobStore, SqliteStore, SqliteStoreOptions};
 use stage_machine::Stage;
 
 use crate::BenchResult;
@@ -10,7 +10,7 @@ use crate::BenchResult;
 /// Opens `<data_dir>/quire.db` (the same file the `quire` processes use; WAL lets us read
 /// while they write).
 pub async fn open(data_dir: &Path) -> BenchResult<SqliteStore> {
-    Ok(SqliteStore::open(data_dir.join("quire.db"), StoreOptions::default()).await?)
+    Ok(SqliteStore::open(data_dir.join("quire.db"), SqliteStoreOptions::default()).await?)
 }
 
 /// The newest job of `kind`, if any.

@@ -14,7 +14,7 @@
 //! a cancelled book is not, until it is replayed (which sets it back to `pending`).
 
 use crate::error::StoreError;
-use crate::model::{Job, JobStatus};
+use crate::jobs::{Job, JobStatus};
 
 /// Recorded as a cancelled job's last error and its document's error.
 pub const REASON: &str = "cancelled by an operator";

@@ -9,7 +9,7 @@
 use std::str::FromStr;
 
 use crate::error::{StoreError, StoreResult};
-use crate::model::Lease;
+use crate::jobs::Lease;
 
 /// Little-endian f32s: the bytes both backends store (SQLite BLOB, PostgreSQL BYTEA).
 pub(crate) fn encode_vector(vector: &[f32]) -> Vec<u8> {

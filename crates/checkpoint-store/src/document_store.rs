@@ -9,7 +9,7 @@ use crate::documents::{
     EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk,
 };
 use crate::error::StoreResult;
-use crate::model::Lease;
+use crate::jobs::Lease;
 
 /// Documents, chunks, the embedding cache and connections.
 ///
@@ -37,9 +37,15 @@ pub trait DocumentStore: Send + Sync {
         error: Option<&str>,
     ) -> StoreResult<()>;
 
-    /// Sets a document's status outside any job: after its job was dead-lettered, or when an
-    /// operator replays it.
-    async fn reset_document_status(&self, id: &str, status: DocumentStatus, error: Option<&str>) -> StoreResult<()>;
+    /// Sets a document's status outside any job, so fenced by no lease: after its job was
+    /// dead-lettered, or when an operator replays it. Every write a job makes goes through
+    /// [`DocumentStore::set_document_status`] instead.
+    async fn set_document_status_unfenced(
+        &self,
+        id: &str,
+        status: DocumentStatus,
+        error: Option<&str>,
+    ) -> StoreResult<()>;
 
     /// Records what extraction found: title, author, language and the markdown's hash. Fenced.
     async fn record_extraction(

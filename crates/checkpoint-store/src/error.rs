@@ -1,6 +1,6 @@
 //! The store's error type.
 
-use crate::model::JobId;
+use crate::jobs::JobId;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

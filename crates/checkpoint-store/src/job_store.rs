@@ -7,7 +7,7 @@ use serde_json::Value;
 use stage_machine::Checkpoint;
 
 use crate::error::StoreResult;
-use crate::model::{
+use crate::jobs::{
     Cancellation, EnqueueOptions, Enqueued, FailOutcome, Failure, FollowUp, HeartbeatReport, Job, JobFilter, JobId,
     JobKind, Lease, LeaseRequest, QueueCount, Recovery,
 };

@@ -16,10 +16,10 @@
 //! ```
 //! # tokio_test_block_on(async {
 //! use std::time::Duration;
-//! use checkpoint_store::{EnqueueOptions, JobKind, JobStore, LeaseRequest, SqliteStore, StoreOptions};
+//! use checkpoint_store::{EnqueueOptions, JobKind, JobStore, LeaseRequest, SqliteStore, SqliteStoreOptions};
 //!
 //! let dir = tempfile::tempdir().unwrap();
-//! let store = SqliteStore::open(dir.path().join("quire.db"), StoreOptions::default()).await.unwrap();
+//! let store = SqliteStore::open(dir.path().join("quire.db"), SqliteStoreOptions::default()).await.unwrap();
 //! let payload = serde_json::json!({ "document_id": "d1" });
 //! store.enqueue(JobKind::ProcessDocument, payload, EnqueueOptions::default()).await.unwrap();
 //!
@@ -42,7 +42,7 @@ mod document_store;
 mod documents;
 mod error;
 mod job_store;
-mod model;
+mod jobs;
 mod neighbours;
 mod open;
 mod postgres;
@@ -60,7 +60,7 @@ pub use documents::{
 };
 pub use error::{StoreError, StoreResult};
 pub use job_store::JobStore;
-pub use model::{
+pub use jobs::{
     Cancellation, DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp,
     HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount, Recovery,
     RecoveryAction, RecoveryReason,
@@ -82,7 +82,7 @@ pub mod planned_statements {
         pub use crate::postgres::sql::{LEASE, LEASE_ONE_KIND, LIST_JOBS_OF_DOCUMENT};
     }
 }
-pub use sqlite::{MIGRATOR as SQLITE_MIGRATOR, SqliteStore, StoreOptions};
+pub use sqlite::{MIGRATOR as SQLITE_MIGRATOR, SqliteStore, SqliteStoreOptions};
 pub use term_index::{ChunkTerms, TermCounts, TermIndex, WeightedTerms};
 
 /// Everything a worker needs from storage: the job queue, the documents and the two searches over

@@ -8,7 +8,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::neighbours::VectorSnapshots;
 use crate::postgres::{PgStore, PgStoreOptions};
 use crate::retry_policy::RetryPolicy;
-use crate::sqlite::{SqliteStore, StoreOptions};
+use crate::sqlite::{SqliteStore, SqliteStoreOptions};
 
 /// Where the store's database is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,10 +34,10 @@ pub struct OpenOptions {
 /// PostgreSQL for a `postgres:` or `postgresql:` URL. Any other URL is
 /// [`StoreError::UnsupportedUrl`], naming only its scheme (a URL may carry a password).
 pub async fn open(location: &StoreLocation, options: OpenOptions) -> StoreResult<Arc<dyn Store>> {
-    let sqlite_options = || StoreOptions {
+    let sqlite_options = || SqliteStoreOptions {
         retry_policy: options.retry_policy.clone(),
         vector_snapshots: options.vector_snapshots.clone(),
-        ..StoreOptions::default()
+        ..SqliteStoreOptions::default()
     };
     match location {
         StoreLocation::SqliteFile(path) => Ok(Arc::new(SqliteStore::open(path, sqlite_options()).await?)),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use stage_machine::UnixMillis;
 
 use crate::clock::millis;
-use crate::model::{ErrorKind, Job, JobStatus, Recovery, RecoveryAction, RecoveryReason};
+use crate::jobs::{ErrorKind, Job, JobStatus, Recovery, RecoveryAction, RecoveryReason};
 use crate::retry_policy::RetryPolicy;
 
 /// The decision for one job.

@@ -17,7 +17,7 @@ use sqlx::types::Json;
 use crate::codec::{decode_vector, parse_name, unsigned};
 use crate::documents::{ChunkView, ConnectionView, Document, EmbeddedChunk, StoredChunk};
 use crate::error::{StoreError, StoreResult};
-use crate::model::{HeartbeatReport, Job, JobId, Lease, QueueCount};
+use crate::jobs::{HeartbeatReport, Job, JobId, Lease, QueueCount};
 use crate::neighbours::KeyedChunk;
 
 /// A row of `jobs`, every column.

@@ -9,7 +9,8 @@ mod common;
 use std::collections::HashSet;
 
 use checkpoint_store::{
-    Lease, Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, SqliteStore, StoreError, StoreOptions, StoredChunk,
+    Lease, Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, SqliteStore, SqliteStoreOptions, StoreError,
+    StoredChunk,
 };
 use common::{Harness, search_backends};
 
@@ -266,8 +267,8 @@ async fn vectors_stored_after_the_index_was_built_are_found() {
 async fn a_second_sqlite_store_sees_vectors_the_first_one_stored() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("quire.db");
-    let first = std::sync::Arc::new(SqliteStore::open(&path, StoreOptions::default()).await.unwrap());
-    let second = SqliteStore::open(&path, StoreOptions::default()).await.unwrap();
+    let first = std::sync::Arc::new(SqliteStore::open(&path, SqliteStoreOptions::default()).await.unwrap());
+    let second = SqliteStore::open(&path, SqliteStoreOptions::default()).await.unwrap();
     let probe = vec![vector(4242)];
     assert!(second.nearest_chunks(query(&probe, 1, SearchMode::Approximate)).await.unwrap()[0].is_empty());
     let h = Harness::over_sqlite(first);
@@ -282,7 +283,7 @@ async fn a_second_sqlite_store_sees_vectors_the_first_one_stored() {
 async fn a_corrupt_or_stale_snapshot_is_rebuilt_from_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let snapshots = dir.path().join("index");
-    let options = || StoreOptions { vector_snapshots: Some(snapshots.clone()), ..StoreOptions::default() };
+    let options = || SqliteStoreOptions { vector_snapshots: Some(snapshots.clone()), ..SqliteStoreOptions::default() };
     let store = std::sync::Arc::new(SqliteStore::open(dir.path().join("quire.db"), options()).await.unwrap());
     let h = Harness::over_sqlite(store.clone());
     // Enough vectors for a snapshot to be written.
@@ -323,7 +324,7 @@ async fn a_corrupt_or_stale_snapshot_is_rebuilt_from_the_database() {
     }
     let empty = SqliteStore::open(
         other.path().join("quire.db"),
-        StoreOptions { vector_snapshots: Some(other.path().join("index")), ..StoreOptions::default() },
+        SqliteStoreOptions { vector_snapshots: Some(other.path().join("index")), ..SqliteStoreOptions::default() },
     )
     .await
     .unwrap();

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use checkpoint_store::{SQLITE_MIGRATOR, SqliteStore, StoreOptions};
+use checkpoint_store::{SQLITE_MIGRATOR, SqliteStore, SqliteStoreOptions};
 use common::{Backend, Harness, backends, postgres, sqlite};
 use sqlx::sqlite::SqliteConnectOptions;
 
@@ -259,7 +259,7 @@ async fn migration_0009_carries_every_row_key_index_and_trigger_of_a_populated_d
     sqlx::raw_sql(ROWS_BEFORE_0009).execute(&before).await.expect("rows before 0009");
     before.close().await;
 
-    let store = SqliteStore::open(&path, StoreOptions::default()).await.expect("open, applying 0009");
+    let store = SqliteStore::open(&path, SqliteStoreOptions::default()).await.expect("open, applying 0009");
     let pool = store.writer_pool();
     let rows = |sql: &'static str| async move {
         sqlx::query_as::<_, (String,)>(sql)

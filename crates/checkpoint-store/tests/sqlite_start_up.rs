@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 
-use checkpoint_store::{JobStore, SqliteStore, StoreOptions};
+use checkpoint_store::{JobStore, SqliteStore, SqliteStoreOptions};
 
 /// Opens the store at `path` from `openers` threads released at the same instant; returns each
 /// opener's error, if any.
@@ -21,7 +21,7 @@ fn open_at_once(path: &Path, openers: usize) -> Vec<String> {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
                 start.wait();
                 runtime.block_on(async {
-                    let store = SqliteStore::open(&path, StoreOptions::default()).await?;
+                    let store = SqliteStore::open(&path, SqliteStoreOptions::default()).await?;
                     store.counts().await?;
                     store.close().await;
                     Ok::<_, checkpoint_store::StoreError>(())
@@ -52,9 +52,9 @@ fn processes_starting_together_on_a_fresh_database_all_open_it() {
 async fn migrating_an_open_database_again_is_a_no_op() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("quire.db");
-    let store = SqliteStore::open(&path, StoreOptions::default()).await.expect("opens");
+    let store = SqliteStore::open(&path, SqliteStoreOptions::default()).await.expect("opens");
     store.migrate().await.expect("migrates again");
-    let again = SqliteStore::open(&path, StoreOptions::default()).await.expect("opens again");
+    let again = SqliteStore::open(&path, SqliteStoreOptions::default()).await.expect("opens again");
     again.counts().await.expect("reads");
     assert!(path.with_file_name("quire.db-migrate.lock").exists(), "the lock file sits beside the database");
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use checkpoint_store::{
     DocumentStatus, DocumentStore, EnqueueOptions, Failure, Job, JobId, JobKind, JobStatus, JobStore, LeaseRequest,
-    ManualClock, NewDocument, SqliteStore, StoreError, StoreOptions,
+    ManualClock, NewDocument, SqliteStore, SqliteStoreOptions, StoreError,
 };
 use serde_json::json;
 use stage_machine::{Checkpoint, Stage};
@@ -26,7 +26,7 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START);
-    let options = StoreOptions { clock: Arc::new(clock.clone()), ..StoreOptions::default() };
+    let options = SqliteStoreOptions { clock: Arc::new(clock.clone()), ..SqliteStoreOptions::default() };
     let store = Arc::new(SqliteStore::open(dir.path().join("quire.db"), options).await.unwrap());
     Fixture { store, clock, _dir: dir }
 }

@@ -314,7 +314,7 @@ impl DocumentStore for FakeStore {
     async fn set_document_status(&self, _: Lease, _: &str, _: DocumentStatus, _: Option<&str>) -> StoreResult<()> {
         unused()
     }
-    async fn reset_document_status(&self, _: &str, _: DocumentStatus, _: Option<&str>) -> StoreResult<()> {
+    async fn set_document_status_unfenced(&self, _: &str, _: DocumentStatus, _: Option<&str>) -> StoreResult<()> {
         unused()
     }
     async fn record_extraction(&self, _: Lease, _: &str, _: &BookMetadata, _: &str) -> StoreResult<()> {

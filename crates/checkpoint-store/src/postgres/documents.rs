@@ -39,7 +39,7 @@ use crate::documents::{
     EmbeddedChunk, EmbeddingUsage, NewConnection, NewDocument, StoredChunk, check_chunks_belong_to, check_dimensions,
 };
 use crate::error::{StoreError, StoreResult};
-use crate::model::Lease;
+use crate::jobs::Lease;
 use crate::rows::{
     CachedEmbeddingRow, ChunkRow, ChunkViewRow, ConnectionViewRow, DocumentRow, EmbeddedChunkRow, convert_all,
 };
@@ -138,7 +138,12 @@ impl DocumentStore for PgStore {
         Ok(())
     }
 
-    async fn reset_document_status(&self, id: &str, status: DocumentStatus, error: Option<&str>) -> StoreResult<()> {
+    async fn set_document_status_unfenced(
+        &self,
+        id: &str,
+        status: DocumentStatus,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
         let changed = sqlx::query(sql::SET_DOCUMENT_STATUS)
             .bind(id)
             .bind(<&str>::from(status))

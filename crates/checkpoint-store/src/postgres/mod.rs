@@ -45,7 +45,7 @@ use crate::codec::{fenced, integer, is_unique_violation};
 use crate::documents::DocumentStatus;
 use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
-use crate::model::{
+use crate::jobs::{
     Cancellation, DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp,
     HeartbeatReport, Job, JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };

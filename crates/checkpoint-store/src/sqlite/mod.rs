@@ -36,7 +36,7 @@ use crate::codec::{fenced, is_unique_violation};
 use crate::documents::DocumentStatus;
 use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
-use crate::model::{
+use crate::jobs::{
     Cancellation, DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp,
     HeartbeatReport, Job, JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };
@@ -55,7 +55,7 @@ const RECOVERY_BATCH: i64 = 256;
 
 /// Settings of a store, with defaults that suit a worker.
 #[derive(Debug, Clone)]
-pub struct StoreOptions {
+pub struct SqliteStoreOptions {
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
     /// Backoff between attempts after retryable failures and timeouts.
@@ -69,9 +69,9 @@ pub struct StoreOptions {
     pub vector_snapshots: VectorSnapshots,
 }
 
-impl Default for StoreOptions {
+impl Default for SqliteStoreOptions {
     fn default() -> Self {
-        StoreOptions {
+        SqliteStoreOptions {
             clock: Arc::new(SystemClock),
             retry_policy: RetryPolicy::default(),
             busy_timeout: Duration::from_secs(30),
@@ -140,13 +140,13 @@ impl SqliteStore {
     }
 
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
-    pub async fn open(path: impl AsRef<Path>, options: StoreOptions) -> StoreResult<SqliteStore> {
+    pub async fn open(path: impl AsRef<Path>, options: SqliteStoreOptions) -> StoreResult<SqliteStore> {
         let path = path.as_ref();
         Self::open_with(SqliteConnectOptions::new().filename(path), Some(path.to_path_buf()), options).await
     }
 
     /// Opens the database named by a `sqlite://PATH` URL (see [`SqliteStore::open`]).
-    pub async fn open_url(url: &str, options: StoreOptions) -> StoreResult<SqliteStore> {
+    pub async fn open_url(url: &str, options: SqliteStoreOptions) -> StoreResult<SqliteStore> {
         let connect = SqliteConnectOptions::from_str(url)?;
         let file = (!migration_lock::is_in_memory(url)).then(|| connect.get_filename().to_path_buf());
         Self::open_with(connect, file, options).await
@@ -157,7 +157,7 @@ impl SqliteStore {
     async fn open_with(
         connect: SqliteConnectOptions,
         file: Option<PathBuf>,
-        options: StoreOptions,
+        options: SqliteStoreOptions,
     ) -> StoreResult<SqliteStore> {
         let connect = connect
             .create_if_missing(true)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use checkpoint_store::{
     DocumentStore, EnqueueOptions, Job, JobId, JobKind, JobStore, Lease, LeaseRequest, ManualClock, NeighbourSearch,
-    PgStore, PgStoreOptions, RetryPolicy, SqliteStore, StoreOptions, TermIndex,
+    PgStore, PgStoreOptions, RetryPolicy, SqliteStore, SqliteStoreOptions, TermIndex,
 };
 use serde_json::json;
 
@@ -70,10 +70,10 @@ impl RawPool {
 pub async fn sqlite() -> Harness {
     let dir = tempfile::tempdir().expect("temporary directory");
     let clock = ManualClock::new(START);
-    let options = StoreOptions {
+    let options = SqliteStoreOptions {
         clock: Arc::new(clock.clone()),
         retry_policy: RetryPolicy::fixed(RETRY_DELAY),
-        ..StoreOptions::default()
+        ..SqliteStoreOptions::default()
     };
     let store = SqliteStore::open(dir.path().join("quire.db"), options).await.expect("open SQLite store");
     let raw = RawPool::Sqlite(store.writer_pool().clone());

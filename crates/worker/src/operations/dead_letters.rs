@@ -98,7 +98,7 @@ pub async fn purge_dead_letters(store: &dyn JobStore, older_than: Duration) -> S
 /// ([`JobStore::take_back_stale`]).
 pub async fn fail_document_of_dead_job(store: &dyn DocumentStore, job: &Job, reason: &str) -> StoreResult<()> {
     match job.processed_document() {
-        Some(document) => store.reset_document_status(document, DocumentStatus::Failed, Some(reason)).await,
+        Some(document) => store.set_document_status_unfenced(document, DocumentStatus::Failed, Some(reason)).await,
         None => Ok(()),
     }
 }
