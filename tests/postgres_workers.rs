@@ -274,6 +274,49 @@ fn assert_running(cluster: &PgCluster, workers: &mut [WorkerProcess]) {
     }
 }
 
+/// How far the cluster has got: the milestones every job has checkpointed plus the jobs
+/// completed. It only grows, whichever worker does the work.
+async fn progress(cluster: &PgCluster) -> i64 {
+    sqlx::query_scalar(
+        "SELECT (COALESCE(SUM(jsonb_array_length(COALESCE(metadata->'completed_stages', '[]'::jsonb))), 0) \
+         + COUNT(*) FILTER (WHERE status = 'completed'))::BIGINT FROM jobs",
+    )
+    .fetch_one(cluster.store.pool())
+    .await
+    .unwrap()
+}
+
+/// Polls until the cluster's [`progress`] has reached `target` while some worker holds a job,
+/// and returns the progress and that worker's name; `None` once no job is left to run. Fails the
+/// test if nothing moves within the deadline.
+async fn next_holder_after_progress(cluster: &PgCluster, target: i64) -> Option<(i64, String)> {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'processing')")
+            .fetch_one(cluster.store.pool())
+            .await
+            .unwrap();
+        if open == 0 {
+            return None;
+        }
+        let now = progress(cluster).await;
+        if now >= target {
+            let holder: Option<String> = sqlx::query_scalar(
+                "SELECT lock_owner FROM jobs WHERE status = 'processing' ORDER BY lock_until DESC LIMIT 1",
+            )
+            .fetch_optional(cluster.store.pool())
+            .await
+            .unwrap()
+            .flatten();
+            if let Some(holder) = holder {
+                return Some((now, holder));
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the cluster made no progress (at {now}, waiting for {target})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_one_killed_and_restarted_finish_forty_documents_exactly_once() {
     let Some(url) = database_url() else { return };
@@ -281,23 +324,20 @@ async fn four_workers_one_killed_and_restarted_finish_forty_documents_exactly_on
     let cluster = PgCluster::new(&url).await;
     let ids = cluster.submit(&corpus(4040));
     let mut workers: Vec<WorkerProcess> = (0..WORKERS).map(|i| cluster.worker(&format!("w{i}"))).collect();
-    // Kill a worker that holds a job, wait a little, restart it; a few times.
+    // Kill a worker that holds a job each time the cluster has checkpointed two more stages,
+    // restart it under its name; a few times. Timed by progress, not by the clock, so the kills
+    // land mid-work however fast or loaded the machine is.
     let mut kills = 0u64;
-    let mut victim = 0;
+    let mut reached = 0;
     for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let processing = cluster
-            .store
-            .list_jobs(&JobFilter { status: Some(JobStatus::Processing), ..Default::default() })
-            .await
-            .unwrap();
-        if processing.is_empty() {
-            break;
-        }
+        let Some((now, holder)) = next_holder_after_progress(&cluster, reached + 2).await else { break };
+        reached = now;
+        let Some(victim) = (0..WORKERS).find(|&i| holder == format!("w{i}")) else {
+            panic!("job held by {holder:?}, which is none of this test's workers")
+        };
         workers[victim].kill9();
         kills += 1;
         workers[victim] = cluster.worker(&format!("w{victim}"));
-        victim = (victim + 1) % WORKERS;
     }
     cluster.wait_complete(&ids).await;
     assert_running(&cluster, &mut workers);
@@ -323,15 +363,12 @@ async fn workers_survive_their_connections_being_terminated_and_lose_nothing() {
     // One round costs a job at most one attempt, so two rounds can never dead-letter a job;
     // terminating every 200 ms for 2 s did dead-letter one ("terminating connection due to
     // administrator command" three times), which is the documented policy, not a lost job.
+    // Each round waits until the cluster has checkpointed two more stages with a job held, so
+    // the connections are cut mid-work.
+    let mut reached = 0;
     for _ in 0..2 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'processing')")
-            .fetch_one(cluster.store.pool())
-            .await
-            .unwrap();
-        if pending == 0 {
-            break;
-        }
+        let Some((now, _)) = next_holder_after_progress(&cluster, reached + 2).await else { break };
+        reached = now;
         terminated += cluster.terminate_connections(&workers).await;
         rounds += 1;
         assert_running(&cluster, &mut workers);
