@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use checkpoint_store::{
     EnqueueOptions, JobKind, Lease, LeaseRequest, NeighbourQuery, NewDocument, PgStore, PgStoreOptions, SearchMode,
-    SqliteStore, Store, SqliteStoreOptions, StoredChunk,
+    SqliteStore, SqliteStoreOptions, Store, StoredChunk,
 };
 use clap::ValueEnum;
 use collision_detector::{CandidateQuery, ChunkRef, ConnectionEngine, LexicalEngine};
@@ -109,7 +109,9 @@ async fn open(backend: Backend, args: &Args, size: u64, keep: bool) -> BenchResu
             };
             // Kept as a data directory: the index snapshot goes where `quire` looks for it.
             let vector_snapshots = path.parent().filter(|_| dir.is_none()).map(|root| root.join("index"));
-            let store = SqliteStore::open(&path, SqliteStoreOptions { vector_snapshots, ..SqliteStoreOptions::default() }).await?;
+            let store =
+                SqliteStore::open(&path, SqliteStoreOptions { vector_snapshots, ..SqliteStoreOptions::default() })
+                    .await?;
             Ok(Opened { store: Arc::new(store), _dir: dir, drop_schema: None })
         }
         Backend::Postgres | Backend::Pgvector => {
