@@ -64,15 +64,6 @@ pub(crate) fn operator_may_take_back(job: &Job, silent_for: Option<Duration>, no
     job.status == JobStatus::Processing && expired && silent
 }
 
-/// The document an operator's take-back marks failed, with the reason to record: a
-/// `process_document` job's, when the take-back dead-letters it. The same transaction writes
-/// both, so `quire clean` never leaves a dead job beside a document still said to be in work (the
-/// reaper's worker marks it from its dead-letter hook, which also cancels the job's batch).
-pub(crate) fn document_failed_by<'a>(job: &'a Job, plan: &'a TakeBack) -> Option<(&'a str, &'a str)> {
-    let document = job.processed_document().filter(|_| plan.dead)?;
-    Some((document, plan.message.as_str()))
-}
-
 /// The last sign of life of a held job: its last heartbeat, else the start of its attempt.
 fn silent_since(job: &Job) -> UnixMillis {
     job.last_heartbeat.or(job.started_at).unwrap_or(job.updated_at)

@@ -81,10 +81,9 @@ impl TryFrom<JobRow> for Job {
 /// What a fenced failure reads of the job it holds, and the time to record it at.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct HeldJobRow {
-    /// Attempts used, this one included.
-    pub attempts: i32,
-    /// Attempts allowed.
-    pub max_attempts: i32,
+    /// The job, every column.
+    #[sqlx(flatten)]
+    pub job: JobRow,
     /// "Now" for the rest of the transaction.
     pub now: i64,
 }

@@ -104,7 +104,7 @@ pub async fn run_attempt(
                     Ok(FailOutcome::Dead) => {
                         metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
                         error!(reason, "dead-lettered");
-                        handler.dead_lettered(&job, &reason).await;
+                        handler.dead_lettered(&job).await;
                         Ok(())
                     }
                     Ok(FailOutcome::Retrying { run_at }) => {

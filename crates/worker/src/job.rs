@@ -123,9 +123,12 @@ pub trait JobHandler: Send + Sync {
     /// Runs one attempt. On success, returns what the job's `result` should hold.
     async fn run(&self, job: &Job, context: &JobContext) -> Result<Value, JobError>;
 
-    /// Called after the job was dead-lettered, outside any lease, to record the failure where
-    /// users look for it (the document's status).
-    async fn dead_lettered(&self, job: &Job, reason: &str);
+    /// Called after the job was dead-lettered, outside any lease, to undo what the job left
+    /// running (a work directory, a Batch API batch). The store has already recorded the job and
+    /// its document. Does nothing by default.
+    async fn dead_lettered(&self, job: &Job) {
+        let _ = job;
+    }
 
     /// Called after the job was cancelled at an operator's request, outside any lease, to undo
     /// what the job left running (a Batch API batch). The store has already recorded the job

@@ -441,9 +441,8 @@ impl Worker {
             {
                 // A dead letter's side effects (cancelling its Batch API batch) may wait on the
                 // AI service for minutes: never on this loop, which renews every lease.
-                let reason = job.last_error.clone().unwrap_or_default();
                 let handler = self.handlers.for_kind(job.kind);
-                state.side_effects.spawn(async move { handler.dead_lettered(&job, &reason).await }.in_current_span());
+                state.side_effects.spawn(async move { handler.dead_lettered(&job).await }.in_current_span());
             }
         }
         let now = checkpoint_store::Clock::now(&checkpoint_store::SystemClock);

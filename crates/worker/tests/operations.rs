@@ -271,20 +271,6 @@ async fn purging_deletes_what_the_preview_counted() {
     assert_eq!(f.job(recent.id).await.status, JobStatus::Dead);
 }
 
-#[tokio::test]
-async fn a_dead_document_job_fails_its_document_and_a_dead_detection_does_not() {
-    let f = fixture().await;
-    let document = f.document("00000000000000c3").await;
-    let detect = f.dead_job(JobKind::DetectConnections, &document).await;
-    operations::fail_document_of_dead_job(f.store.as_ref(), &detect, "no neighbours").await.unwrap();
-    assert_eq!(f.document_status(&document).await, DocumentStatus::Pending);
-
-    let process = f.dead_job(JobKind::ProcessDocument, &document).await;
-    operations::fail_document_of_dead_job(f.store.as_ref(), &process, "broken").await.unwrap();
-    let stored = f.store.document(&document).await.unwrap().unwrap();
-    assert_eq!((stored.status, stored.error.as_deref()), (DocumentStatus::Failed, Some("broken")));
-}
-
 // ---------------------------------------------------------------------------------------------
 // taking back stale jobs
 

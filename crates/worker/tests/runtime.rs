@@ -434,7 +434,7 @@ impl JobHandler for ScriptedHandler {
         }
     }
 
-    async fn dead_lettered(&self, _: &Job, _: &str) {
+    async fn dead_lettered(&self, _: &Job) {
         tokio::time::sleep(self.dead_letter_stall).await;
     }
 

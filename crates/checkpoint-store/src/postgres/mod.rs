@@ -50,7 +50,7 @@ use crate::jobs::{
     HeartbeatReport, Job, JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };
 use crate::neighbours::{InProcessIndexes, VectorSnapshots};
-use crate::recovery::{self, TakeBack};
+use crate::recovery;
 use crate::retry_policy::RetryPolicy;
 use crate::rows::{CountRow, HeldJobRow, JobRow, RenewedRow, convert_all, heartbeat_report};
 
@@ -269,24 +269,29 @@ impl PgStore {
 
     /// Takes back one held (and locked) job inside `tx`: requeued after a delay while attempts
     /// remain, dead-lettered otherwise.
-    /// Returns what was done and the decision taken, or `None` when the job was no longer held.
+    /// A dead-lettered `process_document` job's document is marked failed in `tx` too. Returns
+    /// what was done, or `None` when the job was no longer held.
     async fn take_back(
         &self,
         tx: &mut Transaction<'static, Postgres>,
         job: &Job,
         reason: RecoveryReason,
         now: UnixMillis,
-    ) -> StoreResult<Option<(Recovery, TakeBack)>> {
+    ) -> StoreResult<Option<Recovery>> {
         let plan = recovery::plan(job, reason, now, &self.retry_policy);
         let changed = if plan.dead {
-            sqlx::query(sql::DEAD_LETTER_HELD)
+            let dead = sqlx::query(sql::DEAD_LETTER_HELD)
                 .bind(job.id.0)
                 .bind(job.lease_token)
                 .bind(&plan.message)
                 .bind(<&str>::from(plan.error_kind))
                 .bind(Some(now))
                 .execute(&mut **tx)
-                .await?
+                .await?;
+            if dead.rows_affected() > 0 {
+                self.fail_document_of_ended_job(tx, job, &plan.message, now).await?;
+            }
+            dead
         } else {
             sqlx::query(sql::REQUEUE_HELD)
                 .bind(job.id.0)
@@ -299,7 +304,7 @@ impl PgStore {
                 .execute(&mut **tx)
                 .await?
         };
-        Ok((changed.rows_affected() > 0).then(|| (recovery::report(job, reason, now, &plan), plan)))
+        Ok((changed.rows_affected() > 0).then(|| recovery::report(job, reason, now, &plan)))
     }
 
     /// Pages through the rows `select` finds and takes each back, one bounded transaction per
@@ -314,7 +319,7 @@ impl PgStore {
             let page = rows.len();
             for row in rows {
                 let job = Job::try_from(row)?;
-                recoveries.extend(self.take_back(&mut tx, &job, reason, now).await?.map(|(recovery, _)| recovery));
+                recoveries.extend(self.take_back(&mut tx, &job, reason, now).await?);
             }
             tx.commit().await?;
             if page < RECOVERY_BATCH as usize {
@@ -323,20 +328,23 @@ impl PgStore {
         }
     }
 
-    /// Marks the document of a cancelled `process_document` job `failed`, inside the
-    /// cancellation's transaction (job row, then document row: the documented lock order). A
-    /// job whose document is gone (never stored, in tests) is cancelled all the same.
-    async fn fail_document_of_cancelled(
+    /// Marks the document of a `process_document` job that will not run again (dead-lettered,
+    /// or cancelled by an operator) `failed` with `reason`, inside the transaction that ends the
+    /// job (job row, then document row: the documented lock order), so the document's status
+    /// never says a book is on its way when no job will bring it. A job whose document is gone
+    /// (never stored, in tests) ends all the same.
+    async fn fail_document_of_ended_job(
         &self,
         tx: &mut Transaction<'static, Postgres>,
         job: &Job,
+        reason: &str,
         now: UnixMillis,
     ) -> StoreResult<()> {
         if let Some(document) = job.processed_document() {
             sqlx::query(sql::SET_DOCUMENT_STATUS)
                 .bind(document)
                 .bind(<&str>::from(DocumentStatus::Failed))
-                .bind(cancellation::REASON)
+                .bind(reason)
                 .bind(Some(now))
                 .execute(&mut **tx)
                 .await?;
@@ -502,10 +510,11 @@ impl JobStore for PgStore {
             .bind(self.bound_now())
             .fetch_optional(&mut *tx)
             .await?;
-        let Some(HeldJobRow { attempts, max_attempts, now }) = held else {
+        let Some(HeldJobRow { job, now }) = held else {
             return Err(StoreError::LeaseLost { job_id: lease.job_id });
         };
-        let outcome = if failure == Failure::Permanent || attempts >= max_attempts {
+        let job = Job::try_from(job)?;
+        let outcome = if failure == Failure::Permanent || job.attempts >= job.max_attempts {
             sqlx::query(sql::DEAD_LETTER_HELD)
                 .bind(lease.job_id.0)
                 .bind(lease.token)
@@ -517,9 +526,10 @@ impl JobStore for PgStore {
                 .bind(Some(now))
                 .execute(&mut *tx)
                 .await?;
+            self.fail_document_of_ended_job(&mut tx, &job, error, now).await?;
             FailOutcome::Dead
         } else {
-            let delay = millis(self.retry_policy.delay_after(u32::try_from(attempts).unwrap_or(0)));
+            let delay = millis(self.retry_policy.delay_after(job.attempts));
             sqlx::query(sql::REQUEUE_HELD)
                 .bind(lease.job_id.0)
                 .bind(lease.token)
@@ -616,7 +626,6 @@ impl JobStore for PgStore {
         let locked: Vec<JobRow> = sqlx::query_as(sql::LOCK_JOBS).bind(&ids).fetch_all(&mut *tx).await?;
         let locked: Vec<Job> = convert_all(locked)?;
         let mut recoveries = Vec::new();
-        let mut failed_documents = Vec::new();
         // In the caller's order, like SQLite; each job at most once.
         let mut seen = std::collections::HashSet::new();
         for id in jobs {
@@ -624,25 +633,10 @@ impl JobStore for PgStore {
             if !seen.insert(*id) || !recovery::operator_may_take_back(job, silent_for, now) {
                 continue;
             }
-            let Some((taken, plan)) = self.take_back(&mut tx, job, RecoveryReason::Operator, now).await? else {
+            let Some(taken) = self.take_back(&mut tx, job, RecoveryReason::Operator, now).await? else {
                 continue;
             };
-            if let Some((document, reason)) = recovery::document_failed_by(job, &plan) {
-                failed_documents.push((document.to_owned(), reason.to_owned()));
-            }
             recoveries.push(taken);
-        }
-        // Job rows first, then document rows in id order: the documented lock order.
-        failed_documents.sort();
-        for (document, reason) in &failed_documents {
-            // A job whose document is gone (never stored, in tests) is taken back all the same.
-            sqlx::query(sql::SET_DOCUMENT_STATUS)
-                .bind(document)
-                .bind(<&str>::from(DocumentStatus::Failed))
-                .bind(reason)
-                .bind(Some(now))
-                .execute(&mut *tx)
-                .await?;
         }
         tx.commit().await?;
         Ok(recoveries)
@@ -682,7 +676,7 @@ impl JobStore for PgStore {
                     .fetch_one(&mut *tx)
                     .await?;
                 let job = Job::try_from(row)?;
-                self.fail_document_of_cancelled(&mut tx, &job, now).await?;
+                self.fail_document_of_ended_job(&mut tx, &job, cancellation::REASON, now).await?;
                 Cancellation::Cancelled(job)
             }
             cancellation::Plan::Request => {
@@ -709,7 +703,7 @@ impl JobStore for PgStore {
             return Err(StoreError::LeaseLost { job_id: lease.job_id });
         };
         let job = Job::try_from(row)?;
-        self.fail_document_of_cancelled(&mut tx, &job, now).await?;
+        self.fail_document_of_ended_job(&mut tx, &job, cancellation::REASON, now).await?;
         tx.commit().await?;
         Ok(job)
     }

@@ -143,9 +143,11 @@ pub const COMPLETE: &str = concat!(
     " WHERE id = $1 AND lease_token = $2 AND status = 'processing'"
 );
 
-/// Locks a held job. $1 id, $2 token, $3 now or NULL. Returns attempts, max_attempts and now.
+/// Locks a held job. $1 id, $2 token, $3 now or NULL. Returns the job and now.
 pub const HELD_JOB: &str = concat!(
-    "SELECT attempts, max_attempts, ",
+    "SELECT ",
+    job_columns!(),
+    ", ",
     now!("$3"),
     " AS now FROM jobs WHERE id = $1 AND lease_token = $2 AND status = 'processing' FOR UPDATE"
 );

@@ -41,7 +41,7 @@ use crate::jobs::{
     HeartbeatReport, Job, JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
 };
 use crate::neighbours::{InProcessIndexes, VectorSnapshots};
-use crate::recovery::{self, TakeBack};
+use crate::recovery;
 use crate::retry_policy::RetryPolicy;
 use crate::rows::{CountRow, HeldJobRow, JobRow, RenewedRow, convert_all, heartbeat_report};
 use migration_lock::MigrationLock;
@@ -256,24 +256,29 @@ impl SqliteStore {
 
     /// Takes back one held job inside `tx`: requeued after `delay` while attempts remain,
     /// dead-lettered otherwise.
-    /// Returns what was done and the decision taken, or `None` when the job was no longer held.
+    /// A dead-lettered `process_document` job's document is marked failed in `tx` too. Returns
+    /// what was done, or `None` when the job was no longer held.
     async fn take_back(
         &self,
         tx: &mut Transaction<'static, Sqlite>,
         job: &Job,
         reason: RecoveryReason,
         now: UnixMillis,
-    ) -> StoreResult<Option<(Recovery, TakeBack)>> {
+    ) -> StoreResult<Option<Recovery>> {
         let plan = recovery::plan(job, reason, now, &self.retry_policy);
         let changed = if plan.dead {
-            sqlx::query(sql::DEAD_LETTER_HELD)
+            let dead = sqlx::query(sql::DEAD_LETTER_HELD)
                 .bind(job.id.0)
                 .bind(job.lease_token)
                 .bind(&plan.message)
                 .bind(<&str>::from(plan.error_kind))
                 .bind(now)
                 .execute(&mut **tx)
-                .await?
+                .await?;
+            if dead.rows_affected() > 0 {
+                self.fail_document_of_ended_job(tx, job, &plan.message, now).await?;
+            }
+            dead
         } else {
             sqlx::query(sql::REQUEUE_HELD)
                 .bind(job.id.0)
@@ -286,7 +291,7 @@ impl SqliteStore {
                 .execute(&mut **tx)
                 .await?
         };
-        Ok((changed.rows_affected() > 0).then(|| (recovery::report(job, reason, now, &plan), plan)))
+        Ok((changed.rows_affected() > 0).then(|| recovery::report(job, reason, now, &plan)))
     }
 
     /// Pages through the rows `select` finds and takes each back, one bounded transaction per
@@ -300,7 +305,7 @@ impl SqliteStore {
             let page = rows.len();
             for row in rows {
                 let job = Job::try_from(row)?;
-                recoveries.extend(self.take_back(&mut tx, &job, reason, now).await?.map(|(recovery, _)| recovery));
+                recoveries.extend(self.take_back(&mut tx, &job, reason, now).await?);
             }
             tx.commit().await?;
             if page < RECOVERY_BATCH as usize {
@@ -407,10 +412,11 @@ impl JobStore for SqliteStore {
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
-        let Some(HeldJobRow { attempts, max_attempts, .. }) = held else {
+        let Some(HeldJobRow { job, now: _ }) = held else {
             return Err(StoreError::LeaseLost { job_id: lease.job_id });
         };
-        let outcome = if failure == Failure::Permanent || attempts >= max_attempts {
+        let job = Job::try_from(job)?;
+        let outcome = if failure == Failure::Permanent || job.attempts >= job.max_attempts {
             sqlx::query(sql::DEAD_LETTER_HELD)
                 .bind(lease.job_id.0)
                 .bind(lease.token)
@@ -422,9 +428,10 @@ impl JobStore for SqliteStore {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            self.fail_document_of_ended_job(&mut tx, &job, error, now).await?;
             FailOutcome::Dead
         } else {
-            let delay = self.retry_policy.delay_after(u32::try_from(attempts).unwrap_or(u32::MAX));
+            let delay = self.retry_policy.delay_after(job.attempts);
             let run_at = now + millis(delay);
             sqlx::query(sql::REQUEUE_HELD)
                 .bind(lease.job_id.0)
@@ -520,19 +527,9 @@ impl JobStore for SqliteStore {
             if !recovery::operator_may_take_back(&job, silent_for, now) {
                 continue;
             }
-            let Some((taken, plan)) = self.take_back(&mut tx, &job, RecoveryReason::Operator, now).await? else {
+            let Some(taken) = self.take_back(&mut tx, &job, RecoveryReason::Operator, now).await? else {
                 continue;
             };
-            if let Some((document, reason)) = recovery::document_failed_by(&job, &plan) {
-                // A job whose document is gone (never stored, in tests) is taken back all the same.
-                sqlx::query(sql::SET_DOCUMENT_STATUS)
-                    .bind(document)
-                    .bind(<&str>::from(DocumentStatus::Failed))
-                    .bind(reason)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
             recoveries.push(taken);
         }
         tx.commit().await?;
@@ -573,7 +570,7 @@ impl JobStore for SqliteStore {
                     .fetch_one(&mut *tx)
                     .await?;
                 let job = Job::try_from(row)?;
-                self.fail_document_of_cancelled(&mut tx, &job, now).await?;
+                self.fail_document_of_ended_job(&mut tx, &job, cancellation::REASON, now).await?;
                 Cancellation::Cancelled(job)
             }
             cancellation::Plan::Request => {
@@ -599,7 +596,7 @@ impl JobStore for SqliteStore {
             return Err(StoreError::LeaseLost { job_id: lease.job_id });
         };
         let job = Job::try_from(row)?;
-        self.fail_document_of_cancelled(&mut tx, &job, now).await?;
+        self.fail_document_of_ended_job(&mut tx, &job, cancellation::REASON, now).await?;
         tx.commit().await?;
         Ok(job)
     }
@@ -611,20 +608,23 @@ impl JobStore for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Marks the document of a cancelled `process_document` job `failed`, inside the
-    /// cancellation's transaction. A job whose document is gone (never stored, in tests) is
-    /// cancelled all the same.
-    async fn fail_document_of_cancelled(
+    /// Marks the document of a `process_document` job that will not run again (dead-lettered,
+    /// or cancelled by an operator) `failed` with `reason`, inside the transaction that ends the
+    /// job (job row, then document row: the documented lock order), so the document's status
+    /// never says a book is on its way when no job will bring it. A job whose document is gone
+    /// (never stored, in tests) ends all the same.
+    async fn fail_document_of_ended_job(
         &self,
         tx: &mut Transaction<'_, Sqlite>,
         job: &Job,
+        reason: &str,
         now: UnixMillis,
     ) -> StoreResult<()> {
         if let Some(document) = job.processed_document() {
             sqlx::query(sql::SET_DOCUMENT_STATUS)
                 .bind(document)
                 .bind(<&str>::from(DocumentStatus::Failed))
-                .bind(cancellation::REASON)
+                .bind(reason)
                 .bind(now)
                 .execute(&mut **tx)
                 .await?;

@@ -80,9 +80,12 @@ pub const COMPLETE: &str = "UPDATE jobs SET status = 'completed', result = ?3, f
          updated_at = ?4, lock_owner = NULL, lock_until = NULL, cancel_requested_at = NULL \
      WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
 
-/// ?1 id, ?2 token, ?3 now. Returns attempts, max_attempts and now.
-pub const HELD_JOB: &str = "SELECT attempts, max_attempts, ?3 AS now FROM jobs \
-     WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'";
+/// ?1 id, ?2 token, ?3 now. Returns the job and now.
+pub const HELD_JOB: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    ", ?3 AS now FROM jobs WHERE id = ?1 AND lease_token = ?2 AND status = 'processing'"
+);
 
 /// Moves a held job back to pending. ?1 id, ?2 token, ?3 run_at, ?4 last_error, ?5 error_kind,
 /// ?6 now, ?7 attempts given back (0 or 1).

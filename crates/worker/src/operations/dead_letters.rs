@@ -8,9 +8,7 @@
 
 use std::time::Duration;
 
-use checkpoint_store::{
-    DocumentStatus, DocumentStore, Job, JobFilter, JobId, JobStatus, JobStore, StoreError, StoreResult,
-};
+use checkpoint_store::{Job, JobFilter, JobId, JobStatus, JobStore, StoreError, StoreResult};
 use serde::{Serialize, Serializer};
 use stage_machine::UnixMillis;
 
@@ -90,15 +88,4 @@ pub struct Purged {
 /// way a job ever leaves the table.
 pub async fn purge_dead_letters(store: &dyn JobStore, older_than: Duration) -> StoreResult<Purged> {
     Ok(Purged { purged: store.purge_dead(older_than).await? })
-}
-
-/// Records a dead-lettered job's failure where users look for it: a `process_document` job's
-/// document becomes `failed` with `reason`. For the worker, after its own `fail` or its reaper
-/// dead-lettered the job; an operator's take-back does the same inside its own transaction
-/// ([`JobStore::take_back_stale`]).
-pub async fn fail_document_of_dead_job(store: &dyn DocumentStore, job: &Job, reason: &str) -> StoreResult<()> {
-    match job.processed_document() {
-        Some(document) => store.set_document_status_unfenced(document, DocumentStatus::Failed, Some(reason)).await,
-        None => Ok(()),
-    }
 }

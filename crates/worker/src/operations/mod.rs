@@ -20,8 +20,8 @@ mod stale;
 
 pub use cancel::cancel;
 pub use dead_letters::{
-    DeadLetterRetries, MAX_DEAD_LETTERS_LISTED, Purged, RefusedRetry, dead_letters, fail_document_of_dead_job,
-    purge_dead_letters, purgeable_dead_letters, retry_all_dead_letters, retry_dead_letters,
+    DeadLetterRetries, MAX_DEAD_LETTERS_LISTED, Purged, RefusedRetry, dead_letters, purge_dead_letters,
+    purgeable_dead_letters, retry_all_dead_letters, retry_dead_letters,
 };
 pub use replay::{ReplayFrom, ReplayResult, Replayed, replay, replay_result};
 pub use stale::{StaleJob, TakeBackAction, TakenBack, stale_jobs, take_back_stale};

@@ -66,8 +66,6 @@ impl JobHandler for DetectConnections {
         }
         Ok(json!({ "document_id": document_id, "superseded": true }))
     }
-
-    async fn dead_lettered(&self, _job: &Job, _reason: &str) {}
 }
 
 /// The semantic engine's choice for one document.

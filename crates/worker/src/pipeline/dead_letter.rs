@@ -1,7 +1,7 @@
 //! What a `process_document` job that will not run again leaves behind, when it is dead-lettered
 //! or cancelled by an operator: the work directory is removed and a batch still running on the
-//! service is cancelled; a dead-lettered job's document is also marked failed (a cancelled
-//! job's document was marked in the store's own transaction).
+//! service is cancelled. Its document was marked failed by the store, in the transaction that
+//! ended the job.
 
 use checkpoint_store::Job;
 use embedder::BatchState;
@@ -10,7 +10,6 @@ use tracing::{info, warn};
 use super::ProcessDocument;
 use super::batch::check_batch;
 use super::stats::bump;
-use crate::operations;
 
 /// Why a job's batch is abandoned, for the log.
 #[derive(Debug, Clone, Copy)]
@@ -29,12 +28,8 @@ impl Abandoned {
 }
 
 impl ProcessDocument {
-    /// Records a dead-lettered job's failure where users look for it (the document's status),
-    /// removes its work directory and cancels its abandoned batch.
-    pub(super) async fn clean_up_dead_job(&self, job: &Job, reason: &str) {
-        if let Err(error) = operations::fail_document_of_dead_job(self.0.store.as_ref(), job, reason).await {
-            warn!(%error, document_id = job.document_id(), "could not mark the document failed");
-        }
+    /// Removes a dead-lettered job's work directory and cancels its abandoned batch.
+    pub(super) async fn clean_up_dead_job(&self, job: &Job) {
         self.abandon(job, Abandoned::DeadLettered).await;
     }
 

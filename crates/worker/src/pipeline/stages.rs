@@ -214,8 +214,8 @@ impl JobHandler for ProcessDocument {
         attempt.run().await
     }
 
-    async fn dead_lettered(&self, job: &Job, reason: &str) {
-        self.clean_up_dead_job(job, reason).await;
+    async fn dead_lettered(&self, job: &Job) {
+        self.clean_up_dead_job(job).await;
     }
 
     async fn cancelled(&self, job: &Job) {
