@@ -16,6 +16,7 @@ mod ai_pause;
 mod attempt;
 mod config;
 mod data_dir;
+mod heartbeat;
 mod histogram;
 mod isolation;
 mod job;

@@ -1,23 +1,21 @@
 //! The worker: leases jobs, runs them, renews their leases, reaps stale jobs, and shuts down
 //! without leaving a job behind.
 //!
-//! One loop owns every piece of state (in-flight jobs, prefetched jobs, the rate-limit pause);
-//! each job runs in its own task with three cancellation tokens: `lease_lost` (stop at once,
-//! write nothing), `shutdown` (the grace period is over: stop at the next stage boundary and
-//! hand the job back with its checkpoint) and `cancel` (an operator cancelled it, as a
-//! heartbeat reported: stop at the next stage boundary and record it `cancelled`). Whatever way
-//! the loop ends, prefetched jobs that never started are released.
+//! One loop leases, starts and releases jobs, reaps, pauses AI work and shuts down; each job
+//! runs in its own task with three cancellation tokens: `lease_lost` (stop at once, write
+//! nothing), `shutdown` (the grace period is over: stop at the next stage boundary and hand the
+//! job back with its checkpoint) and `cancel` (an operator cancelled it, as a heartbeat
+//! reported: stop at the next stage boundary and record it `cancelled`). Whatever way the loop
+//! ends, prefetched jobs that never started are released.
 //!
-//! It runs past 500 lines because the loop's state and every event it answers (a lease, a
-//! heartbeat, a finished job, a pause, the reaper, shutdown) read one another's fields; cut into
-//! files, each part would need the whole state.
+//! The heartbeat runs beside the loop, on its own timer and task (`heartbeat.rs`), sharing only
+//! the held leases with it, so that no statement the loop waits on can starve a renewal.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use checkpoint_store::{Job, JobId, JobKind, JobStatus, Lease, LeaseRequest, RecoveryAction, Store, StoreError};
+use checkpoint_store::{JobId, JobKind, JobStatus, Lease, LeaseRequest, RecoveryAction, Store, StoreError};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ai_pause::account_refused_pause;
 use crate::attempt::run_attempt;
 use crate::config::WorkerConfig;
+use crate::heartbeat::{Heartbeat, HeldLeases, InFlight, Prefetched, RunningGuard};
 use tracing::{Instrument, error, info, warn};
 
 use crate::job::{JobContext, JobHandler};
@@ -105,17 +104,6 @@ impl WorkerMetrics {
     }
 }
 
-/// A running job, as the loop tracks it.
-struct InFlight {
-    lease: Lease,
-    lease_lost: CancellationToken,
-    /// The job's own `shutdown`: a child of the loop's `stop`, also cancelled alone when this
-    /// worker cannot renew its leases.
-    stop_at_boundary: CancellationToken,
-    /// The job's `cancel`: cancelled when a heartbeat reports an operator's cancel request.
-    cancel: CancellationToken,
-}
-
 /// What an attempt reports back to the loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
@@ -154,27 +142,32 @@ impl Worker {
     /// until the queue is empty.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
         let mut state = LoopState {
-            queued: VecDeque::new(),
-            in_flight: HashMap::new(),
+            held: Arc::default(),
             tasks: JoinSet::new(),
             stop: CancellationToken::new(),
             rate_limited_until: None,
             account_refusals_in_a_row: 0,
             draining_since: None,
-            renewals_failing_since: None,
             side_effects: JoinSet::new(),
         };
+        let heartbeat = Heartbeat {
+            store: self.store.clone(),
+            owner: self.config.owner.clone(),
+            lease_ttl: self.config.lease_ttl,
+            interval: self.config.heartbeat_interval,
+            held: state.held.clone(),
+            metrics: self.metrics.clone(),
+        }
+        .spawn();
         let result = self.run_loop(&mut state, &shutdown).await;
         // Runs however the loop ended: nothing leased and unstarted stays with this worker.
         self.release_queued(&mut state).await;
         if result.is_err() {
             state.stop.cancel();
         }
-        while let Some(joined) = state.tasks.join_next().await {
-            if let Ok(finished) = joined {
-                state.in_flight.remove(&finished.job_id);
-            }
-        }
+        // The heartbeat keeps renewing the leases of jobs still running until the last ends.
+        while state.tasks.join_next().await.is_some() {}
+        heartbeat.stop().await;
         self.metrics.in_flight.store(0, Ordering::Relaxed);
         // Dead letters' side effects (cancelling their batches) finish too, within the grace.
         let side_effects = async { while state.side_effects.join_next().await.is_some() {} };
@@ -186,9 +179,6 @@ impl Worker {
 
     async fn run_loop(&self, state: &mut LoopState, shutdown: &CancellationToken) -> Result<(), StoreError> {
         let config = &self.config;
-        let mut heartbeat =
-            tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The reaper's first pass runs at start-up.
         let mut reaper = tokio::time::interval(config.reaper_interval);
         reaper.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -234,11 +224,11 @@ impl Worker {
                     state.stop.cancel();
                 }
                 Some(joined) = state.tasks.join_next() => self.on_finished(state, joined).await,
-                _ = heartbeat.tick() => self.heartbeat(state).await,
                 _ = reaper.tick() => self.reap(state).await,
                 Some(_) = state.side_effects.join_next() => {}
                 _ = poll.tick() => {
-                    if config.exit_when_idle && state.tasks.is_empty() && state.queued.is_empty() && !draining && self.queue_is_idle().await {
+                    let nothing_held = state.tasks.is_empty() && state.held.lock().waiting.is_empty();
+                    if config.exit_when_idle && nothing_held && !draining && self.queue_is_idle().await {
                         info!("queue is empty: exiting");
                         return Ok(());
                     }
@@ -248,27 +238,34 @@ impl Worker {
     }
 
     fn start_queued(&self, state: &mut LoopState) {
-        if state.cut_off(self.config.lease_ttl) {
-            return;
-        }
         while state.tasks.len() < self.config.concurrency {
-            let Some(Prefetched { job, leased_at }) = state.queued.pop_front() else { return };
-            let lease = job.lease().expect("leased jobs are processing");
-            let context = JobContext {
-                lease,
-                attempt: job.attempts,
-                lease_lost: CancellationToken::new(),
-                shutdown: state.stop.child_token(),
-                cancel: CancellationToken::new(),
+            // The lock is let go before the task is spawned: its guard locks again when dropped.
+            let (job, leased_at, context) = {
+                let mut held = state.held.lock();
+                if held.cut_off(self.config.lease_ttl) {
+                    return;
+                }
+                let Some(Prefetched { job, leased_at }) = held.waiting.pop_front() else { return };
+                let lease = job.lease().expect("leased jobs are processing");
+                let context = JobContext {
+                    lease,
+                    attempt: job.attempts,
+                    lease_lost: CancellationToken::new(),
+                    shutdown: state.stop.child_token(),
+                    cancel: CancellationToken::new(),
+                };
+                let in_flight = InFlight {
+                    lease,
+                    lease_lost: context.lease_lost.clone(),
+                    stop_at_boundary: context.shutdown.clone(),
+                    cancel: context.cancel.clone(),
+                };
+                held.running.insert(job.id, in_flight);
+                self.metrics.in_flight.store(held.running.len() as u64, Ordering::Relaxed);
+                (job, leased_at, context)
             };
-            let in_flight = InFlight {
-                lease,
-                lease_lost: context.lease_lost.clone(),
-                stop_at_boundary: context.shutdown.clone(),
-                cancel: context.cancel.clone(),
-            };
-            state.in_flight.insert(job.id, in_flight);
-            self.metrics.in_flight.store(state.in_flight.len() as u64, Ordering::Relaxed);
+            let lease = context.lease;
+            let running = RunningGuard { held: state.held.clone(), lease };
             let store = self.store.clone();
             let attempt =
                 run_attempt(self.store.clone(), self.handlers.for_kind(job.kind), job, context, self.metrics.clone());
@@ -276,6 +273,7 @@ impl Worker {
             // for a slot starts it again, so the wait does not count against its timeout.
             let waited = leased_at.elapsed() >= CLOCK_RESTART_AFTER_WAIT;
             state.tasks.spawn(async move {
+                let _running = running;
                 if waited && let Err(error) = store.start_clock(lease).await {
                     // A lost lease stops the attempt at its first fenced write; a failed write
                     // leaves the lease-time clock, which only errs on the early side.
@@ -289,8 +287,14 @@ impl Worker {
     /// Leases as many jobs as there are free slots plus prefetch; returns how many it got.
     async fn lease_more(&self, state: &mut LoopState) -> Result<usize, StoreError> {
         let capacity = self.config.concurrency + self.config.prefetch;
-        let room = capacity.saturating_sub(state.tasks.len() + state.queued.len());
-        if room == 0 || state.cut_off(self.config.lease_ttl) {
+        let room = {
+            let held = state.held.lock();
+            if held.cut_off(self.config.lease_ttl) {
+                return Ok(0);
+            }
+            capacity.saturating_sub(state.tasks.len() + held.waiting.len())
+        };
+        if room == 0 {
             return Ok(0);
         }
         let rate_limited = state.rate_limited_until.is_some_and(|until| Instant::now() < until);
@@ -308,14 +312,14 @@ impl Worker {
         let jobs = self.store.lease(request).await?;
         let got = jobs.len();
         let leased_at = Instant::now();
-        state.queued.extend(jobs.into_iter().map(|job| Prefetched { job, leased_at }));
+        state.held.lock().waiting.extend(jobs.into_iter().map(|job| Prefetched { job, leased_at }));
         Ok(got)
     }
 
     async fn on_finished(&self, state: &mut LoopState, joined: Result<Finished, tokio::task::JoinError>) {
+        // The job left the held leases when its task ended (`RunningGuard`).
+        self.metrics.in_flight.store(state.held.lock().running.len() as u64, Ordering::Relaxed);
         let Ok(finished) = joined else { return };
-        state.in_flight.remove(&finished.job_id);
-        self.metrics.in_flight.store(state.in_flight.len() as u64, Ordering::Relaxed);
         if finished.completed && finished.kind == JobKind::ProcessDocument {
             // Its embeddings were served (or cached): whatever refused the account is fixed.
             state.account_refusals_in_a_row = 0;
@@ -343,64 +347,6 @@ impl Worker {
             );
             self.release_queued(state).await;
         }
-    }
-
-    /// Renews every lease the worker holds: the running jobs' and the prefetched ones', which
-    /// would otherwise expire while they wait and be taken back (an attempt spent) without ever
-    /// running. A prefetched job whose lease was lost is dropped from the queue, never started.
-    async fn heartbeat(&self, state: &mut LoopState) {
-        let leases: Vec<Lease> = state
-            .in_flight
-            .values()
-            .map(|job| job.lease)
-            .chain(state.queued.iter().filter_map(|waiting| waiting.job.lease()))
-            .collect();
-        if leases.is_empty() {
-            return;
-        }
-        match self.store.heartbeat(&self.config.owner, &leases, self.config.lease_ttl).await {
-            Ok(report) => {
-                // A prefetched job asked to be cancelled is told when it starts: the request
-                // stays on its row while it is processing, so the next heartbeat reports it again.
-                for asked in report.cancel_requested {
-                    if let Some(job) = state.in_flight.get(&asked)
-                        && !job.cancel.is_cancelled()
-                    {
-                        info!(job_id = %asked, "cancel requested: stopping the job at its next stage boundary");
-                        job.cancel.cancel();
-                    }
-                }
-                for lost in report.lost {
-                    if let Some(job) = state.in_flight.get(&lost) {
-                        warn!(job_id = %lost, "lease lost: stopping the job");
-                        job.lease_lost.cancel();
-                        self.metrics.leases_lost.fetch_add(1, Ordering::Relaxed);
-                    } else if let Some(position) = state.queued.iter().position(|waiting| waiting.job.id == lost) {
-                        warn!(job_id = %lost, "lease lost before the job started: dropping it");
-                        state.queued.remove(position);
-                        self.metrics.leases_lost.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            // Leases stay valid until they expire; the next beat tries again.
-            Err(error) => {
-                warn!(%error, "heartbeat failed");
-                let since = *state.renewals_failing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= self.config.lease_ttl {
-                    let running = state.in_flight.values().filter(|job| !job.stop_at_boundary.is_cancelled());
-                    let running: Vec<&InFlight> = running.collect();
-                    if !running.is_empty() {
-                        error!(
-                            jobs = running.len(),
-                            "no lease renewed for a whole lease: stopping jobs at their next stage boundary"
-                        );
-                    }
-                    running.iter().for_each(|job| job.stop_at_boundary.cancel());
-                }
-                return;
-            }
-        }
-        state.renewals_failing_since = None;
     }
 
     async fn reap(&self, state: &mut LoopState) {
@@ -459,10 +405,11 @@ impl Worker {
     }
 
     async fn release_queued(&self, state: &mut LoopState) {
-        if state.queued.is_empty() {
+        let leases: Vec<Lease> =
+            state.held.lock().waiting.drain(..).filter_map(|waiting| waiting.job.lease()).collect();
+        if leases.is_empty() {
             return;
         }
-        let leases: Vec<Lease> = state.queued.drain(..).filter_map(|waiting| waiting.job.lease()).collect();
         match self.store.release(&self.config.owner, &leases).await {
             Ok(released) => {
                 self.metrics.released.fetch_add(released.len() as u64, Ordering::Relaxed);
@@ -478,15 +425,9 @@ impl Worker {
 /// when it starts (one more write; a job started at once keeps the clock its lease started).
 const CLOCK_RESTART_AFTER_WAIT: Duration = Duration::from_secs(1);
 
-/// A leased job waiting for a free slot.
-struct Prefetched {
-    job: Job,
-    leased_at: Instant,
-}
-
 struct LoopState {
-    queued: VecDeque<Prefetched>,
-    in_flight: HashMap<JobId, InFlight>,
+    /// The running and prefetched jobs' leases, shared with the heartbeat.
+    held: Arc<HeldLeases>,
     tasks: JoinSet<Finished>,
     /// Cancelled when the grace period is over.
     stop: CancellationToken,
@@ -495,8 +436,6 @@ struct LoopState {
     /// Refusals of the account since AI work last succeeded.
     account_refusals_in_a_row: u32,
     draining_since: Option<Instant>,
-    /// Since when every heartbeat has failed (none: the last one succeeded).
-    renewals_failing_since: Option<Instant>,
     /// Dead letters' side effects, running off the loop.
     side_effects: JoinSet<()>,
 }
@@ -506,12 +445,6 @@ impl LoopState {
     fn pause_ai_work(&mut self, pause: Duration) {
         let until = Instant::now() + pause;
         self.rate_limited_until = Some(self.rate_limited_until.map_or(until, |current| current.max(until)));
-    }
-
-    /// Whether heartbeats have failed for at least a whole lease: every lease this worker holds
-    /// may have expired and been taken over, so it starts nothing and bills nothing more.
-    fn cut_off(&self, lease_ttl: Duration) -> bool {
-        self.renewals_failing_since.is_some_and(|since| since.elapsed() >= lease_ttl)
     }
 }
 

@@ -58,6 +58,13 @@ struct FakeState {
     heartbeats_fail: bool,
     /// Held jobs an operator asked to cancel.
     cancel_requested: Vec<JobId>,
+    /// Leases expire as in a real store: a lease not renewed within its TTL is lost, and every
+    /// write under it (a renewal, a completion) is refused.
+    leases_expire: bool,
+    /// How long every reaper pass waits before answering (a locked file, a slow query).
+    recover_stale_stall: Duration,
+    /// How long every lease request waits before answering.
+    lease_stall: Duration,
 }
 
 struct FakeStore {
@@ -89,8 +96,26 @@ impl FakeStore {
     }
 
     fn held(&self, state: &FakeState, lease: Lease) -> bool {
-        state.processing.get(&lease.job_id).is_some_and(|job| job.lease_token == lease.token)
+        let now = self.now_millis();
+        state.processing.get(&lease.job_id).is_some_and(|job| {
+            job.lease_token == lease.token && (!state.leases_expire || job.lock_until.is_some_and(|until| now < until))
+        })
     }
+
+    /// The virtual time since the test started, as the store's clock (lock_until) counts it.
+    fn now_millis(&self) -> i64 {
+        i64::try_from(self.start.elapsed().as_millis()).unwrap()
+    }
+
+    /// Waits as a statement held up in the database would, without holding the fake's state.
+    async fn stall(&self, how_long: fn(&FakeState) -> Duration) {
+        let stall = how_long(&self.state.lock().unwrap());
+        tokio::time::sleep(stall).await;
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap()
 }
 
 fn job(id: i64, kind: JobKind) -> Job {
@@ -130,6 +155,7 @@ impl JobStore for FakeStore {
         unused()
     }
     async fn lease(&self, request: LeaseRequest<'_>) -> StoreResult<Vec<Job>> {
+        self.stall(|state| state.lease_stall).await;
         let mut state = self.state.lock().unwrap();
         self.record(&mut state, Call::Lease(request.kinds.to_vec(), request.max_jobs));
         let mut leased = Vec::new();
@@ -139,7 +165,7 @@ impl JobStore for FakeStore {
                 let mut job = state.pending.remove(index);
                 job.status = JobStatus::Processing;
                 job.lock_owner = Some(request.owner.to_owned());
-                job.lock_until = Some(1);
+                job.lock_until = Some(self.now_millis() + millis(request.ttl));
                 job.lease_token += 1;
                 job.attempts += 1;
                 state.processing.insert(job.id, job.clone());
@@ -150,7 +176,7 @@ impl JobStore for FakeStore {
         }
         Ok(leased)
     }
-    async fn heartbeat(&self, _: &str, leases: &[Lease], _: Duration) -> StoreResult<HeartbeatReport> {
+    async fn heartbeat(&self, _: &str, leases: &[Lease], ttl: Duration) -> StoreResult<HeartbeatReport> {
         let mut state = self.state.lock().unwrap();
         let mut ids: Vec<JobId> = leases.iter().map(|l| l.job_id).collect();
         ids.sort();
@@ -159,6 +185,12 @@ impl JobStore for FakeStore {
             return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
         }
         let (renewed, lost): (Vec<Lease>, Vec<Lease>) = leases.iter().partition(|&&lease| self.held(&state, lease));
+        let renewed_until = self.now_millis() + millis(ttl);
+        for lease in &renewed {
+            if let Some(job) = state.processing.get_mut(&lease.job_id) {
+                job.lock_until = Some(renewed_until);
+            }
+        }
         Ok(HeartbeatReport {
             renewed: renewed.iter().map(|l| l.job_id).collect(),
             lost: lost.iter().map(|l| l.job_id).collect(),
@@ -220,6 +252,7 @@ impl JobStore for FakeStore {
         Ok(released)
     }
     async fn recover_stale(&self) -> StoreResult<Vec<Recovery>> {
+        self.stall(|state| state.recover_stale_stall).await;
         let mut state = self.state.lock().unwrap();
         self.record(&mut state, Call::RecoverStale);
         if state.reaper_fails > 0 {
@@ -646,6 +679,8 @@ async fn shutdown_waits_for_the_grace_period_then_hands_jobs_back_at_a_stage_bou
     assert!(calls.iter().any(|(at, c)| *c == Call::Release(vec![JobId(2)]) && *at == secs(15)), "{calls:?}");
     assert!(calls.iter().any(|(at, c)| *c == Call::Postpone(JobId(1), Duration::ZERO) && *at == secs(50)), "{calls:?}");
     assert!(store.state.lock().unwrap().processing.is_empty(), "nothing is left processing");
+    // Its lease is renewed through the grace period, until it is handed back.
+    assert_eq!(heartbeats(&store), [(secs(20), vec![JobId(1)]), (secs(40), vec![JobId(1)])]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -812,4 +847,41 @@ async fn a_worker_that_cannot_renew_its_leases_for_a_whole_lease_stops_its_jobs_
     assert_eq!(*handler.started.lock().unwrap(), [JobId(1), JobId(2)]);
     assert!(store.calls().iter().any(|(_, call)| *call == Call::Complete(JobId(2))));
     run.abort();
+}
+
+/// Runs one job for 190 s under 60 s leases that really expire, with `stall` making the
+/// database hold up the loop's statements for 180 s (three leases) each once the job has
+/// started; checks that the lease was renewed on time throughout and the job completed under it.
+async fn assert_leases_outlive_a_stalled_statement(stall: fn(&mut FakeState), prefetch: usize) {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument)]);
+    store.state.lock().unwrap().leases_expire = true;
+    let handler = handler(&[(1, Script::WorkFor(secs(190)))]);
+    let mut config = config();
+    config.prefetch = prefetch;
+    let (_shutdown, run) = spawn(&store, &handler, config);
+    // The job is leased and started at 0 s; the stall begins with the loop's next statement.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    stall(&mut store.state.lock().unwrap());
+    tokio::time::sleep(secs(250)).await;
+    let beats: Vec<Duration> = heartbeats(&store).into_iter().map(|(at, _)| at).collect();
+    let every_20_s: Vec<Duration> = (1..=9).map(|beat| secs(20 * beat)).collect();
+    assert_eq!(beats, every_20_s, "renewals reached the store during the stall");
+    assert!(handler.saw_lease_lost.lock().unwrap().is_empty());
+    let settled: Vec<_> =
+        store.calls().into_iter().filter(|(_, call)| matches!(call, Call::Complete(_) | Call::Fail(..))).collect();
+    assert_eq!(settled, [(secs(190), Call::Complete(JobId(1)))]);
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reaper_pass_stalled_on_the_database_for_three_leases_starves_no_heartbeat() {
+    // The reaper's pass at 30 s stalls until 210 s.
+    assert_leases_outlive_a_stalled_statement(|state| state.recover_stale_stall = secs(180), 0).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_request_stalled_on_the_database_for_three_leases_starves_no_heartbeat() {
+    // With room to prefetch, the loop asks for more work while the job runs; its request at
+    // 0.5 s stalls until 180.5 s.
+    assert_leases_outlive_a_stalled_statement(|state| state.lease_stall = secs(180), 1).await;
 }
