@@ -4,10 +4,11 @@
 test:
     cargo test --workspace
 
-# The retry story: real `quire worker` processes killed, paused, stopped and rate limited, and the
-# stage-by-stage crash tests of the pipeline.
+# The retry story: real `quire worker` processes killed, paused, stopped and rate limited, the
+# stage-by-stage crash tests of the pipeline, and the PostgreSQL fault run (a private server
+# restarted mid-run, connections terminated).
 test-retry-scenarios:
-    cargo test -p quire --features failpoints --test retry_scenarios --test pipeline_resume --test pipeline_openai --test batch_embeddings
+    cargo test -p quire --features failpoints --test retry_scenarios --test pipeline_resume --test pipeline_openai --test batch_embeddings --test postgres_faults
 
 # Everything against the local PostgreSQL too.
 test-postgres:

@@ -13,16 +13,15 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use checkpoint_store::{
-    DocumentStatus, DocumentStore, JobFilter, JobKind, JobStatus, JobStore, PgStore, PgStoreOptions,
-};
+use checkpoint_store::{PgStore, PgStoreOptions};
 use embedder::{Embedder, LocalEmbedder};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use support::processes::{Processes, WorkerProcess, tail};
+use support::postgres;
+use support::processes::{Processes, WorkerProcess};
 
 /// The two scenarios share two cores; one at a time keeps heartbeats on schedule.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -41,11 +40,8 @@ const WORKERS: usize = 4;
 fn database_url() -> Option<String> {
     match std::env::var("QUIRE_TEST_DATABASE_URL") {
         Ok(url) if !url.trim().is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-            panic!("CI=true but QUIRE_TEST_DATABASE_URL is not set: the PostgreSQL worker tests must run in CI")
-        }
         _ => {
-            support::skip_notice("notice: QUIRE_TEST_DATABASE_URL is not set; skipping the PostgreSQL worker tests");
+            support::prerequisite_missing("QUIRE_TEST_DATABASE_URL is not set");
             None
         }
     }
@@ -108,57 +104,14 @@ impl PgCluster {
     /// Terminates the server connections of these worker processes (and only theirs: they are
     /// found by their client ports); returns how many were terminated.
     async fn terminate_connections(&self, workers: &[WorkerProcess]) -> u64 {
-        let ports: Vec<i32> = workers.iter().flat_map(|w| tcp_ports(w.child.id())).collect();
-        if ports.is_empty() {
-            return 0;
-        }
-        let terminated: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'quire' \
-             AND client_port = ANY($1)",
-        )
-        .bind(&ports)
-        .fetch_all(&self.admin)
-        .await
-        .unwrap();
-        terminated.iter().filter(|t| **t).count() as u64
+        let backends = postgres::worker_backends(&self.admin, workers).await;
+        postgres::terminate(&self.admin, &backends).await
     }
 
     /// Checks what every run must end with; returns the total of the documents' AI requests.
     async fn verify(&self, ids: &[String], extra_allowed: u64) -> u64 {
         let pool = self.store.pool();
-        for id in ids {
-            let document = self.store.document(id).await.unwrap().unwrap();
-            assert_eq!(document.status, DocumentStatus::Complete, "{id}");
-            let filter = |kind| JobFilter {
-                kind: Some(kind),
-                document_id: Some(id.clone()),
-                limit: Some(1000),
-                ..Default::default()
-            };
-            let process = self.store.list_jobs(&filter(JobKind::ProcessDocument)).await.unwrap();
-            let completed = process.iter().filter(|j| j.status == JobStatus::Completed).count();
-            assert_eq!(
-                (process.len(), completed),
-                (1, 1),
-                "{id}: one process_document job, completed once: {process:?}"
-            );
-            let detect = self.store.list_jobs(&filter(JobKind::DetectConnections)).await.unwrap();
-            assert_eq!(detect.len(), 1, "{id}: connections detected by one job: {detect:?}");
-            assert_eq!(detect[0].status, JobStatus::Completed, "{id}: {detect:?}");
-            // Every chunk the document counts is there, once, in order.
-            let indexes: Vec<i32> =
-                sqlx::query_scalar("SELECT chunk_index FROM chunks WHERE document_id = $1 ORDER BY chunk_index")
-                    .bind(id)
-                    .fetch_all(pool)
-                    .await
-                    .unwrap();
-            assert_eq!(indexes, (0..document.chunk_count as i32).collect::<Vec<_>>(), "{id}: chunks");
-            assert!(document.chunk_count > 0, "{id}: no chunks");
-        }
-        let leftovers: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status <> 'completed'").fetch_one(pool).await.unwrap();
-        assert_eq!(leftovers, 0, "jobs not completed\n{}", self.all_logs());
+        support::integrity::assert_each_complete_once(&self.store, ids).await;
         let dimensions = embedder::DEFAULT_LOCAL_DIMENSIONS;
         support::integrity::assert_integrity(&self.store, &LocalEmbedder::new(dimensions).model(), dimensions).await;
         // AI requests. A clean run asks for each distinct chunk text of a document at most once,
@@ -232,61 +185,11 @@ impl Drop for PgCluster {
     }
 }
 
-/// The local TCP ports of the sockets process `pid` holds open (Linux `/proc`): the client
-/// ports `pg_stat_activity` shows for its connections.
-fn tcp_ports(pid: u32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
-    let inodes: HashSet<String> = entries
-        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-        .filter_map(|target| Some(target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned()))
-        .collect();
-    let mut ports = Vec::new();
-    for table in ["tcp", "tcp6"] {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() > 9
-                && inodes.contains(fields[9])
-                && let Some(port) = fields[1].rsplit(':').next().and_then(|hex| i32::from_str_radix(hex, 16).ok())
-            {
-                ports.push(port);
-            }
-        }
-    }
-    ports
-}
-
 fn corpus(seed: u64) -> Vec<(String, Vec<u8>)> {
     epub_fixtures::corpus_of(40, seed).into_iter().map(|(name, bytes)| (format!("{name}.epub"), bytes)).collect()
 }
 
-/// Asserts that every worker is still running: none may exit because of what happened to it
-/// from outside (other than the kills the test made itself).
-fn assert_running(cluster: &PgCluster, workers: &mut [WorkerProcess]) {
-    for worker in workers.iter_mut() {
-        if let Some(status) = worker.exited() {
-            panic!(
-                "a worker exited with {status}; its log:\n{}\n\nall logs:\n{}",
-                tail(&worker.log),
-                cluster.all_logs()
-            );
-        }
-    }
-}
-
-/// How far the cluster has got: the milestones every job has checkpointed plus the jobs
-/// completed. It only grows, whichever worker does the work.
-async fn progress(cluster: &PgCluster) -> i64 {
-    sqlx::query_scalar(
-        "SELECT (COALESCE(SUM(jsonb_array_length(COALESCE(metadata->'completed_stages', '[]'::jsonb))), 0) \
-         + COUNT(*) FILTER (WHERE status = 'completed'))::BIGINT FROM jobs",
-    )
-    .fetch_one(cluster.store.pool())
-    .await
-    .unwrap()
-}
-
-/// Polls until the cluster's [`progress`] has reached `target` while some worker holds a job,
+/// Polls until the cluster's [`postgres::progress`] has reached `target` while some worker holds a job,
 /// and returns the progress and that worker's name; `None` once no job is left to run. Fails the
 /// test if nothing moves within the deadline.
 async fn next_holder_after_progress(cluster: &PgCluster, target: i64) -> Option<(i64, String)> {
@@ -299,7 +202,7 @@ async fn next_holder_after_progress(cluster: &PgCluster, target: i64) -> Option<
         if open == 0 {
             return None;
         }
-        let now = progress(cluster).await;
+        let now = postgres::progress(cluster.store.pool()).await;
         if now >= target {
             let holder: Option<String> = sqlx::query_scalar(
                 "SELECT lock_owner FROM jobs WHERE status = 'processing' ORDER BY lock_until DESC LIMIT 1",
@@ -340,7 +243,7 @@ async fn four_workers_one_killed_and_restarted_finish_forty_documents_exactly_on
         workers[victim] = cluster.worker(&format!("w{victim}"));
     }
     cluster.wait_complete(&ids).await;
-    assert_running(&cluster, &mut workers);
+    cluster.assert_running(&mut workers);
     assert!(kills > 0, "the run ended before any worker could be killed");
     // With one job per worker, each kill interrupts at most one attempt.
     let total = cluster.verify(&ids, kills).await;
@@ -371,10 +274,10 @@ async fn workers_survive_their_connections_being_terminated_and_lose_nothing() {
         reached = now;
         terminated += cluster.terminate_connections(&workers).await;
         rounds += 1;
-        assert_running(&cluster, &mut workers);
+        cluster.assert_running(&mut workers);
     }
     cluster.wait_complete(&ids).await;
-    assert_running(&cluster, &mut workers);
+    cluster.assert_running(&mut workers);
     assert!(terminated > 0, "no worker connection was found to terminate (is the URL a TCP one?)");
     // A terminated connection fails at most the statement running on it: at most one attempt per
     // worker per round; those are counted by the attempts themselves in `verify`.

@@ -22,7 +22,8 @@ use checkpoint_store::{
     SqliteStore, SqliteStoreOptions,
 };
 use stage_machine::Stage;
-use support::fake_openai::{FakeOpenAi, Reply};
+use support::Chaos;
+use support::fake_openai::{FakeOpenAi, Reply, openai, strs};
 use support::processes::{Processes, WorkerProcess};
 
 /// Scenarios share two cores; running them one at a time keeps heartbeats on schedule.
@@ -145,19 +146,6 @@ async fn clean_run(books: &[(String, Vec<u8>)], extra: &[&str]) -> Vec<Outcome> 
         outcomes.push(outcome);
     }
     outcomes
-}
-
-/// Flags that point a worker at an OpenAI-compatible `base_url`, `batch` inputs per request.
-fn openai(base_url: &str, batch: usize) -> Vec<String> {
-    let flags = ["--embedder", "openai", "--openai-base-url", base_url, "--embedding-model", "test-embed"];
-    let mut args: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
-    args.extend(["--embedding-dimensions", "64", "--embedding-batch-size"].map(String::from));
-    args.push(batch.to_string());
-    args
-}
-
-fn strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
 }
 
 fn distinct(texts: &[String]) -> usize {
@@ -404,18 +392,6 @@ async fn a_job_that_fails_every_time_ends_in_the_dead_letter_queue_with_its_last
     assert_eq!(server.requests(), 3, "one request per attempt, none hidden");
     let document = cluster.store().await.document(&ids[0]).await.unwrap().unwrap();
     assert_eq!(document.status, DocumentStatus::Failed);
-}
-
-/// A small xorshift generator: the chaos is random but repeatable from its seed.
-struct Chaos(u64);
-
-impl Chaos {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
 }
 
 /// Worker processes in fixed slots; a killed one is replaced under a new name, so a job's

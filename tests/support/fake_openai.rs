@@ -160,6 +160,21 @@ async fn serve(
     stream.shutdown().await
 }
 
+/// Flags that point a worker at an OpenAI-compatible `base_url` (model `test-embed`, 64
+/// dimensions), `batch` inputs per request.
+pub fn openai(base_url: &str, batch: usize) -> Vec<String> {
+    let flags = ["--embedder", "openai", "--openai-base-url", base_url, "--embedding-model", "test-embed"];
+    let mut args: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+    args.extend(["--embedding-dimensions", "64", "--embedding-batch-size"].map(String::from));
+    args.push(batch.to_string());
+    args
+}
+
+/// `args` as the `&str`s a worker's command line takes.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The Batch API: files, batches, scripted states, counters.
 // ---------------------------------------------------------------------------------------------

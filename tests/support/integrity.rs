@@ -78,3 +78,32 @@ pub async fn assert_integrity<S: DocumentStore + JobStore>(store: &S, model: &st
         }
     }
 }
+
+/// Asserts that each document of `ids` is complete, processed by one `process_document` job and
+/// connected by one `detect_connections` job, both completed, and that no job of any document
+/// is left unfinished: a book complete once, whatever its workers went through.
+pub async fn assert_each_complete_once<S: DocumentStore + JobStore>(store: &S, ids: &[String]) {
+    for id in ids {
+        let document = store.document(id).await.unwrap().unwrap_or_else(|| panic!("{id}: no such document"));
+        assert_eq!(document.status, DocumentStatus::Complete, "{id}");
+        let filter = |kind| JobFilter {
+            kind: Some(kind),
+            document_id: Some(id.clone()),
+            limit: Some(1000),
+            ..Default::default()
+        };
+        for kind in [JobKind::ProcessDocument, JobKind::DetectConnections] {
+            let jobs = store.list_jobs(&filter(kind)).await.unwrap();
+            let completed = jobs.iter().filter(|j| j.status == JobStatus::Completed).count();
+            assert_eq!((jobs.len(), completed), (1, 1), "{id}: one {kind} job, completed once: {jobs:?}");
+        }
+    }
+    let unfinished: Vec<_> = store
+        .list_jobs(&JobFilter { limit: Some(1_000_000), ..Default::default() })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|job| job.status != JobStatus::Completed)
+        .collect();
+    assert!(unfinished.is_empty(), "jobs not completed: {unfinished:?}");
+}

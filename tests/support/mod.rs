@@ -6,6 +6,7 @@
 
 pub mod fake_openai;
 pub mod integrity;
+pub mod postgres;
 pub mod processes;
 
 use std::collections::BTreeSet;
@@ -239,4 +240,26 @@ impl Rig {
 pub fn skip_notice(message: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "{message}");
+}
+
+/// Says that a test cannot run here because `missing` is absent: a notice outside CI, where the
+/// test then passes, and a failure under `CI=true`, where everything a test needs must be present.
+pub fn prerequisite_missing(missing: &str) {
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!("CI=true but {missing}: this test must run in CI");
+    }
+    skip_notice(&format!("notice: {missing}; skipping"));
+}
+
+/// A small xorshift generator: chaos that is random but repeatable from its seed.
+pub struct Chaos(pub u64);
+
+impl Chaos {
+    /// A number below `below`.
+    pub fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
 }

@@ -1,6 +1,7 @@
 //! Driving real `quire` processes: a data directory shared by workers, `quire submit`, and
 //! `quire worker` processes with short leases whose logs are kept for failure messages.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -18,6 +19,14 @@ pub struct Processes {
     /// directory otherwise.
     database: Option<(String, String)>,
     logs: Mutex<Vec<PathBuf>>,
+}
+
+/// How long a worker's leases last and how often it renews them (`--lease-ttl`,
+/// `--heartbeat-interval`).
+#[derive(Debug, Clone, Copy)]
+pub struct Lease {
+    pub ttl: &'static str,
+    pub heartbeat: &'static str,
 }
 
 /// A `quire worker` process, killed (and first resumed, if stopped) when dropped.
@@ -78,13 +87,25 @@ impl Processes {
     /// variable, where `return(MS)` stalls a job without blocking its worker and `sleep(MS)`
     /// blocks it.
     pub fn worker(&self, name: &str, failpoints: Option<&str>, extra: &[&str]) -> WorkerProcess {
+        self.worker_with_lease(name, Lease { ttl: "2s", heartbeat: "300ms" }, failpoints, extra)
+    }
+
+    /// [`Processes::worker`] with leases of another length.
+    pub fn worker_with_lease(
+        &self,
+        name: &str,
+        lease: Lease,
+        failpoints: Option<&str>,
+        extra: &[&str],
+    ) -> WorkerProcess {
         let mut logs = self.logs.lock().unwrap();
         let log = self.dir.path().join(format!("worker-{name}-{}.log", logs.len()));
         logs.push(log.clone());
         let mut command = self.quire();
         command
             .arg("worker")
-            .args(["--name", name, "--concurrency", "1", "--lease-ttl", "2s", "--heartbeat-interval", "300ms"])
+            .args(["--name", name, "--concurrency", "1", "--lease-ttl", lease.ttl])
+            .args(["--heartbeat-interval", lease.heartbeat])
             .args(["--reaper-interval", "300ms", "--poll-interval", "100ms", "--shutdown-grace", "500ms"])
             .args(extra)
             .env("QUIRE_RETRY_BASE_DELAY", "100ms")
@@ -151,6 +172,20 @@ impl Processes {
         }
     }
 
+    /// Fails the test if any of `workers` has exited: none may exit because of what happened
+    /// to it from outside (other than the kills the test made itself).
+    pub fn assert_running(&self, workers: &mut [WorkerProcess]) {
+        for worker in workers.iter_mut() {
+            if let Some(status) = worker.exited() {
+                panic!(
+                    "a worker exited with {status}; its log:\n{}\n\nall logs:\n{}",
+                    tail(&worker.log),
+                    self.all_logs()
+                );
+            }
+        }
+    }
+
     /// How often `needle` appears in all workers' logs.
     pub fn logs_containing(&self, needle: &str) -> usize {
         self.logs
@@ -196,6 +231,31 @@ impl WorkerProcess {
 
     pub fn log_contains(&self, needle: &str) -> bool {
         std::fs::read_to_string(&self.log).unwrap_or_default().contains(needle)
+    }
+
+    /// The local TCP ports of the sockets the process holds open (Linux `/proc`): the client
+    /// ports `pg_stat_activity` shows for its database connections.
+    pub fn tcp_ports(&self) -> Vec<i32> {
+        let pid = self.child.id();
+        let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+        let inodes: HashSet<String> = entries
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter_map(|target| Some(target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned()))
+            .collect();
+        let mut ports = Vec::new();
+        for table in ["tcp", "tcp6"] {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if fields.len() > 9
+                    && inodes.contains(fields[9])
+                    && let Some(port) = fields[1].rsplit(':').next().and_then(|hex| i32::from_str_radix(hex, 16).ok())
+                {
+                    ports.push(port);
+                }
+            }
+        }
+        ports
     }
 }
 
