@@ -217,6 +217,9 @@ pub struct Job {
     pub updated_at: UnixMillis,
     /// When the job reached a terminal state.
     pub finished_at: Option<UnixMillis>,
+    /// When an operator asked to cancel the job while a worker held it (its worker stops it at
+    /// the next stage boundary); cleared when the job leaves `processing`.
+    pub cancel_requested_at: Option<UnixMillis>,
 }
 
 impl Job {

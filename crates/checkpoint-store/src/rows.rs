@@ -45,6 +45,7 @@ pub(crate) struct JobRow {
     created_at: i64,
     updated_at: i64,
     finished_at: Option<i64>,
+    cancel_requested_at: Option<i64>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -74,6 +75,7 @@ impl TryFrom<JobRow> for Job {
             created_at: row.created_at,
             updated_at: row.updated_at,
             finished_at: row.finished_at,
+            cancel_requested_at: row.cancel_requested_at,
         })
     }
 }

@@ -70,13 +70,15 @@ async fn a_running_job_is_only_asked_and_stops_under_its_lease_keeping_its_check
         };
         assert_eq!(asked.status, JobStatus::Processing, "{}", h.name);
         assert_eq!(asked.lease(), Some(lease), "{}: the worker's lease still holds", h.name);
+        assert!(asked.cancel_requested_at.is_some(), "{}: the request shows on the job", h.name);
         let report = h.store.heartbeat("w1", &[lease], TTL).await.unwrap();
         assert_eq!(report.renewed, [job], "{}", h.name);
         assert_eq!(report.cancel_requested, [job], "{}: the heartbeat tells the worker", h.name);
         checkpoint.complete(Stage::MarkdownSaved, common::START).unwrap();
         h.store.save_checkpoint(lease, &checkpoint).await.unwrap();
         let again = h.store.cancel(job).await.unwrap();
-        assert!(matches!(again, Cancellation::Requested(_)), "{}: asking twice is asking: {again:?}", h.name);
+        let Cancellation::Requested(again) = again else { panic!("{}: asking twice is asking: {again:?}", h.name) };
+        assert_eq!(again.cancel_requested_at, asked.cancel_requested_at, "{}: the first request's time", h.name);
 
         // The stage boundary: the worker records the cancellation.
         let cancelled = h.store.cancel_held(lease).await.unwrap();
@@ -87,6 +89,7 @@ async fn a_running_job_is_only_asked_and_stops_under_its_lease_keeping_its_check
         assert_eq!(cancelled.attempts, 0, "{}: the operator's stop spends no attempt", h.name);
         assert_eq!(cancelled.error_kind, None, "{}: a cancellation is no failure", h.name);
         assert_eq!(cancelled.lock_owner, None, "{}", h.name);
+        assert_eq!(cancelled.cancel_requested_at, None, "{}: the request was honoured", h.name);
         assert!(cancelled.finished_at.is_some(), "{}", h.name);
         assert_eq!(h.docs.document(&document).await.unwrap().unwrap().status, DocumentStatus::Failed, "{}", h.name);
         assert!(h.store.save_checkpoint(lease, &checkpoint).await.unwrap_err().is_lease_lost(), "{}", h.name);

@@ -142,6 +142,7 @@ fn job(id: i64, kind: JobKind) -> Job {
         created_at: 0,
         updated_at: 0,
         finished_at: None,
+        cancel_requested_at: None,
     }
 }
 

@@ -16,7 +16,7 @@ macro_rules! job_columns {
     () => {
         "id, kind, payload, status, priority, attempts, max_attempts, run_at, lock_owner, \
          lock_until, lease_token, started_at, last_heartbeat, timeout_ms, unique_key, metadata, \
-         result, last_error, error_kind, created_at, updated_at, finished_at"
+         result, last_error, error_kind, created_at, updated_at, finished_at, cancel_requested_at"
     };
 }
 
@@ -27,7 +27,7 @@ macro_rules! qualified_job_columns {
          jobs.max_attempts, jobs.run_at, jobs.lock_owner, jobs.lock_until, jobs.lease_token, \
          jobs.started_at, jobs.last_heartbeat, jobs.timeout_ms, jobs.unique_key, jobs.metadata, \
          jobs.result, jobs.last_error, jobs.error_kind, jobs.created_at, jobs.updated_at, \
-         jobs.finished_at"
+         jobs.finished_at, jobs.cancel_requested_at"
     };
 }
 

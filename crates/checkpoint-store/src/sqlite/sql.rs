@@ -7,7 +7,7 @@ macro_rules! job_columns {
     () => {
         "id, kind, payload, status, priority, attempts, max_attempts, run_at, lock_owner, \
          lock_until, lease_token, started_at, last_heartbeat, timeout_ms, unique_key, metadata, \
-         result, last_error, error_kind, created_at, updated_at, finished_at"
+         result, last_error, error_kind, created_at, updated_at, finished_at, cancel_requested_at"
     };
 }
 

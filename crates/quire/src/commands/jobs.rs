@@ -32,6 +32,8 @@ pub struct JobView {
     pub started_at: Option<i64>,
     /// Unix millis, once terminal.
     pub finished_at: Option<i64>,
+    /// Unix millis, when an operator asked to cancel the job while a worker held it.
+    pub cancel_requested_at: Option<i64>,
 }
 
 impl From<&Job> for JobView {
@@ -51,6 +53,7 @@ impl From<&Job> for JobView {
             run_at: job.run_at,
             started_at: job.started_at,
             finished_at: job.finished_at,
+            cancel_requested_at: job.cancel_requested_at,
         }
     }
 }
@@ -119,7 +122,11 @@ async fn list(
             job.id.to_string(),
             job.kind.to_string(),
             or_dash(job.document_id()),
-            job.status.to_string(),
+            match job.cancel_requested_at {
+                // Still processing: its worker stops it at the next stage boundary.
+                Some(_) => format!("{} (cancel asked)", job.status),
+                None => job.status.to_string(),
+            },
             job.checkpoint().processing_stage.to_string(),
             format!("{}/{}", job.attempts, job.max_attempts),
             age(job.created_at),
