@@ -8,7 +8,7 @@ test:
 # stage-by-stage crash tests of the pipeline, and the PostgreSQL fault run (a private server
 # restarted mid-run, connections terminated).
 test-retry-scenarios:
-    cargo test -p quire --features failpoints --test retry_scenarios --test pipeline_resume --test pipeline_openai --test batch_embeddings --test postgres_faults
+    cargo test -p quire --features failpoints --test retry_scenarios --test pipeline_resume --test pipeline_embedder --test pipeline_openai --test batch_embeddings --test postgres_faults
 
 # Everything against the local PostgreSQL too.
 test-postgres:

@@ -89,7 +89,8 @@ mod tests {
     use super::*;
 
     /// The pipeline's tests script embedders with `MockEmbedder` (feature
-    /// `mock`); make sure the generated mock works with the async method.
+    /// `mock`, tests/pipeline_embedder.rs); make sure the generated mock works
+    /// with the async method.
     #[tokio::test]
     async fn mock_embedder_is_usable() {
         let mut mock = MockEmbedder::new();
