@@ -110,17 +110,23 @@ impl PrivateServer {
         self.run("pg_ctl", &all);
     }
 
+    /// One of the server's programs, to run as `postgres` when the test runs as root (the
+    /// server refuses to run as root).
+    fn command(&self, program: &Path) -> Command {
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
     /// Runs one of the server's programs, as `postgres` when the test runs as root; fails the
     /// test with the program's output and the server's log when it fails.
     fn run(&self, program: &str, args: &[&str]) {
         let program = self.bin.join(program);
-        let mut command = if self.as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&program);
-            command
-        } else {
-            Command::new(&program)
-        };
+        let mut command = self.command(&program);
         // The server's user may not be allowed into the test's working directory.
         let output = command.args(args).current_dir(self.dir.path()).stdin(Stdio::null()).output().unwrap();
         assert!(
@@ -139,14 +145,7 @@ impl Drop for PrivateServer {
     /// after it.
     fn drop(&mut self) {
         let (data, log) = (self.data(), self.log());
-        let program = self.bin.join("pg_ctl");
-        let mut command = if self.as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&program);
-            command
-        } else {
-            Command::new(&program)
-        };
+        let mut command = self.command(&self.bin.join("pg_ctl"));
         let stopped = command
             .args(["-D", path(&data), "-l", path(&log), "-w", "-m", "immediate", "stop"])
             .current_dir(self.dir.path())

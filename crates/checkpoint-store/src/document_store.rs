@@ -37,16 +37,6 @@ pub trait DocumentStore: Send + Sync {
         error: Option<&str>,
     ) -> StoreResult<()>;
 
-    /// Sets a document's status outside any job, so fenced by no lease: after its job was
-    /// dead-lettered, or when an operator replays it. Every write a job makes goes through
-    /// [`DocumentStore::set_document_status`] instead.
-    async fn set_document_status_unfenced(
-        &self,
-        id: &str,
-        status: DocumentStatus,
-        error: Option<&str>,
-    ) -> StoreResult<()>;
-
     /// Records what extraction found: title, author, language and the markdown's hash. Fenced.
     async fn record_extraction(
         &self,

@@ -242,7 +242,7 @@ async fn a_stale_connections_job_never_moves_a_document_being_reprocessed_to_com
         // A newer processing of the same book starts before the older job writes: the chunks are
         // the same, but the newer processing owns the document's status now.
         for newer in [DocumentStatus::Processing, DocumentStatus::Pending, DocumentStatus::Failed] {
-            h.docs.set_document_status_unfenced(&doc, newer, None).await.unwrap();
+            h.raw.set_document_status(&doc, newer, None).await;
             let outcome = h.docs.replace_connections(lease, &doc, &set(&stored), &computed).await.unwrap();
             assert_eq!(outcome, ConnectionsOutcome::Superseded, "{}: {newer}", h.name);
             assert_eq!(h.docs.document(&doc).await.unwrap().unwrap().status, newer, "{}", h.name);
@@ -250,7 +250,7 @@ async fn a_stale_connections_job_never_moves_a_document_being_reprocessed_to_com
         }
         // Embedded again, or complete already (a replayed detection): stored.
         for current in [DocumentStatus::Embedded, DocumentStatus::Complete] {
-            h.docs.set_document_status_unfenced(&doc, current, None).await.unwrap();
+            h.raw.set_document_status(&doc, current, None).await;
             let outcome = h.docs.replace_connections(lease, &doc, &set(&stored), &computed).await.unwrap();
             assert_eq!(outcome, ConnectionsOutcome::Stored { written: 1 }, "{}: {current}", h.name);
             assert_eq!(h.docs.document(&doc).await.unwrap().unwrap().status, DocumentStatus::Complete);

@@ -213,7 +213,7 @@ async fn dead_job_whose_key_was_taken(h: &common::Harness) -> (checkpoint_store:
     let dead = h.enqueue_with(&document.id, options()).await;
     let lease = h.lease_one("w1").await;
     h.store.fail(lease, "broken", Failure::Permanent).await.unwrap();
-    h.docs.set_document_status_unfenced(&document.id, DocumentStatus::Failed, Some("broken")).await.unwrap();
+    h.raw.set_document_status(&document.id, DocumentStatus::Failed, Some("broken")).await;
     let holder = h.enqueue_with(&document.id, options()).await;
     assert_ne!(holder.id, dead.id, "{}: the dead job frees its key", h.name);
     (h.job(dead.id).await, holder)
@@ -272,7 +272,7 @@ async fn replay_and_dlq_retry_requeue_the_job_and_reset_its_document_in_one_call
 
         let lease = h.lease_one("w1").await;
         h.store.fail(lease, "broken", Failure::Permanent).await.unwrap();
-        h.docs.set_document_status_unfenced(&document, DocumentStatus::Failed, Some("broken")).await.unwrap();
+        h.raw.set_document_status(&document, DocumentStatus::Failed, Some("broken")).await;
         assert_eq!(h.store.retry_dead(dead.id).await.unwrap().status, JobStatus::Pending, "{}", h.name);
         let status = h.docs.document(&document).await.unwrap().unwrap().status;
         assert_eq!(status, DocumentStatus::Pending, "{}: the document follows its job", h.name);

@@ -348,9 +348,6 @@ impl DocumentStore for FakeStore {
     async fn set_document_status(&self, _: Lease, _: &str, _: DocumentStatus, _: Option<&str>) -> StoreResult<()> {
         unused()
     }
-    async fn set_document_status_unfenced(&self, _: &str, _: DocumentStatus, _: Option<&str>) -> StoreResult<()> {
-        unused()
-    }
     async fn record_extraction(&self, _: Lease, _: &str, _: &BookMetadata, _: &str) -> StoreResult<()> {
         unused()
     }

@@ -138,25 +138,6 @@ impl DocumentStore for PgStore {
         Ok(())
     }
 
-    async fn set_document_status_unfenced(
-        &self,
-        id: &str,
-        status: DocumentStatus,
-        error: Option<&str>,
-    ) -> StoreResult<()> {
-        let changed = sqlx::query(sql::SET_DOCUMENT_STATUS)
-            .bind(id)
-            .bind(<&str>::from(status))
-            .bind(error)
-            .bind(self.bound_now())
-            .execute(&self.pool)
-            .await?;
-        if changed.rows_affected() == 0 {
-            return Err(StoreError::DocumentNotFound(id.to_owned()));
-        }
-        Ok(())
-    }
-
     async fn record_extraction(
         &self,
         lease: Lease,

@@ -86,25 +86,6 @@ impl DocumentStore for SqliteStore {
         Ok(())
     }
 
-    async fn set_document_status_unfenced(
-        &self,
-        id: &str,
-        status: DocumentStatus,
-        error: Option<&str>,
-    ) -> StoreResult<()> {
-        let changed = sqlx::query(sql::SET_DOCUMENT_STATUS)
-            .bind(id)
-            .bind(<&str>::from(status))
-            .bind(error)
-            .bind(self.now())
-            .execute(&self.writer)
-            .await?;
-        if changed.rows_affected() == 0 {
-            return Err(StoreError::DocumentNotFound(id.to_owned()));
-        }
-        Ok(())
-    }
-
     async fn record_extraction(
         &self,
         lease: Lease,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkpoint_store::{
-    DocumentStore, EnqueueOptions, Job, JobId, JobKind, JobStore, Lease, LeaseRequest, ManualClock, NeighbourSearch,
-    PgStore, PgStoreOptions, RetryPolicy, SqliteStore, SqliteStoreOptions, TermIndex,
+    DocumentStatus, DocumentStore, EnqueueOptions, Job, JobId, JobKind, JobStore, Lease, LeaseRequest, ManualClock,
+    NeighbourSearch, PgStore, PgStoreOptions, RetryPolicy, SqliteStore, SqliteStoreOptions, TermIndex,
 };
 use serde_json::json;
 
@@ -55,6 +55,30 @@ impl RawPool {
             RawPool::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
         }
         .unwrap_or_else(|error| panic!("{sql}: {error}"));
+    }
+
+    /// Puts a document in a state directly, as no caller of the store may (every status write
+    /// goes through a job's lease or the transaction that ends the job): for tests that need a
+    /// document in a state its jobs would take longer to reach.
+    pub async fn set_document_status(&self, id: &str, status: DocumentStatus, error: Option<&str>) {
+        let status = <&str>::from(status);
+        match self {
+            RawPool::Sqlite(pool) => sqlx::query("UPDATE documents SET status = ?1, error = ?2 WHERE id = ?3")
+                .bind(status)
+                .bind(error)
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(drop),
+            RawPool::Postgres(pool) => sqlx::query("UPDATE documents SET status = $1, error = $2 WHERE id = $3")
+                .bind(status)
+                .bind(error)
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(drop),
+        }
+        .unwrap_or_else(|error| panic!("setting document {id} to {status}: {error}"));
     }
 
     /// Runs statements that may be refused, returning the database's message if they are.
