@@ -560,8 +560,8 @@ fn dlq_retry_all_continues_past_a_job_whose_unique_key_is_taken_and_reports_it()
             unique_key: Some(worker::process_document_key(blocked_document)),
             ..Default::default()
         };
-        let payload = serde_json::json!({ "document_id": blocked_document });
-        env.store().await.enqueue(JobKind::ProcessDocument, payload, options).await.unwrap().job.id
+        let payload = worker::JobPayload::process_document(blocked_document);
+        payload.enqueue(&env.store().await, options).await.unwrap().job.id
     });
 
     let output = env.cmd(&["dlq", "retry", "--all", "--json"]).output().expect("quire runs");

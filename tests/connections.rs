@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use checkpoint_store::{DocumentStore, EnqueueOptions, JobKind, JobStore};
+use checkpoint_store::{DocumentStore, EnqueueOptions};
 use collision_detector::{ChunkRef, ConnectionEngine, LexicalEngine};
 use support::{CountingEmbedder, Rig};
 
@@ -35,8 +35,8 @@ async fn lexical_connections_through_the_index_are_those_of_the_exact_engine_ove
     // against the whole library, as the exact engine below sees it.
     for document in &documents {
         let chunk_count = rig.store.document(document).await.unwrap().unwrap().chunk_count;
-        let payload = serde_json::json!({ "document_id": document, "chunk_count": chunk_count });
-        rig.store.enqueue(JobKind::DetectConnections, payload, EnqueueOptions::default()).await.unwrap();
+        let payload = worker::JobPayload::detect_connections(document, chunk_count as usize);
+        payload.enqueue(rig.store.as_ref(), EnqueueOptions::default()).await.unwrap();
     }
     rig.drive().await;
 

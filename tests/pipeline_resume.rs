@@ -183,12 +183,8 @@ async fn connection_detection_during_reprocessing_finishes_without_errors_or_orp
         .remove(0);
     rig.store.requeue_with_checkpoint(process.id, &stage_machine::Checkpoint::default()).await.unwrap();
     let old_count = clean.chunks.len();
-    rig.store
-        .enqueue(
-            JobKind::DetectConnections,
-            serde_json::json!({"document_id": submission.document_id, "chunk_count": old_count}),
-            Default::default(),
-        )
+    worker::JobPayload::detect_connections(&submission.document_id, old_count)
+        .enqueue(rig.store.as_ref(), Default::default())
         .await
         .unwrap();
     // Both jobs are leased and run at the same time.
@@ -202,10 +198,7 @@ async fn connection_detection_during_reprocessing_finishes_without_errors_or_orp
     assert_eq!(jobs.len(), 2);
     let handlers = rig.pipeline.handlers();
     let attempts = jobs.into_iter().map(|job| {
-        let handler = match job.kind {
-            JobKind::ProcessDocument => handlers.process_document.clone(),
-            JobKind::DetectConnections => handlers.detect_connections.clone(),
-        };
+        let handler = handlers.get(job.kind).expect("the pipeline runs every kind");
         let context = worker::JobContext {
             lease: job.lease().unwrap(),
             attempt: job.attempts,

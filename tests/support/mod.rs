@@ -164,10 +164,7 @@ impl Rig {
                 }
                 return;
             };
-            let handler = match job.kind {
-                JobKind::ProcessDocument => handlers.process_document.clone(),
-                JobKind::DetectConnections => handlers.detect_connections.clone(),
-            };
+            let handler = handlers.get(job.kind).expect("the pipeline runs every kind");
             let context = JobContext {
                 lease: job.lease().unwrap(),
                 attempt: job.attempts,
@@ -203,8 +200,8 @@ impl Rig {
             shutdown,
             cancel: CancellationToken::new(),
         };
-        worker::run_attempt(self.store.clone(), handlers.process_document.clone(), job, context, self.metrics.clone())
-            .await;
+        let handler = handlers.get(JobKind::ProcessDocument).expect("the pipeline processes documents");
+        worker::run_attempt(self.store.clone(), handler, job, context, self.metrics.clone()).await;
         self.store.job(id).await.unwrap().unwrap()
     }
 

@@ -198,7 +198,7 @@ pub async fn run(args: Args) -> BenchResult<()> {
                 .enqueue(
                     JobKind::ProcessDocument,
                     serde_json::json!({ "document_id": "bench" }),
-                    EnqueueOptions::default(),
+                    EnqueueOptions { document_id: Some("bench".into()), ..EnqueueOptions::default() },
                 )
                 .await?;
             let leased = store

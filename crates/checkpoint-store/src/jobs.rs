@@ -177,7 +177,10 @@ pub struct Job {
     pub id: JobId,
     /// What the job does.
     pub kind: JobKind,
-    /// The handler's input, as given at enqueue.
+    /// The document the job works on, as its enqueuer named it
+    /// ([`EnqueueOptions::document_id`]).
+    pub document_id: Option<String>,
+    /// The handler's input, as given at enqueue: the store never reads inside it.
     pub payload: Value,
     /// Where the job is in its life.
     pub status: JobStatus,
@@ -233,9 +236,9 @@ impl Job {
         (self.status == JobStatus::Processing).then_some(Lease { job_id: self.id, token: self.lease_token })
     }
 
-    /// The `document_id` field of the payload, which both job kinds carry.
+    /// The document the job works on, if its enqueuer named one.
     pub fn document_id(&self) -> Option<&str> {
-        self.payload.get("document_id").and_then(Value::as_str)
+        self.document_id.as_deref()
     }
 
     /// The document whose status follows this job's: a `process_document` job's. Queuing such a
@@ -258,6 +261,10 @@ pub struct EnqueueOptions {
     pub delay: Duration,
     /// Deduplication key: while a pending or processing job has this key, enqueue returns it.
     pub unique_key: Option<String>,
+    /// The document the job works on: its jobs are listed by it, and a `process_document` job's
+    /// document follows the job ([`Job::processed_document`]). The store never reads the
+    /// payload, so this is the only way it learns of the document.
+    pub document_id: Option<String>,
     /// Longest run of one attempt. Default: by kind.
     pub timeout: Option<Duration>,
     /// The commit survives a power loss once `enqueue` returns, and so does every commit made

@@ -20,8 +20,10 @@
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let store = SqliteStore::open(dir.path().join("quire.db"), SqliteStoreOptions::default()).await.unwrap();
+//! // The payload is the handler's own; the store learns of the job's document from the options.
 //! let payload = serde_json::json!({ "document_id": "d1" });
-//! store.enqueue(JobKind::ProcessDocument, payload, EnqueueOptions::default()).await.unwrap();
+//! let options = EnqueueOptions { document_id: Some("d1".into()), ..EnqueueOptions::default() };
+//! store.enqueue(JobKind::ProcessDocument, payload, options).await.unwrap();
 //!
 //! let request = LeaseRequest { owner: "worker-1", max_jobs: 10, ttl: Duration::from_secs(60), kinds: &[JobKind::ProcessDocument] };
 //! let jobs = store.lease(request).await.unwrap();

@@ -46,6 +46,7 @@ pub(crate) struct JobRow {
     updated_at: i64,
     finished_at: Option<i64>,
     cancel_requested_at: Option<i64>,
+    document_id: Option<String>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -55,6 +56,7 @@ impl TryFrom<JobRow> for Job {
         Ok(Job {
             id: JobId(row.id),
             kind: parse_name("kind", &row.kind)?,
+            document_id: row.document_id,
             payload: row.payload.0,
             status: parse_name("status", &row.status)?,
             priority: row.priority,

@@ -95,7 +95,8 @@ async fn a_process_job_the_reaper_dead_letters_fails_its_document_with_the_reape
 async fn a_dead_lettered_detection_job_leaves_its_document_alone() {
     for h in backends().await {
         let id = document(&h, "00000000000000e4").await;
-        h.store.enqueue(JobKind::DetectConnections, json!({ "document_id": id }), one_attempt()).await.unwrap();
+        let options = EnqueueOptions { document_id: Some(id.clone()), ..one_attempt() };
+        h.store.enqueue(JobKind::DetectConnections, json!({ "document_id": id }), options).await.unwrap();
         let lease = h.lease_one("w1").await;
 
         let outcome = h.store.fail(lease, "no neighbours", Failure::Permanent).await.unwrap();

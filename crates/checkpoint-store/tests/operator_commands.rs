@@ -149,7 +149,8 @@ async fn clean_requeueing_a_job_with_attempts_left_leaves_its_document_alone() {
 async fn clean_dead_lettering_a_connection_job_leaves_its_document_alone() {
     for h in backends().await {
         let document = stored_document(&h, "00000000000000a3").await;
-        let options = EnqueueOptions { max_attempts: Some(1), ..Default::default() };
+        let options =
+            EnqueueOptions { max_attempts: Some(1), document_id: Some(document.clone()), ..Default::default() };
         let payload = serde_json::json!({ "document_id": document });
         let job = h.store.enqueue(JobKind::DetectConnections, payload, options).await.unwrap().job;
         h.lease_for("w1", 1, seconds(10)).await;

@@ -1,7 +1,8 @@
 //! The two schemas state the same rules: every CHECK constraint is named, both backends list the
 //! same (table, name) pairs, and the rules that migration 0009 added or tightened refuse the rows
 //! they describe on both. Migration 0009 rebuilds SQLite's tables; a populated database keeps
-//! every row, key, index and trigger through it.
+//! every row, key, index and trigger through it. Migration 0011 gives jobs queued before it the
+//! document their payload named.
 
 mod common;
 
@@ -312,4 +313,43 @@ async fn migration_0009_carries_every_row_key_index_and_trigger_of_a_populated_d
     assert!(rows("SELECT CAST(chunk AS TEXT) FROM chunk_term_vectors").await.is_empty());
     let violations = rows("SELECT \"table\" FROM pragma_foreign_key_check").await;
     assert!(violations.is_empty(), "{violations:?}");
+}
+
+/// A job queued before migration 0011, when the store read a job's document from its payload.
+const JOB_QUEUED_BEFORE_0011: &str = "
+    INSERT INTO jobs (kind, payload, run_at, timeout_ms, created_at, updated_at)
+        VALUES ('process_document', '{\"document_id\": \"d-old\"}', 0, 1000, 0, 0),
+               ('process_document', '{\"document_id\": 7}', 0, 1000, 0, 0)";
+
+#[tokio::test]
+async fn jobs_queued_before_the_document_column_keep_their_document() {
+    // SQLite: the rows are written under migrations 0001…0010, then the store opens the file.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("quire.db");
+    let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true).foreign_keys(true);
+    let before = sqlx::SqlitePool::connect_with(options).await.expect("open the database");
+    SQLITE_MIGRATOR.run_to(10, &before).await.expect("migrations 0001…0010");
+    sqlx::raw_sql(JOB_QUEUED_BEFORE_0011).execute(&before).await.expect("jobs before 0011");
+    before.close().await;
+    let store = SqliteStore::open(&path, SqliteStoreOptions::default()).await.expect("open, applying 0011");
+    assert_documents_of_old_jobs(&store, "sqlite").await;
+
+    // PostgreSQL's migrations are idempotent: a row without the column's value, as every row was
+    // before the column existed, gets it when the migration runs again.
+    if let Some(h) = postgres().await {
+        h.raw.execute(JOB_QUEUED_BEFORE_0011).await;
+        h.raw.execute(include_str!("../../../migrations/postgres/0011_job_documents.sql")).await;
+        assert_documents_of_old_jobs(h.store.as_ref(), h.name).await;
+    }
+}
+
+async fn assert_documents_of_old_jobs(store: &dyn checkpoint_store::JobStore, backend: &str) {
+    let filter = checkpoint_store::JobFilter { document_id: Some("d-old".into()), ..Default::default() };
+    let listed = store.list_jobs(&filter).await.expect("jobs of d-old");
+    assert_eq!(listed.len(), 1, "{backend}");
+    assert_eq!(listed[0].document_id(), Some("d-old"), "{backend}");
+    assert_eq!(listed[0].processed_document(), Some("d-old"), "{backend}");
+    // A payload whose document_id is not a string names no document.
+    let all = store.list_jobs(&checkpoint_store::JobFilter::default()).await.expect("every job");
+    assert_eq!(all.iter().filter(|job| job.document_id().is_none()).count(), 1, "{backend}: {all:?}");
 }

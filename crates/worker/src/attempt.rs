@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use checkpoint_store::{FailOutcome, Failure, Job, Store, StoreError};
+use checkpoint_store::{FailOutcome, Failure, Job, JobStore, StoreError};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -18,7 +18,7 @@ use crate::runtime::{Finished, WorkerMetrics};
 /// completed, retried or dead-lettered, postponed (rate limit, shutdown), cancelled (an
 /// operator's request), or left alone when the lease was lost.
 pub async fn run_attempt(
-    store: Arc<dyn Store>,
+    store: Arc<dyn JobStore>,
     handler: Arc<dyn JobHandler>,
     job: Job,
     context: JobContext,

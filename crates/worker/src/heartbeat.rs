@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use checkpoint_store::{Job, JobId, Lease, Store};
+use checkpoint_store::{Job, JobId, JobStore, Lease};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -102,7 +102,7 @@ impl Drop for RunningGuard {
 
 /// Renews the held leases every `interval`.
 pub(crate) struct Heartbeat {
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn JobStore>,
     /// The worker's name, as its leases carry it.
     pub(crate) owner: String,
     /// How far each renewal extends a lease.

@@ -123,6 +123,10 @@ pub trait JobHandler: Send + Sync {
     /// Runs one attempt. On success, returns what the job's `result` should hold.
     async fn run(&self, job: &Job, context: &JobContext) -> Result<Value, JobError>;
 
+    /// Whether the jobs need the AI service. While the service asks to wait (a rate limit, a
+    /// refused account), a worker leases only jobs whose handler says no.
+    fn needs_ai_service(&self) -> bool;
+
     /// Called after the job was dead-lettered, outside any lease, to undo what the job left
     /// running (a work directory, a Batch API batch). The store has already recorded the job and
     /// its document. Does nothing by default.

@@ -21,6 +21,7 @@ mod histogram;
 mod isolation;
 mod job;
 pub mod operations;
+mod payload;
 mod pipeline;
 mod runtime;
 mod submit;
@@ -32,6 +33,7 @@ pub use data_dir::{DataDir, StoredUpload, UploadWriter, sha256_hex, write_atomic
 pub use histogram::{DURATION_BUCKETS, DurationHistogram};
 pub use isolation::{ExtractedMetadata, Isolation, run_child};
 pub use job::{JobContext, JobError, JobHandler};
+pub use payload::{DetectConnectionsPayload, JobPayload, ProcessDocumentPayload};
 pub use pipeline::{
     Batching, DetectConnections, EmbeddingMode, Pipeline, PipelineStats, ProcessDocument, detect_connections_key,
     lexical_connections, process_document_key,

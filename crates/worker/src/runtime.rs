@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use checkpoint_store::{JobId, JobKind, JobStatus, Lease, LeaseRequest, RecoveryAction, Store, StoreError};
+use checkpoint_store::{JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, RecoveryAction, StoreError};
+use strum::VariantArray;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -34,21 +35,40 @@ pub fn default_owner() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// The handler for each job kind.
-#[derive(Clone)]
+/// The handler of each job kind a worker runs: it leases only these kinds.
+#[derive(Clone, Default)]
 pub struct Handlers {
-    /// Runs `process_document` jobs.
-    pub process_document: Arc<dyn JobHandler>,
-    /// Runs `detect_connections` jobs.
-    pub detect_connections: Arc<dyn JobHandler>,
+    by_kind: Vec<(JobKind, Arc<dyn JobHandler>)>,
 }
 
 impl Handlers {
-    fn for_kind(&self, kind: JobKind) -> Arc<dyn JobHandler> {
-        match kind {
-            JobKind::ProcessDocument => self.process_document.clone(),
-            JobKind::DetectConnections => self.detect_connections.clone(),
-        }
+    /// No handler: a worker with none leases nothing.
+    pub fn new() -> Handlers {
+        Handlers::default()
+    }
+
+    /// These handlers, with `handler` running the jobs of `kind` (in place of any handler it had).
+    #[must_use]
+    pub fn with(mut self, kind: JobKind, handler: Arc<dyn JobHandler>) -> Handlers {
+        self.by_kind.retain(|(known, _)| *known != kind);
+        self.by_kind.push((kind, handler));
+        self
+    }
+
+    /// The handler of `kind`, if the worker runs that kind.
+    pub fn get(&self, kind: JobKind) -> Option<Arc<dyn JobHandler>> {
+        self.by_kind.iter().find(|(known, _)| *known == kind).map(|(_, handler)| handler.clone())
+    }
+
+    /// The kinds to lease: all of them, or, while the AI service asks to wait, those whose
+    /// handler does not need it.
+    fn kinds_to_lease(&self, ai_paused: bool) -> Vec<JobKind> {
+        let runs = |handler: &Arc<dyn JobHandler>| !ai_paused || !handler.needs_ai_service();
+        self.by_kind.iter().filter(|(_, handler)| runs(handler)).map(|(kind, _)| *kind).collect()
+    }
+
+    fn needs_ai_service(&self, kind: JobKind) -> bool {
+        self.get(kind).is_some_and(|handler| handler.needs_ai_service())
     }
 }
 
@@ -90,17 +110,16 @@ pub struct WorkerMetrics {
     pub reaper_last_success: AtomicI64,
     /// Jobs running now.
     pub in_flight: AtomicU64,
-    /// How long attempts ran, by kind: `process_document`, `detect_connections`.
-    pub attempt_durations: [crate::histogram::DurationHistogram; 2],
+    /// How long attempts ran, by kind, in the order of [`JobKind::VARIANTS`].
+    attempt_durations: [crate::histogram::DurationHistogram; JobKind::VARIANTS.len()],
 }
 
 impl WorkerMetrics {
     /// The histogram of attempt durations for `kind`.
     pub fn attempt_durations(&self, kind: JobKind) -> &crate::histogram::DurationHistogram {
-        match kind {
-            JobKind::ProcessDocument => &self.attempt_durations[0],
-            JobKind::DetectConnections => &self.attempt_durations[1],
-        }
+        let position = JobKind::VARIANTS.iter().position(|known| *known == kind);
+        // Every kind is among the variants.
+        &self.attempt_durations[position.unwrap_or_default()]
     }
 }
 
@@ -121,7 +140,7 @@ pub struct Finished {
 
 /// A worker process's engine.
 pub struct Worker {
-    store: Arc<dyn Store>,
+    store: Arc<dyn JobStore>,
     handlers: Handlers,
     config: WorkerConfig,
     metrics: Arc<WorkerMetrics>,
@@ -129,7 +148,7 @@ pub struct Worker {
 
 impl Worker {
     /// A worker over `store` running `handlers`.
-    pub fn new(store: Arc<dyn Store>, handlers: Handlers, config: WorkerConfig) -> Worker {
+    pub fn new(store: Arc<dyn JobStore>, handlers: Handlers, config: WorkerConfig) -> Worker {
         Worker { store, handlers, config, metrics: Arc::default() }
     }
 
@@ -240,12 +259,18 @@ impl Worker {
     fn start_queued(&self, state: &mut LoopState) {
         while state.tasks.len() < self.config.concurrency {
             // The lock is let go before the task is spawned: its guard locks again when dropped.
-            let (job, leased_at, context) = {
+            let (job, leased_at, context, handler) = {
                 let mut held = state.held.lock();
                 if held.cut_off(self.config.lease_ttl) {
                     return;
                 }
                 let Some(Prefetched { job, leased_at }) = held.waiting.pop_front() else { return };
+                let Some(handler) = self.handlers.get(job.kind) else {
+                    // Leases name only the kinds this worker handles, so this is a store's fault:
+                    // the job's lease lapses unrenewed and the reaper hands it back.
+                    error!(job_id = %job.id, kind = %job.kind, "leased a job of a kind this worker does not run");
+                    continue;
+                };
                 let lease = job.lease().expect("leased jobs are processing");
                 let context = JobContext {
                     lease,
@@ -262,13 +287,12 @@ impl Worker {
                 };
                 held.running.insert(job.id, in_flight);
                 self.metrics.in_flight.store(held.running.len() as u64, Ordering::Relaxed);
-                (job, leased_at, context)
+                (job, leased_at, context, handler)
             };
             let lease = context.lease;
             let running = RunningGuard { held: state.held.clone(), lease };
             let store = self.store.clone();
-            let attempt =
-                run_attempt(self.store.clone(), self.handlers.for_kind(job.kind), job, context, self.metrics.clone());
+            let attempt = run_attempt(self.store.clone(), handler, job, context, self.metrics.clone());
             // The store started the job's timeout clock when it leased the job; one that waited
             // for a slot starts it again, so the wait does not count against its timeout.
             let waited = leased_at.elapsed() >= CLOCK_RESTART_AFTER_WAIT;
@@ -301,14 +325,17 @@ impl Worker {
         if !rate_limited {
             state.rate_limited_until = None;
         }
-        // While the AI service asks us to wait, only work that needs no embeddings is leased.
-        let kinds: &[JobKind] = if rate_limited {
-            &[JobKind::DetectConnections]
-        } else {
-            &[JobKind::ProcessDocument, JobKind::DetectConnections]
+        // While the AI service asks us to wait, only work that does not need it is leased.
+        let kinds = self.handlers.kinds_to_lease(rate_limited);
+        if kinds.is_empty() {
+            return Ok(0);
+        }
+        let request = LeaseRequest {
+            owner: &self.config.owner,
+            max_jobs: room as u32,
+            ttl: self.config.lease_ttl,
+            kinds: &kinds,
         };
-        let request =
-            LeaseRequest { owner: &self.config.owner, max_jobs: room as u32, ttl: self.config.lease_ttl, kinds };
         let jobs = self.store.lease(request).await?;
         let got = jobs.len();
         let leased_at = Instant::now();
@@ -320,8 +347,8 @@ impl Worker {
         // The job left the held leases when its task ended (`RunningGuard`).
         self.metrics.in_flight.store(state.held.lock().running.len() as u64, Ordering::Relaxed);
         let Ok(finished) = joined else { return };
-        if finished.completed && finished.kind == JobKind::ProcessDocument {
-            // Its embeddings were served (or cached): whatever refused the account is fixed.
+        if finished.completed && self.handlers.needs_ai_service(finished.kind) {
+            // Its AI requests were served (or cached): whatever refused the account is fixed.
             state.account_refusals_in_a_row = 0;
         }
         if let Some(retry_after) = finished.rate_limited {
@@ -384,10 +411,10 @@ impl Worker {
             );
             if recovery.action == RecoveryAction::DeadLettered
                 && let Ok(Some(job)) = self.store.job(recovery.job_id).await
+                && let Some(handler) = self.handlers.get(job.kind)
             {
                 // A dead letter's side effects (cancelling its Batch API batch) may wait on the
                 // AI service for minutes: never on this loop, which renews every lease.
-                let handler = self.handlers.for_kind(job.kind);
                 state.side_effects.spawn(async move { handler.dead_lettered(&job).await }.in_current_span());
             }
         }

@@ -4,9 +4,9 @@ use std::path::Path;
 
 use checkpoint_store::{DocumentStatus, EnqueueOptions, JobFilter, JobId, JobKind, NewDocument, Store, StoreError};
 use serde::Serialize;
-use serde_json::json;
 
 use crate::data_dir::{DataDir, StoredUpload};
+use crate::payload::JobPayload;
 use crate::pipeline::process_document_key;
 
 /// What a submission did.
@@ -108,9 +108,8 @@ pub async fn submit_stored(
             file_name: file_name.to_owned(),
         });
     }
-    let enqueued = store
-        .enqueue(JobKind::ProcessDocument, json!({ "document_id": document.id }), submission_job_options(&document.id))
-        .await?;
+    let enqueued =
+        JobPayload::process_document(&document.id).enqueue(store, submission_job_options(&document.id)).await?;
     Ok(Submission {
         document_id: document.id,
         job_id: Some(enqueued.job.id),

@@ -41,6 +41,7 @@ impl Fixture {
         let options = EnqueueOptions {
             max_attempts: Some(max_attempts),
             unique_key: Some(format!("{kind}:{document}")),
+            document_id: Some(document.to_owned()),
             ..Default::default()
         };
         self.store.enqueue(kind, json!({ "document_id": document }), options).await.unwrap().job

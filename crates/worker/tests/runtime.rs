@@ -3,9 +3,9 @@
 //! survival of errors), the rate-limit pause with release of unstarted jobs, graceful shutdown
 //! with a grace period, and release of prefetched jobs however the loop ends.
 //!
-//! Longer than 500 lines because most of it is one scripted fake store that answers every store
-//! trait (unused methods included); splitting it from the scenarios it serves would only scatter
-//! one test fixture.
+//! Longer than 500 lines because most of it is one scripted fake job store that answers the whole
+//! queue contract (unused methods included); splitting it from the scenarios it serves would only
+//! scatter one test fixture.
 //!
 //! The store here is an in-memory fake that records every call with the (virtual) time it came
 //! at; the real stores' semantics are proven by checkpoint-store's conformance suite.
@@ -16,11 +16,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_store::{
-    BookMetadata, Cancellation, ChunkSet, ChunkTerms, ChunkView, ConnectionFilter, ConnectionView, ConnectionsOutcome,
-    Document, DocumentStatus, DocumentStore, EmbeddedChunk, EmbeddingUsage, EnqueueOptions, Enqueued, FailOutcome,
-    Failure, FollowUp, HeartbeatReport, Job, JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest,
-    Neighbour, NeighbourQuery, NeighbourSearch, NewConnection, NewDocument, QueueCount, Recovery, RecoveryAction,
-    RecoveryReason, StoreError, StoreResult, StoredChunk, TermCounts, TermIndex, VectorIndexKind, WeightedTerms,
+    Cancellation, EnqueueOptions, Enqueued, FailOutcome, Failure, FollowUp, HeartbeatReport, Job, JobFilter, JobId,
+    JobKind, JobStatus, JobStore, Lease, LeaseRequest, QueueCount, Recovery, RecoveryAction, RecoveryReason,
+    StoreError, StoreResult,
 };
 use serde_json::{Value, json};
 use stage_machine::Checkpoint;
@@ -122,6 +120,7 @@ fn job(id: i64, kind: JobKind) -> Job {
     Job {
         id: JobId(id),
         kind,
+        document_id: Some(format!("doc-{id}")),
         payload: json!({ "document_id": format!("doc-{id}") }),
         status: JobStatus::Pending,
         priority: 0,
@@ -331,61 +330,6 @@ impl JobStore for FakeStore {
     }
 }
 
-#[async_trait]
-impl DocumentStore for FakeStore {
-    async fn create_document(&self, _: NewDocument) -> StoreResult<(Document, bool)> {
-        unused()
-    }
-    async fn document(&self, _: &str) -> StoreResult<Option<Document>> {
-        unused()
-    }
-    async fn list_documents(&self) -> StoreResult<Vec<Document>> {
-        unused()
-    }
-    async fn chunk_views(&self, _: &[String]) -> StoreResult<Vec<ChunkView>> {
-        unused()
-    }
-    async fn set_document_status(&self, _: Lease, _: &str, _: DocumentStatus, _: Option<&str>) -> StoreResult<()> {
-        unused()
-    }
-    async fn record_extraction(&self, _: Lease, _: &str, _: &BookMetadata, _: &str) -> StoreResult<()> {
-        unused()
-    }
-    async fn replace_chunks(&self, _: Lease, _: &str, _: &[StoredChunk]) -> StoreResult<()> {
-        unused()
-    }
-    async fn chunks(&self, _: &str) -> StoreResult<Vec<StoredChunk>> {
-        unused()
-    }
-    async fn cached_embeddings(&self, _: &str, _: usize, _: &[String]) -> StoreResult<HashMap<String, Vec<f32>>> {
-        unused()
-    }
-    async fn store_embeddings(&self, _: Lease, _: &str, _: usize, _: &[(String, Vec<f32>)]) -> StoreResult<()> {
-        unused()
-    }
-    async fn mark_embedded(&self, _: Lease, _: &str, _: EmbeddingUsage) -> StoreResult<()> {
-        unused()
-    }
-    async fn embedded_chunks(&self, _: Option<&str>, _: &str, _: usize) -> StoreResult<Vec<EmbeddedChunk>> {
-        unused()
-    }
-    async fn replace_connections(
-        &self,
-        _: Lease,
-        _: &str,
-        _: &ChunkSet,
-        _: &[NewConnection],
-    ) -> StoreResult<ConnectionsOutcome> {
-        unused()
-    }
-    async fn connections(&self, _: &str, _: &ConnectionFilter) -> StoreResult<Vec<ConnectionView>> {
-        unused()
-    }
-    async fn connection_count(&self, _: &str) -> StoreResult<u64> {
-        unused()
-    }
-}
-
 /// How the scripted handler treats each job.
 #[derive(Clone, Copy)]
 enum Script {
@@ -413,29 +357,6 @@ struct ScriptedHandler {
     /// Jobs whose cancellation hook ran (where a Batch API batch is cancelled), and when.
     cancelled: Mutex<Vec<(JobId, Duration)>>,
     start: Instant,
-}
-
-#[async_trait]
-impl NeighbourSearch for FakeStore {
-    async fn nearest_chunks(&self, _: NeighbourQuery<'_>) -> StoreResult<Vec<Vec<Neighbour>>> {
-        unused()
-    }
-    fn vector_index_kind(&self) -> VectorIndexKind {
-        VectorIndexKind::InProcess
-    }
-}
-
-#[async_trait]
-impl TermIndex for FakeStore {
-    async fn term_counts(&self, _: &[String]) -> StoreResult<TermCounts> {
-        unused()
-    }
-    async fn chunks_sharing_terms(&self, _: &[WeightedTerms], _: usize) -> StoreResult<Vec<Vec<String>>> {
-        unused()
-    }
-    async fn chunk_terms(&self, _: &[String]) -> StoreResult<Vec<ChunkTerms>> {
-        unused()
-    }
 }
 
 #[async_trait]
@@ -472,6 +393,40 @@ impl JobHandler for ScriptedHandler {
     async fn cancelled(&self, job: &Job) {
         self.cancelled.lock().unwrap().push((job.id, self.start.elapsed()));
     }
+
+    fn needs_ai_service(&self) -> bool {
+        true
+    }
+}
+
+/// The scripted handler, for a kind that does not need the AI service.
+struct WithoutAi(Arc<ScriptedHandler>);
+
+#[async_trait]
+impl JobHandler for WithoutAi {
+    async fn run(&self, job: &Job, context: &JobContext) -> Result<Value, JobError> {
+        self.0.run(job, context).await
+    }
+
+    async fn dead_lettered(&self, job: &Job) {
+        self.0.dead_lettered(job).await;
+    }
+
+    async fn cancelled(&self, job: &Job) {
+        self.0.cancelled(job).await;
+    }
+
+    fn needs_ai_service(&self) -> bool {
+        false
+    }
+}
+
+/// The scripted handler for both kinds; `process_document` needs the AI service, as the
+/// pipeline's does, and `detect_connections` does not.
+fn handlers(handler: &Arc<ScriptedHandler>) -> Handlers {
+    Handlers::new()
+        .with(JobKind::ProcessDocument, handler.clone())
+        .with(JobKind::DetectConnections, Arc::new(WithoutAi(handler.clone())))
 }
 
 fn config() -> WorkerConfig {
@@ -502,7 +457,7 @@ fn spawn(
     handler: &Arc<ScriptedHandler>,
     config: WorkerConfig,
 ) -> (CancellationToken, tokio::task::JoinHandle<Result<(), StoreError>>) {
-    let handlers = Handlers { process_document: handler.clone(), detect_connections: handler.clone() };
+    let handlers = handlers(handler);
     let shutdown = CancellationToken::new();
     let worker = Worker::new(store.clone(), handlers, config);
     (shutdown.clone(), tokio::spawn(worker.run(shutdown)))
@@ -625,7 +580,7 @@ async fn a_refused_account_pauses_ai_work_with_a_growing_back_off_and_spends_no_
     let handler = handler(&[(1, Script::AccountRefused), (2, Script::AccountRefused)]);
     let mut config = config();
     config.prefetch = 2;
-    let handlers = Handlers { process_document: handler.clone(), detect_connections: handler.clone() };
+    let handlers = handlers(&handler);
     let worker = Worker::new(store.clone(), handlers, config);
     let metrics = worker.metrics();
     let run = tokio::spawn(worker.run(CancellationToken::new()));
@@ -702,6 +657,22 @@ async fn exit_when_idle_returns_once_the_queue_is_empty() {
     tokio::time::timeout(secs(60), run).await.expect("the worker exits by itself").unwrap().unwrap();
     let completed = store.calls().into_iter().filter(|(_, c)| matches!(c, Call::Complete(_))).count();
     assert_eq!(completed, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_leases_only_the_kinds_it_has_handlers_for() {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument), job(2, JobKind::DetectConnections)]);
+    let handler = handler(&[]);
+    let handlers = Handlers::new().with(JobKind::DetectConnections, Arc::new(WithoutAi(handler.clone())));
+    let worker = Worker::new(store.clone(), handlers, config());
+    let run = tokio::spawn(worker.run(CancellationToken::new()));
+    tokio::time::sleep(secs(5)).await;
+    let calls = store.calls();
+    let leases: Vec<&Call> = calls.iter().filter(|(_, c)| matches!(c, Call::Lease(..))).map(|(_, c)| c).collect();
+    assert!(!leases.is_empty());
+    assert!(leases.iter().all(|c| matches!(c, Call::Lease(kinds, _) if *kinds == [JobKind::DetectConnections])));
+    assert_eq!(*handler.started.lock().unwrap(), [JobId(2)], "{calls:?}");
+    run.abort();
 }
 
 #[tokio::test(start_paused = true)]

@@ -156,6 +156,7 @@ impl PgStore {
                 .bind(millis(timeout).max(1))
                 .bind(&options.unique_key)
                 .bind(self.bound_now())
+                .bind(&options.document_id)
                 .fetch_optional(&mut *connection)
                 .await?;
             if let Some(row) = inserted {

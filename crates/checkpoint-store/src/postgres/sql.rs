@@ -16,7 +16,7 @@ macro_rules! job_columns {
     () => {
         "id, kind, payload, status, priority, attempts, max_attempts, run_at, lock_owner, \
          lock_until, lease_token, started_at, last_heartbeat, timeout_ms, unique_key, metadata, \
-         result, last_error, error_kind, created_at, updated_at, finished_at, cancel_requested_at"
+         result, last_error, error_kind, created_at, updated_at, finished_at, cancel_requested_at, document_id"
     };
 }
 
@@ -27,7 +27,7 @@ macro_rules! qualified_job_columns {
          jobs.max_attempts, jobs.run_at, jobs.lock_owner, jobs.lock_until, jobs.lease_token, \
          jobs.started_at, jobs.last_heartbeat, jobs.timeout_ms, jobs.unique_key, jobs.metadata, \
          jobs.result, jobs.last_error, jobs.error_kind, jobs.created_at, jobs.updated_at, \
-         jobs.finished_at, jobs.cancel_requested_at"
+         jobs.finished_at, jobs.cancel_requested_at, jobs.document_id"
     };
 }
 
@@ -53,9 +53,9 @@ pub const NOW: &str = concat!("SELECT ", now!("$1"));
 /// $7 unique key or NULL, $8 now or NULL. Returns no row when an active job has the key.
 pub const INSERT_JOB: &str = concat!(
     "INSERT INTO jobs (kind, payload, priority, max_attempts, run_at, timeout_ms, unique_key, \
-                       created_at, updated_at) \
+                       created_at, updated_at, document_id) \
      SELECT $1::text, $2::jsonb, $3::integer, $4::integer, clock.now + $5::bigint, $6::bigint, \
-            $7::text, clock.now, clock.now \
+            $7::text, clock.now, clock.now, $9::text \
      FROM ",
     clock!("$8"),
     " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing') \
@@ -227,12 +227,11 @@ pub const LOCK_JOBS: &str =
 pub const JOB_BY_ID: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
 
 /// $1 status or NULL, $2 kind or NULL, $3 document id or NULL, $4 limit.
-/// The document id matches JSON strings only, like SQLite's `json_extract` comparison.
 pub const LIST_JOBS: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM jobs WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2) \
-        AND ($3::text IS NULL OR payload -> 'document_id' = to_jsonb($3::text)) \
+        AND ($3::text IS NULL OR document_id = $3) \
       ORDER BY id DESC LIMIT $4"
 );
 
@@ -240,7 +239,7 @@ pub const LIST_JOBS: &str = concat!(
 pub const LIST_JOBS_OF_DOCUMENT: &str = concat!(
     "SELECT ",
     job_columns!(),
-    " FROM jobs WHERE payload -> 'document_id' = to_jsonb($3::text) \
+    " FROM jobs WHERE document_id = $3 \
         AND ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2) \
       ORDER BY id DESC LIMIT $4"
 );

@@ -134,6 +134,7 @@ impl SqliteStore {
             .bind(millis(timeout).max(1))
             .bind(&options.unique_key)
             .bind(now)
+            .bind(&options.document_id)
             .fetch_one(&mut **tx)
             .await?;
         Ok(Enqueued { job: Job::try_from(row)?, deduplicated: false })

@@ -7,7 +7,7 @@ macro_rules! job_columns {
     () => {
         "id, kind, payload, status, priority, attempts, max_attempts, run_at, lock_owner, \
          lock_until, lease_token, started_at, last_heartbeat, timeout_ms, unique_key, metadata, \
-         result, last_error, error_kind, created_at, updated_at, finished_at, cancel_requested_at"
+         result, last_error, error_kind, created_at, updated_at, finished_at, cancel_requested_at, document_id"
     };
 }
 
@@ -21,8 +21,8 @@ pub const SYNCHRONOUS: &str = "PRAGMA synchronous";
 
 pub const INSERT_JOB: &str = concat!(
     "INSERT INTO jobs (kind, payload, priority, max_attempts, run_at, timeout_ms, unique_key, \
-                       created_at, updated_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) RETURNING ",
+                       created_at, updated_at, document_id) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9) RETURNING ",
     job_columns!()
 );
 
@@ -142,7 +142,7 @@ pub const LIST_JOBS: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM jobs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2) \
-        AND (?3 IS NULL OR json_extract(payload, '$.document_id') = ?3) \
+        AND (?3 IS NULL OR document_id = ?3) \
       ORDER BY id DESC LIMIT ?4"
 );
 
@@ -151,7 +151,7 @@ pub const LIST_JOBS: &str = concat!(
 pub const LIST_JOBS_OF_DOCUMENT: &str = concat!(
     "SELECT ",
     job_columns!(),
-    " FROM jobs WHERE json_extract(payload, '$.document_id') = ?3 \
+    " FROM jobs WHERE document_id = ?3 \
         AND (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2) \
       ORDER BY id DESC LIMIT ?4"
 );

@@ -281,6 +281,7 @@ impl Harness {
     }
 
     pub async fn enqueue_with(&self, document: &str, options: EnqueueOptions) -> Job {
+        let options = EnqueueOptions { document_id: Some(document.to_owned()), ..options };
         self.store
             .enqueue(JobKind::ProcessDocument, json!({ "document_id": document }), options)
             .await

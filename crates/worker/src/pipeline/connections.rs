@@ -26,6 +26,11 @@ pub struct DetectConnections(pub Pipeline);
 
 #[async_trait]
 impl JobHandler for DetectConnections {
+    /// It compares vectors already stored, never asking for new ones.
+    fn needs_ai_service(&self) -> bool {
+        false
+    }
+
     async fn run(&self, job: &Job, context: &JobContext) -> Result<Value, JobError> {
         let pipeline = &self.0;
         let document_id = document_id(job)?;

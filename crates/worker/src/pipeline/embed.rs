@@ -3,8 +3,7 @@
 
 use std::collections::HashSet;
 
-use checkpoint_store::{EmbeddingUsage, EnqueueOptions, FollowUp, JobKind, StoredChunk};
-use serde_json::json;
+use checkpoint_store::{EmbeddingUsage, EnqueueOptions, StoredChunk};
 use stage_machine::Stage;
 use tracing::{info, warn};
 
@@ -12,6 +11,7 @@ use super::detect_connections_key;
 use super::stages::Attempt;
 use super::stats::bump;
 use crate::job::JobError;
+use crate::payload::JobPayload;
 
 impl Attempt<'_> {
     pub(super) async fn embed(&mut self) -> Result<(), JobError> {
@@ -101,14 +101,10 @@ impl Attempt<'_> {
         pipeline.store.mark_embedded(self.context.lease, &self.document_id, usage).await?;
         // Asked for with the `embedded` checkpoint, in one transaction: a retry that resumes
         // after it never asks again (and so never detects twice), one that resumes before it does.
-        let follow_up = FollowUp {
-            kind: JobKind::DetectConnections,
-            payload: json!({ "document_id": self.document_id, "chunk_count": chunks.len() }),
-            options: EnqueueOptions {
-                unique_key: Some(detect_connections_key(&self.document_id)),
-                ..Default::default()
-            },
-        };
+        let follow_up = JobPayload::detect_connections(&self.document_id, chunks.len()).follow_up(EnqueueOptions {
+            unique_key: Some(detect_connections_key(&self.document_id)),
+            ..Default::default()
+        });
         let enqueued = self.complete_with(Stage::Embedded, follow_up).await?;
         info!(detect_job = %enqueued.job.id, deduplicated = enqueued.deduplicated, "connection detection queued");
         crash_point!("after_checkpoint_embedded");

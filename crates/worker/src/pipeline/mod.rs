@@ -15,13 +15,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use checkpoint_store::{Clock, Job, Store};
+use checkpoint_store::{Clock, Job, JobKind, Store};
 use chunker::ChunkerConfig;
 use embedder::Embedder;
 
 use crate::data_dir::DataDir;
 use crate::isolation::Isolation;
 use crate::job::JobError;
+use crate::payload::JobPayload;
 
 /// A named failpoint for the crash tests, compiled out unless the `failpoints` feature is on.
 ///
@@ -96,12 +97,11 @@ impl Pipeline {
         }
     }
 
-    /// The handlers of both job kinds.
+    /// The handlers of the pipeline's job kinds.
     pub fn handlers(&self) -> crate::runtime::Handlers {
-        crate::runtime::Handlers {
-            process_document: Arc::new(ProcessDocument(self.clone())),
-            detect_connections: Arc::new(DetectConnections(self.clone())),
-        }
+        crate::runtime::Handlers::new()
+            .with(JobKind::ProcessDocument, Arc::new(ProcessDocument(self.clone())))
+            .with(JobKind::DetectConnections, Arc::new(DetectConnections(self.clone())))
     }
 }
 
@@ -122,9 +122,7 @@ pub fn process_document_key(document_id: &str) -> String {
 }
 
 pub(super) fn document_id(job: &Job) -> Result<String, JobError> {
-    job.document_id()
-        .map(str::to_owned)
-        .ok_or_else(|| JobError::Permanent(format!("job {} has no document_id in its payload", job.id)))
+    Ok(JobPayload::of(job)?.document_id().to_owned())
 }
 
 /// The `process_document` handler.

@@ -214,6 +214,11 @@ impl JobHandler for ProcessDocument {
         attempt.run().await
     }
 
+    /// It embeds the document's chunks.
+    fn needs_ai_service(&self) -> bool {
+        true
+    }
+
     async fn dead_lettered(&self, job: &Job) {
         self.clean_up_dead_job(job).await;
     }

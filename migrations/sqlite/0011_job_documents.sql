@@ -1,0 +1,15 @@
+-- The document a job works on gets a column of its own, the same as
+-- migrations/postgres/0011_job_documents.sql.
+--
+-- The store keeps two rules about a job's document (a `process_document` job's document follows
+-- the job into `pending` on a retry and into `failed` on a dead letter or a cancel), and lists a
+-- document's jobs. It read the document from the payload, which made the payload's shape part of
+-- the store's contract; now the payload is the worker's own (opaque JSON to the store) and the
+-- enqueuer names the document here. Rows queued before this migration get it from their payload.
+ALTER TABLE jobs ADD COLUMN document_id TEXT;
+UPDATE jobs SET document_id = json_extract(payload, '$.document_id')
+    WHERE json_type(payload, '$.document_id') = 'text';
+
+-- A document's jobs, newest first (`LIST_JOBS_OF_DOCUMENT`), now by the column.
+DROP INDEX jobs_document;
+CREATE INDEX jobs_document ON jobs (document_id, id);
