@@ -4,7 +4,8 @@
 test:
     cargo test --workspace
 
-# The retry story: real `quire worker` processes killed, paused, stopped and rate limited, the
+# The retry story: real `quire worker` processes killed, paused, stopped and rate limited (each
+# scenario on SQLite, and on PostgreSQL too when QUIRE_TEST_DATABASE_URL is set), the
 # stage-by-stage crash tests of the pipeline, and the PostgreSQL fault run (a private server
 # restarted mid-run, connections terminated).
 test-retry-scenarios:

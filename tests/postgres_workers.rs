@@ -14,20 +14,16 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use checkpoint_store::{PgStore, PgStoreOptions};
 use embedder::{Embedder, LocalEmbedder};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use support::postgres;
+use support::postgres::{self, TestSchema, database_url};
 use support::processes::{Processes, WorkerProcess};
 
 /// The two scenarios share two cores; one at a time keeps heartbeats on schedule.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Numbers the schemas of this process.
-static SCHEMAS: AtomicU32 = AtomicU32::new(0);
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -36,24 +32,14 @@ const BATCH: u64 = 2;
 
 const WORKERS: usize = 4;
 
-/// The server to test against, or `None` (with a notice) when none is configured outside CI.
-fn database_url() -> Option<String> {
-    match std::env::var("QUIRE_TEST_DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            support::prerequisite_missing("QUIRE_TEST_DATABASE_URL is not set");
-            None
-        }
-    }
-}
-
 /// A schema and a data directory shared by worker processes.
 struct PgCluster {
+    /// Held to be dropped with the cluster: first, while the store's connections are still open
+    /// (they hold no locks).
+    _schema: TestSchema,
     processes: Processes,
-    url: String,
-    schema: String,
     store: PgStore,
-    /// Connections outside the schema, for `pg_stat_activity` and dropping the schema.
+    /// Connections outside the schema, for `pg_stat_activity`.
     admin: PgPool,
 }
 
@@ -66,7 +52,7 @@ impl std::ops::Deref for PgCluster {
 
 impl PgCluster {
     async fn new(url: &str) -> PgCluster {
-        let schema = format!("quire_t_{}_{}", std::process::id(), SCHEMAS.fetch_add(1, Ordering::SeqCst));
+        let schema = TestSchema::new(url).await;
         let admin_options: PgConnectOptions =
             url.parse::<PgConnectOptions>().unwrap().application_name("quire_t_admin");
         let admin = PgPoolOptions::new()
@@ -74,18 +60,13 @@ impl PgCluster {
             .connect_with(admin_options)
             .await
             .unwrap_or_else(|error| panic!("cannot connect to QUIRE_TEST_DATABASE_URL: {error}"));
-        // A leftover of an earlier process with the same pid would only confuse the checks.
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-            .execute(&admin)
-            .await
-            .unwrap();
         let store = PgStore::connect(
             url,
-            PgStoreOptions { schema: schema.clone(), max_connections: 4, ..PgStoreOptions::default() },
+            PgStoreOptions { schema: schema.name().to_owned(), max_connections: 4, ..PgStoreOptions::default() },
         )
         .await
         .unwrap();
-        PgCluster { processes: Processes::postgres(url, &schema), url: url.to_owned(), schema, store, admin }
+        PgCluster { processes: Processes::postgres(url, schema.name()), _schema: schema, store, admin }
     }
 
     /// Starts a worker with short leases, one job at a time, small embedding batches.
@@ -153,35 +134,11 @@ impl PgCluster {
         total
     }
 
-    /// Closes the test's connections; the schema is dropped when the cluster is.
+    /// Closes the test's connections; the schema is dropped when the cluster is (its workers,
+    /// declared after the cluster, are killed first).
     async fn finish(self) {
         self.store.close().await;
         self.admin.close().await;
-    }
-}
-
-impl Drop for PgCluster {
-    /// Drops the schema, best effort, also when the test panicked (its workers, declared after
-    /// the cluster, are killed first). On a thread of its own: `Drop` cannot await.
-    fn drop(&mut self) {
-        let (url, schema) = (self.url.clone(), self.schema.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(async {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&url).await?;
-                sqlx::query("SET lock_timeout = '10s'").execute(&mut conn).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-                    .execute(&mut conn)
-                    .await?;
-                conn.close().await?;
-                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop the test schema {}: {dropped:?}", self.schema);
-        }
     }
 }
 

@@ -1,7 +1,14 @@
-//! The retry story, proven with real processes: `quire worker` processes on one SQLite database,
+//! The retry story, proven with real processes: `quire worker` processes on one database,
 //! killed with SIGKILL, paused with SIGSTOP, stopped with SIGTERM, rate limited and starved of a
 //! working AI service. Every scenario ends with the documents of an uninterrupted run, and with
 //! no AI request repeated for work that was already done.
+//!
+//! Every scenario is one function of the backend, run twice: `sqlite::<scenario>` on a SQLite
+//! file in the cluster's data directory, and `postgres::<scenario>` in a schema of the cluster's
+//! own (`quire_t_<pid>_<n>`, dropped with the cluster) on the server named by
+//! `QUIRE_TEST_DATABASE_URL`; without it the PostgreSQL tests print a notice and pass, unless
+//! `CI=true`, where they fail. The scenarios read outcomes through the store's traits only, so one
+//! list serves both; the failpoints are the worker binary's, so they fire on either backend.
 //!
 //! Workers run with a 2 s lease so that recovery takes seconds. Waiting is by polling the
 //! database with a deadline, and kills are timed by observed progress (a checkpoint reached, a
@@ -15,15 +22,19 @@
 mod support;
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use checkpoint_store::{
-    ConnectionFilter, DocumentStatus, DocumentStore, EnqueueOptions, Job, JobFilter, JobKind, JobStatus, JobStore,
-    SqliteStore, SqliteStoreOptions,
+    ConnectionFilter, DocumentStatus, EnqueueOptions, Job, JobFilter, JobKind, JobStatus, OpenOptions, Store,
+    StoreLocation,
 };
+use sqlx::Connection;
 use stage_machine::Stage;
 use support::Chaos;
 use support::fake_openai::{FakeOpenAi, Reply, openai, strs};
+use support::postgres::TestSchema;
 use support::processes::{Processes, WorkerProcess};
 
 /// Scenarios share two cores; running them one at a time keeps heartbeats on schedule.
@@ -35,9 +46,68 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
-/// Worker processes on one SQLite database, and what the tests read from it.
+/// The database a scenario's workers share.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// A SQLite file in each cluster's data directory.
+    Sqlite,
+    /// A schema of each cluster's own on the PostgreSQL server at this URL.
+    Postgres(String),
+}
+
+/// Generates one test per scenario and backend, `sqlite::<scenario>` and
+/// `postgres::<scenario>`, each running the scenario function of that name. The PostgreSQL test
+/// asks [`support::postgres::database_url`] for its server, which skips it with a notice when
+/// none is configured outside CI.
+macro_rules! on_both_backends {
+    ($($scenario:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Backend::Sqlite).await;
+                }
+            )+
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let Some(url) = crate::support::postgres::database_url() else { return };
+                    super::$scenario(super::Backend::Postgres(url)).await;
+                }
+            )+
+        }
+    };
+}
+
+on_both_backends!(
+    a_worker_killed_after_any_stage_checkpoint_is_finished_by_the_next_with_nothing_repaid,
+    a_worker_killed_midway_through_embedding_leaves_only_unfinished_batches_to_send,
+    a_heartbeating_job_past_its_timeout_is_taken_back_and_its_old_worker_writes_nothing,
+    a_paused_worker_is_fenced_and_the_job_completes_once_under_the_new_owner,
+    a_rate_limited_worker_releases_its_prefetched_jobs_to_another_worker,
+    sigterm_hands_a_long_job_back_with_its_checkpoint_and_the_next_worker_finishes_it,
+    a_job_that_fails_every_time_ends_in_the_dead_letter_queue_with_its_last_error,
+    chaos_three_workers_killed_at_random_still_finish_every_document_exactly,
+);
+
+/// Where a cluster's database lives.
+enum Database {
+    /// The SQLite file in the data directory.
+    Sqlite(PathBuf),
+    /// The cluster's own schema, dropped with it.
+    Postgres(TestSchema),
+}
+
+/// Worker processes on one database, and the store the tests read it through.
 struct Cluster {
+    /// The test's own connection to the workers' database, opened as the binary opens it.
+    store: Arc<dyn Store>,
     processes: Processes,
+    /// Declared last: a PostgreSQL schema is dropped after the store's connections.
+    database: Database,
 }
 
 impl std::ops::Deref for Cluster {
@@ -57,23 +127,62 @@ struct Outcome {
 }
 
 impl Cluster {
-    fn new() -> Cluster {
-        Cluster { processes: Processes::sqlite() }
+    /// A fresh data directory and database; the store is opened (and migrated) before any
+    /// process starts.
+    async fn new(backend: &Backend) -> Cluster {
+        let (processes, location, database, options) = match backend {
+            Backend::Sqlite => {
+                let processes = Processes::sqlite();
+                let path = worker::DataDir::open(processes.data_dir()).unwrap().database_path();
+                (processes, StoreLocation::SqliteFile(path.clone()), Database::Sqlite(path), OpenOptions::default())
+            }
+            Backend::Postgres(url) => {
+                let schema = TestSchema::new(url).await;
+                let processes = Processes::postgres(url, schema.name());
+                let options = OpenOptions { postgres_schema: Some(schema.name().to_owned()), ..OpenOptions::default() };
+                (processes, StoreLocation::Url(url.clone()), Database::Postgres(schema), options)
+            }
+        };
+        let store = checkpoint_store::open(&location, options).await.unwrap();
+        Cluster { store, processes, database }
     }
 
-    async fn store(&self) -> SqliteStore {
-        SqliteStore::open(self.data_dir().join("quire.db"), SqliteStoreOptions::default()).await.unwrap()
+    fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Gives every job this timeout per attempt, which no command sets: one statement, the same
+    /// on both backends, on a connection of its own.
+    async fn set_job_timeouts(&self, timeout: Duration) {
+        let statement = sqlx::AssertSqlSafe(format!("UPDATE jobs SET timeout_ms = {}", timeout.as_millis()));
+        match &self.database {
+            Database::Sqlite(path) => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+                let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+                sqlx::query(statement).execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+            Database::Postgres(schema) => {
+                let options = schema
+                    .url()
+                    .parse::<sqlx::postgres::PgConnectOptions>()
+                    .unwrap()
+                    .options([("search_path", schema.name())]);
+                let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+                sqlx::query(statement).execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+        }
     }
 
     /// Polls until `condition` holds.
     async fn wait_until<F, Fut>(&self, what: &str, mut condition: F)
     where
-        F: FnMut(SqliteStore) -> Fut,
+        F: FnMut(Arc<dyn Store>) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let store = self.store().await;
         let deadline = Instant::now() + DEADLINE;
-        while !condition(store.clone()).await {
+        while !condition(self.store()).await {
             assert!(Instant::now() < deadline, "timed out waiting until {what}\n{}", self.all_logs());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -85,11 +194,11 @@ impl Cluster {
             document_id: Some(document_id.into()),
             ..Default::default()
         };
-        self.store().await.list_jobs(&filter).await.unwrap().remove(0)
+        self.store.list_jobs(&filter).await.unwrap().remove(0)
     }
 
     async fn outcome(&self, document_id: &str) -> Outcome {
-        let store = self.store().await;
+        let store = &self.store;
         let document = store.document(document_id).await.unwrap().unwrap();
         let chunks = store.chunks(document_id).await.unwrap().into_iter().map(|c| (c.id, c.text)).collect();
         let connections = store
@@ -103,7 +212,7 @@ impl Cluster {
     }
 
     async fn wait_complete(&self, document_ids: &[String]) {
-        self.processes.wait_complete(&self.store().await, document_ids, DEADLINE).await;
+        self.processes.wait_complete(self.store.as_ref(), document_ids, DEADLINE).await;
     }
 
     async fn wait_checkpoint(&self, document_id: &str, reached: impl Fn(&Job) -> bool) {
@@ -132,8 +241,8 @@ fn book(seed: u64) -> (String, Vec<u8>) {
 }
 
 /// Processes `books` in a fresh cluster with one uninterrupted worker.
-async fn clean_run(books: &[(String, Vec<u8>)], extra: &[&str]) -> Vec<Outcome> {
-    let cluster = Cluster::new();
+async fn clean_run(backend: &Backend, books: &[(String, Vec<u8>)], extra: &[&str]) -> Vec<Outcome> {
+    let cluster = Cluster::new(backend).await;
     let ids = cluster.submit(books);
     let mut args = vec!["--exit-when-idle"];
     args.extend_from_slice(extra);
@@ -160,11 +269,10 @@ fn milestone_reached(stage: &'static str) -> impl Fn(&Job) -> bool {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_after_any_stage_checkpoint_is_finished_by_the_next_with_nothing_repaid() {
+async fn a_worker_killed_after_any_stage_checkpoint_is_finished_by_the_next_with_nothing_repaid(backend: Backend) {
     let _serial = serial().await;
     let books = vec![book(11)];
-    let clean = clean_run(&books, &["--embedding-batch-size", "2"]).await;
+    let clean = clean_run(&backend, &books, &["--embedding-batch-size", "2"]).await;
     for (failpoint, stage) in [
         ("after_checkpoint_extracted", "extracted"),
         ("after_checkpoint_markdown_saved", "markdown_saved"),
@@ -172,7 +280,7 @@ async fn a_worker_killed_after_any_stage_checkpoint_is_finished_by_the_next_with
         ("after_checkpoint_embedded", "embedded"),
         ("before_complete", "complete"),
     ] {
-        let cluster = Cluster::new();
+        let cluster = Cluster::new(&backend).await;
         let ids = cluster.submit(&books);
         let mut first =
             cluster.worker("first", Some(&format!("{failpoint}=sleep(60000)")), &["--embedding-batch-size", "2"]);
@@ -192,12 +300,11 @@ async fn a_worker_killed_after_any_stage_checkpoint_is_finished_by_the_next_with
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_midway_through_embedding_leaves_only_unfinished_batches_to_send() {
+async fn a_worker_killed_midway_through_embedding_leaves_only_unfinished_batches_to_send(backend: Backend) {
     let _serial = serial().await;
     let books = vec![book(12)];
     let reference = FakeOpenAi::start(|_| Reply::Embed).await;
-    let clean = clean_run(&books, &strs(&openai(&reference.base_url, 1))).await;
+    let clean = clean_run(&backend, &books, &strs(&openai(&reference.base_url, 1))).await;
     let clean_texts: Vec<String> = reference.received().concat();
     assert!(clean_texts.len() >= 4, "the book must take several requests");
     assert_eq!(distinct(&clean_texts), clean_texts.len(), "an uninterrupted run sends each text once");
@@ -205,7 +312,7 @@ async fn a_worker_killed_midway_through_embedding_leaves_only_unfinished_batches
     // answers to the first two were stored.
     let server = FakeOpenAi::start(|n| if n == 2 { Reply::Stall } else { Reply::Embed }).await;
     let args = openai(&server.base_url, 1);
-    let cluster = Cluster::new();
+    let cluster = Cluster::new(&backend).await;
     let ids = cluster.submit(&books);
     let mut first = cluster.worker("first", None, &strs(&args));
     cluster
@@ -237,17 +344,15 @@ async fn a_worker_killed_midway_through_embedding_leaves_only_unfinished_batches
     assert_eq!(server.requests(), reference.requests() + 1, "one request repeated: the one in flight");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_heartbeating_job_past_its_timeout_is_taken_back_and_its_old_worker_writes_nothing() {
+async fn a_heartbeating_job_past_its_timeout_is_taken_back_and_its_old_worker_writes_nothing(backend: Backend) {
     let _serial = serial().await;
     let books = vec![book(13)];
-    let clean = clean_run(&books, &[]).await;
-    let cluster = Cluster::new();
+    let clean = clean_run(&backend, &books, &[]).await;
+    let cluster = Cluster::new(&backend).await;
     let ids = cluster.submit(&books);
     // Every attempt of this job may run 2.5 s; the first stalls for 5 s after chunking while its
     // worker keeps heartbeating.
-    let store = cluster.store().await;
-    sqlx::query("UPDATE jobs SET timeout_ms = 2500").execute(store.writer_pool()).await.unwrap();
+    cluster.set_job_timeouts(Duration::from_millis(2500)).await;
     let mut stalled = cluster.worker("stalled", Some("after_checkpoint_chunked=1*return(5000)"), &[]);
     cluster.wait_checkpoint(&ids[0], milestone_reached("chunked")).await;
     let mut rescuer = cluster.worker("rescuer", None, &[]);
@@ -266,12 +371,11 @@ async fn a_heartbeating_job_past_its_timeout_is_taken_back_and_its_old_worker_wr
     assert!(rescuer.wait_exit(DEADLINE).await.success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_worker_is_fenced_and_the_job_completes_once_under_the_new_owner() {
+async fn a_paused_worker_is_fenced_and_the_job_completes_once_under_the_new_owner(backend: Backend) {
     let _serial = serial().await;
     let books = vec![book(14)];
-    let clean = clean_run(&books, &[]).await;
-    let cluster = Cluster::new();
+    let clean = clean_run(&backend, &books, &[]).await;
+    let cluster = Cluster::new(&backend).await;
     let ids = cluster.submit(&books);
     let mut paused = cluster.worker("paused", Some("after_checkpoint_chunked=1*return(1000)"), &[]);
     cluster.wait_checkpoint(&ids[0], milestone_reached("chunked")).await;
@@ -288,13 +392,12 @@ async fn a_paused_worker_is_fenced_and_the_job_completes_once_under_the_new_owne
     assert_eq!(cluster.process_job(&ids[0]).await, completed);
     assert_eq!(cluster.outcome(&ids[0]).await, clean[0]);
     let detect = JobFilter { kind: Some(JobKind::DetectConnections), ..Default::default() };
-    assert_eq!(cluster.store().await.list_jobs(&detect).await.unwrap().len(), 1, "connections were detected once");
+    assert_eq!(cluster.store().list_jobs(&detect).await.unwrap().len(), 1, "connections were detected once");
     paused.signal("TERM");
     assert!(paused.wait_exit(DEADLINE).await.success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rate_limited_worker_releases_its_prefetched_jobs_to_another_worker() {
+async fn a_rate_limited_worker_releases_its_prefetched_jobs_to_another_worker(backend: Backend) {
     let _serial = serial().await;
     let server = FakeOpenAi::start(|request| if request == 0 { Reply::RateLimited(30) } else { Reply::Embed }).await;
     let openai = [
@@ -307,7 +410,7 @@ async fn a_rate_limited_worker_releases_its_prefetched_jobs_to_another_worker() 
         "--embedding-dimensions",
         "64",
     ];
-    let cluster = Cluster::new();
+    let cluster = Cluster::new(&backend).await;
     let ids = cluster.submit(&books(3, 21));
     let mut args = openai.to_vec();
     args.extend(["--prefetch", "3"]);
@@ -321,7 +424,7 @@ async fn a_rate_limited_worker_releases_its_prefetched_jobs_to_another_worker() 
             postponed && jobs.iter().all(|j| j.status != JobStatus::Processing)
         })
         .await;
-    let store = cluster.store().await;
+    let store = cluster.store();
     let jobs = store.list_jobs(&JobFilter::default()).await.unwrap();
     let limited_job =
         jobs.iter().find(|j| j.last_error.as_deref().is_some_and(|e| e.contains("rate limited"))).unwrap().clone();
@@ -341,12 +444,11 @@ async fn a_rate_limited_worker_releases_its_prefetched_jobs_to_another_worker() 
     assert!(postponed.checkpoint().has_completed(stage_machine::Stage::Chunked), "its progress was kept");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_hands_a_long_job_back_with_its_checkpoint_and_the_next_worker_finishes_it() {
+async fn sigterm_hands_a_long_job_back_with_its_checkpoint_and_the_next_worker_finishes_it(backend: Backend) {
     let _serial = serial().await;
     let books = vec![book(15)];
-    let clean = clean_run(&books, &[]).await;
-    let cluster = Cluster::new();
+    let clean = clean_run(&backend, &books, &[]).await;
+    let cluster = Cluster::new(&backend).await;
     let ids = cluster.submit(&books);
     let mut stopping = cluster.worker("stopping", Some("after_checkpoint_chunked=1*return(2000)"), &[]);
     cluster.wait_checkpoint(&ids[0], milestone_reached("chunked")).await;
@@ -357,7 +459,6 @@ async fn sigterm_hands_a_long_job_back_with_its_checkpoint_and_the_next_worker_f
     assert!(handed_back.checkpoint().has_completed(stage_machine::Stage::Chunked));
     let processing = cluster
         .store()
-        .await
         .list_jobs(&JobFilter { status: Some(JobStatus::Processing), ..Default::default() })
         .await
         .unwrap();
@@ -367,11 +468,10 @@ async fn sigterm_hands_a_long_job_back_with_its_checkpoint_and_the_next_worker_f
     assert_eq!(cluster.outcome(&ids[0]).await, clean[0]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_that_fails_every_time_ends_in_the_dead_letter_queue_with_its_last_error() {
+async fn a_job_that_fails_every_time_ends_in_the_dead_letter_queue_with_its_last_error(backend: Backend) {
     let _serial = serial().await;
     let server = FakeOpenAi::start(|_| Reply::Error(500, "the model is overloaded")).await;
-    let cluster = Cluster::new();
+    let cluster = Cluster::new(&backend).await;
     let ids = cluster.submit(&[book(16)]);
     let args = [
         "--exit-when-idle",
@@ -390,7 +490,7 @@ async fn a_job_that_fails_every_time_ends_in_the_dead_letter_queue_with_its_last
     assert_eq!((job.status, job.attempts), (JobStatus::Dead, 3), "{}", cluster.all_logs());
     assert!(job.last_error.as_deref().unwrap_or_default().contains("overloaded"), "{job:?}");
     assert_eq!(server.requests(), 3, "one request per attempt, none hidden");
-    let document = cluster.store().await.document(&ids[0]).await.unwrap().unwrap();
+    let document = cluster.store().document(&ids[0]).await.unwrap().unwrap();
     assert_eq!(document.status, DocumentStatus::Failed);
 }
 
@@ -430,7 +530,7 @@ impl Crew {
         ready: impl Fn(&[Job]) -> bool,
         at_work: impl Fn(&Job) -> bool,
     ) -> Kill {
-        let store = cluster.store().await;
+        let store = cluster.store();
         let patience = Instant::now() + Duration::from_secs(10);
         loop {
             let jobs = store.list_jobs(&JobFilter { limit: Some(10_000), ..Default::default() }).await.unwrap();
@@ -483,7 +583,7 @@ fn milestones(jobs: &[Job]) -> usize {
 
 /// Asks for every document to be connected again, against the whole library as it now stands.
 async fn reconnect_all(cluster: &Cluster, ids: &[String]) {
-    let store = cluster.store().await;
+    let store = cluster.store();
     for id in ids {
         let chunk_count = store.document(id).await.unwrap().unwrap().chunk_count;
         let payload = serde_json::json!({ "document_id": id, "chunk_count": chunk_count });
@@ -495,8 +595,7 @@ async fn reconnect_all(cluster: &Cluster, ids: &[String]) {
 /// connections the first detections find depends on the order the books finished in, which
 /// chaos changes. The runs are compared after every book was connected again against the whole
 /// library, a result that depends only on the chunks, their vectors and their terms.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_three_workers_killed_at_random_still_finish_every_document_exactly() {
+async fn chaos_three_workers_killed_at_random_still_finish_every_document_exactly(backend: Backend) {
     let _serial = serial().await;
     let books: Vec<(String, Vec<u8>)> =
         epub_fixtures::corpus_of(20, 99).into_iter().map(|(n, b)| (format!("{n}.epub"), b)).collect();
@@ -504,7 +603,7 @@ async fn chaos_three_workers_killed_at_random_still_finish_every_document_exactl
     // The reference: the same binary, one worker, no kills.
     let reference_server = FakeOpenAi::start(|_| Reply::Embed).await;
     let reference_args = openai(&reference_server.base_url, 2);
-    let reference = Cluster::new();
+    let reference = Cluster::new(&backend).await;
     let reference_ids = reference.submit(&books);
     let drain = |cluster: &Cluster| {
         let args = [vec!["--exit-when-idle"], strs(&reference_args)].concat();
@@ -526,7 +625,7 @@ async fn chaos_three_workers_killed_at_random_still_finish_every_document_exactl
     // work) or by a few AI requests (a worker embedding: the service takes 100 ms to answer, so
     // its request is most likely in flight, the window in which the book's own count misses it).
     let server = FakeOpenAi::start(|_| Reply::EmbedAfter(Duration::from_millis(100))).await;
-    let cluster = Cluster::new();
+    let cluster = Cluster::new(&backend).await;
     let ids = cluster.submit(&books);
     assert_eq!(ids, reference_ids, "document ids derive from the books");
     let mut crew = Crew::start(&cluster, 3, openai(&server.base_url, 2));
@@ -549,15 +648,15 @@ async fn chaos_three_workers_killed_at_random_still_finish_every_document_exactl
         if landed == Kill::NothingLeft {
             break;
         }
-        let store = cluster.store().await;
+        let store = cluster.store();
         let jobs = store.list_jobs(&JobFilter { limit: Some(10_000), ..Default::default() }).await.unwrap();
         (last_milestones, last_requests) = (milestones(&jobs), server.requests());
     }
-    let store = cluster.store().await;
+    let store = cluster.store();
     let first_pass_kills = crew.kills;
     assert!(first_pass_kills >= 5, "only {first_pass_kills} kills landed while books were processed");
     cluster.wait_complete(&ids).await;
-    cluster.wait_idle(&store, DEADLINE).await;
+    cluster.wait_idle(store.as_ref(), DEADLINE).await;
     for (id, clean) in ids.iter().zip(&clean) {
         assert_eq!(cluster.outcome(id).await.chunks, clean.chunks, "{id}: chunks differ from a clean run");
     }
@@ -617,10 +716,10 @@ async fn chaos_three_workers_killed_at_random_still_finish_every_document_exactl
             break;
         }
     }
-    cluster.wait_idle(&store, DEADLINE).await;
+    cluster.wait_idle(store.as_ref(), DEADLINE).await;
     for (id, clean) in ids.iter().zip(&clean) {
         let outcome = cluster.outcome(id).await;
         assert_eq!(outcome.connections, clean.connections, "{id}: connections differ from a clean run");
     }
-    support::integrity::assert_integrity(&store, "test-embed@64", 64).await;
+    support::integrity::assert_integrity(store.as_ref(), "test-embed@64", 64).await;
 }

@@ -16,7 +16,7 @@ use checkpoint_store::{ConnectionFilter, DocumentStatus, DocumentStore, JobFilte
 const MILESTONES: [&str; 5] = ["extracted", "markdown_saved", "chunked", "embedded", "complete"];
 
 /// Asserts every check over the whole store; `model` and `dimensions` are the embedder's.
-pub async fn assert_integrity<S: DocumentStore + JobStore>(store: &S, model: &str, dimensions: usize) {
+pub async fn assert_integrity<S: DocumentStore + JobStore + ?Sized>(store: &S, model: &str, dimensions: usize) {
     // Chunk id → its document, over complete documents only.
     let mut complete_chunks: HashMap<String, String> = HashMap::new();
     let documents = store.list_documents().await.unwrap();
@@ -82,7 +82,7 @@ pub async fn assert_integrity<S: DocumentStore + JobStore>(store: &S, model: &st
 /// Asserts that each document of `ids` is complete, processed by one `process_document` job and
 /// connected by one `detect_connections` job, both completed, and that no job of any document
 /// is left unfinished: a book complete once, whatever its workers went through.
-pub async fn assert_each_complete_once<S: DocumentStore + JobStore>(store: &S, ids: &[String]) {
+pub async fn assert_each_complete_once<S: DocumentStore + JobStore + ?Sized>(store: &S, ids: &[String]) {
     for id in ids {
         let document = store.document(id).await.unwrap().unwrap_or_else(|| panic!("{id}: no such document"));
         assert_eq!(document.status, DocumentStatus::Complete, "{id}");

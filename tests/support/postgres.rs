@@ -1,14 +1,91 @@
-//! PostgreSQL seen from outside the workers: a server of the test's own that it may restart, the
-//! server connections of given worker processes (found by their client ports) and how to cut
-//! them, and the cluster's progress as the jobs table shows it.
+//! PostgreSQL seen from outside the workers: the shared server the tests run against and a
+//! schema of each test's own on it, a server of the test's own that it may restart, the server
+//! connections of given worker processes (found by their client ports) and how to cut them, and
+//! the cluster's progress as the jobs table shows it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPool;
 
 use super::processes::WorkerProcess;
+
+/// The shared server to test against, from `QUIRE_TEST_DATABASE_URL` (e.g.
+/// `postgres://postgres@127.0.0.1:5432/test`), or `None` when it is not set: a notice outside CI,
+/// where the test then passes, and a failure under `CI=true` (see [`super::prerequisite_missing`]).
+pub fn database_url() -> Option<String> {
+    match std::env::var("QUIRE_TEST_DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            super::prerequisite_missing("QUIRE_TEST_DATABASE_URL is not set");
+            None
+        }
+    }
+}
+
+/// A schema of one test's own on the shared server, `quire_t_<pid>_<n>`, where its workers and
+/// its store keep their tables. Dropped, best effort, when this is dropped, also when the test
+/// panicked; declare the worker processes after it, so that they are killed first.
+pub struct TestSchema {
+    url: String,
+    name: String,
+}
+
+impl TestSchema {
+    /// Names a schema no other test of this process uses, and drops a leftover of that name (an
+    /// earlier process with the same pid) that would only confuse the checks. Panics when the
+    /// server cannot be reached: whoever set the URL expects the tests to run there.
+    pub async fn new(url: &str) -> TestSchema {
+        use sqlx::Connection;
+        /// Numbers the schemas of this process.
+        static SCHEMAS: AtomicU32 = AtomicU32::new(0);
+        let name = format!("quire_t_{}_{}", std::process::id(), SCHEMAS.fetch_add(1, Ordering::SeqCst));
+        let mut conn = sqlx::PgConnection::connect(url)
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to QUIRE_TEST_DATABASE_URL: {error}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {name} CASCADE")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        TestSchema { url: url.to_owned(), name }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestSchema {
+    /// Drops the schema on a thread of its own: `Drop` cannot await, and the test's runtime may
+    /// be the one dropping it.
+    fn drop(&mut self) {
+        let (url, schema) = (self.url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                sqlx::query("SET lock_timeout = '10s'").execute(&mut conn).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await?;
+                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the test schema {}: {dropped:?}", self.name);
+        }
+    }
+}
 
 /// A PostgreSQL server of the test's own: its own data directory, port and socket directory in a
 /// temporary directory, so that the test may restart it while other tests use the shared server.

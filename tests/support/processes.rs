@@ -132,7 +132,7 @@ impl Processes {
 
     /// Polls `store` until every document of `ids` is complete; a failed one fails the test at
     /// once.
-    pub async fn wait_complete<S: DocumentStore>(&self, store: &S, ids: &[String], within: Duration) {
+    pub async fn wait_complete<S: DocumentStore + ?Sized>(&self, store: &S, ids: &[String], within: Duration) {
         let deadline = Instant::now() + within;
         'poll: loop {
             assert!(Instant::now() < deadline, "timed out waiting for every document to complete\n{}", self.all_logs());
@@ -154,7 +154,7 @@ impl Processes {
 
     /// Polls `store` until no job is pending or processing. (A document is marked complete just
     /// before its job is, and its connections are detected by a job of their own.)
-    pub async fn wait_idle<S: JobStore>(&self, store: &S, within: Duration) {
+    pub async fn wait_idle<S: JobStore + ?Sized>(&self, store: &S, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
             let active = store.counts().await.map(|counts| {
