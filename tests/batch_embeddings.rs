@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use checkpoint_store::{DocumentStore, ErrorKind, JobStatus, JobStore};
 use embedder::{OpenAiConfig, OpenAiEmbedder};
-use support::fake_openai::{BatchScript, FakeBatchOpenAi};
+use support::fake_openai::{BatchScript, FakeOpenAi};
 use support::{Rig, TTL};
 use tokio_util::sync::CancellationToken;
 use worker::{Batching, EmbeddingMode};
@@ -23,7 +23,7 @@ fn book() -> Vec<u8> {
 }
 
 /// A rig whose pipeline embeds through the fake's Batch API for every document.
-async fn rig(server: &FakeBatchOpenAi) -> Rig {
+async fn rig(server: &FakeOpenAi) -> Rig {
     let config = OpenAiConfig {
         base_url: server.base_url.clone(),
         api_key: Some("test-key".into()),
@@ -63,7 +63,7 @@ async fn assert_complete(rig: &Rig, document_id: &str) {
 async fn killed_right_after_the_batch_was_created_the_retry_fetches_its_results_and_submits_nothing() {
     let scenario = fail::FailScenario::setup();
     fail::cfg("after_batch_created", "1*return").unwrap();
-    let server = FakeBatchOpenAi::start(|_| BatchScript::completes_after(0)).await;
+    let server = FakeOpenAi::with_batches(|_| BatchScript::completes_after(0)).await;
     let rig = rig(&server).await;
     let submission = rig.submit("book.epub", &book()).await;
 
@@ -81,7 +81,7 @@ async fn killed_right_after_the_batch_was_created_the_retry_fetches_its_results_
     assert_eq!(server.batches_created(), 1, "no second batch");
     assert_eq!(server.files_uploaded(), 1, "no second upload");
     assert_eq!(server.inputs_per_batch(), vec![inputs]);
-    assert_eq!(server.embedding_requests(), 0, "nothing was embedded directly");
+    assert_eq!(server.requests(), 0, "nothing was embedded directly");
     assert_eq!(server.downloads(), 1);
     let job = rig.store.job(submission.job_id.unwrap()).await.unwrap().unwrap();
     assert_eq!(job.attempts, 2);
@@ -97,7 +97,7 @@ async fn killed_right_after_the_batch_was_created_the_retry_fetches_its_results_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_while_the_batch_runs_the_retry_waits_on_the_same_batch() {
     let scenario = fail::FailScenario::setup();
-    let server = FakeBatchOpenAi::start(|_| BatchScript::completes_after(4)).await;
+    let server = FakeOpenAi::with_batches(|_| BatchScript::completes_after(4)).await;
     let mut rig = rig(&server).await;
     let submission = rig.submit("book.epub", &book()).await;
 
@@ -129,13 +129,13 @@ async fn killed_while_the_batch_runs_the_retry_waits_on_the_same_batch() {
     assert_eq!(server.batches_created(), 1, "the retry waited on batch_0 instead of submitting again");
     assert_eq!(server.files_uploaded(), 1);
     assert_eq!(server.status_checks(), 5, "one check before the kill, four after");
-    assert_eq!(server.embedding_requests(), 0);
+    assert_eq!(server.requests(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_while_polling_hands_the_job_back_with_the_batch_kept() {
     let scenario = fail::FailScenario::setup();
-    let server = FakeBatchOpenAi::start(|_| BatchScript::completes_after(2)).await;
+    let server = FakeOpenAi::with_batches(|_| BatchScript::completes_after(2)).await;
     let mut rig = rig(&server).await;
     let submission = rig.submit("book.epub", &book()).await;
     rig.pipeline.batching.poll_interval = Duration::from_secs(3600);
@@ -166,7 +166,7 @@ async fn a_shutdown_while_polling_hands_the_job_back_with_the_batch_kept() {
 async fn an_expired_batch_is_resubmitted_once_for_the_missing_inputs_only() {
     let scenario = fail::FailScenario::setup();
     // The first batch expires with three results done; the second completes.
-    let server = FakeBatchOpenAi::start(|n| match n {
+    let server = FakeOpenAi::with_batches(|n| match n {
         0 => BatchScript { partial: 3, ..BatchScript::ends("expired", 1) },
         _ => BatchScript::completes_after(1),
     })
@@ -191,7 +191,7 @@ async fn an_expired_batch_is_resubmitted_once_for_the_missing_inputs_only() {
     );
     let batches = server.batches();
     assert!(batches[0].custom_ids[..3].iter().all(|id| !batches[1].custom_ids.contains(id)));
-    assert_eq!(server.embedding_requests(), 0);
+    assert_eq!(server.requests(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,7 +199,7 @@ async fn a_batch_found_failed_on_recovery_is_resubmitted_once() {
     let scenario = fail::FailScenario::setup();
     fail::cfg("after_batch_created", "1*return").unwrap();
     let server =
-        FakeBatchOpenAi::start(
+        FakeOpenAi::with_batches(
             |n| if n == 0 { BatchScript::ends("failed", 0) } else { BatchScript::completes_after(0) },
         )
         .await;
@@ -225,7 +225,7 @@ async fn a_batch_found_failed_on_recovery_is_resubmitted_once() {
 async fn an_unreachable_service_during_recovery_is_an_ordinary_retry_and_nothing_is_marked_done() {
     let scenario = fail::FailScenario::setup();
     fail::cfg("after_batch_created", "1*return").unwrap();
-    let server = FakeBatchOpenAi::start(|_| BatchScript::completes_after(0)).await;
+    let server = FakeOpenAi::with_batches(|_| BatchScript::completes_after(0)).await;
     let rig = rig(&server).await;
     let submission = rig.submit("book.epub", &book()).await;
     rig.one_attempt().await;
@@ -266,7 +266,7 @@ async fn an_unreachable_service_during_recovery_is_an_ordinary_retry_and_nothing
 async fn a_job_dead_lettered_by_its_timeout_cancels_its_batch() {
     let scenario = fail::FailScenario::setup();
     fail::cfg("after_batch_created", "1*return").unwrap();
-    let server = FakeBatchOpenAi::start(|_| BatchScript::never_finishes()).await;
+    let server = FakeOpenAi::with_batches(|_| BatchScript::never_finishes()).await;
     let rig = rig(&server).await;
     let submission = rig.submit("book.epub", &book()).await;
     // The job's only attempt.
@@ -306,7 +306,7 @@ async fn a_job_dead_lettered_by_its_timeout_cancels_its_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_batch_hands_the_job_back_between_checks_without_using_attempts() {
     let scenario = fail::FailScenario::setup();
-    let server = FakeBatchOpenAi::start(|_| BatchScript::completes_after(5)).await;
+    let server = FakeOpenAi::with_batches(|_| BatchScript::completes_after(5)).await;
     let mut rig = rig(&server).await;
     // Every attempt checks once and, finding the batch still running, hands the job back.
     rig.pipeline.batching.max_wait_per_attempt = Duration::ZERO;

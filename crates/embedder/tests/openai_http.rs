@@ -1,45 +1,61 @@
 //! `OpenAiEmbedder` against a scripted HTTP server on 127.0.0.1.
 //!
-//! The server is a few lines of tokio: it parses one request per connection,
-//! records it, answers with the scripted status, headers and body, and closes.
-//! Counting requests on the server side is what proves that no layer retries
-//! behind the queue's back. Nothing here sleeps for a `Retry-After`.
+//! The server is a one-route axum app: it records every request and answers
+//! with the scripted status, headers and body. Counting requests on the server
+//! side is what proves that no layer retries behind the queue's back. Nothing
+//! here sleeps for a `Retry-After`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use embedder::{EmbedError, Embedder, OpenAiConfig, OpenAiEmbedder};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// One scripted answer.
 #[derive(Clone)]
 struct Reply {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
+    status: StatusCode,
+    headers: HeaderMap,
     body: String,
 }
 
 impl Reply {
+    fn new(status: u16, content_type: &str, body: String) -> Self {
+        let status = StatusCode::from_u16(status).unwrap();
+        Self { status, headers: HeaderMap::new(), body }.header("content-type", content_type)
+    }
+
     fn json(status: u16, body: Value) -> Self {
-        Self { status, headers: vec![("content-type", "application/json".into())], body: body.to_string() }
+        Self::new(status, "application/json", body.to_string())
     }
 
     fn text(status: u16, body: &str) -> Self {
-        Self { status, headers: vec![("content-type", "text/html".into())], body: body.into() }
+        Self::new(status, "text/html", body.into())
     }
 
     fn header(mut self, name: &'static str, value: &str) -> Self {
-        self.headers.push((name, value.into()));
+        self.headers.insert(name, value.parse().unwrap());
         self
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        (self.status, self.headers, self.body).into_response()
     }
 }
 
 /// A request as the server saw it.
 #[derive(Debug, Clone)]
 struct Seen {
-    head: String,
+    /// Method and path, as `POST /v1/embeddings`.
+    line: String,
+    headers: HeaderMap,
     body: Value,
 }
 
@@ -51,20 +67,17 @@ struct Server {
 
 impl Server {
     async fn start(reply: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (log, reply) = (seen.clone(), Arc::new(reply));
+        let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| async move {
+            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let answer = reply(&body);
+            log.lock().unwrap().push(Seen { line: format!("{method} {uri}"), headers, body });
+            answer
+        });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let reply = Arc::new(reply);
-        let log = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (log, reply) = (log.clone(), reply.clone());
-                tokio::spawn(async move { serve(stream, &log, &*reply).await });
-            }
-        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
         Self { base_url, seen }
     }
 
@@ -76,45 +89,6 @@ impl Server {
         OpenAiEmbedder::new(OpenAiConfig { base_url: self.base_url.clone(), api_key: Some("sk-test".into()), ..config })
             .unwrap()
     }
-}
-
-async fn serve(mut stream: TcpStream, log: &Mutex<Vec<Seen>>, reply: &(dyn Fn(&Value) -> Reply + Sync)) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let body: Value = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
-    let answer = reply(&body);
-    log.lock().unwrap().push(Seen { head, body });
-
-    let mut out = format!("HTTP/1.1 {} Scripted\r\n", answer.status);
-    for (name, value) in &answer.headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n{}", answer.body.len(), answer.body));
-    let _ = stream.write_all(out.as_bytes()).await;
-    let _ = stream.shutdown().await;
 }
 
 fn inputs(texts: &[&str]) -> Vec<String> {
@@ -154,8 +128,8 @@ async fn success_with_a_full_openai_response() {
 
     let seen = server.requests();
     assert_eq!(seen.len(), 1);
-    assert!(seen[0].head.starts_with("POST /v1/embeddings "), "{}", seen[0].head);
-    assert!(seen[0].head.to_ascii_lowercase().contains("authorization: bearer sk-test"));
+    assert_eq!(seen[0].line, "POST /v1/embeddings");
+    assert_eq!(seen[0].headers["authorization"], "Bearer sk-test");
     assert_eq!(seen[0].body, json!({"model": "text-embedding-3-small", "input": ["a", "b", "c"], "dimensions": 4}));
 }
 
