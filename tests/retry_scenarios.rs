@@ -586,8 +586,8 @@ async fn reconnect_all(cluster: &Cluster, ids: &[String]) {
     let store = cluster.store();
     for id in ids {
         let chunk_count = store.document(id).await.unwrap().unwrap().chunk_count;
-        let payload = serde_json::json!({ "document_id": id, "chunk_count": chunk_count });
-        store.enqueue(JobKind::DetectConnections, payload, EnqueueOptions::default()).await.unwrap();
+        let payload = worker::JobPayload::detect_connections(id, chunk_count as usize);
+        payload.enqueue(store.as_ref(), EnqueueOptions::default()).await.unwrap();
     }
 }
 
