@@ -423,6 +423,9 @@ pub struct QueueCount {
     pub kind: JobKind,
     /// How many.
     pub count: u64,
+    /// When the oldest of them was enqueued: for pending jobs, how long the queue's head has
+    /// waited.
+    pub oldest_created_at: Option<UnixMillis>,
 }
 
 /// Filter for [`JobStore::list_jobs`](crate::JobStore::list_jobs).
@@ -436,4 +439,6 @@ pub struct JobFilter {
     pub document_id: Option<String>,
     /// At most this many, newest first. Default 100.
     pub limit: Option<u32>,
+    /// Only jobs older than this one (a smaller id): the next page after a page ending with it.
+    pub before: Option<JobId>,
 }

@@ -122,6 +122,7 @@ pub(crate) struct CountRow {
     status: String,
     kind: String,
     count: i64,
+    oldest_created_at: Option<i64>,
 }
 
 impl TryFrom<CountRow> for QueueCount {
@@ -132,6 +133,7 @@ impl TryFrom<CountRow> for QueueCount {
             status: parse_name("status", &row.status)?,
             kind: parse_name("kind", &row.kind)?,
             count: unsigned("count", row.count)?,
+            oldest_created_at: row.oldest_created_at,
         })
     }
 }

@@ -732,3 +732,36 @@ async fn a_durable_enqueue_leaves_sqlites_other_commits_at_synchronous_normal() 
     assert_eq!(store.writer_synchronous().await.unwrap(), 1, "FULL was for the durable commit only");
     h.enqueue("doc-2").await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Listing a page at a time, and the age of the queue's head.
+
+#[tokio::test]
+async fn jobs_list_a_page_at_a_time_and_counts_know_their_oldest_job() {
+    for h in backends().await {
+        let oldest = h.enqueue("a").await;
+        h.clock.advance(minutes(1));
+        let middle = h.enqueue("b").await;
+        h.clock.advance(minutes(1));
+        let newest = h.enqueue("c").await;
+        let page = |before, document: Option<&str>| checkpoint_store::JobFilter {
+            limit: Some(2),
+            before,
+            document_id: document.map(str::to_owned),
+            ..Default::default()
+        };
+        let ids = |jobs: Vec<checkpoint_store::Job>| jobs.into_iter().map(|job| job.id).collect::<Vec<_>>();
+
+        assert_eq!(ids(h.store.list_jobs(&page(None, None)).await.unwrap()), [newest.id, middle.id], "{}", h.name);
+        let next = h.store.list_jobs(&page(Some(middle.id), None)).await.unwrap();
+        assert_eq!(ids(next), [oldest.id], "{}", h.name);
+        // The cursor narrows a document's listing too (its own statement and index).
+        assert!(h.store.list_jobs(&page(Some(newest.id), Some("c"))).await.unwrap().is_empty(), "{}", h.name);
+        assert_eq!(ids(h.store.list_jobs(&page(Some(newest.id), Some("b"))).await.unwrap()), [middle.id]);
+
+        let counts = h.store.counts().await.unwrap();
+        let pending = counts.iter().find(|count| count.status == JobStatus::Pending).expect("pending jobs");
+        assert_eq!((pending.count, pending.oldest_created_at), (3, Some(oldest.created_at)), "{}", h.name);
+        assert!(oldest.created_at < newest.created_at, "{}", h.name);
+    }
+}

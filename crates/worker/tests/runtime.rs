@@ -290,7 +290,12 @@ impl JobStore for FakeStore {
         let mut counts = Vec::new();
         for (status, n) in [(JobStatus::Pending, state.pending.len()), (JobStatus::Processing, state.processing.len())]
         {
-            counts.push(QueueCount { status, kind: JobKind::ProcessDocument, count: n as u64 });
+            counts.push(QueueCount {
+                status,
+                kind: JobKind::ProcessDocument,
+                count: n as u64,
+                oldest_created_at: None,
+            });
         }
         Ok(counts)
     }

@@ -597,6 +597,7 @@ impl JobStore for PgStore {
             .bind(filter.kind.map(<&str>::from))
             .bind(&filter.document_id)
             .bind(i64::from(filter.limit.unwrap_or(100)))
+            .bind(filter.before.map(|id| id.0))
             .fetch_all(&self.pool)
             .await?;
         convert_all(rows)

@@ -226,12 +226,13 @@ pub const LOCK_JOBS: &str =
 /// $1 id.
 pub const JOB_BY_ID: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
 
-/// $1 status or NULL, $2 kind or NULL, $3 document id or NULL, $4 limit.
+/// $1 status or NULL, $2 kind or NULL, $3 document id or NULL, $4 limit, $5 a job id the jobs
+/// listed are older than, or NULL.
 pub const LIST_JOBS: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM jobs WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2) \
-        AND ($3::text IS NULL OR document_id = $3) \
+        AND ($3::text IS NULL OR document_id = $3) AND ($5::bigint IS NULL OR id < $5) \
       ORDER BY id DESC LIMIT $4"
 );
 
@@ -241,11 +242,13 @@ pub const LIST_JOBS_OF_DOCUMENT: &str = concat!(
     job_columns!(),
     " FROM jobs WHERE document_id = $3 \
         AND ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2) \
+        AND ($5::bigint IS NULL OR id < $5) \
       ORDER BY id DESC LIMIT $4"
 );
 
 /// Byte order (`COLLATE "C"`), whatever the database's collation, like SQLite.
-pub const COUNTS: &str = "SELECT status, kind, COUNT(*) AS count FROM jobs GROUP BY status, kind \
+pub const COUNTS: &str = "SELECT status, kind, COUNT(*) AS count, MIN(created_at) AS oldest_created_at \
+     FROM jobs GROUP BY status, kind \
      ORDER BY status COLLATE \"C\", kind COLLATE \"C\"";
 
 /// $1 id, $2 now or NULL.

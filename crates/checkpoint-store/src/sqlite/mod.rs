@@ -499,6 +499,7 @@ impl JobStore for SqliteStore {
             .bind(filter.kind.map(<&str>::from))
             .bind(&filter.document_id)
             .bind(i64::from(filter.limit.unwrap_or(100)))
+            .bind(filter.before.map(|id| id.0))
             .fetch_all(&self.reader)
             .await?;
         convert_all(rows)

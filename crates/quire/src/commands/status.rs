@@ -25,6 +25,23 @@ pub struct DocumentStatusView {
     pub error: Option<String>,
 }
 
+impl DocumentStatusView {
+    /// The view of `document`, which has `connection_count` connections.
+    pub fn new(document: Document, connection_count: u64) -> DocumentStatusView {
+        DocumentStatusView {
+            connection_count,
+            id: document.id,
+            title: document.title,
+            author: document.author,
+            status: document.status.to_string(),
+            chunk_count: document.chunk_count,
+            ai_requests: document.ai_requests,
+            embeddings_from_cache: document.embeddings_from_cache,
+            error: document.error,
+        }
+    }
+}
+
 /// What `status --json` prints.
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
@@ -62,17 +79,8 @@ pub async fn report(app: &App, id: Option<&str>) -> anyhow::Result<StatusReport>
     };
     let mut views = Vec::with_capacity(documents.len());
     for document in documents {
-        views.push(DocumentStatusView {
-            connection_count: store.connection_count(&document.id).await?,
-            id: document.id,
-            title: document.title,
-            author: document.author,
-            status: document.status.to_string(),
-            chunk_count: document.chunk_count,
-            ai_requests: document.ai_requests,
-            embeddings_from_cache: document.embeddings_from_cache,
-            error: document.error,
-        });
+        let connection_count = store.connection_count(&document.id).await?;
+        views.push(DocumentStatusView::new(document, connection_count));
     }
     let jobs = jobs.iter().map(JobView::from).collect();
     Ok(StatusReport { documents: views, jobs })

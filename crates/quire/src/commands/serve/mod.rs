@@ -6,6 +6,7 @@
 //! | `GET /v1/documents/{id}` | the document as `status --json` shows it, with its jobs; 404 |
 //! | `GET /v1/jobs/{id}` | the job; 404 |
 //! | `POST /v1/jobs/{id}/cancel` | cancels the job (`quire jobs cancel`): 200 `{outcome, job}`, `outcome` being `cancelled` (it was pending) or `requested` (its worker stops it at its next stage boundary); 404; 409 for a job that has finished |
+//! | lists and other actions | the jobs, documents, chunks, connections and the queue; retry, replay and the dead-letter queue: see `queue.rs` |
 //! | `GET /metrics` | Prometheus text: queue depth, stale jobs, processing ages |
 //! | `GET /healthz` | 200 when the database answers, 503 otherwise |
 //!
@@ -42,7 +43,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, Sta
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use checkpoint_store::{Cancellation, JobId, StoreError};
 use http_body_util::BodyExt as _;
 use serde_json::json;
@@ -58,6 +59,8 @@ use crate::cli::{GlobalOptions, ServeOptions};
 use crate::commands::jobs::JobView;
 use crate::commands::status;
 use crate::metrics::MetricsSource;
+
+mod queue;
 
 /// What a client may ask of the server, and how long it may take.
 #[derive(Debug, Clone)]
@@ -197,10 +200,18 @@ fn router(app: App, limits: Limits) -> Router {
     let upload_slots = Arc::new(Semaphore::new(limits.max_concurrent_uploads as usize));
     let state = Arc::new(ApiState { app, limits, upload_slots });
     Router::new()
-        .route("/v1/documents", post(upload))
+        .route("/v1/documents", post(upload).get(queue::list_documents))
         .route("/v1/documents/{id}", get(document))
+        .route("/v1/documents/{id}/chunks", get(queue::document_chunks))
+        .route("/v1/documents/{id}/connections", get(queue::document_connections))
+        .route("/v1/jobs", get(queue::list_jobs))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/jobs/{id}/retry", post(queue::retry_job))
+        .route("/v1/jobs/{id}/replay", post(queue::replay_job))
+        .route("/v1/dlq", delete(queue::purge_dead_letters))
+        .route("/v1/dlq/retry", post(queue::retry_dead_letters))
+        .route("/v1/queue", get(queue::queue))
         // The upload handler enforces its own limit, to answer it in JSON.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)

@@ -1,0 +1,627 @@
+//! The API's lists and its operator actions: what `quire jobs`, `quire dlq`, `quire replay`,
+//! `quire status` and `quire connections` show and do, over HTTP. Every action goes through the
+//! worker's [`worker::operations`], as the CLI's do, so the rules live in one place.
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /v1/jobs?status=&kind=&document_id=&limit=&before=` | `{jobs, next_before}`, newest first; `next_before` is the `before` of the next page, `null` on the last |
+//! | `GET /v1/documents?status=&q=&limit=&offset=` | `{documents, total}`, oldest first; `q` matches the id, title, author or file name, ignoring case |
+//! | `GET /v1/documents/{id}/chunks?limit=&offset=` | `{chunks, total}` in document order; 404 |
+//! | `GET /v1/documents/{id}/connections?engine=&min_score=&limit=` | `{connections}`, strongest first, the document's own chunk as `source`; 404 |
+//! | `GET /v1/queue` | `{counts, oldest_pending_age_ms, stale_leases}`: jobs by status and kind, how long the oldest pending job has waited, and processing jobs whose lease has expired |
+//! | `POST /v1/jobs/{id}/retry` | a dead-lettered job back in the queue (`quire dlq retry ID`): 200 `{job}`; 404; 409 when it is not dead or another job holds its unique key |
+//! | `POST /v1/jobs/{id}/replay` | body `{"from_stage": "chunking"}`, `{"fresh": true}` or `{}` (from the checkpoint), as `quire replay`: 200 `{job, from, resumes_at}`; 404; 409 while it is processing or when resuming would do nothing; 422 for a stage it cannot start from |
+//! | `POST /v1/dlq/retry` | body `{"ids": [..]}`, or `{}` for every dead-lettered job: 200 `{retried, refused}` |
+//! | `DELETE /v1/dlq?older_than=7d` | purges dead-lettered jobs finished at least that long ago (`quire dlq purge`): 200 `{purged}` |
+//!
+//! A query parameter that does not parse (an unknown status, a limit that is not a number) is a
+//! 400 naming what is accepted. Lists are bounded: `limit` defaults to 50 and may not pass 500.
+//!
+//! Past 500 lines because its tests sit beside it: each route is asked through the router over a
+//! real store, which only this module's types make short to write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use checkpoint_store::{ConnectionFilter, JobFilter, JobId, JobKind, JobStatus};
+use serde::Deserialize;
+use serde_json::json;
+use stage_machine::Stage;
+use worker::operations::{OperationError, ReplayFrom};
+
+use super::{ApiError, ApiState};
+use crate::commands::jobs::JobView;
+use crate::commands::status::DocumentStatusView;
+
+/// A query string that parsed, or a 400 in JSON saying why not (axum's own answer is text).
+fn query<T>(given: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    given.map(|Query(query)| query).map_err(|rejection| bad_request(rejection.body_text()))
+}
+
+/// A JSON body that parsed (none at all: the default), or a 400 in JSON saying why not.
+fn body<T: Default>(given: Result<Option<Json<T>>, JsonRejection>) -> Result<T, ApiError> {
+    match given {
+        Ok(body) => Ok(body.map(|Json(body)| body).unwrap_or_default()),
+        Err(rejection) => Err(bad_request(rejection.body_text())),
+    }
+}
+
+/// How many items a page holds unless the client asks for fewer.
+const DEFAULT_PAGE: u32 = 50;
+
+/// The most items one page may hold.
+const MAX_PAGE: u32 = 500;
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::refused(StatusCode::BAD_REQUEST, message)
+}
+
+fn no_job(id: &str) -> ApiError {
+    ApiError::refused(StatusCode::NOT_FOUND, format!("no job {id:?}"))
+}
+
+fn no_document(id: &str) -> ApiError {
+    ApiError::refused(StatusCode::NOT_FOUND, format!("no document {id:?}"))
+}
+
+fn job_id(id: &str) -> Result<JobId, ApiError> {
+    id.parse::<JobId>().map_err(|_| no_job(id))
+}
+
+/// A name one of `names` spells, or a 400 listing them.
+fn parse_name<T: std::str::FromStr>(what: &str, given: &str, names: &[&str]) -> Result<T, ApiError> {
+    given.parse().map_err(|_| bad_request(format!("unknown {what} {given:?}; use one of: {}", names.join(", "))))
+}
+
+fn status_names() -> Vec<&'static str> {
+    <JobStatus as strum::VariantArray>::VARIANTS.iter().map(|status| status.into()).collect()
+}
+
+fn kind_names() -> Vec<&'static str> {
+    <JobKind as strum::VariantArray>::VARIANTS.iter().map(|kind| kind.into()).collect()
+}
+
+/// The page size asked for, within bounds.
+fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        0 => Err(bad_request("limit must be at least 1")),
+        limit if limit > MAX_PAGE => Err(bad_request(format!("limit may be at most {MAX_PAGE}"))),
+        limit => Ok(limit),
+    }
+}
+
+/// `GET /v1/jobs`'s query.
+#[derive(Debug, Deserialize)]
+pub(super) struct JobsQuery {
+    status: Option<String>,
+    kind: Option<String>,
+    document_id: Option<String>,
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+pub(super) async fn list_jobs(
+    State(state): State<Arc<ApiState>>,
+    given: Result<Query<JobsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = query(given)?;
+    let limit = page_size(query.limit)?;
+    let filter = JobFilter {
+        status: query.status.as_deref().map(|given| parse_name("status", given, &status_names())).transpose()?,
+        kind: query.kind.as_deref().map(|given| parse_name("kind", given, &kind_names())).transpose()?,
+        document_id: query.document_id,
+        limit: Some(limit),
+        before: query.before.map(JobId),
+    };
+    let jobs = state.app.store.list_jobs(&filter).await?;
+    let next_before = (jobs.len() == limit as usize).then(|| jobs.last().map(|job| job.id.0)).flatten();
+    let jobs: Vec<JobView> = jobs.iter().map(JobView::from).collect();
+    Ok(Json(json!({ "jobs": jobs, "next_before": next_before })).into_response())
+}
+
+/// `GET /v1/documents`'s query.
+#[derive(Debug, Deserialize)]
+pub(super) struct DocumentsQuery {
+    status: Option<String>,
+    q: Option<String>,
+    limit: Option<u32>,
+    offset: Option<usize>,
+}
+
+pub(super) async fn list_documents(
+    State(state): State<Arc<ApiState>>,
+    given: Result<Query<DocumentsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = query(given)?;
+    let limit = page_size(query.limit)? as usize;
+    let status: Option<checkpoint_store::DocumentStatus> = match query.status.as_deref() {
+        Some(given) => {
+            let names: Vec<&str> = <checkpoint_store::DocumentStatus as strum::VariantArray>::VARIANTS
+                .iter()
+                .map(|status| status.into())
+                .collect();
+            Some(parse_name("status", given, &names)?)
+        }
+        None => None,
+    };
+    let needle = query.q.as_deref().map(str::to_lowercase).filter(|needle| !needle.is_empty());
+    let matches = |field: Option<&str>| {
+        needle.as_deref().is_none_or(|needle| field.is_some_and(|field| field.to_lowercase().contains(needle)))
+    };
+    let documents: Vec<_> = state
+        .app
+        .store
+        .list_documents()
+        .await?
+        .into_iter()
+        .filter(|document| status.is_none_or(|status| document.status == status))
+        .filter(|document| {
+            matches(Some(&document.id))
+                || matches(document.title.as_deref())
+                || matches(document.author.as_deref())
+                || matches(Some(&document.file_name))
+        })
+        .collect();
+    let total = documents.len();
+    let mut views = Vec::new();
+    for document in documents.into_iter().skip(query.offset.unwrap_or(0)).take(limit) {
+        let connection_count = state.app.store.connection_count(&document.id).await?;
+        views.push(DocumentStatusView::new(document, connection_count));
+    }
+    Ok(Json(json!({ "documents": views, "total": total })).into_response())
+}
+
+/// `GET /v1/documents/{id}/chunks`'s query.
+#[derive(Debug, Deserialize)]
+pub(super) struct ChunksQuery {
+    limit: Option<u32>,
+    offset: Option<usize>,
+}
+
+pub(super) async fn document_chunks(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    given: Result<Query<ChunksQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = query(given)?;
+    let limit = page_size(query.limit)? as usize;
+    if state.app.store.document(&id).await?.is_none() {
+        return Err(no_document(&id));
+    }
+    let chunks = state.app.store.chunks(&id).await?;
+    let total = chunks.len();
+    let page: Vec<_> = chunks
+        .into_iter()
+        .skip(query.offset.unwrap_or(0))
+        .take(limit)
+        .map(|chunk| {
+            json!({
+                "id": chunk.id,
+                "index": chunk.index,
+                "heading_path": chunk.heading_path,
+                "text": chunk.text,
+                "start": chunk.start,
+                "end": chunk.end,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "chunks": page, "total": total })).into_response())
+}
+
+/// `GET /v1/documents/{id}/connections`'s query.
+#[derive(Debug, Deserialize)]
+pub(super) struct ConnectionsQuery {
+    engine: Option<String>,
+    min_score: Option<f32>,
+    limit: Option<u32>,
+}
+
+pub(super) async fn document_connections(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    given: Result<Query<ConnectionsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = query(given)?;
+    let limit = page_size(query.limit)?;
+    if query.min_score.is_some_and(|score| !score.is_finite()) {
+        return Err(bad_request("min_score must be a finite number"));
+    }
+    if state.app.store.document(&id).await?.is_none() {
+        return Err(no_document(&id));
+    }
+    let filter = ConnectionFilter { engine: query.engine, min_score: query.min_score, limit: Some(limit) };
+    let connections = state.app.store.connections(&id, &filter).await?;
+    Ok(Json(json!({ "connections": connections })).into_response())
+}
+
+pub(super) async fn queue(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let store = &state.app.store;
+    let counts = store.counts().await?;
+    let stale_leases = store.stale_jobs(None).await?.len();
+    let now = crate::output::now_millis();
+    let oldest_pending = counts
+        .iter()
+        .filter(|count| count.status == JobStatus::Pending)
+        .filter_map(|count| count.oldest_created_at)
+        .min();
+    let counts: Vec<_> = counts
+        .iter()
+        .map(|count| json!({ "status": count.status, "kind": count.kind, "count": count.count }))
+        .collect();
+    let body = json!({
+        "counts": counts,
+        "oldest_pending_age_ms": oldest_pending.map(|created| (now - created).max(0)),
+        "stale_leases": stale_leases,
+    });
+    Ok(Json(body).into_response())
+}
+
+/// An operation's refusal as an answer: the client's mistake or the job's state, never a 500.
+fn refusal(error: OperationError) -> ApiError {
+    if let OperationError::Store(error) = error {
+        return error.into();
+    }
+    let status = match &error {
+        OperationError::NoSuchJob(_) => StatusCode::NOT_FOUND,
+        OperationError::NoStages { .. } | OperationError::NotReplayable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        // Held, finished or with nothing left to do: the job's state refuses it.
+        _ => StatusCode::CONFLICT,
+    };
+    ApiError::refused(status, error.to_string())
+}
+
+pub(super) async fn retry_job(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job_id = job_id(&id)?;
+    let mut outcome = worker::operations::retry_dead_letters(state.app.store.as_ref(), &[job_id]).await?;
+    if let Some(job) = outcome.retried.pop() {
+        return Ok(Json(json!({ "job": JobView::from(&job) })).into_response());
+    }
+    match outcome.refused.pop() {
+        Some(refused) if refused.job.is_some() => {
+            Err(ApiError::refused(StatusCode::CONFLICT, refused.reason.to_string()))
+        }
+        _ => Err(no_job(&id)),
+    }
+}
+
+/// `POST /v1/jobs/{id}/replay`'s body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReplayBody {
+    from_stage: Option<String>,
+    #[serde(default)]
+    fresh: bool,
+}
+
+pub(super) async fn replay_job(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    given: Result<Option<Json<ReplayBody>>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let job_id = job_id(&id)?;
+    let body = body(given)?;
+    let from = match (body.from_stage.as_deref(), body.fresh) {
+        (Some(_), true) => return Err(bad_request("ask for from_stage or fresh, not both")),
+        (Some(stage), false) => {
+            let names: Vec<&str> = Stage::rewind_targets().map(|stage| stage.into()).collect();
+            ReplayFrom::Stage(parse_name("stage", stage, &names)?)
+        }
+        (None, true) => ReplayFrom::Fresh,
+        (None, false) => ReplayFrom::Checkpoint,
+    };
+    let replayed = worker::operations::replay(state.app.store.as_ref(), job_id, from).await.map_err(refusal)?;
+    let body = json!({
+        "job": JobView::from(&replayed.job),
+        "from": replayed.from.mode(),
+        "resumes_at": replayed.resumes_at,
+    });
+    Ok(Json(body).into_response())
+}
+
+/// `POST /v1/dlq/retry`'s body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RetryDeadBody {
+    ids: Option<Vec<i64>>,
+}
+
+pub(super) async fn retry_dead_letters(
+    State(state): State<Arc<ApiState>>,
+    given: Result<Option<Json<RetryDeadBody>>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let store = state.app.store.as_ref();
+    let ids = body(given)?.ids;
+    let outcome = match ids {
+        Some(ids) => {
+            let ids: Vec<JobId> = ids.into_iter().map(JobId).collect();
+            worker::operations::retry_dead_letters(store, &ids).await?
+        }
+        None => worker::operations::retry_all_dead_letters(store).await?,
+    };
+    let retried: Vec<JobView> = outcome.retried.iter().map(JobView::from).collect();
+    let refused: Vec<_> = outcome
+        .refused
+        .iter()
+        .map(|refused| json!({ "job_id": refused.job_id, "reason": refused.reason.to_string() }))
+        .collect();
+    Ok(Json(json!({ "retried": retried, "refused": refused })).into_response())
+}
+
+/// `DELETE /v1/dlq`'s query.
+#[derive(Debug, Deserialize)]
+pub(super) struct PurgeQuery {
+    older_than: Option<String>,
+}
+
+pub(super) async fn purge_dead_letters(
+    State(state): State<Arc<ApiState>>,
+    given: Result<Query<PurgeQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = query(given)?;
+    // Required, as `quire dlq purge --older-than` is: a purge is for good.
+    let Some(given) = query.older_than else {
+        return Err(bad_request("older_than is required, e.g. ?older_than=7d (0s purges every dead-lettered job)"));
+    };
+    let older_than: Duration = humantime::parse_duration(&given)
+        .map_err(|error| bad_request(format!("older_than {given:?} is not a duration (e.g. 7d, 12h): {error}")))?;
+    let purged = worker::operations::purge_dead_letters(state.app.store.as_ref(), older_than).await?;
+    Ok(Json(purged).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The routes asked directly (no socket: `oneshot` on the router), over a fresh SQLite
+    //! store whose jobs the tests put in the states they need through the store itself.
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use checkpoint_store::{EnqueueOptions, Failure, LeaseRequest, NewDocument, OpenOptions, Store, StoreLocation};
+    use http_body_util::BodyExt as _;
+    use serde_json::Value;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::app::App;
+    use crate::commands::serve::{Limits, router};
+
+    struct Api {
+        router: axum::Router,
+        store: Arc<dyn Store>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn api() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = worker::DataDir::open(dir.path()).unwrap();
+        let location = StoreLocation::SqliteFile(data_dir.database_path());
+        let store = checkpoint_store::open(&location, OpenOptions::default()).await.unwrap();
+        let limits = Limits {
+            max_upload_bytes: 1 << 20,
+            max_concurrent_uploads: 1,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            upload_timeout: Duration::from_secs(30),
+        };
+        let router = router(App { store: store.clone(), data_dir }, limits);
+        Api { router, store, _dir: dir }
+    }
+
+    impl Api {
+        /// The status and JSON body of one request.
+        async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (u16, Value) {
+            let mut request = Request::builder().method(method).uri(uri);
+            let body = match body {
+                Some(body) => {
+                    request = request.header("content-type", "application/json");
+                    Body::from(body.to_string())
+                }
+                None => Body::empty(),
+            };
+            let response = self.router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+            let status = response.status().as_u16();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        }
+
+        async fn get(&self, uri: &str) -> (u16, Value) {
+            self.call("GET", uri, None).await
+        }
+
+        /// A document named `file_name`, with its pending `process_document` job.
+        async fn document(&self, file_name: &str) -> (String, JobId) {
+            let hash = worker::sha256_hex(file_name.as_bytes());
+            let new = NewDocument { content_hash: hash, file_name: file_name.to_owned(), byte_size: 1 };
+            let (document, _) = self.store.create_document(new).await.unwrap();
+            let options = EnqueueOptions { max_attempts: Some(1), ..EnqueueOptions::default() };
+            let payload = worker::JobPayload::process_document(&document.id);
+            let job = payload.enqueue(self.store.as_ref(), options).await.unwrap().job;
+            (document.id, job.id)
+        }
+
+        /// Leases the oldest pending job and fails it for good.
+        async fn dead_letter_next(&self) -> JobId {
+            let request = LeaseRequest {
+                owner: "test",
+                max_jobs: 1,
+                ttl: Duration::from_secs(60),
+                kinds: &[JobKind::ProcessDocument],
+            };
+            let job = self.store.lease(request).await.unwrap().remove(0);
+            self.store.fail(job.lease().unwrap(), "not an EPUB", Failure::Permanent).await.unwrap();
+            job.id
+        }
+    }
+
+    fn ids(jobs: &Value) -> Vec<i64> {
+        jobs.as_array().unwrap().iter().map(|job| job["id"].as_i64().unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn jobs_are_listed_newest_first_a_page_at_a_time_and_filtered() {
+        let api = api().await;
+        let (_, first) = api.document("a.epub").await;
+        let (second_document, second) = api.document("b.epub").await;
+        let (_, third) = api.document("c.epub").await;
+        assert_eq!(api.dead_letter_next().await, first);
+
+        let (status, page) = api.get("/v1/jobs?limit=2").await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(ids(&page["jobs"]), [third.0, second.0]);
+        assert_eq!(page["next_before"], second.0);
+        let (_, last) = api.get(&format!("/v1/jobs?limit=2&before={}", second.0)).await;
+        assert_eq!(ids(&last["jobs"]), [first.0]);
+        assert_eq!(last["next_before"], Value::Null);
+
+        let (_, dead) = api.get("/v1/jobs?status=dead").await;
+        assert_eq!(ids(&dead["jobs"]), [first.0]);
+        assert_eq!(dead["jobs"][0]["last_error"], "not an EPUB");
+        let (_, of_document) = api.get(&format!("/v1/jobs?document_id={second_document}&kind=process_document")).await;
+        assert_eq!(ids(&of_document["jobs"]), [second.0]);
+    }
+
+    #[tokio::test]
+    async fn a_query_that_does_not_parse_is_a_400_naming_what_is_accepted() {
+        let api = api().await;
+        let (status, body) = api.get("/v1/jobs?status=finished").await;
+        assert_eq!(status, 400);
+        assert!(body["error"].as_str().unwrap().contains("pending, processing"), "{body}");
+        let (status, body) = api.get("/v1/jobs?kind=ocr").await;
+        assert_eq!(status, 400);
+        assert!(body["error"].as_str().unwrap().contains("detect_connections"), "{body}");
+        for uri in ["/v1/jobs?limit=0", "/v1/jobs?limit=501", "/v1/jobs?limit=many", "/v1/documents?status=gone"] {
+            assert_eq!(api.get(uri).await.0, 400, "{uri}");
+        }
+        let (document, _) = api.document("a.epub").await;
+        let (status, _) = api.get(&format!("/v1/documents/{document}/connections?min_score=NaN")).await;
+        assert_eq!(status, 400);
+    }
+
+    #[tokio::test]
+    async fn a_dead_job_is_retried_once_and_a_second_retry_is_a_conflict() {
+        let api = api().await;
+        let (document, _) = api.document("a.epub").await;
+        let dead = api.dead_letter_next().await;
+        let uri = format!("/v1/jobs/{}/retry", dead.0);
+
+        let (status, body) = api.call("POST", &uri, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!((body["job"]["id"].as_i64(), body["job"]["status"].as_str()), (Some(dead.0), Some("pending")));
+        let (_, listed) = api.get("/v1/documents").await;
+        assert_eq!(listed["documents"][0]["status"], "pending", "the store's retry moves the document too");
+        assert_eq!(listed["documents"][0]["id"], document.as_str());
+
+        let (status, body) = api.call("POST", &uri, None).await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(api.call("POST", "/v1/jobs/999/retry", None).await.0, 404);
+        assert_eq!(api.call("POST", "/v1/jobs/abc/retry", None).await.0, 404);
+    }
+
+    #[tokio::test]
+    async fn a_replay_says_where_it_starts_and_refuses_what_the_operation_refuses() {
+        let api = api().await;
+        api.document("a.epub").await;
+        let dead = api.dead_letter_next().await;
+        let uri = format!("/v1/jobs/{}/replay", dead.0);
+
+        let refused = [
+            (json!({ "from_stage": "chunking", "fresh": true }), 400),
+            (json!({ "from_stage": "indexing" }), 400),
+            (json!({ "from_stage": "complete" }), 422),
+            (json!({ "from": "chunking" }), 400),
+        ];
+        for (body, expected) in refused {
+            let (status, answer) = api.call("POST", &uri, Some(body.clone())).await;
+            assert_eq!(status, expected, "{body} → {answer}");
+        }
+        let (status, body) = api.call("POST", &uri, Some(json!({ "from_stage": "chunking" }))).await;
+        assert_eq!(status, 200, "{body}");
+        // The job died before its first checkpoint: a replay never skips a stage it has not done.
+        assert_eq!((body["from"].as_str(), body["resumes_at"].as_str()), (Some("from_stage"), Some("extracting")));
+        assert_eq!(body["job"]["status"], "pending");
+
+        // Now it is held by a worker: only its lease, or its expiry, may take it back.
+        let request =
+            LeaseRequest { owner: "w", max_jobs: 1, ttl: Duration::from_secs(60), kinds: &[JobKind::ProcessDocument] };
+        assert_eq!(api.store.lease(request).await.unwrap().len(), 1);
+        let (status, body) = api.call("POST", &uri, None).await;
+        assert_eq!(status, 409, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("processing"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_dead_letter_queue_is_retried_by_id_and_purged_by_age() {
+        let api = api().await;
+        api.document("a.epub").await;
+        api.document("b.epub").await;
+        let first = api.dead_letter_next().await;
+        let second = api.dead_letter_next().await;
+
+        let (status, body) = api.call("POST", "/v1/dlq/retry", Some(json!({ "ids": [first.0, 999] }))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(ids(&body["retried"]), [first.0]);
+        assert_eq!(body["refused"][0]["job_id"], 999);
+
+        assert_eq!(api.call("DELETE", "/v1/dlq", None).await.0, 400, "a purge names its age");
+        assert_eq!(api.call("DELETE", "/v1/dlq?older_than=soon", None).await.0, 400);
+        let (status, body) = api.call("DELETE", "/v1/dlq?older_than=1h", None).await;
+        assert_eq!((status, body["purged"].as_u64()), (200, Some(0)), "{body}");
+        let (status, body) = api.call("DELETE", "/v1/dlq?older_than=0s", None).await;
+        assert_eq!((status, body["purged"].as_u64()), (200, Some(1)), "{body}");
+        assert_eq!(api.get(&format!("/v1/jobs/{}", second.0)).await.0, 404);
+        assert_eq!(api.get(&format!("/v1/jobs/{}", first.0)).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn the_queue_counts_jobs_by_state_and_ages_the_oldest_pending_one() {
+        let api = api().await;
+        let (_, empty) = api.get("/v1/queue").await;
+        assert_eq!(empty["oldest_pending_age_ms"], Value::Null);
+        assert_eq!(empty["counts"], json!([]));
+
+        api.document("a.epub").await;
+        api.document("b.epub").await;
+        api.document("c.epub").await;
+        api.dead_letter_next().await;
+        let (status, queue) = api.get("/v1/queue").await;
+        assert_eq!(status, 200, "{queue}");
+        let count = |state: &str| {
+            queue["counts"].as_array().unwrap().iter().find(|c| c["status"] == state).map(|c| c["count"].clone())
+        };
+        assert_eq!((count("pending"), count("dead")), (Some(json!(2)), Some(json!(1))), "{queue}");
+        assert!(queue["oldest_pending_age_ms"].as_i64().is_some_and(|age| age >= 0), "{queue}");
+        assert_eq!(queue["stale_leases"], 0);
+    }
+
+    #[tokio::test]
+    async fn documents_are_found_by_any_of_their_names_and_paged() {
+        let api = api().await;
+        let (moby, _) = api.document("Moby-Dick.epub").await;
+        api.document("Middlemarch.epub").await;
+        api.document("Emma.epub").await;
+
+        let (_, found) = api.get("/v1/documents?q=moby").await;
+        assert_eq!(found["total"], 1);
+        assert_eq!(found["documents"][0]["id"], moby.as_str());
+        let (_, by_id) = api.get(&format!("/v1/documents?q={}", &moby[..10])).await;
+        assert_eq!(by_id["total"], 1);
+        let (_, page) = api.get("/v1/documents?limit=2&offset=2").await;
+        assert_eq!((page["total"].as_u64(), page["documents"].as_array().unwrap().len()), (Some(3), 1));
+        let (_, pending) = api.get("/v1/documents?status=pending").await;
+        assert_eq!(pending["total"], 3);
+
+        let (status, chunks) = api.get(&format!("/v1/documents/{moby}/chunks")).await;
+        assert_eq!((status, chunks["total"].as_u64()), (200, Some(0)));
+        assert_eq!(api.get("/v1/documents/doc-none/chunks").await.0, 404);
+        assert_eq!(api.get("/v1/documents/doc-none/connections").await.0, 404);
+        let (status, connections) = api.get(&format!("/v1/documents/{moby}/connections?engine=lexical")).await;
+        assert_eq!((status, connections["connections"].clone()), (200, json!([])));
+    }
+}
