@@ -42,8 +42,9 @@ async fn a_documents_jobs_and_a_one_kind_claim_are_read_through_their_indexes() 
                 let pool = store.writer_pool();
                 sqlx::query(
                     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
-                     INSERT INTO jobs (kind, payload, run_at, timeout_ms, created_at, updated_at) \
-                     SELECT 'process_document', json_object('document_id', 'd' || i), 0, 1000, 0, 0 FROM n",
+                     INSERT INTO jobs (kind, payload, document_id, run_at, timeout_ms, created_at, updated_at) \
+                     SELECT 'process_document', json_object('document_id', 'd' || i), 'd' || i, 0, 1000, 0, 0 \
+                     FROM n",
                 )
                 .bind(QUEUED)
                 .execute(pool)
@@ -60,7 +61,8 @@ async fn a_documents_jobs_and_a_one_kind_claim_are_read_through_their_indexes() 
                 assert!(!claim.contains("SCAN jobs") && !claim.contains("TEMP B-TREE"), "{claim}");
 
                 let of_document =
-                    sqlite_plan(pool, sqlite::LIST_JOBS_OF_DOCUMENT, &[None, None, Some("d7"), Some("100")]).await;
+                    sqlite_plan(pool, sqlite::LIST_JOBS_OF_DOCUMENT, &[None, None, Some("d7"), Some("100"), None])
+                        .await;
                 assert!(of_document.contains("INDEX jobs_document"), "{of_document}");
                 assert!(!of_document.contains("SCAN jobs") && !of_document.contains("TEMP B-TREE"), "{of_document}");
                 // The claim of every kind keeps its own index.
@@ -84,8 +86,9 @@ async fn a_documents_jobs_and_a_one_kind_claim_are_read_through_their_indexes() 
                     assert!(indexes.iter().any(|name| name == index), "{index} missing: {indexes:?}");
                 }
                 sqlx::query(
-                    "INSERT INTO jobs (kind, payload, run_at, timeout_ms, created_at, updated_at) \
-                     SELECT 'process_document', jsonb_build_object('document_id', 'd' || i), 0, 1000, 0, 0 \
+                    "INSERT INTO jobs (kind, payload, document_id, run_at, timeout_ms, created_at, updated_at) \
+                     SELECT 'process_document', jsonb_build_object('document_id', 'd' || i), 'd' || i, \
+                            0, 1000, 0, 0 \
                      FROM generate_series(1, $1::bigint) AS i",
                 )
                 .bind(QUEUED)
@@ -102,7 +105,7 @@ async fn a_documents_jobs_and_a_one_kind_claim_are_read_through_their_indexes() 
                 assert!(!claim.contains("Seq Scan on jobs") && !claim.contains("Sort"), "{claim}");
 
                 let of_document = postgres_plan(pool, postgres::LIST_JOBS_OF_DOCUMENT, |query| {
-                    query.bind(None::<String>).bind(None::<String>).bind("d7").bind(100_i64)
+                    query.bind(None::<String>).bind(None::<String>).bind("d7").bind(100_i64).bind(None::<i64>)
                 })
                 .await;
                 assert!(of_document.contains("jobs_document"), "{of_document}");

@@ -284,6 +284,10 @@ pub struct ServeOptions {
     /// Longest an upload's whole body may take to arrive before it is answered 408.
     #[arg(long, env = "QUIRE_UPLOAD_TIMEOUT", default_value = "10m")]
     pub upload_timeout: humantime::Duration,
+    /// The embedder `GET /v1/search` embeds its queries with: the workers' own, so that queries
+    /// meet the stored vectors of the same model.
+    #[command(flatten)]
+    pub embedder: EmbedderOptions,
 }
 
 /// `quire jobs …`

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use checkpoint_store::{ChunkView, NeighbourQuery, SearchMode};
+use checkpoint_store::{ChunkView, NeighbourQuery, SearchMode, Store};
+use embedder::Embedder;
 use serde::Serialize;
 
 use crate::app::{App, embedder};
@@ -27,6 +28,31 @@ pub struct SearchHit {
     pub chunk: ChunkView,
 }
 
+/// The `limit` chunks nearest `query`, best first, for `quire search` and `GET /v1/search`.
+pub async fn search(
+    store: &dyn Store,
+    embedder: &dyn Embedder,
+    query: &str,
+    limit: usize,
+    mode: SearchMode,
+) -> anyhow::Result<Vec<SearchHit>> {
+    let (model, dimensions) = (embedder.model(), embedder.dimensions());
+    let vector = embedder
+        .embed(&[query.to_owned()])
+        .await
+        .context("cannot embed the query")?
+        .pop()
+        .context("the embedder returned no vector for the query")?;
+    let vectors = [vector];
+    let search = NeighbourQuery { model: &model, dimensions, vectors: &vectors, limit, exclude_document: None, mode };
+    let found = store.nearest_chunks(search).await?.pop().unwrap_or_default();
+    let ids: Vec<String> = found.iter().map(|n| n.chunk_id.clone()).collect();
+    let mut views: HashMap<String, ChunkView> =
+        store.chunk_views(&ids).await?.into_iter().map(|view| (view.chunk_id.clone(), view)).collect();
+    // Best first, as found; a chunk replaced since the search is left out.
+    Ok(found.iter().filter_map(|n| Some(SearchHit { score: n.score, chunk: views.remove(&n.chunk_id)? })).collect())
+}
+
 /// Prints the `limit` best chunks for `query`.
 pub async fn run(
     global: &GlobalOptions,
@@ -42,21 +68,7 @@ pub async fn run(
     let app = App::open(global).await?;
     let embedder = embedder(options)?;
     let (model, dimensions) = (embedder.model(), embedder.dimensions());
-    let vector = embedder
-        .embed(&[query.to_owned()])
-        .await
-        .context("cannot embed the query")?
-        .pop()
-        .context("the embedder returned no vector for the query")?;
-    let vectors = [vector];
-    let search = NeighbourQuery { model: &model, dimensions, vectors: &vectors, limit, exclude_document: None, mode };
-    let found = app.store.nearest_chunks(search).await?.pop().unwrap_or_default();
-    let ids: Vec<String> = found.iter().map(|n| n.chunk_id.clone()).collect();
-    let mut views: HashMap<String, ChunkView> =
-        app.store.chunk_views(&ids).await?.into_iter().map(|view| (view.chunk_id.clone(), view)).collect();
-    // Best first, as found; a chunk replaced since the search is left out.
-    let hits: Vec<SearchHit> =
-        found.iter().filter_map(|n| Some(SearchHit { score: n.score, chunk: views.remove(&n.chunk_id)? })).collect();
+    let hits = search(app.store.as_ref(), embedder.as_ref(), query, limit, mode).await?;
     if json {
         print_json(&hits)?;
         return Ok(ExitCode::SUCCESS);

@@ -99,6 +99,8 @@ const MULTIPART_ENVELOPE_BYTES: u64 = 64 * 1024;
 struct ApiState {
     /// The store and the data directory.
     app: App,
+    /// Embeds search queries.
+    embedder: Arc<dyn embedder::Embedder>,
     /// Sizes and timeouts.
     limits: Limits,
     /// One permit per upload being received; none left means 503.
@@ -194,11 +196,11 @@ async fn with_request_id(request: Request, next: Next) -> Response {
 }
 
 /// The API's routes over an opened app.
-fn router(app: App, limits: Limits) -> Router {
+fn router(app: App, embedder: Arc<dyn embedder::Embedder>, limits: Limits) -> Router {
     let metrics =
         MetricsSource { store: app.store.clone(), lease_ttl: worker::WorkerConfig::DEFAULT_LEASE_TTL, worker: None };
     let upload_slots = Arc::new(Semaphore::new(limits.max_concurrent_uploads as usize));
-    let state = Arc::new(ApiState { app, limits, upload_slots });
+    let state = Arc::new(ApiState { app, embedder, limits, upload_slots });
     Router::new()
         .route("/v1/documents", post(upload).get(queue::list_documents))
         .route("/v1/documents/{id}", get(document))
@@ -212,6 +214,7 @@ fn router(app: App, limits: Limits) -> Router {
         .route("/v1/dlq", delete(queue::purge_dead_letters))
         .route("/v1/dlq/retry", post(queue::retry_dead_letters))
         .route("/v1/queue", get(queue::queue))
+        .route("/v1/search", get(queue::search))
         // The upload handler enforces its own limit, to answer it in JSON.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -535,6 +538,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let app = App::open(global).await?;
+    let embedder = crate::app::embedder(&options.embedder)?;
     let addr = options.addr;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
@@ -545,7 +549,7 @@ pub async fn run(
     tracing::info!(%local, ?limits, "serving the HTTP API");
     println!("listening on {local}");
     let _ = std::io::stdout().flush();
-    crate::http::serve(listener, router(app, limits.clone()), limits.header_timeout, shutdown).await?;
+    crate::http::serve(listener, router(app, embedder, limits.clone()), limits.header_timeout, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -598,7 +602,8 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let header_timeout = limits.header_timeout;
-        tokio::spawn(crate::http::serve(listener, router(app, limits), header_timeout, stop.clone()));
+        let embedder = Arc::new(embedder::LocalEmbedder::default());
+        tokio::spawn(crate::http::serve(listener, router(app, embedder, limits), header_timeout, stop.clone()));
         Server { addr, app: App { store, data_dir }, dir, stop }
     }
 

@@ -13,6 +13,7 @@
 //! | `POST /v1/jobs/{id}/replay` | body `{"from_stage": "chunking"}`, `{"fresh": true}` or `{}` (from the checkpoint), as `quire replay`: 200 `{job, from, resumes_at}`; 404; 409 while it is processing or when resuming would do nothing; 422 for a stage it cannot start from |
 //! | `POST /v1/dlq/retry` | body `{"ids": [..]}`, or `{}` for every dead-lettered job: 200 `{retried, refused}` |
 //! | `DELETE /v1/dlq?older_than=7d` | purges dead-lettered jobs finished at least that long ago (`quire dlq purge`): 200 `{purged}` |
+//! | `GET /v1/search?q=&limit=&exact=` | `{hits}`: the chunks nearest the query, best first, as `quire search --json` gives them (`limit` ≤ 100, default 10; `exact=true` compares with every vector) |
 //!
 //! A query parameter that does not parse (an unknown status, a limit that is not a number) is a
 //! 400 naming what is accepted. Lists are bounded: `limit` defaults to 50 and may not pass 500.
@@ -28,7 +29,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use checkpoint_store::{ConnectionFilter, JobFilter, JobId, JobKind, JobStatus};
+use checkpoint_store::{ConnectionFilter, JobFilter, JobId, JobKind, JobStatus, SearchMode};
 use serde::Deserialize;
 use serde_json::json;
 use stage_machine::Stage;
@@ -355,6 +356,37 @@ pub(super) async fn retry_dead_letters(
     Ok(Json(json!({ "retried": retried, "refused": refused })).into_response())
 }
 
+/// `GET /v1/search`'s query.
+#[derive(Debug, Deserialize)]
+pub(super) struct SearchQuery {
+    q: Option<String>,
+    limit: Option<u32>,
+    #[serde(default)]
+    exact: bool,
+}
+
+/// The most hits one search returns.
+const MAX_HITS: u32 = 100;
+
+pub(super) async fn search(
+    State(state): State<Arc<ApiState>>,
+    given: Result<Query<SearchQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = query(given)?;
+    let text = query.q.unwrap_or_default();
+    if text.trim().is_empty() {
+        return Err(bad_request("q is required: the text to search for"));
+    }
+    let limit = match query.limit.unwrap_or(10) {
+        limit @ 1..=MAX_HITS => limit as usize,
+        _ => return Err(bad_request(format!("limit must be between 1 and {MAX_HITS}"))),
+    };
+    let mode = if query.exact { SearchMode::Exact } else { SearchMode::Approximate };
+    let hits =
+        crate::commands::search::search(state.app.store.as_ref(), state.embedder.as_ref(), &text, limit, mode).await?;
+    Ok(Json(json!({ "hits": hits })).into_response())
+}
+
 /// `DELETE /v1/dlq`'s query.
 #[derive(Debug, Deserialize)]
 pub(super) struct PurgeQuery {
@@ -410,7 +442,8 @@ mod tests {
             body_timeout: Duration::from_secs(30),
             upload_timeout: Duration::from_secs(30),
         };
-        let router = router(App { store: store.clone(), data_dir }, limits);
+        let embedder = Arc::new(embedder::LocalEmbedder::default());
+        let router = router(App { store: store.clone(), data_dir }, embedder, limits);
         Api { router, store, _dir: dir }
     }
 
@@ -444,6 +477,43 @@ mod tests {
             let payload = worker::JobPayload::process_document(&document.id);
             let job = payload.enqueue(self.store.as_ref(), options).await.unwrap().job;
             (document.id, job.id)
+        }
+
+        /// A document whose chunks are `texts`, embedded by the local embedder (as a worker
+        /// would store them, under the lease of its job).
+        async fn embedded_document(&self, file_name: &str, texts: &[&str]) -> String {
+            use embedder::Embedder as _;
+            let (document, _) = self.document(file_name).await;
+            let request = LeaseRequest {
+                owner: "test",
+                max_jobs: 1,
+                ttl: Duration::from_secs(60),
+                kinds: &[JobKind::ProcessDocument],
+            };
+            let lease = self.store.lease(request).await.unwrap().remove(0).lease().unwrap();
+            let chunks: Vec<checkpoint_store::StoredChunk> = texts
+                .iter()
+                .enumerate()
+                .map(|(index, text)| checkpoint_store::StoredChunk {
+                    id: format!("{document}-{index}"),
+                    document_id: document.clone(),
+                    index: index as u32,
+                    heading_path: Vec::new(),
+                    text: (*text).to_owned(),
+                    start: 0,
+                    end: text.chars().count() as u64,
+                    content_hash: worker::sha256_hex(text.as_bytes()),
+                })
+                .collect();
+            self.store.replace_chunks(lease, &document, &chunks).await.unwrap();
+            let embedder = embedder::LocalEmbedder::default();
+            let texts: Vec<String> = texts.iter().map(|text| (*text).to_owned()).collect();
+            let vectors = embedder.embed(&texts).await.unwrap();
+            let pairs: Vec<(String, Vec<f32>)> =
+                chunks.iter().map(|chunk| chunk.content_hash.clone()).zip(vectors).collect();
+            self.store.store_embeddings(lease, &embedder.model(), embedder.dimensions(), &pairs).await.unwrap();
+            self.store.mark_embedded(lease, &document, checkpoint_store::EmbeddingUsage::default()).await.unwrap();
+            document
         }
 
         /// Leases the oldest pending job and fails it for good.
@@ -623,5 +693,32 @@ mod tests {
         assert_eq!(api.get("/v1/documents/doc-none/connections").await.0, 404);
         let (status, connections) = api.get(&format!("/v1/documents/{moby}/connections?engine=lexical")).await;
         assert_eq!((status, connections["connections"].clone()), (200, json!([])));
+    }
+
+    #[tokio::test]
+    async fn a_search_finds_the_nearest_chunks_with_the_servers_embedder() {
+        let api = api().await;
+        let sea = api
+            .embedded_document(
+                "sea.epub",
+                &["The white whale rose beside the ship and the harpoons flew.", "Calm water, grey sky, no land."],
+            )
+            .await;
+        api.embedded_document("garden.epub", &["Roses and tulips grew along the garden wall in spring."]).await;
+
+        for uri in ["/v1/search?q=white%20whale%20harpoons", "/v1/search?q=white%20whale%20harpoons&exact=true"] {
+            let (status, found) = api.get(uri).await;
+            assert_eq!(status, 200, "{found}");
+            let hits = found["hits"].as_array().unwrap();
+            assert_eq!(hits.len(), 3, "{found}");
+            assert_eq!(hits[0]["chunk_id"], format!("{sea}-0"), "{uri}: {found}");
+            assert!(hits[0]["score"].as_f64().unwrap() > hits[1]["score"].as_f64().unwrap(), "{found}");
+        }
+        let (_, one) = api.get("/v1/search?q=garden%20roses&limit=1").await;
+        assert_eq!(one["hits"].as_array().unwrap().len(), 1, "{one}");
+        assert!(one["hits"][0]["text"].as_str().unwrap().contains("Roses"), "{one}");
+        for uri in ["/v1/search", "/v1/search?q=%20", "/v1/search?q=whale&limit=0", "/v1/search?q=whale&limit=101"] {
+            assert_eq!(api.get(uri).await.0, 400, "{uri}");
+        }
     }
 }
