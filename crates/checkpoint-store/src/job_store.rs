@@ -8,8 +8,8 @@ use stage_machine::Checkpoint;
 
 use crate::error::StoreResult;
 use crate::jobs::{
-    Cancellation, EnqueueOptions, Enqueued, FailOutcome, Failure, FollowUp, HeartbeatReport, Job, JobFilter, JobId,
-    JobKind, Lease, LeaseRequest, QueueCount, Recovery,
+    Cancellation, EnqueueOptions, Enqueued, FailOutcome, Failure, FollowUp, HeartbeatReport, Job, JobAttempt,
+    JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery,
 };
 
 /// A durable, lease-based job queue.
@@ -79,6 +79,9 @@ pub trait JobStore: Send + Sync {
 
     /// One job, with its checkpoint in `metadata`.
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
+
+    /// Every attempt of job `id` that has ended, oldest first (none for an unknown job).
+    async fn job_attempts(&self, id: JobId) -> StoreResult<Vec<JobAttempt>>;
 
     /// Jobs matching a filter, newest first.
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;

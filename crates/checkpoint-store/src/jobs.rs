@@ -428,6 +428,50 @@ pub struct QueueCount {
     pub oldest_created_at: Option<UnixMillis>,
 }
 
+/// One attempt of a job as it ended ([`JobStore::job_attempts`](crate::JobStore::job_attempts)),
+/// recorded by the statement that ended it, in its transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobAttempt {
+    /// Which attempt, from 1 (the job's attempts when it ended; an attempt handed back without
+    /// counting keeps the number of the one before it plus one).
+    pub attempt: u32,
+    /// The worker that held the lease.
+    pub worker: Option<String>,
+    /// When it started.
+    pub started_at: Option<UnixMillis>,
+    /// When it ended.
+    pub ended_at: UnixMillis,
+    /// The stage the job's checkpoint had reached when it ended.
+    pub stage: Option<stage_machine::Stage>,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// Why it ended, unless it completed the job.
+    pub error: Option<String>,
+}
+
+/// How an attempt ended.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::EnumString, strum::IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// It completed the job.
+    Completed,
+    /// It failed the job for good.
+    Failed,
+    /// The job was dead-lettered (a permanent failure, the last attempt failing or taken back).
+    Dead,
+    /// An operator cancelled the job.
+    Cancelled,
+    /// It was handed back without counting: a rate limit, a shutdown, a job leased ahead and
+    /// released.
+    HandedBack,
+    /// It failed, or was taken back (an expired lease, a timeout), and the job waits for another
+    /// attempt.
+    Retrying,
+}
+
 /// Filter for [`JobStore::list_jobs`](crate::JobStore::list_jobs).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobFilter {

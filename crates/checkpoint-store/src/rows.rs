@@ -17,7 +17,7 @@ use sqlx::types::Json;
 use crate::codec::{decode_vector, parse_name, unsigned};
 use crate::documents::{ChunkView, ConnectionView, Document, EmbeddedChunk, StoredChunk};
 use crate::error::{StoreError, StoreResult};
-use crate::jobs::{HeartbeatReport, Job, JobId, Lease, QueueCount};
+use crate::jobs::{HeartbeatReport, Job, JobAttempt, JobId, Lease, QueueCount};
 use crate::neighbours::KeyedChunk;
 
 /// A row of `jobs`, every column.
@@ -123,6 +123,34 @@ pub(crate) struct CountRow {
     kind: String,
     count: i64,
     oldest_created_at: Option<i64>,
+}
+
+/// A row of `job_attempts`.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AttemptRow {
+    attempt: i32,
+    worker: Option<String>,
+    started_at: Option<i64>,
+    ended_at: i64,
+    stage: Option<String>,
+    outcome: String,
+    error: Option<String>,
+}
+
+impl TryFrom<AttemptRow> for JobAttempt {
+    type Error = StoreError;
+
+    fn try_from(row: AttemptRow) -> StoreResult<JobAttempt> {
+        Ok(JobAttempt {
+            attempt: unsigned("attempt", row.attempt)?,
+            worker: row.worker,
+            started_at: row.started_at,
+            ended_at: row.ended_at,
+            stage: row.stage.as_deref().map(|stage| parse_name("stage", stage)).transpose()?,
+            outcome: parse_name("outcome", &row.outcome)?,
+            error: row.error,
+        })
+    }
 }
 
 impl TryFrom<CountRow> for QueueCount {

@@ -765,3 +765,64 @@ async fn jobs_list_a_page_at_a_time_and_counts_know_their_oldest_job() {
         assert!(oldest.created_at < newest.created_at, "{}", h.name);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Attempt history.
+
+#[tokio::test]
+async fn every_attempt_is_recorded_as_it_ends_with_its_worker_stage_and_outcome() {
+    use checkpoint_store::AttemptOutcome;
+    for h in backends().await {
+        let job = h.enqueue("d1").await;
+        assert!(h.store.job_attempts(job.id).await.unwrap().is_empty(), "{}", h.name);
+
+        // A rate limit hands the first lease back; the next fails after extracting; the reaper
+        // takes the third back; the fourth (the budget is given back by the postpone) completes.
+        let lease = h.lease_one("w1").await;
+        h.store.postpone(lease, Duration::ZERO, "rate limited").await.unwrap();
+        let lease = h.lease_one("w1").await;
+        let mut checkpoint = Checkpoint::default();
+        checkpoint.complete(Stage::Extracted, START).unwrap();
+        h.store.save_checkpoint(lease, &checkpoint).await.unwrap();
+        h.store.fail(lease, "the AI service answered 503", Failure::Retryable).await.unwrap();
+        h.clock.advance(RETRY_DELAY * 100);
+        let lost = h.lease_one("w2").await;
+        h.clock.advance(TTL * 2);
+        h.store.recover_stale().await.unwrap();
+        h.clock.advance(RETRY_DELAY * 100);
+        let last = h.lease_one("w3").await;
+        // A write under the lease the reaper took away changes nothing, and records nothing.
+        assert!(h.store.complete(lost, None).await.unwrap_err().is_lease_lost(), "{}", h.name);
+        h.store.complete(last, None).await.unwrap();
+
+        let attempts = h.store.job_attempts(job.id).await.unwrap();
+        let summary: Vec<_> = attempts
+            .iter()
+            .map(|attempt| (attempt.attempt, attempt.worker.as_deref(), attempt.outcome, attempt.stage))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1, Some("w1"), AttemptOutcome::HandedBack, None),
+                (1, Some("w1"), AttemptOutcome::Retrying, Some(Stage::Extracted)),
+                (2, Some("w2"), AttemptOutcome::Retrying, Some(Stage::Extracted)),
+                (3, Some("w3"), AttemptOutcome::Completed, Some(Stage::Extracted)),
+            ],
+            "{}",
+            h.name
+        );
+        assert_eq!(attempts[1].error.as_deref(), Some("the AI service answered 503"), "{}", h.name);
+        assert!(attempts[2].error.is_some(), "{}: the reaper says why: {:?}", h.name, attempts[2]);
+        assert_eq!(attempts[3].error, None, "{}", h.name);
+        assert!(attempts.iter().all(|attempt| attempt.started_at.is_some_and(|at| at <= attempt.ended_at)));
+
+        // A purged job takes its history with it.
+        let dead = h.enqueue_with("d2", EnqueueOptions { max_attempts: Some(1), ..Default::default() }).await;
+        let lease = h.lease_one("w1").await;
+        h.store.fail(lease, "not an EPUB", Failure::Permanent).await.unwrap();
+        let history = h.store.job_attempts(dead.id).await.unwrap();
+        assert_eq!(history.iter().map(|a| a.outcome).collect::<Vec<_>>(), [AttemptOutcome::Dead], "{}", h.name);
+        h.store.purge_dead(Duration::ZERO).await.unwrap();
+        assert!(h.store.job_attempts(dead.id).await.unwrap().is_empty(), "{}", h.name);
+    }
+}

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_store::{
-    Cancellation, EnqueueOptions, Enqueued, FailOutcome, Failure, FollowUp, HeartbeatReport, Job, JobFilter, JobId,
-    JobKind, JobStatus, JobStore, Lease, LeaseRequest, QueueCount, Recovery, RecoveryAction, RecoveryReason,
-    StoreError, StoreResult,
+    Cancellation, EnqueueOptions, Enqueued, FailOutcome, Failure, FollowUp, HeartbeatReport, Job, JobAttempt,
+    JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, QueueCount, Recovery, RecoveryAction,
+    RecoveryReason, StoreError, StoreResult,
 };
 use serde_json::{Value, json};
 use stage_machine::Checkpoint;
@@ -332,6 +332,9 @@ impl JobStore for FakeStore {
     }
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
+    }
+    async fn job_attempts(&self, _: JobId) -> StoreResult<Vec<JobAttempt>> {
+        unused()
     }
 }
 

@@ -223,6 +223,10 @@ pub const EXPIRED_AND_SILENT_FOR: &str = concat!(
 pub const LOCK_JOBS: &str =
     concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE SKIP LOCKED");
 
+/// $1 job id.
+pub const JOB_ATTEMPTS: &str = "SELECT attempt, worker, started_at, ended_at, stage, outcome, error \
+     FROM job_attempts WHERE job_id = $1 ORDER BY lease_token";
+
 /// $1 id.
 pub const JOB_BY_ID: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
 

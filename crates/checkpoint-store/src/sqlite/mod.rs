@@ -38,12 +38,13 @@ use crate::error::{StoreError, StoreResult};
 use crate::job_store::JobStore;
 use crate::jobs::{
     Cancellation, DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp,
-    HeartbeatReport, Job, JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery, RecoveryReason,
+    HeartbeatReport, Job, JobAttempt, JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery,
+    RecoveryReason,
 };
 use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::recovery;
 use crate::retry_policy::RetryPolicy;
-use crate::rows::{CountRow, HeldJobRow, JobRow, RenewedRow, convert_all, heartbeat_report};
+use crate::rows::{AttemptRow, CountRow, HeldJobRow, JobRow, RenewedRow, convert_all, heartbeat_report};
 use migration_lock::MigrationLock;
 
 /// The migrations of the SQLite schema, embedded in the binary.
@@ -490,6 +491,11 @@ impl JobStore for SqliteStore {
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
         let row: Option<JobRow> = sqlx::query_as(sql::JOB_BY_ID).bind(id.0).fetch_optional(&self.reader).await?;
         row.map(Job::try_from).transpose()
+    }
+
+    async fn job_attempts(&self, id: JobId) -> StoreResult<Vec<JobAttempt>> {
+        let rows: Vec<AttemptRow> = sqlx::query_as(sql::JOB_ATTEMPTS).bind(id.0).fetch_all(&self.reader).await?;
+        convert_all(rows)
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {

@@ -135,6 +135,10 @@ pub const EXPIRED_AND_SILENT_SINCE: &str = concat!(
       ORDER BY lock_until, id"
 );
 
+/// ?1 job id.
+pub const JOB_ATTEMPTS: &str = "SELECT attempt, worker, started_at, ended_at, stage, outcome, error \
+     FROM job_attempts WHERE job_id = ?1 ORDER BY lease_token";
+
 pub const JOB_BY_ID: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1");
 
 /// ?1 status or NULL, ?2 kind or NULL, ?3 document id or NULL, ?4 limit, ?5 a job id the jobs

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `POST /v1/documents` | the EPUB as the raw body (`Content-Type: application/epub+zip`, `application/zip` or `application/octet-stream`; optional `X-File-Name`), or as the field `file` of a `multipart/form-data` body (its file name is used): 201 `{document_id, job_id, deduplicated}`, or 200 when the same bytes were uploaded before; 408 when the body stalls or takes too long; 413 over `--max-upload-bytes`; 415 without a Content-Type or with another one; 422 for a body that is not a ZIP; 503 with `Retry-After` while `--max-concurrent-uploads` uploads are being received |
 //! | `GET /v1/documents/{id}` | the document as `status --json` shows it, with its jobs; 404 |
-//! | `GET /v1/jobs/{id}` | the job; 404 |
+//! | `GET /v1/jobs/{id}` | the job, with `attempts`: every attempt that has ended, oldest first (number, worker, start, end, the stage reached, outcome, error); 404 |
 //! | `POST /v1/jobs/{id}/cancel` | cancels the job (`quire jobs cancel`): 200 `{outcome, job}`, `outcome` being `cancelled` (it was pending) or `requested` (its worker stops it at its next stage boundary); 404; 409 for a job that has finished |
 //! | lists and other actions | the jobs, documents, chunks, connections and the queue; retry, replay and the dead-letter queue: see `queue.rs` |
 //! | `GET /metrics` | Prometheus text: queue depth, stale jobs, processing ages |
@@ -506,7 +506,10 @@ async fn job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Resu
     let not_found = || ApiError::refused(StatusCode::NOT_FOUND, format!("no job {id:?}"));
     let Ok(job_id) = id.parse::<JobId>() else { return Err(not_found()) };
     let job = state.app.store.job(job_id).await?.ok_or_else(not_found)?;
-    Ok(axum::Json(JobView::from(&job)).into_response())
+    let attempts = state.app.store.job_attempts(job_id).await?;
+    let mut body = serde_json::to_value(JobView::from(&job)).map_err(anyhow::Error::from)?;
+    body["attempts"] = serde_json::to_value(attempts).map_err(anyhow::Error::from)?;
+    Ok(axum::Json(body).into_response())
 }
 
 /// `POST /v1/jobs/{id}/cancel`, through [`worker::operations::cancel`]: 200 with

@@ -581,6 +581,11 @@ mod tests {
         let dead = api.dead_letter_next().await;
         let uri = format!("/v1/jobs/{}/retry", dead.0);
 
+        let (_, shown) = api.get(&format!("/v1/jobs/{}", dead.0)).await;
+        assert_eq!(shown["attempts"][0]["outcome"], "dead", "{shown}");
+        assert_eq!(shown["attempts"][0]["error"], "not an EPUB", "{shown}");
+        assert_eq!(shown["attempts"][0]["worker"], "test", "{shown}");
+
         let (status, body) = api.call("POST", &uri, None).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!((body["job"]["id"].as_i64(), body["job"]["status"].as_str()), (Some(dead.0), Some("pending")));
