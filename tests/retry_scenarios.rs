@@ -297,6 +297,8 @@ async fn a_worker_killed_after_any_stage_checkpoint_is_finished_by_the_next_with
         );
         let job = cluster.process_job(&ids[0]).await;
         assert_eq!((job.status, job.attempts), (JobStatus::Completed, 2), "{failpoint}");
+        // The checkpoint of a completed job says so, whichever attempt finished it.
+        assert_eq!(job.checkpoint().processing_stage, Stage::Complete, "{failpoint}: {:?}", job.metadata);
     }
 }
 

@@ -94,6 +94,11 @@ impl Attempt<'_> {
                 }
             }
         }
+        // An attempt that stopped between the `embedded` checkpoint and the last one (killed, or
+        // its write lost with the database connection) leaves the last one to this attempt.
+        if self.checkpoint.last_completed() != Stage::Complete {
+            self.complete(Stage::Complete).await?;
+        }
         crash_point!("before_complete");
         let _ = std::fs::remove_dir_all(&self.work_dir);
         let facts = &self.checkpoint.facts;
