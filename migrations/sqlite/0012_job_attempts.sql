@@ -13,7 +13,7 @@
 -- `cancelled`); `handed_back` when the attempt was given back without counting (a rate limit, a
 -- shutdown, a release of a job leased ahead); `retrying` when it failed, or was taken back, and
 -- the job waits for another attempt.
-CREATE TABLE job_attempts (
+CREATE TABLE IF NOT EXISTS job_attempts (
     job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
     attempt     INTEGER NOT NULL,
     lease_token INTEGER NOT NULL,
@@ -26,7 +26,7 @@ CREATE TABLE job_attempts (
     PRIMARY KEY (job_id, lease_token)
 );
 
-CREATE TRIGGER jobs_record_attempt_end
+CREATE TRIGGER IF NOT EXISTS jobs_record_attempt_end
 AFTER UPDATE OF status, lease_token ON jobs
 WHEN OLD.status = 'processing' AND (NEW.status <> 'processing' OR NEW.lease_token <> OLD.lease_token)
 BEGIN

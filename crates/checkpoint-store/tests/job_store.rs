@@ -590,6 +590,7 @@ async fn postgres_migrations_apply_twice_without_error() {
             "connections",
             "documents",
             "embedding_cache",
+            "job_attempts",
             "jobs",
             "term_index_edition"
         ]
