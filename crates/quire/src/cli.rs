@@ -245,11 +245,13 @@ embedded. A milestone (extracted, …) means the stage that produces it.")]
     ///
     /// Endpoints: POST /v1/documents (the EPUB as the body with Content-Type:
     /// application/epub+zip and an optional X-File-Name header, or as the multipart/form-data
-    /// field `file`), GET /v1/documents/{id}, GET /v1/jobs/{id}, GET /metrics, GET /healthz.
-    /// Uploads are queued for `quire worker`; this command processes nothing.
+    /// field `file`); lists of documents, jobs, chunks and connections, the queue, search;
+    /// retry, replay, cancel and the dead-letter queue; GET /metrics, GET /healthz. Changes need
+    /// QUIRE_API_TOKEN when one is set, and one must be set beyond loopback. Uploads are queued
+    /// for `quire worker`; this command processes nothing.
     #[command(after_help = "Examples:
   quire serve
-  quire serve --addr 0.0.0.0:8080 --max-upload-bytes 20000000
+  QUIRE_API_TOKEN=… quire serve --addr 0.0.0.0:8080 --max-upload-bytes 20000000
   curl -F file=@book.epub 127.0.0.1:8080/v1/documents
   curl --data-binary @book.epub -H 'Content-Type: application/epub+zip' \\
        127.0.0.1:8080/v1/documents")]
@@ -284,6 +286,10 @@ pub struct ServeOptions {
     /// Longest an upload's whole body may take to arrive before it is answered 408.
     #[arg(long, env = "QUIRE_UPLOAD_TIMEOUT", default_value = "10m")]
     pub upload_timeout: humantime::Duration,
+    /// The bearer token every request that changes something must carry
+    /// (`Authorization: Bearer TOKEN`). Required to listen beyond loopback.
+    #[arg(long, env = "QUIRE_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
     /// The embedder `GET /v1/search` embeds its queries with: the workers' own, so that queries
     /// meet the stored vectors of the same model.
     #[command(flatten)]

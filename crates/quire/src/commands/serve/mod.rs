@@ -10,6 +10,11 @@
 //! | `GET /metrics` | Prometheus text: queue depth, stale jobs, processing ages |
 //! | `GET /healthz` | 200 when the database answers, 503 otherwise |
 //!
+//! Reads (GET) are open. A request that changes something must come from the API's own origin (a
+//! browser's cross-site request is 403, so a web page cannot drive a server on loopback) and,
+//! when the server has a token (`QUIRE_API_TOKEN`), carry it as `Authorization: Bearer TOKEN`
+//! (401 otherwise). `serve` refuses to listen beyond loopback without a token.
+//!
 //! Every error is JSON: `{"error": "…"}`. Every answer carries an `X-Request-Id`; an error of the
 //! server's own (500, 503 from the database, 507 for a full disk) says only what kind of failure
 //! it was and the request id, and the log holds its cause under that id: error chains name files
@@ -195,8 +200,71 @@ async fn with_request_id(request: Request, next: Next) -> Response {
     response
 }
 
+/// Who may change something through the API.
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    /// The bearer token of every request that is not a read; none: no token is asked for (the
+    /// server listens on loopback only).
+    pub api_token: Option<String>,
+}
+
+/// Reads (GET, HEAD) pass; anything else must come from the API's own origin (a browser's
+/// cross-site request is refused, so a page elsewhere cannot drive a server on loopback) and,
+/// when the server has a token, carry it.
+async fn guard_mutations(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let method = request.method();
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let text = |name: header::HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+    let from_elsewhere = match text(header::ORIGIN) {
+        // A browser names the page's origin; it must be this server's.
+        Some(origin) => {
+            let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            text(header::HOST) != Some(authority)
+        }
+        None => headers.get("sec-fetch-site").is_some_and(|site| site.as_bytes() == b"cross-site"),
+    };
+    if from_elsewhere {
+        return ApiError::refused(StatusCode::FORBIDDEN, "a cross-site request may not change anything here")
+            .into_response();
+    }
+    if let Some(token) = &guard.api_token {
+        let given = text(header::AUTHORIZATION).and_then(|value| value.strip_prefix("Bearer "));
+        // Compared as digests, so the time taken says nothing about the token.
+        let allowed =
+            given.is_some_and(|given| worker::sha256_hex(given.as_bytes()) == worker::sha256_hex(token.as_bytes()));
+        if !allowed {
+            let mut response = ApiError::refused(
+                StatusCode::UNAUTHORIZED,
+                "this request changes something: send the server's token as `Authorization: Bearer TOKEN`",
+            )
+            .into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+/// Refuses a configuration under which anyone on the network could change the queue: listening
+/// beyond loopback without a token, or with an empty one.
+fn check_guard(addr: std::net::SocketAddr, guard: &Guard) -> anyhow::Result<()> {
+    if guard.api_token.as_deref().is_some_and(|token| token.trim().is_empty()) {
+        anyhow::bail!("the API token is empty; set QUIRE_API_TOKEN to a secret, or leave it unset on loopback");
+    }
+    if !addr.ip().is_loopback() && guard.api_token.is_none() {
+        anyhow::bail!(
+            "refusing to listen on {addr} without an API token: anyone who can reach it could change the queue; \
+             set QUIRE_API_TOKEN (or --api-token), or listen on 127.0.0.1"
+        );
+    }
+    Ok(())
+}
+
 /// The API's routes over an opened app.
-fn router(app: App, embedder: Arc<dyn embedder::Embedder>, limits: Limits) -> Router {
+fn router(app: App, embedder: Arc<dyn embedder::Embedder>, limits: Limits, guard: Guard) -> Router {
     let metrics =
         MetricsSource { store: app.store.clone(), lease_ttl: worker::WorkerConfig::DEFAULT_LEASE_TTL, worker: None };
     let upload_slots = Arc::new(Semaphore::new(limits.max_concurrent_uploads as usize));
@@ -217,6 +285,7 @@ fn router(app: App, embedder: Arc<dyn embedder::Embedder>, limits: Limits) -> Ro
         .route("/v1/search", get(queue::search))
         // The upload handler enforces its own limit, to answer it in JSON.
         .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(Arc::new(guard), guard_mutations))
         .with_state(state)
         .merge(metrics.router())
         .fallback(|| async { ApiError::refused(StatusCode::NOT_FOUND, "no such endpoint; see `quire serve --help`") })
@@ -540,19 +609,21 @@ pub async fn run(
     options: &ServeOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
+    let guard = Guard { api_token: options.api_token.clone() };
+    check_guard(options.addr, &guard)?;
     let app = App::open(global).await?;
     let embedder = crate::app::embedder(&options.embedder)?;
     let addr = options.addr;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     if !local.ip().is_loopback() {
-        tracing::warn!(%local, "listening beyond loopback: the API has no authentication; put it behind a proxy that has");
+        tracing::warn!(%local, "listening beyond loopback: changes need the API token; serve it over TLS (a proxy)");
     }
     let limits = Limits::from(options);
     tracing::info!(%local, ?limits, "serving the HTTP API");
     println!("listening on {local}");
     let _ = std::io::stdout().flush();
-    crate::http::serve(listener, router(app, embedder, limits.clone()), limits.header_timeout, shutdown).await?;
+    crate::http::serve(listener, router(app, embedder, limits.clone(), guard), limits.header_timeout, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -606,7 +677,8 @@ mod tests {
         let stop = CancellationToken::new();
         let header_timeout = limits.header_timeout;
         let embedder = Arc::new(embedder::LocalEmbedder::default());
-        tokio::spawn(crate::http::serve(listener, router(app, embedder, limits), header_timeout, stop.clone()));
+        let router = router(app, embedder, limits, Guard::default());
+        tokio::spawn(crate::http::serve(listener, router, header_timeout, stop.clone()));
         Server { addr, app: App { store, data_dir }, dir, stop }
     }
 

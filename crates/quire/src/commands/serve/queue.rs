@@ -422,7 +422,7 @@ mod tests {
 
     use super::*;
     use crate::app::App;
-    use crate::commands::serve::{Limits, router};
+    use crate::commands::serve::{Guard, Limits, router};
 
     struct Api {
         router: axum::Router,
@@ -431,6 +431,10 @@ mod tests {
     }
 
     async fn api() -> Api {
+        api_guarded(Guard::default()).await
+    }
+
+    async fn api_guarded(guard: Guard) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = worker::DataDir::open(dir.path()).unwrap();
         let location = StoreLocation::SqliteFile(data_dir.database_path());
@@ -443,14 +447,28 @@ mod tests {
             upload_timeout: Duration::from_secs(30),
         };
         let embedder = Arc::new(embedder::LocalEmbedder::default());
-        let router = router(App { store: store.clone(), data_dir }, embedder, limits);
+        let router = router(App { store: store.clone(), data_dir }, embedder, limits, guard);
         Api { router, store, _dir: dir }
     }
 
     impl Api {
         /// The status and JSON body of one request.
         async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (u16, Value) {
+            self.call_with(method, uri, &[], body).await
+        }
+
+        /// [`Api::call`] with these headers.
+        async fn call_with(
+            &self,
+            method: &str,
+            uri: &str,
+            headers: &[(&str, &str)],
+            body: Option<Value>,
+        ) -> (u16, Value) {
             let mut request = Request::builder().method(method).uri(uri);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
             let body = match body {
                 Some(body) => {
                     request = request.header("content-type", "application/json");
@@ -725,5 +743,53 @@ mod tests {
         for uri in ["/v1/search", "/v1/search?q=%20", "/v1/search?q=whale&limit=0", "/v1/search?q=whale&limit=101"] {
             assert_eq!(api.get(uri).await.0, 400, "{uri}");
         }
+    }
+
+    #[tokio::test]
+    async fn with_a_token_every_change_needs_it_and_reads_stay_open() {
+        let api = api_guarded(Guard { api_token: Some("s3cret".into()) }).await;
+        api.document("a.epub").await;
+        let dead = api.dead_letter_next().await;
+        let uri = format!("/v1/jobs/{}/retry", dead.0);
+
+        assert_eq!(api.get("/v1/jobs").await.0, 200);
+        assert_eq!(api.get(&format!("/v1/jobs/{}", dead.0)).await.0, 200);
+        let (status, body) = api.call("POST", &uri, None).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(api.call_with("POST", &uri, &[("authorization", "Bearer s3cre")], None).await.0, 401);
+        assert_eq!(api.call_with("DELETE", "/v1/dlq?older_than=0s", &[], None).await.0, 401);
+        assert_eq!(api.get(&format!("/v1/jobs/{}", dead.0)).await.1["status"], "dead", "nothing changed");
+        let (status, body) = api.call_with("POST", &uri, &[("authorization", "Bearer s3cret")], None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_change_asked_from_another_site_is_refused_even_on_loopback() {
+        let api = api().await;
+        api.document("a.epub").await;
+        let dead = api.dead_letter_next().await;
+        let uri = format!("/v1/jobs/{}/retry", dead.0);
+        let host = ("host", "127.0.0.1:8080");
+
+        for elsewhere in [[host, ("origin", "https://pages.example")], [host, ("sec-fetch-site", "cross-site")]] {
+            let (status, body) = api.call_with("POST", &uri, &elsewhere, None).await;
+            assert_eq!(status, 403, "{elsewhere:?}: {body}");
+        }
+        // A read from anywhere is fine; a change from the API's own origin too.
+        assert_eq!(api.call_with("GET", "/v1/jobs", &[host, ("origin", "https://pages.example")], None).await.0, 200);
+        let own = [host, ("origin", "http://127.0.0.1:8080")];
+        let (status, body) = api.call_with("POST", &uri, &own, None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    #[test]
+    fn the_server_will_not_listen_beyond_loopback_without_a_token() {
+        let token = |token: &str| Guard { api_token: Some(token.to_owned()) };
+        let everywhere: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let loopback: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert!(super::super::check_guard(everywhere, &Guard::default()).is_err());
+        assert!(super::super::check_guard(everywhere, &token("s3cret")).is_ok());
+        assert!(super::super::check_guard(loopback, &Guard::default()).is_ok());
+        assert!(super::super::check_guard(loopback, &token("  ")).is_err(), "an empty token is no token");
     }
 }
