@@ -6,6 +6,7 @@
 //! | `GET /v1/documents/{id}` | the document as `status --json` shows it, with its jobs; 404 |
 //! | `GET /v1/jobs/{id}` | the job, with `attempts`: every attempt that has ended, oldest first (number, worker, start, end, the stage reached, outcome, error); 404 |
 //! | `POST /v1/jobs/{id}/cancel` | cancels the job (`quire jobs cancel`): 200 `{outcome, job}`, `outcome` being `cancelled` (it was pending) or `requested` (its worker stops it at its next stage boundary); 404; 409 for a job that has finished |
+//! | `GET /` and the other pages | the dashboard: see `dashboard.rs` |
 //! | lists and other actions | the jobs, documents, chunks, connections and the queue; retry, replay and the dead-letter queue: see `queue.rs` |
 //! | `GET /metrics` | Prometheus text: queue depth, stale jobs, processing ages |
 //! | `GET /healthz` | 200 when the database answers, 503 otherwise |
@@ -65,7 +66,10 @@ use crate::commands::jobs::JobView;
 use crate::commands::status;
 use crate::metrics::MetricsSource;
 
+mod dashboard;
 mod queue;
+#[cfg(test)]
+mod test_api;
 
 /// What a client may ask of the server, and how long it may take.
 #[derive(Debug, Clone)]
@@ -283,6 +287,18 @@ fn router(app: App, embedder: Arc<dyn embedder::Embedder>, limits: Limits, guard
         .route("/v1/dlq/retry", post(queue::retry_dead_letters))
         .route("/v1/queue", get(queue::queue))
         .route("/v1/search", get(queue::search))
+        .route("/", get(dashboard::overview))
+        .route("/jobs", get(dashboard::jobs))
+        .route("/jobs/{id}", get(dashboard::job))
+        .route("/dead", get(dashboard::dead_letters))
+        .route("/documents", get(dashboard::documents))
+        .route("/documents/{id}", get(dashboard::document))
+        .route("/search", get(dashboard::search))
+        .route("/ui/jobs/{id}/retry", post(dashboard::retry))
+        .route("/ui/jobs/{id}/cancel", post(dashboard::cancel))
+        .route("/ui/jobs/{id}/replay", post(dashboard::replay))
+        .route("/ui/dlq/retry", post(dashboard::retry_all))
+        .route("/ui/dlq/purge", post(dashboard::purge))
         // The upload handler enforces its own limit, to answer it in JSON.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(Arc::new(guard), guard_mutations))

@@ -1,0 +1,587 @@
+//! The dashboard: server-rendered pages over the same store and the same
+//! [`worker::operations`] as the JSON API, with no script and no asset from elsewhere, so it
+//! works offline and every interpolated title, passage and error is escaped (maud escapes every
+//! `(value)`).
+//!
+//! | page | shows |
+//! |---|---|
+//! | `/` | jobs by status and kind, the oldest pending job's age, expired leases; refreshes every 5 s |
+//! | `/jobs?status=&kind=&before=` | jobs, newest first, a page at a time |
+//! | `/jobs/{id}` | the job, its stage timeline with durations, its attempts, its payload; retry, replay from a stage, cancel |
+//! | `/dead` | the dead-letter queue with reasons; retry one or all, purge with confirmation |
+//! | `/documents?q=` and `/documents/{id}` | documents; a document's chunks and its connections, the two passages side by side |
+//! | `/search?q=` | a box over the search of `GET /v1/search` |
+//!
+//! Actions are form posts to `/ui/…`, answered with a redirect to the page they came from (or a
+//! page saying why they were refused); like every change, they pass the API's guard (same
+//! origin; the token when the server has one).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use checkpoint_store::{ConnectionFilter, Job, JobFilter, JobId, JobStatus, SearchMode};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+use stage_machine::Stage;
+use worker::operations::{OperationError, ReplayFrom};
+
+use super::{ApiError, ApiState};
+
+/// Jobs and documents per page.
+const PAGE: u32 = 50;
+
+/// The page frame: title, navigation, the content.
+fn page(title: &str, refresh: bool, content: Markup) -> Response {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                @if refresh { meta http-equiv="refresh" content="5"; }
+                title { (title) " · quire" }
+                style { (STYLE) }
+            }
+            body {
+                nav {
+                    a href="/" { "Queue" } " "
+                    a href="/jobs" { "Jobs" } " "
+                    a href="/dead" { "Dead letters" } " "
+                    a href="/documents" { "Documents" } " "
+                    a href="/search" { "Search" }
+                }
+                h1 { (title) }
+                (content)
+            }
+        }
+    };
+    Html(markup.into_string()).into_response()
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:80rem}\
+    nav a{margin-right:1rem}table{border-collapse:collapse;margin:1rem 0}\
+    td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}\
+    .pair{display:grid;grid-template-columns:1fr 1fr;gap:1rem}.pair blockquote{margin:0;\
+    padding:.5rem;background:#f4f4f4}form.inline{display:inline}pre{background:#f4f4f4;padding:.5rem}";
+
+fn millis(ms: i64) -> String {
+    humantime::format_duration(Duration::from_millis(u64::try_from(ms).unwrap_or(0))).to_string()
+}
+
+fn when(at: Option<i64>) -> String {
+    at.map(|at| {
+        let time = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(at).unwrap_or(0));
+        humantime::format_rfc3339_seconds(time).to_string()
+    })
+    .unwrap_or_else(|| "—".to_owned())
+}
+
+/// `/`: the queue at a glance.
+pub(super) async fn overview(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let store = &state.app.store;
+    let counts = store.counts().await?;
+    let stale = store.stale_jobs(None).await?.len();
+    let now = crate::output::now_millis();
+    let oldest = counts.iter().filter(|c| c.status == JobStatus::Pending).filter_map(|c| c.oldest_created_at).min();
+    let content = html! {
+        table {
+            tr { th { "status" } th { "kind" } th { "jobs" } }
+            @for count in &counts {
+                tr {
+                    td { a href={ "/jobs?status=" (count.status) } { (count.status) } }
+                    td { (count.kind) }
+                    td { (count.count) }
+                }
+            }
+        }
+        p { "Oldest pending job waiting: " (oldest.map_or_else(|| "none".to_owned(), |at| millis(now - at))) }
+        p { "Processing jobs whose lease has expired: " (stale) }
+    };
+    Ok(page("Queue", true, content))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct JobsPage {
+    status: Option<String>,
+    kind: Option<String>,
+    before: Option<i64>,
+}
+
+/// `/jobs`.
+pub(super) async fn jobs(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<JobsPage>,
+) -> Result<Response, ApiError> {
+    let filter = JobFilter {
+        status: query.status.as_deref().and_then(|status| status.parse().ok()),
+        kind: query.kind.as_deref().and_then(|kind| kind.parse().ok()),
+        limit: Some(PAGE),
+        before: query.before.map(JobId),
+        ..JobFilter::default()
+    };
+    let jobs = state.app.store.list_jobs(&filter).await?;
+    let next = (jobs.len() == PAGE as usize).then(|| jobs.last().map(|job| job.id.0)).flatten();
+    let content = html! {
+        (jobs_table(&jobs))
+        @if let Some(next) = next {
+            a href={ "/jobs?before=" (next) @if let Some(status) = &query.status { "&status=" (status) } } { "Older jobs" }
+        }
+    };
+    Ok(page("Jobs", false, content))
+}
+
+fn jobs_table(jobs: &[Job]) -> Markup {
+    html! {
+        table {
+            tr { th { "job" } th { "kind" } th { "status" } th { "stage" } th { "attempts" } th { "document" } th { "last error" } }
+            @for job in jobs {
+                tr {
+                    td { a href={ "/jobs/" (job.id.0) } { (job.id.0) } }
+                    td { (job.kind) }
+                    td { (job.status) @if job.cancel_requested_at.is_some() { " (cancel asked)" } }
+                    td { (job.checkpoint().processing_stage) }
+                    td { (job.attempts) "/" (job.max_attempts) }
+                    td { @if let Some(document) = job.document_id() { a href={ "/documents/" (document) } { (document) } } }
+                    td { (job.last_error.as_deref().unwrap_or("")) }
+                }
+            }
+        }
+    }
+}
+
+/// `/jobs/{id}`: the job, its timeline and attempts, and what may be done with it.
+pub(super) async fn job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let found = match id.parse::<JobId>() {
+        Ok(job_id) => state.app.store.job(job_id).await?,
+        Err(_) => None,
+    };
+    let Some(job) = found else {
+        return Ok(
+            (StatusCode::NOT_FOUND, page("No such job", false, html! { p { "No job " (id) "." } })).into_response()
+        );
+    };
+    let attempts = state.app.store.job_attempts(job.id).await?;
+    let checkpoint = job.checkpoint();
+    // Each milestone with the time since its working stage began.
+    let timeline: Vec<(Stage, i64, Option<i64>)> = checkpoint
+        .completed_stages
+        .iter()
+        .map(|&stage| {
+            let at = checkpoint.stage_timestamps.get(&stage).copied().unwrap_or(0);
+            let began = stage.working_stage().and_then(|working| checkpoint.stage_timestamps.get(&working)).copied();
+            (stage, at, began.map(|began| at - began))
+        })
+        .collect();
+    let payload = serde_json::to_string_pretty(&job.payload).unwrap_or_default();
+    let id = job.id.0;
+    let content = html! {
+        p {
+            (job.kind) " · " strong { (job.status) } " · attempt " (job.attempts) " of " (job.max_attempts)
+            @if let Some(document) = job.document_id() { " · document " a href={ "/documents/" (document) } { (document) } }
+        }
+        @if let Some(error) = &job.last_error { p { "Last error: " (error) } }
+        h2 { "Stages" }
+        table {
+            tr { th { "milestone" } th { "reached" } th { "took" } }
+            @for (stage, at, took) in &timeline {
+                tr { td { (stage) } td { (when(Some(*at))) } td { (took.map(millis).unwrap_or_default()) } }
+            }
+        }
+        h2 { "Attempts" }
+        table {
+            tr { th { "attempt" } th { "worker" } th { "started" } th { "ended" } th { "stage" } th { "outcome" } th { "error" } }
+            @for attempt in &attempts {
+                tr {
+                    td { (attempt.attempt) }
+                    td { (attempt.worker.as_deref().unwrap_or("")) }
+                    td { (when(attempt.started_at)) }
+                    td { (when(Some(attempt.ended_at))) }
+                    td { (attempt.stage.map(|stage| stage.to_string()).unwrap_or_default()) }
+                    td { (attempt.outcome) }
+                    td { (attempt.error.as_deref().unwrap_or("")) }
+                }
+            }
+        }
+        h2 { "Payload" }
+        pre { (payload) }
+        h2 { "Actions" }
+        @if job.status == JobStatus::Dead {
+            form.inline method="post" action={ "/ui/jobs/" (id) "/retry" } { button { "Retry" } }
+        }
+        @if matches!(job.status, JobStatus::Pending | JobStatus::Processing) {
+            form.inline method="post" action={ "/ui/jobs/" (id) "/cancel" } { button { "Cancel" } }
+        }
+        @if job.status != JobStatus::Processing {
+            form.inline method="post" action={ "/ui/jobs/" (id) "/replay" } {
+                select name="from" {
+                    option value="checkpoint" { "from its checkpoint" }
+                    @for stage in Stage::rewind_targets() { option value=(stage) { "from " (stage) } }
+                    option value="fresh" { "fresh" }
+                }
+                " " button { "Replay" }
+            }
+        }
+    };
+    Ok(page(&format!("Job {id}"), false, content))
+}
+
+/// What an action did: back to the job's page, or a page saying why not.
+fn after_action(job_id: i64, outcome: Result<(), String>) -> Response {
+    match outcome {
+        Ok(()) => Redirect::to(&format!("/jobs/{job_id}")).into_response(),
+        Err(reason) => {
+            let content = html! { p { (reason) } p { a href={ "/jobs/" (job_id) } { "Back to the job" } } };
+            (StatusCode::CONFLICT, page("Refused", false, content)).into_response()
+        }
+    }
+}
+
+fn refused(error: OperationError) -> Result<(), String> {
+    Err(error.to_string())
+}
+
+pub(super) async fn retry(State(state): State<Arc<ApiState>>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    let outcome = worker::operations::retry_dead_letters(state.app.store.as_ref(), &[JobId(id)]).await?;
+    let result = match outcome.refused.first() {
+        Some(refusal) => Err(refusal.reason.to_string()),
+        None => Ok(()),
+    };
+    Ok(after_action(id, result))
+}
+
+pub(super) async fn cancel(State(state): State<Arc<ApiState>>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    let result = match worker::operations::cancel(state.app.store.as_ref(), JobId(id)).await {
+        Ok(_) => Ok(()),
+        Err(OperationError::Store(error)) => return Err(error.into()),
+        Err(error) => refused(error),
+    };
+    Ok(after_action(id, result))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ReplayForm {
+    from: String,
+}
+
+pub(super) async fn replay(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<i64>,
+    Form(form): Form<ReplayForm>,
+) -> Result<Response, ApiError> {
+    let from = match form.from.as_str() {
+        "checkpoint" => ReplayFrom::Checkpoint,
+        "fresh" => ReplayFrom::Fresh,
+        stage => match stage.parse::<Stage>() {
+            Ok(stage) => ReplayFrom::Stage(stage),
+            Err(_) => return Ok(after_action(id, Err(format!("no stage {stage:?}")))),
+        },
+    };
+    let result = match worker::operations::replay(state.app.store.as_ref(), JobId(id), from).await {
+        Ok(_) => Ok(()),
+        Err(OperationError::Store(error)) => return Err(error.into()),
+        Err(error) => refused(error),
+    };
+    Ok(after_action(id, result))
+}
+
+/// `/dead`: the dead-letter queue.
+pub(super) async fn dead_letters(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let dead = worker::operations::dead_letters(state.app.store.as_ref()).await?;
+    let content = html! {
+        @if dead.is_empty() { p { "The dead-letter queue is empty." } } @else {
+            form.inline method="post" action="/ui/dlq/retry" { button { "Retry all " (dead.len()) } }
+            form.inline method="post" action="/ui/dlq/purge" {
+                " Purge those finished at least "
+                input name="older_than" value="7d" size="5";
+                " ago "
+                label { input type="checkbox" name="confirm" value="yes" required; " I understand this deletes them for good" }
+                " " button { "Purge" }
+            }
+            (jobs_table(&dead))
+        }
+    };
+    Ok(page("Dead letters", false, content))
+}
+
+pub(super) async fn retry_all(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    worker::operations::retry_all_dead_letters(state.app.store.as_ref()).await?;
+    Ok(Redirect::to("/dead").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct PurgeForm {
+    older_than: String,
+    confirm: Option<String>,
+}
+
+pub(super) async fn purge(
+    State(state): State<Arc<ApiState>>,
+    Form(form): Form<PurgeForm>,
+) -> Result<Response, ApiError> {
+    let refuse = |reason: String| {
+        let content = html! { p { (reason) } p { a href="/dead" { "Back" } } };
+        Ok((StatusCode::BAD_REQUEST, page("Refused", false, content)).into_response())
+    };
+    if form.confirm.as_deref() != Some("yes") {
+        return refuse("A purge deletes jobs for good: tick the confirmation.".to_owned());
+    }
+    let Ok(older_than) = humantime::parse_duration(&form.older_than) else {
+        return refuse(format!("{:?} is not a duration (e.g. 7d, 12h)", form.older_than));
+    };
+    worker::operations::purge_dead_letters(state.app.store.as_ref(), older_than).await?;
+    Ok(Redirect::to("/dead").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TextQuery {
+    q: Option<String>,
+}
+
+/// `/documents`.
+pub(super) async fn documents(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<TextQuery>,
+) -> Result<Response, ApiError> {
+    let needle = query.q.as_deref().unwrap_or("").to_lowercase();
+    let documents: Vec<_> = state
+        .app
+        .store
+        .list_documents()
+        .await?
+        .into_iter()
+        .filter(|document| {
+            needle.is_empty()
+                || [Some(document.id.as_str()), document.title.as_deref(), Some(document.file_name.as_str())]
+                    .into_iter()
+                    .flatten()
+                    .any(|field| field.to_lowercase().contains(&needle))
+        })
+        .collect();
+    let content = html! {
+        form method="get" action="/documents" { input name="q" value=(needle) placeholder="title, file or id"; " " button { "Find" } }
+        table {
+            tr { th { "document" } th { "title" } th { "status" } th { "chunks" } th { "AI requests" } th { "from cache" } th { "error" } }
+            @for document in &documents {
+                tr {
+                    td { a href={ "/documents/" (document.id) } { (document.id) } }
+                    td { (document.title.as_deref().unwrap_or(&document.file_name)) }
+                    td { (document.status) }
+                    td { (document.chunk_count) }
+                    td { (document.ai_requests) }
+                    td { (document.embeddings_from_cache) }
+                    td { (document.error.as_deref().unwrap_or("")) }
+                }
+            }
+        }
+    };
+    Ok(page("Documents", false, content))
+}
+
+/// `/documents/{id}`: chunks and connections.
+pub(super) async fn document(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let store = &state.app.store;
+    let Some(document) = store.document(&id).await? else {
+        let content = html! { p { "No document " (id) "." } };
+        return Ok((StatusCode::NOT_FOUND, page("No such document", false, content)).into_response());
+    };
+    let chunks = store.chunks(&id).await?;
+    let filter = ConnectionFilter { limit: Some(PAGE), ..ConnectionFilter::default() };
+    let connections = store.connections(&id, &filter).await?;
+    let jobs = store.list_jobs(&JobFilter { document_id: Some(id.clone()), ..JobFilter::default() }).await?;
+    let title = document.title.clone().unwrap_or_else(|| document.file_name.clone());
+    let content = html! {
+        p {
+            (document.status) " · " (document.chunk_count) " chunks · " (document.ai_requests) " AI requests · "
+            (document.embeddings_from_cache) " embeddings from the cache"
+            @if let Some(author) = &document.author { " · by " (author) }
+        }
+        @if let Some(error) = &document.error { p { "Error: " (error) } }
+        h2 { "Jobs" }
+        (jobs_table(&jobs))
+        h2 { "Connections" }
+        @for connection in &connections {
+            div {
+                p { (connection.engine) " · score " (format!("{:.3}", connection.score)) " · " (connection.reason) }
+                div.pair {
+                    blockquote { (connection.source.text) }
+                    blockquote {
+                        (connection.target.text)
+                        br;
+                        small { "— " a href={ "/documents/" (connection.target.document_id) } {
+                            (connection.target.document_title.as_deref().unwrap_or(&connection.target.document_id))
+                        } }
+                    }
+                }
+            }
+        }
+        h2 { "Chunks" }
+        ol start="0" {
+            @for chunk in chunks.iter().take(500) {
+                li { @if !chunk.heading_path.is_empty() { strong { (chunk.heading_path.join(" › ")) } br; } (chunk.text) }
+            }
+        }
+    };
+    Ok(page(&title, false, content))
+}
+
+/// `/search`.
+pub(super) async fn search(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<TextQuery>,
+) -> Result<Response, ApiError> {
+    let text = query.q.unwrap_or_default();
+    let hits = if text.trim().is_empty() {
+        Vec::new()
+    } else {
+        let (store, embedder) = (state.app.store.as_ref(), state.embedder.as_ref());
+        crate::commands::search::search(store, embedder, &text, 20, SearchMode::Approximate).await?
+    };
+    let content = html! {
+        form method="get" action="/search" { input name="q" value=(text) size="60"; " " button { "Search" } }
+        @for hit in &hits {
+            div {
+                p { (format!("{:.3}", hit.score)) " · " a href={ "/documents/" (hit.chunk.document_id) } {
+                    (hit.chunk.document_title.as_deref().unwrap_or(&hit.chunk.document_id))
+                } }
+                blockquote { (hit.chunk.text) }
+            }
+        }
+    };
+    Ok(page("Search", false, content))
+}
+
+#[cfg(test)]
+mod tests {
+    use checkpoint_store::{BookMetadata, JobKind, LeaseRequest};
+
+    use super::*;
+    use crate::commands::serve::test_api::{Api, api};
+
+    /// A same-origin form post, as the dashboard's own buttons send it.
+    async fn post_form(api: &Api, uri: &str, form: &str) -> (u16, Option<String>, String) {
+        let headers = [("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")];
+        api.call_raw("POST", uri, &headers, Some(("application/x-www-form-urlencoded", form.to_owned()))).await
+    }
+
+    async fn html(api: &Api, uri: &str) -> (u16, String) {
+        let (status, _, body) = api.call_raw("GET", uri, &[], None).await;
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn markup_in_a_books_title_and_text_renders_as_text_on_every_page() {
+        let api = api().await;
+        let hostile = "<script>alert(\"quire\")</script>";
+        let document = api.embedded_document("a.epub", &[&format!("{hostile} and the white whale <b>rose</b>")]).await;
+        let (_, job) = api.document("b.epub").await;
+        let request =
+            LeaseRequest { owner: "w", max_jobs: 1, ttl: Duration::from_secs(60), kinds: &[JobKind::ProcessDocument] };
+        let lease = api.store.lease(request).await.unwrap().remove(0).lease().unwrap();
+        assert_eq!(lease.job_id, job);
+        let metadata =
+            BookMetadata { title: Some(hostile.to_owned()), author: Some(hostile.to_owned()), language: None };
+        let b = api.store.job(job).await.unwrap().unwrap().document_id().unwrap().to_owned();
+        api.store.record_extraction(lease, &b, &metadata, "hash").await.unwrap();
+        api.store.fail(lease, hostile, checkpoint_store::Failure::Permanent).await.unwrap();
+
+        for uri in [
+            "/".to_owned(),
+            "/jobs".to_owned(),
+            format!("/jobs/{}", job.0),
+            "/dead".to_owned(),
+            "/documents".to_owned(),
+            format!("/documents/{document}"),
+            format!("/documents/{b}"),
+            "/search?q=white+whale".to_owned(),
+        ] {
+            let (status, body) = html(&api, &uri).await;
+            assert_eq!(status, 200, "{uri}: {body}");
+            assert!(!body.contains("<script>") && !body.contains("<b>"), "{uri} lets markup through: {body}");
+        }
+        let (_, page) = html(&api, &format!("/documents/{b}")).await;
+        assert!(page.contains("&lt;script&gt;alert(&quot;quire&quot;)&lt;/script&gt;"), "{page}");
+        let (_, found) = html(&api, "/search?q=white+whale").await;
+        assert!(found.contains("&lt;b&gt;rose&lt;/b&gt;"), "the passage is shown, escaped: {found}");
+    }
+
+    #[tokio::test]
+    async fn the_overview_counts_jobs_by_state_and_refreshes_itself() {
+        let api = api().await;
+        api.document("a.epub").await;
+        api.document("b.epub").await;
+        api.dead_letter_next().await;
+        let (status, body) = html(&api, "/").await;
+        assert_eq!(status, 200);
+        assert!(body.contains(r#"http-equiv="refresh""#), "{body}");
+        assert!(
+            body.contains(r#"<a href="/jobs?status=pending">pending</a></td><td>process_document</td><td>1</td>"#),
+            "{body}"
+        );
+        assert!(
+            body.contains(r#"<a href="/jobs?status=dead">dead</a></td><td>process_document</td><td>1</td>"#),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dead_job_is_retried_from_its_page_and_its_history_stays() {
+        let api = api().await;
+        api.document("a.epub").await;
+        let dead = api.dead_letter_next().await;
+        let (_, page) = html(&api, &format!("/jobs/{}", dead.0)).await;
+        assert!(page.contains(&format!(r#"action="/ui/jobs/{}/retry""#, dead.0)), "{page}");
+        assert!(page.contains("<td>dead</td>"), "the attempt is listed: {page}");
+
+        let (status, location, _) = post_form(&api, &format!("/ui/jobs/{}/retry", dead.0), "").await;
+        assert_eq!((status, location.as_deref()), (303, Some(format!("/jobs/{}", dead.0).as_str())));
+        assert_eq!(api.store.job(dead).await.unwrap().unwrap().status, JobStatus::Pending);
+        let (_, page) = html(&api, &format!("/jobs/{}", dead.0)).await;
+        assert!(!page.contains("/retry"), "a pending job offers no retry: {page}");
+        assert!(page.contains("<td>dead</td>"), "the dead attempt is still in the history: {page}");
+
+        // Again: refused, said so, nothing changed.
+        let (status, _, body) = post_form(&api, &format!("/ui/jobs/{}/retry", dead.0), "").await;
+        assert_eq!(status, 409, "{body}");
+        // A page elsewhere cannot press the button.
+        let elsewhere = [("host", "127.0.0.1:8080"), ("origin", "https://pages.example")];
+        let (status, _, _) = api.call_raw("POST", &format!("/ui/jobs/{}/cancel", dead.0), &elsewhere, None).await;
+        assert_eq!(status, 403);
+        assert_eq!(api.store.job(dead).await.unwrap().unwrap().status, JobStatus::Pending);
+    }
+
+    #[tokio::test]
+    async fn replay_and_cancel_go_through_the_operations() {
+        let api = api().await;
+        api.document("a.epub").await;
+        let dead = api.dead_letter_next().await;
+        let uri = format!("/ui/jobs/{}/replay", dead.0);
+        assert_eq!(post_form(&api, &uri, "from=indexing").await.0, 409);
+        assert_eq!(post_form(&api, &uri, "from=complete").await.0, 409);
+        assert_eq!(post_form(&api, &uri, "from=chunked").await.0, 303);
+        let job = api.store.job(dead).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Pending);
+
+        let (status, _, _) = post_form(&api, &format!("/ui/jobs/{}/cancel", dead.0), "").await;
+        assert_eq!(status, 303);
+        assert_eq!(api.store.job(dead).await.unwrap().unwrap().status, JobStatus::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_purge_from_the_page_needs_its_confirmation() {
+        let api = api().await;
+        api.document("a.epub").await;
+        let dead = api.dead_letter_next().await;
+        let (status, _, body) = post_form(&api, "/ui/dlq/purge", "older_than=0s").await;
+        assert_eq!(status, 400, "{body}");
+        assert!(api.store.job(dead).await.unwrap().is_some());
+        assert_eq!(post_form(&api, "/ui/dlq/purge", "older_than=soon&confirm=yes").await.0, 400);
+        let (status, location, _) = post_form(&api, "/ui/dlq/purge", "older_than=0s&confirm=yes").await;
+        assert_eq!((status, location.as_deref()), (303, Some("/dead")));
+        assert!(api.store.job(dead).await.unwrap().is_none());
+        let (_, page) = html(&api, "/dead").await;
+        assert!(page.contains("The dead-letter queue is empty."), "{page}");
+    }
+}
