@@ -15,6 +15,9 @@
 //! Actions are form posts to `/ui/…`, answered with a redirect to the page they came from (or a
 //! page saying why they were refused); like every change, they pass the API's guard (same
 //! origin; the token when the server has one).
+//!
+//! Past 500 lines because its tests sit beside it: each page and button is driven through the
+//! router over a real store, escaping included, which needs this module's handlers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,15 +84,11 @@ fn when(at: Option<i64>) -> String {
 
 /// `/`: the queue at a glance.
 pub(super) async fn overview(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let store = &state.app.store;
-    let counts = store.counts().await?;
-    let stale = store.stale_jobs(None).await?.len();
-    let now = crate::output::now_millis();
-    let oldest = counts.iter().filter(|c| c.status == JobStatus::Pending).filter_map(|c| c.oldest_created_at).min();
+    let summary = super::queue::queue_summary(state.app.store.as_ref()).await?;
     let content = html! {
         table {
             tr { th { "status" } th { "kind" } th { "jobs" } }
-            @for count in &counts {
+            @for count in &summary.counts {
                 tr {
                     td { a href={ "/jobs?status=" (count.status) } { (count.status) } }
                     td { (count.kind) }
@@ -97,8 +96,8 @@ pub(super) async fn overview(State(state): State<Arc<ApiState>>) -> Result<Respo
                 }
             }
         }
-        p { "Oldest pending job waiting: " (oldest.map_or_else(|| "none".to_owned(), |at| millis(now - at))) }
-        p { "Processing jobs whose lease has expired: " (stale) }
+        p { "Oldest pending job waiting: " (summary.oldest_pending_age_ms.map_or_else(|| "none".to_owned(), millis)) }
+        p { "Processing jobs whose lease has expired: " (summary.stale_leases) }
     };
     Ok(page("Queue", true, content))
 }
@@ -345,21 +344,8 @@ pub(super) async fn documents(
     State(state): State<Arc<ApiState>>,
     Query(query): Query<TextQuery>,
 ) -> Result<Response, ApiError> {
-    let needle = query.q.as_deref().unwrap_or("").to_lowercase();
-    let documents: Vec<_> = state
-        .app
-        .store
-        .list_documents()
-        .await?
-        .into_iter()
-        .filter(|document| {
-            needle.is_empty()
-                || [Some(document.id.as_str()), document.title.as_deref(), Some(document.file_name.as_str())]
-                    .into_iter()
-                    .flatten()
-                    .any(|field| field.to_lowercase().contains(&needle))
-        })
-        .collect();
+    let needle = query.q.unwrap_or_default();
+    let documents = super::queue::find_documents(state.app.store.as_ref(), None, Some(&needle)).await?;
     let content = html! {
         form method="get" action="/documents" { input name="q" value=(needle) placeholder="title, file or id"; " " button { "Find" } }
         table {

@@ -150,13 +150,29 @@ pub(super) async fn list_documents(
         }
         None => None,
     };
-    let needle = query.q.as_deref().map(str::to_lowercase).filter(|needle| !needle.is_empty());
+    let documents = find_documents(state.app.store.as_ref(), status, query.q.as_deref()).await?;
+    let total = documents.len();
+    let mut views = Vec::new();
+    for document in documents.into_iter().skip(query.offset.unwrap_or(0)).take(limit) {
+        let connection_count = state.app.store.connection_count(&document.id).await?;
+        views.push(DocumentStatusView::new(document, connection_count));
+    }
+    Ok(Json(json!({ "documents": views, "total": total })).into_response())
+}
+
+/// The documents in `status` (any, if none) that `text` (ignoring case; anything, if empty)
+/// finds in their id, title, author or file name, oldest first: the API's and the dashboard's
+/// one rule for finding a document.
+pub(super) async fn find_documents(
+    store: &dyn checkpoint_store::Store,
+    status: Option<checkpoint_store::DocumentStatus>,
+    text: Option<&str>,
+) -> Result<Vec<checkpoint_store::Document>, ApiError> {
+    let needle = text.map(str::to_lowercase).filter(|needle| !needle.is_empty());
     let matches = |field: Option<&str>| {
         needle.as_deref().is_none_or(|needle| field.is_some_and(|field| field.to_lowercase().contains(needle)))
     };
-    let documents: Vec<_> = state
-        .app
-        .store
+    Ok(store
         .list_documents()
         .await?
         .into_iter()
@@ -167,14 +183,7 @@ pub(super) async fn list_documents(
                 || matches(document.author.as_deref())
                 || matches(Some(&document.file_name))
         })
-        .collect();
-    let total = documents.len();
-    let mut views = Vec::new();
-    for document in documents.into_iter().skip(query.offset.unwrap_or(0)).take(limit) {
-        let connection_count = state.app.store.connection_count(&document.id).await?;
-        views.push(DocumentStatusView::new(document, connection_count));
-    }
-    Ok(Json(json!({ "documents": views, "total": total })).into_response())
+        .collect())
 }
 
 /// `GET /v1/documents/{id}/chunks`'s query.
@@ -240,24 +249,40 @@ pub(super) async fn document_connections(
     Ok(Json(json!({ "connections": connections })).into_response())
 }
 
-pub(super) async fn queue(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let store = &state.app.store;
+/// The queue at a glance, for `GET /v1/queue` and the dashboard's overview.
+pub(super) struct QueueSummary {
+    /// Jobs by status and kind.
+    pub counts: Vec<checkpoint_store::QueueCount>,
+    /// How long the oldest pending job has waited, if one is pending.
+    pub oldest_pending_age_ms: Option<i64>,
+    /// Processing jobs whose lease has expired.
+    pub stale_leases: usize,
+}
+
+pub(super) async fn queue_summary(store: &dyn checkpoint_store::Store) -> Result<QueueSummary, ApiError> {
     let counts = store.counts().await?;
     let stale_leases = store.stale_jobs(None).await?.len();
     let now = crate::output::now_millis();
-    let oldest_pending = counts
+    let oldest_pending_age_ms = counts
         .iter()
         .filter(|count| count.status == JobStatus::Pending)
         .filter_map(|count| count.oldest_created_at)
-        .min();
-    let counts: Vec<_> = counts
+        .min()
+        .map(|created| (now - created).max(0));
+    Ok(QueueSummary { counts, oldest_pending_age_ms, stale_leases })
+}
+
+pub(super) async fn queue(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let summary = queue_summary(state.app.store.as_ref()).await?;
+    let counts: Vec<_> = summary
+        .counts
         .iter()
         .map(|count| json!({ "status": count.status, "kind": count.kind, "count": count.count }))
         .collect();
     let body = json!({
         "counts": counts,
-        "oldest_pending_age_ms": oldest_pending.map(|created| (now - created).max(0)),
-        "stale_leases": stale_leases,
+        "oldest_pending_age_ms": summary.oldest_pending_age_ms,
+        "stale_leases": summary.stale_leases,
     });
     Ok(Json(body).into_response())
 }
