@@ -144,12 +144,21 @@ pub struct Worker {
     handlers: Handlers,
     config: WorkerConfig,
     metrics: Arc<WorkerMetrics>,
+    /// How many attempts have ended, for whoever waits on this worker's work in-process.
+    attempts_ended: tokio::sync::watch::Sender<u64>,
 }
 
 impl Worker {
     /// A worker over `store` running `handlers`.
     pub fn new(store: Arc<dyn JobStore>, handlers: Handlers, config: WorkerConfig) -> Worker {
-        Worker { store, handlers, config, metrics: Arc::default() }
+        let (attempts_ended, _) = tokio::sync::watch::channel(0);
+        Worker { store, handlers, config, metrics: Arc::default(), attempts_ended }
+    }
+
+    /// Changes each time an attempt of this worker ends (its outcome recorded, whatever it was):
+    /// a caller in the same process (`quire process`) waits on it instead of polling the store.
+    pub fn attempts_ended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.attempts_ended.subscribe()
     }
 
     /// The worker's counters.
@@ -346,6 +355,7 @@ impl Worker {
     async fn on_finished(&self, state: &mut LoopState, joined: Result<Finished, tokio::task::JoinError>) {
         // The job left the held leases when its task ended (`RunningGuard`).
         self.metrics.in_flight.store(state.held.lock().running.len() as u64, Ordering::Relaxed);
+        self.attempts_ended.send_modify(|ended| *ended += 1);
         let Ok(finished) = joined else { return };
         if finished.completed && self.handlers.needs_ai_service(finished.kind) {
             // Its AI requests were served (or cached): whatever refused the account is fixed.

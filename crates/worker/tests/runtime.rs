@@ -668,6 +668,29 @@ async fn exit_when_idle_returns_once_the_queue_is_empty() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_waiter_in_the_same_process_learns_of_each_ended_attempt_when_it_ends() {
+    let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument), job(2, JobKind::DetectConnections)]);
+    let handler = handler(&[(1, Script::WorkFor(secs(3))), (2, Script::WorkFor(secs(7)))]);
+    let worker = Worker::new(store.clone(), handlers(&handler), config());
+    let mut ended = worker.attempts_ended();
+    let run = tokio::spawn(worker.run(CancellationToken::new()));
+    let start = Instant::now();
+    // The first job ends at 3 s, the second (started when the first ended) at 10 s; each wakes
+    // the waiter then, not at a poll.
+    let next = |ended: &mut tokio::sync::watch::Receiver<u64>| {
+        let mut ended = ended.clone();
+        async move { tokio::time::timeout(secs(60), ended.changed()).await.expect("an attempt ended").unwrap() }
+    };
+    next(&mut ended).await;
+    assert_eq!((*ended.borrow_and_update(), start.elapsed()), (1, secs(3)));
+    next(&mut ended).await;
+    assert_eq!((*ended.borrow_and_update(), start.elapsed()), (2, secs(10)));
+    let completed = store.calls().into_iter().filter(|(_, c)| matches!(c, Call::Complete(_))).count();
+    assert_eq!(completed, 2, "the count moves once the outcome is recorded");
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_worker_leases_only_the_kinds_it_has_handlers_for() {
     let store = FakeStore::new(vec![job(1, JobKind::ProcessDocument), job(2, JobKind::DetectConnections)]);
     let handler = handler(&[]);

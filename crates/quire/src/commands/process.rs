@@ -42,6 +42,9 @@ struct Progress {
 /// Extract, save, chunk, embed, connect.
 const STEPS: u64 = 5;
 
+/// How often the bars show a book's stage while no attempt ends.
+const PROGRESS_REFRESH: Duration = Duration::from_millis(250);
+
 pub async fn run(
     global: &GlobalOptions,
     files: &[PathBuf],
@@ -72,7 +75,9 @@ pub async fn run(
     let mut config = WorkerConfig::new(format!("process:{}", std::process::id()));
     config.poll_interval = Duration::from_millis(100);
     let worker_stop = CancellationToken::new();
-    let worker = tokio::spawn(Worker::new(app.store.clone(), pipeline.handlers(), config).run(worker_stop.clone()));
+    let worker = Worker::new(app.store.clone(), pipeline.handlers(), config);
+    let mut attempts_ended = worker.attempts_ended();
+    let worker = tokio::spawn(worker.run(worker_stop.clone()));
 
     let terminal = std::io::stderr().is_terminal() && !json;
     let bars = MultiProgress::with_draw_target(if terminal {
@@ -111,8 +116,11 @@ pub async fn run(
         if all_done {
             break;
         }
+        // A book is done when an attempt ends, so that wakes the loop at once; the timer only
+        // moves the bars along between attempts.
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(150)) => {}
+            _ = attempts_ended.changed() => {}
+            () = tokio::time::sleep(PROGRESS_REFRESH) => {}
             () = shutdown.cancelled() => { interrupted = true; break; }
         }
     }
