@@ -75,6 +75,20 @@ enum Owned {
 }
 
 impl FreshStore {
+    /// Drops the trigger that records every ended attempt (`job_attempts`), for a baseline run
+    /// of what that history costs.
+    pub async fn drop_attempt_history(&self) -> BenchResult<()> {
+        match &self.owned {
+            Owned::Sqlite { store, .. } => {
+                sqlx::query("DROP TRIGGER jobs_record_attempt_end").execute(store.writer_pool()).await?;
+            }
+            Owned::Postgres { store } => {
+                sqlx::query("DROP TRIGGER jobs_record_attempt_end ON jobs").execute(store.pool()).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Closes the store's connections and deletes its database.
     pub async fn close(self) {
         match self.owned {

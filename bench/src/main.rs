@@ -70,6 +70,10 @@ struct Cli {
     /// Heartbeat calls per run.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// The baseline of the attempt history's cost: drop the trigger that records each ended
+    /// attempt (migration 0012) from every fresh store before the run.
+    #[arg(long)]
+    without_attempt_history: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -165,6 +169,9 @@ async fn measure(cli: &Cli, backend: Backend, config: Config) -> BenchResult<Run
         Some(url) => backend.fresh_at(Some(url)).await?,
         None => backend.fresh().await?,
     };
+    if cli.without_attempt_history {
+        fresh.drop_attempt_history().await?;
+    }
     let store = fresh.store.clone();
     let run = match config.scenario {
         Scenario::Enqueue => scenarios::enqueue(store.as_ref(), cli.jobs, false).await,
