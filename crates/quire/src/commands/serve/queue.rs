@@ -241,6 +241,13 @@ pub(super) async fn document_connections(
     if query.min_score.is_some_and(|score| !score.is_finite()) {
         return Err(bad_request("min_score must be a finite number"));
     }
+    // The same names `quire connections --engine` accepts.
+    let engines = collision_detector::ENGINE_NAMES;
+    if let Some(engine) = query.engine.as_deref()
+        && !engines.contains(&engine)
+    {
+        return Err(bad_request(format!("unknown engine {engine:?}; use one of: {}", engines.join(", "))));
+    }
     if state.app.store.document(&id).await?.is_none() {
         return Err(no_document(&id));
     }
@@ -614,6 +621,9 @@ mod tests {
         assert_eq!(api.get("/v1/documents/doc-none/connections").await.0, 404);
         let (status, connections) = api.get(&format!("/v1/documents/{moby}/connections?engine=lexical")).await;
         assert_eq!((status, connections["connections"].clone()), (200, json!([])));
+        let (status, refused) = api.get(&format!("/v1/documents/{moby}/connections?engine=lexicall")).await;
+        assert_eq!(status, 400);
+        assert!(refused["error"].as_str().unwrap().contains("semantic"), "{refused}");
     }
 
     #[tokio::test]
