@@ -139,6 +139,13 @@ pub trait JobStore: Send + Sync {
     /// `failed` ("cancelled by an operator"), in one transaction. Fenced.
     async fn cancel_held(&self, lease: Lease) -> StoreResult<Job>;
 
+    /// A counter that moves each time jobs may have become due (see `job_signal.rs` for what
+    /// each backend sees): a worker waits on it between polls, so it starts new work at once.
+    /// `None`: only polling finds new jobs.
+    fn job_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// True when the database answers.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -43,6 +43,7 @@ mod codec;
 mod document_store;
 mod documents;
 mod error;
+mod job_signal;
 mod job_store;
 mod jobs;
 mod neighbours;

@@ -212,6 +212,8 @@ impl Worker {
         reaper.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut poll = tokio::time::interval(config.poll_interval);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // New jobs wake the loop at once where the store can tell; the poll finds the rest.
+        let mut jobs_signal = self.store.job_signal();
         let mut lease_errors = 0u32;
 
         loop {
@@ -254,6 +256,7 @@ impl Worker {
                 Some(joined) = state.tasks.join_next() => self.on_finished(state, joined).await,
                 _ = reaper.tick() => self.reap(state).await,
                 Some(_) = state.side_effects.join_next() => {}
+                () = jobs_may_be_due(&mut jobs_signal), if !draining => {}
                 _ = poll.tick() => {
                     let nothing_held = state.tasks.is_empty() && state.held.lock().waiting.is_empty();
                     if config.exit_when_idle && nothing_held && !draining && self.queue_is_idle().await {
@@ -488,6 +491,19 @@ impl LoopState {
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the store's job signal moves; never, without one (or once it is gone).
+async fn jobs_may_be_due(signal: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match signal {
+        Some(receiver) => {
+            if receiver.changed().await.is_err() {
+                *signal = None;
+                std::future::pending::<()>().await;
+            }
+        }
         None => std::future::pending().await,
     }
 }

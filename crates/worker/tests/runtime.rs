@@ -68,6 +68,8 @@ struct FakeState {
 struct FakeStore {
     state: Mutex<FakeState>,
     start: Instant,
+    /// The job signal: raised by [`FakeStore::queue`], as a store raises it when a job is queued.
+    signal: tokio::sync::watch::Sender<u64>,
 }
 
 impl FakeStore {
@@ -75,7 +77,16 @@ impl FakeStore {
         Arc::new(FakeStore {
             state: Mutex::new(FakeState { pending: jobs, ..Default::default() }),
             start: Instant::now(),
+            signal: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// Queues a job, raising the job signal unless `silently`.
+    fn queue(&self, job: Job, silently: bool) {
+        self.state.lock().unwrap().pending.push(job);
+        if !silently {
+            self.signal.send_modify(|raised| *raised += 1);
+        }
     }
 
     fn record(&self, state: &mut FakeState, call: Call) {
@@ -335,6 +346,9 @@ impl JobStore for FakeStore {
     }
     async fn job_attempts(&self, _: JobId) -> StoreResult<Vec<JobAttempt>> {
         unused()
+    }
+    fn job_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.signal.subscribe())
     }
 }
 
@@ -687,6 +701,31 @@ async fn a_waiter_in_the_same_process_learns_of_each_ended_attempt_when_it_ends(
     assert_eq!((*ended.borrow_and_update(), start.elapsed()), (2, secs(10)));
     let completed = store.calls().into_iter().filter(|(_, c)| matches!(c, Call::Complete(_))).count();
     assert_eq!(completed, 2, "the count moves once the outcome is recorded");
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_worker_leases_a_new_job_when_the_store_signals_it_not_at_its_next_poll() {
+    let store = FakeStore::new(Vec::new());
+    let handler = handler(&[]);
+    let mut config = config();
+    // Nothing else wakes the loop: only the signal, or the poll an hour on.
+    config.poll_interval = Duration::from_secs(3600);
+    config.reaper_interval = Duration::from_secs(7200);
+    let (_shutdown, run) = spawn(&store, &handler, config);
+    tokio::time::sleep(secs(5)).await;
+    store.queue(job(1, JobKind::ProcessDocument), false);
+    tokio::time::sleep(secs(1)).await;
+    // Queued at 5 s, leased and completed then, an hour before the next poll.
+    let calls = store.calls();
+    assert!(calls.iter().any(|(at, c)| *c == Call::Complete(JobId(1)) && *at == secs(5)), "{calls:?}");
+
+    // A job queued without the signal (another process, on SQLite) waits for the poll.
+    store.queue(job(2, JobKind::ProcessDocument), true);
+    tokio::time::sleep(secs(60)).await;
+    assert!(!store.calls().iter().any(|(_, c)| *c == Call::Complete(JobId(2))), "found without a signal or a poll");
+    tokio::time::sleep(secs(3600)).await;
+    assert!(store.calls().iter().any(|(_, c)| *c == Call::Complete(JobId(2))), "the poll finds it");
     run.abort();
 }
 

@@ -44,6 +44,7 @@ use crate::clock::{Clock, millis};
 use crate::codec::{fenced, integer, is_unique_violation};
 use crate::documents::DocumentStatus;
 use crate::error::{StoreError, StoreResult};
+use crate::job_signal::{self, JobSignal};
 use crate::job_store::JobStore;
 use crate::jobs::{
     Cancellation, DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp,
@@ -118,9 +119,31 @@ pub struct PgStore {
     pgvector: Option<Arc<vectors::Pgvector>>,
     /// The in-process nearest-neighbour indexes, used without pgvector.
     indexes: Arc<InProcessIndexes>,
+    /// Raised on each notification of a job become pending in this store's schema.
+    job_signal: JobSignal,
+    /// Whether a connection listens for those notifications (opened by the first subscriber).
+    listening: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PgStore {
+    /// Listens for notifications of pending jobs on a connection of its own, raising the job
+    /// signal for each one of this store's schema, until the store is gone; reconnects after a
+    /// lost connection (raising the signal then too: notifications sent meanwhile are lost).
+    fn start_listening(&self) {
+        if self.listening.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let (pool, schema, signal) = (self.pool.clone(), self.schema.clone(), self.job_signal.downgrade());
+        tokio::spawn(async move {
+            while signal.strong_count() > 0 {
+                if let Err(error) = listen_for_pending_jobs(&pool, &schema, &signal).await {
+                    tracing::debug!(%error, "job notifications: the listening connection failed; listening again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        });
+    }
+
     /// [`JobStore::save_checkpoint`] on the pool or inside a transaction.
     async fn save_checkpoint_on<'e>(
         &self,
@@ -211,6 +234,8 @@ impl PgStore {
             pgvector_available: pgvector_available && options.use_pgvector,
             pgvector: None,
             indexes: Arc::new(InProcessIndexes::new(options.vector_snapshots)),
+            job_signal: JobSignal::new(),
+            listening: Arc::default(),
         };
         store.migrate().await?;
         store.pgvector = store.enable_pgvector().await?.map(|schema| Arc::new(vectors::Pgvector::new(schema)));
@@ -720,6 +745,11 @@ impl JobStore for PgStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    fn job_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.start_listening();
+        Some(self.job_signal.subscribe())
+    }
 }
 
 /// Refuses schema names that would need quoting: the name is written into `search_path` and
@@ -735,5 +765,35 @@ fn check_schema_name(schema: &str) -> StoreResult<()> {
         Err(StoreError::Database(sqlx::Error::Configuration(
             format!("invalid schema name {schema:?}: use lowercase ASCII letters, digits and _ (at most 63)").into(),
         )))
+    }
+}
+
+/// One listening connection's life: returns `Ok` once the store is gone, an error when the
+/// connection is.
+async fn listen_for_pending_jobs(
+    pool: &PgPool,
+    schema: &str,
+    signal: &std::sync::Weak<tokio::sync::watch::Sender<u64>>,
+) -> Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(job_signal::CHANNEL).await?;
+    // Jobs that became pending while no connection listened are found by the lease this prompts.
+    if !job_signal::raise(signal) {
+        return Ok(());
+    }
+    loop {
+        tokio::select! {
+            notification = listener.recv() => {
+                if notification?.payload() == schema && !job_signal::raise(signal) {
+                    return Ok(());
+                }
+            }
+            // Without notifications, look now and then whether the store is still there.
+            () = tokio::time::sleep(Duration::from_secs(30)) => {
+                if signal.strong_count() == 0 {
+                    return Ok(());
+                }
+            }
+        }
     }
 }

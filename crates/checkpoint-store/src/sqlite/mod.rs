@@ -35,6 +35,7 @@ use crate::clock::{Clock, SystemClock, millis};
 use crate::codec::{fenced, is_unique_violation};
 use crate::documents::DocumentStatus;
 use crate::error::{StoreError, StoreResult};
+use crate::job_signal::JobSignal;
 use crate::job_store::JobStore;
 use crate::jobs::{
     Cancellation, DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp,
@@ -93,6 +94,8 @@ pub struct SqliteStore {
     indexes: Arc<InProcessIndexes>,
     /// The database file, beside which migrations are locked (`None`: in memory).
     file: Option<PathBuf>,
+    /// Raised after each commit of this process that makes a job pending.
+    job_signal: JobSignal,
 }
 
 impl SqliteStore {
@@ -185,6 +188,7 @@ impl SqliteStore {
             retry_policy: options.retry_policy,
             indexes: Arc::new(InProcessIndexes::new(options.vector_snapshots)),
             file,
+            job_signal: JobSignal::new(),
         };
         store.bring_term_index_up_to_date().await?;
         Ok(store)
@@ -310,6 +314,9 @@ impl SqliteStore {
                 recoveries.extend(self.take_back(&mut tx, &job, reason, now).await?);
             }
             tx.commit().await?;
+            if page > 0 {
+                self.job_signal.raise();
+            }
             if page < RECOVERY_BATCH as usize {
                 return Ok(recoveries);
             }
@@ -321,11 +328,14 @@ impl SqliteStore {
 impl JobStore for SqliteStore {
     async fn enqueue(&self, kind: JobKind, payload: Value, options: EnqueueOptions) -> StoreResult<Enqueued> {
         if options.durable {
-            return self.enqueue_durably(FollowUp { kind, payload, options }).await;
+            let enqueued = self.enqueue_durably(FollowUp { kind, payload, options }).await?;
+            self.job_signal.raise();
+            return Ok(enqueued);
         }
         let mut tx = self.begin_immediate().await?;
         let enqueued = self.enqueue_in(&mut tx, FollowUp { kind, payload, options }).await?;
         tx.commit().await?;
+        self.job_signal.raise();
         Ok(enqueued)
     }
 
@@ -391,6 +401,7 @@ impl JobStore for SqliteStore {
         self.save_checkpoint_on(&mut *tx, lease, checkpoint).await?;
         let enqueued = self.enqueue_in(&mut tx, follow_up).await?;
         tx.commit().await?;
+        self.job_signal.raise();
         Ok(enqueued)
     }
 
@@ -448,6 +459,7 @@ impl JobStore for SqliteStore {
             FailOutcome::Retrying { run_at }
         };
         tx.commit().await?;
+        self.job_signal.raise();
         Ok(outcome)
     }
 
@@ -463,7 +475,9 @@ impl JobStore for SqliteStore {
             .bind(1_i64)
             .execute(&self.writer)
             .await?;
-        fenced(lease, result.rows_affected())
+        fenced(lease, result.rows_affected())?;
+        self.job_signal.raise();
+        Ok(())
     }
 
     async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<Vec<JobId>> {
@@ -477,6 +491,9 @@ impl JobStore for SqliteStore {
             .bind(self.now())
             .fetch_all(&self.writer)
             .await?;
+        if !released.is_empty() {
+            self.job_signal.raise();
+        }
         Ok(released.into_iter().map(JobId).collect())
     }
 
@@ -541,6 +558,7 @@ impl JobStore for SqliteStore {
             recoveries.push(taken);
         }
         tx.commit().await?;
+        self.job_signal.raise();
         Ok(recoveries)
     }
 
@@ -613,6 +631,10 @@ impl JobStore for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
+
+    fn job_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.job_signal.subscribe())
+    }
 }
 
 impl SqliteStore {
@@ -674,6 +696,7 @@ impl SqliteStore {
                 .await?;
         }
         tx.commit().await?;
+        self.job_signal.raise();
         Ok(job)
     }
 
