@@ -75,6 +75,22 @@ enum Owned {
 }
 
 impl FreshStore {
+    /// The store as a worker that gets no job signal sees it: on SQLite a second store on the
+    /// same file (as a worker in another process has, which this process's commits do not
+    /// signal), on PostgreSQL the same store with the notifying trigger dropped.
+    pub async fn without_job_signal(&self) -> BenchResult<Arc<dyn JobStore>> {
+        match &self.owned {
+            Owned::Sqlite { _dir, .. } => {
+                let other = SqliteStore::open(_dir.path().join("quire.db"), SqliteStoreOptions::default()).await?;
+                Ok(Arc::new(other))
+            }
+            Owned::Postgres { store } => {
+                sqlx::query("DROP TRIGGER jobs_notify_pending ON jobs").execute(store.pool()).await?;
+                Ok(self.store.clone())
+            }
+        }
+    }
+
     /// Drops the trigger that records every ended attempt (`job_attempts`), for a baseline run
     /// of what that history costs.
     pub async fn drop_attempt_history(&self) -> BenchResult<()> {

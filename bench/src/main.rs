@@ -21,6 +21,7 @@
 
 mod apalis;
 mod backend;
+mod pickup;
 mod report;
 mod scenarios;
 
@@ -108,6 +109,9 @@ impl Config {
 async fn main() -> BenchResult<()> {
     if std::env::args().nth(1).as_deref() == Some("apalis") {
         return apalis::main(apalis::ApalisCli::parse_from(std::env::args().skip(1))).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("pickup") {
+        return pickup::main(pickup::PickupCli::parse_from(std::env::args().skip(1))).await;
     }
     let cli = Cli::parse();
     let configs = if cli.all {
