@@ -183,10 +183,14 @@ pub(super) async fn job(State(state): State<Arc<ApiState>>, Path(id): Path<Strin
         }
         @if let Some(error) = &job.last_error { p { "Last error: " (error) } }
         h2 { "Stages" }
-        table {
-            tr { th { "milestone" } th { "reached" } th { "took" } }
-            @for (stage, at, took) in &timeline {
-                tr { td { (stage) } td { (when(Some(*at))) } td { (took.map(millis).unwrap_or_default()) } }
+        @if timeline.is_empty() {
+            p { "No stage completed yet (now at " (checkpoint.processing_stage) ")." }
+        } @else {
+            table {
+                tr { th { "milestone" } th { "reached" } th { "took" } }
+                @for (stage, at, took) in &timeline {
+                    tr { td { (stage) } td { (when(Some(*at))) } td { (took.map(millis).unwrap_or_default()) } }
+                }
             }
         }
         h2 { "Attempts" }
@@ -520,6 +524,7 @@ mod tests {
         let (_, page) = html(&api, &format!("/jobs/{}", dead.0)).await;
         assert!(page.contains(&format!(r#"action="/ui/jobs/{}/retry""#, dead.0)), "{page}");
         assert!(page.contains("<td>dead</td>"), "the attempt is listed: {page}");
+        assert!(page.contains("No stage completed yet (now at pending)."), "{page}");
 
         let (status, location, _) = post_form(&api, &format!("/ui/jobs/{}/retry", dead.0), "").await;
         assert_eq!((status, location.as_deref()), (303, Some(format!("/jobs/{}", dead.0).as_str())));
