@@ -10,6 +10,10 @@
 //!
 //! The heartbeat runs beside the loop, on its own timer and task (`heartbeat.rs`), sharing only
 //! the held leases with it, so that no statement the loop waits on can starve a renewal.
+//!
+//! Past 500 lines because the loop is one piece: leasing, starting, finishing, reaping,
+//! releasing and shutting down share its state; what stands alone (the heartbeat, one attempt,
+//! the AI pause) lives in files of its own.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
