@@ -14,7 +14,8 @@
 //!
 //! Actions are form posts to `/ui/…`, answered with a redirect to the page they came from (or a
 //! page saying why they were refused); like every change, they pass the API's guard (same
-//! origin; the token when the server has one).
+//! origin; the token when the server has one, which a browser holds as a session cookie after
+//! signing in at `/sign-in`: the token's digest, `HttpOnly`, `SameSite=Strict`).
 //!
 //! Past 500 lines because its tests sit beside it: each page and button is driven through the
 //! router over a real store, escaping included, which needs this module's handlers.
@@ -37,6 +38,61 @@ use super::{ApiError, ApiState};
 /// Jobs and documents per page.
 const PAGE: u32 = 50;
 
+/// Where a browser signs in, when the server has an API token.
+pub(super) const SIGN_IN: &str = "/sign-in";
+
+/// The dashboard's session cookie: the digest of the token ([`super::Guard`]), sent back only to
+/// this site (`SameSite=Strict`) and never to scripts (`HttpOnly`).
+const SESSION_COOKIE: &str = "quire_session";
+
+/// The session in a `Cookie` header's value, if there is one.
+pub(super) fn session_in(cookies: &str) -> Option<&str> {
+    cookies
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// `GET /sign-in`: the token, asked once, for the dashboard's buttons.
+pub(super) async fn sign_in_page(State(state): State<Arc<ApiState>>) -> Response {
+    let content = html! {
+        @if state.guard.api_token.is_none() {
+            p { "This server has no API token: its buttons work without signing in." }
+        } @else {
+            p { "The dashboard's buttons change the queue; the server's API token lets them." }
+            form method="post" action=(SIGN_IN) {
+                input type="password" name="token" autocomplete="current-password" required;
+                " " button { "Sign in" }
+            }
+        }
+    };
+    page("Sign in", false, content)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SignInForm {
+    token: String,
+}
+
+/// `POST /sign-in`: the right token earns the session cookie.
+pub(super) async fn sign_in(State(state): State<Arc<ApiState>>, Form(form): Form<SignInForm>) -> Response {
+    let Some(token) = &state.guard.api_token else {
+        return Redirect::to("/").into_response();
+    };
+    // Compared as digests, so the time taken says nothing about the token.
+    if worker::sha256_hex(form.token.as_bytes()) != worker::sha256_hex(token.as_bytes()) {
+        let content = html! { p { "That is not the server's token." } p { a href=(SIGN_IN) { "Try again" } } };
+        return (StatusCode::UNAUTHORIZED, page("Not signed in", false, content)).into_response();
+    }
+    let cookie = format!("{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", state.guard.session());
+    let mut response = Redirect::to("/").into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(axum::http::header::SET_COOKIE, value);
+    }
+    response
+}
+
 /// The page frame: title, navigation, the content.
 fn page(title: &str, refresh: bool, content: Markup) -> Response {
     let markup = html! {
@@ -54,7 +110,8 @@ fn page(title: &str, refresh: bool, content: Markup) -> Response {
                     a href="/jobs" { "Jobs" } " "
                     a href="/dead" { "Dead letters" } " "
                     a href="/documents" { "Documents" } " "
-                    a href="/search" { "Search" }
+                    a href="/search" { "Search" } " "
+                    a href=(SIGN_IN) { "Sign in" }
                 }
                 h1 { (title) }
                 (content)
@@ -448,7 +505,8 @@ mod tests {
     use checkpoint_store::{BookMetadata, JobKind, LeaseRequest};
 
     use super::*;
-    use crate::commands::serve::test_api::{Api, api};
+    use crate::commands::serve::Guard;
+    use crate::commands::serve::test_api::{Api, api, api_guarded};
 
     /// A same-origin form post, as the dashboard's own buttons send it.
     async fn post_form(api: &Api, uri: &str, form: &str) -> (u16, Option<String>, String) {
@@ -574,5 +632,38 @@ mod tests {
         assert!(api.store.job(dead).await.unwrap().is_none());
         let (_, page) = html(&api, "/dead").await;
         assert!(page.contains("The dead-letter queue is empty."), "{page}");
+    }
+
+    #[tokio::test]
+    async fn with_a_token_a_browser_signs_in_once_and_its_buttons_work() {
+        let api = api_guarded(Guard { api_token: Some("s3cret".into()) }).await;
+        api.document("a.epub").await;
+        let dead = api.dead_letter_next().await;
+        let retry = format!("/ui/jobs/{}/retry", dead.0);
+        assert_eq!(post_form(&api, &retry, "").await.0, 401, "not signed in");
+        assert_eq!(post_form(&api, SIGN_IN, "token=s3cre").await.0, 401, "a wrong token");
+
+        let same_origin = [("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")];
+        let form = Some(("application/x-www-form-urlencoded", "token=s3cret".to_owned()));
+        let (status, headers, _) = api.call_with_headers("POST", SIGN_IN, &same_origin, form).await;
+        assert_eq!(status, 303);
+        let cookie = headers.get("set-cookie").expect("a session cookie").to_str().unwrap().to_owned();
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+        assert!(!cookie.contains("s3cret"), "the browser never holds the token itself: {cookie}");
+        let session = cookie.split(';').next().unwrap().to_owned();
+
+        let cookies = format!("theme=dark; {session}");
+        let signed_in = [same_origin[0], same_origin[1], ("cookie", cookies.as_str())];
+        let (status, _, body) = api.call_raw("POST", &retry, &signed_in, None).await;
+        assert_eq!(status, 303, "{body}");
+        assert_eq!(api.store.job(dead).await.unwrap().unwrap().status, JobStatus::Pending);
+        // The session does not make a page elsewhere able to press a button.
+        let elsewhere = [("host", "127.0.0.1:8080"), ("origin", "https://pages.example"), ("cookie", cookies.as_str())];
+        let cancel = format!("/ui/jobs/{}/cancel", dead.0);
+        assert_eq!(api.call_raw("POST", &cancel, &elsewhere, None).await.0, 403);
+        // A made-up session is no session.
+        let forged = [same_origin[0], same_origin[1], ("cookie", "quire_session=0000")];
+        assert_eq!(api.call_raw("POST", &cancel, &forged, None).await.0, 401);
+        assert_eq!(api.store.job(dead).await.unwrap().unwrap().status, JobStatus::Pending);
     }
 }

@@ -108,6 +108,8 @@ const MULTIPART_ENVELOPE_BYTES: u64 = 64 * 1024;
 struct ApiState {
     /// The store and the data directory.
     app: App,
+    /// Who may change something (the dashboard's sign-in checks its token).
+    guard: Arc<Guard>,
     /// Embeds search queries.
     embedder: Arc<dyn embedder::Embedder>,
     /// Sizes and timeouts.
@@ -212,6 +214,17 @@ pub struct Guard {
     pub api_token: Option<String>,
 }
 
+impl Guard {
+    /// The dashboard's session cookie value for this token: its digest, so the browser never
+    /// holds the token itself (none without a token).
+    fn session(&self) -> String {
+        self.api_token
+            .as_deref()
+            .map(|token| worker::sha256_hex(format!("quire session {token}").as_bytes()))
+            .unwrap_or_default()
+    }
+}
+
 /// Reads (GET, HEAD) pass; anything else must come from the API's own origin (a browser's
 /// cross-site request is refused, so a page elsewhere cannot drive a server on loopback) and,
 /// when the server has a token, carry it.
@@ -234,12 +247,21 @@ async fn guard_mutations(State(guard): State<Arc<Guard>>, request: Request, next
         return ApiError::refused(StatusCode::FORBIDDEN, "a cross-site request may not change anything here")
             .into_response();
     }
-    if let Some(token) = &guard.api_token {
+    // Signing in is how a browser comes by the session; the form itself carries the token.
+    let signing_in = request.uri().path() == dashboard::SIGN_IN;
+    if let Some(token) = &guard.api_token
+        && !signing_in
+    {
         let given = text(header::AUTHORIZATION).and_then(|value| value.strip_prefix("Bearer "));
         // Compared as digests, so the time taken says nothing about the token.
-        let allowed =
+        let by_header =
             given.is_some_and(|given| worker::sha256_hex(given.as_bytes()) == worker::sha256_hex(token.as_bytes()));
-        if !allowed {
+        let by_session = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .any(|cookies| dashboard::session_in(cookies).is_some_and(|session| session == guard.session()));
+        if !by_header && !by_session {
             let mut response = ApiError::refused(
                 StatusCode::UNAUTHORIZED,
                 "this request changes something: send the server's token as `Authorization: Bearer TOKEN`",
@@ -272,7 +294,8 @@ fn router(app: App, embedder: Arc<dyn embedder::Embedder>, limits: Limits, guard
     let metrics =
         MetricsSource { store: app.store.clone(), lease_ttl: worker::WorkerConfig::DEFAULT_LEASE_TTL, worker: None };
     let upload_slots = Arc::new(Semaphore::new(limits.max_concurrent_uploads as usize));
-    let state = Arc::new(ApiState { app, embedder, limits, upload_slots });
+    let guard = Arc::new(guard);
+    let state = Arc::new(ApiState { app, guard: guard.clone(), embedder, limits, upload_slots });
     Router::new()
         .route("/v1/documents", post(upload).get(queue::list_documents))
         .route("/v1/documents/{id}", get(document))
@@ -299,9 +322,10 @@ fn router(app: App, embedder: Arc<dyn embedder::Embedder>, limits: Limits, guard
         .route("/ui/jobs/{id}/replay", post(dashboard::replay))
         .route("/ui/dlq/retry", post(dashboard::retry_all))
         .route("/ui/dlq/purge", post(dashboard::purge))
+        .route(dashboard::SIGN_IN, get(dashboard::sign_in_page).post(dashboard::sign_in))
         // The upload handler enforces its own limit, to answer it in JSON.
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(Arc::new(guard), guard_mutations))
+        .layer(middleware::from_fn_with_state(guard, guard_mutations))
         .with_state(state)
         .merge(metrics.router())
         .fallback(|| async { ApiError::refused(StatusCode::NOT_FOUND, "no such endpoint; see `quire serve --help`") })

@@ -72,6 +72,19 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<(&str, String)>,
     ) -> (u16, Option<String>, String) {
+        let (status, answer_headers, text) = self.call_with_headers(method, uri, headers, body).await;
+        let location = answer_headers.get("location").map(|value| value.to_str().unwrap().to_owned());
+        (status, location, text)
+    }
+
+    /// [`Api::call_raw`], answering the response's headers whole.
+    pub(super) async fn call_with_headers(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, String)>,
+    ) -> (u16, axum::http::HeaderMap, String) {
         let mut request = Request::builder().method(method).uri(uri);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -85,9 +98,9 @@ impl Api {
         };
         let response = self.router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
         let status = response.status().as_u16();
-        let location = response.headers().get("location").map(|value| value.to_str().unwrap().to_owned());
+        let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, location, String::from_utf8_lossy(&bytes).into_owned())
+        (status, headers, String::from_utf8_lossy(&bytes).into_owned())
     }
 
     pub(super) async fn get(&self, uri: &str) -> (u16, Value) {
