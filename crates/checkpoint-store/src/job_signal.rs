@@ -29,7 +29,7 @@ impl JobSignal {
 
     /// Jobs may have become due.
     pub(crate) fn raise(&self) {
-        self.0.send_modify(|raised| *raised = raised.wrapping_add(1));
+        bump(&self.0);
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
@@ -45,11 +45,9 @@ impl JobSignal {
 
 /// Raises the signal behind `weak`, if the store still exists; false once it does not.
 pub(crate) fn raise(weak: &std::sync::Weak<watch::Sender<u64>>) -> bool {
-    match weak.upgrade() {
-        Some(sender) => {
-            sender.send_modify(|raised| *raised = raised.wrapping_add(1));
-            true
-        }
-        None => false,
-    }
+    weak.upgrade().map(|sender| bump(&sender)).is_some()
+}
+
+fn bump(sender: &watch::Sender<u64>) {
+    sender.send_modify(|raised| *raised = raised.wrapping_add(1));
 }

@@ -432,8 +432,8 @@ pub struct QueueCount {
 /// recorded by the statement that ended it, in its transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobAttempt {
-    /// Which attempt, from 1 (the job's attempts when it ended; an attempt handed back without
-    /// counting keeps the number of the one before it plus one).
+    /// Which attempt, from 1: the job's attempts when it ended. An attempt handed back without
+    /// counting shares its number with the attempt after it.
     pub attempt: u32,
     /// The worker that held the lease.
     pub worker: Option<String>,
