@@ -53,6 +53,7 @@ mod recovery;
 mod retry_policy;
 mod rows;
 mod sqlite;
+mod term_cache;
 mod term_index;
 
 pub use clock::{Clock, ManualClock, SystemClock, millis};

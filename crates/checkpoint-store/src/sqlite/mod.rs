@@ -46,6 +46,7 @@ use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::recovery;
 use crate::retry_policy::RetryPolicy;
 use crate::rows::{AttemptRow, CountRow, HeldJobRow, JobRow, RenewedRow, convert_all, heartbeat_report};
+use crate::term_cache::InProcessTerms;
 use migration_lock::MigrationLock;
 
 /// The migrations of the SQLite schema, embedded in the binary.
@@ -92,6 +93,8 @@ pub struct SqliteStore {
     retry_policy: RetryPolicy,
     /// The nearest-neighbour indexes: caches of `embedding_cache`, shared by the store's clones.
     indexes: Arc<InProcessIndexes>,
+    /// The term index in memory: a cache of the database's, shared by the store's clones.
+    term_cache: Arc<InProcessTerms>,
     /// The database file, beside which migrations are locked (`None`: in memory).
     file: Option<PathBuf>,
     /// Raised after each commit of this process that makes a job pending.
@@ -186,6 +189,7 @@ impl SqliteStore {
             reader,
             clock: options.clock,
             retry_policy: options.retry_policy,
+            term_cache: Arc::new(InProcessTerms::new(options.vector_snapshots.clone())),
             indexes: Arc::new(InProcessIndexes::new(options.vector_snapshots)),
             file,
             job_signal: JobSignal::new(),

@@ -385,6 +385,17 @@ pub const CHUNK_TEXTS_AFTER: &str = "SELECT rowid, id, text FROM chunks WHERE ro
 /// the same transaction as the chunks (cheaper than counting a million rows).
 pub const LIBRARY_CHUNK_COUNT: &str = "SELECT COALESCE(SUM(chunk_count), 0) FROM documents";
 
+/// ?1 after this number: the chunks that left the term index since, in the order they left.
+pub const TERM_DEPARTURES_AFTER: &str = "SELECT seq, chunk FROM chunk_term_departures WHERE seq > ?1 ORDER BY seq";
+
+/// ?1 after this key, ?2 limit: indexed chunks in key order, with their ids and term vectors.
+pub const TERM_VECTORS_AFTER: &str = "SELECT v.chunk, c.id, v.term_vector FROM chunk_term_vectors v \
+     JOIN chunks c ON c.rowid = v.chunk WHERE v.chunk > ?1 ORDER BY v.chunk LIMIT ?2";
+
+/// How many chunks are indexed, and the number of the last departure ever.
+pub const TERM_INDEX_TOTALS: &str = "SELECT (SELECT count(*) FROM chunk_term_vectors), \
+     (SELECT COALESCE(MAX(seq), 0) FROM chunk_term_departures)";
+
 /// ?1 terms (JSON array): each that some chunk contains, with the number of chunks containing it,
 /// as one JSON array of `[term, chunks]` pairs (one row, where a row per term costs a hop between
 /// threads each: a book asks about tens of thousands of terms).

@@ -6,6 +6,7 @@ use sqlx::{Sqlite, Transaction};
 
 use super::{SqliteStore, sql};
 use crate::error::{StoreError, StoreResult};
+use crate::term_cache::{TermChangeSink, TermRows};
 use crate::term_index::{
     self, ChunkTerms, IndexedChunk, LOOKUP_BATCH, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms,
 };
@@ -70,9 +71,72 @@ impl SqliteStore {
     }
 }
 
+/// The term index as the in-process cache reads it: departures and indexed chunks, in one read
+/// transaction.
+#[async_trait]
+impl TermRows for SqliteStore {
+    async fn read_term_changes(&self, sink: &mut (dyn TermChangeSink + Send)) -> StoreResult<()> {
+        let mut tx = self.reader.begin().await?;
+        let departures: Vec<(i64, i64)> =
+            sqlx::query_as(sql::TERM_DEPARTURES_AFTER).bind(sink.departures_applied()).fetch_all(&mut *tx).await?;
+        for (number, key) in departures {
+            sink.departed(number, key);
+        }
+        let mut after = sink.entered_above();
+        loop {
+            let rows: Vec<(i64, String, String)> = sqlx::query_as(sql::TERM_VECTORS_AFTER)
+                .bind(after)
+                .bind(REBUILD_BATCH as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+            let Some(&(last, _, _)) = rows.last() else { break };
+            for (key, id, vector) in &rows {
+                sink.entered(*key, id, vector)?;
+            }
+            after = last;
+        }
+        if sink.wants_totals() {
+            let (indexed, last_departure): (i64, i64) =
+                sqlx::query_as(sql::TERM_INDEX_TOTALS).fetch_one(&mut *tx).await?;
+            sink.totals(crate::codec::unsigned("indexed chunks", indexed)?, last_departure);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Answered from the in-process term cache, caught up with the database first.
 #[async_trait]
 impl TermIndex for SqliteStore {
     async fn term_counts(&self, terms: &[String]) -> StoreResult<TermCounts> {
+        Ok(self.term_cache.caught_up(self).await?.term_counts(terms))
+    }
+
+    async fn chunks_sharing_terms(&self, queries: &[WeightedTerms], limit: usize) -> StoreResult<Vec<Vec<String>>> {
+        let cache = self.term_cache.caught_up(self).await?;
+        term_index::chunks_sharing_terms(&*cache, queries, limit).await
+    }
+
+    async fn chunk_terms(&self, ids: &[String]) -> StoreResult<Vec<ChunkTerms>> {
+        let mut found = self.term_cache.caught_up(self).await?.chunk_terms(ids);
+        // A chunk the cache lacks has no stored term vector (written by an older binary, not yet
+        // reindexed) or is gone: the database reads the first from its text.
+        if found.len() < ids.len() {
+            let cached: std::collections::HashSet<&str> = found.iter().map(|chunk| chunk.chunk_id.as_str()).collect();
+            let missing: Vec<String> = ids.iter().filter(|id| !cached.contains(id.as_str())).cloned().collect();
+            let mut unique = std::collections::HashSet::new();
+            let missing: Vec<String> = missing.into_iter().filter(|id| unique.insert(id.clone())).collect();
+            if !missing.is_empty() {
+                found.extend(self.chunk_terms_in_database(&missing).await?);
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl SqliteStore {
+    /// [`TermIndex::term_counts`] read from the database, not the cache.
+    pub async fn term_counts_in_database(&self, terms: &[String]) -> StoreResult<TermCounts> {
         // One connection, so the count and the frequencies come from one snapshot.
         let mut tx = self.reader.begin().await?;
         let chunk_count: i64 = sqlx::query_scalar(sql::LIBRARY_CHUNK_COUNT).fetch_one(&mut *tx).await?;
@@ -88,11 +152,17 @@ impl TermIndex for SqliteStore {
         TermCounts::from_rows(chunk_count, rows)
     }
 
-    async fn chunks_sharing_terms(&self, queries: &[WeightedTerms], limit: usize) -> StoreResult<Vec<Vec<String>>> {
+    /// [`TermIndex::chunks_sharing_terms`] read from the database's full-text index, not the cache.
+    pub async fn chunks_sharing_terms_in_database(
+        &self,
+        queries: &[WeightedTerms],
+        limit: usize,
+    ) -> StoreResult<Vec<Vec<String>>> {
         term_index::chunks_sharing_terms(self, queries, limit).await
     }
 
-    async fn chunk_terms(&self, ids: &[String]) -> StoreResult<Vec<ChunkTerms>> {
+    /// [`TermIndex::chunk_terms`] read from the database, not the cache.
+    pub async fn chunk_terms_in_database(&self, ids: &[String]) -> StoreResult<Vec<ChunkTerms>> {
         let mut found = Vec::with_capacity(ids.len());
         for slice in ids.chunks(LOOKUP_BATCH) {
             let json = serde_json::to_string(slice).map_err(|e| StoreError::Corrupt(e.to_string()))?;

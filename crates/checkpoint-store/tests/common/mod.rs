@@ -34,6 +34,14 @@ pub struct Harness {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl Harness {
+    /// The SQLite database file under test, for a second store on the same file (another
+    /// process, as far as the store can tell); none for PostgreSQL.
+    pub fn database_file(&self) -> Option<std::path::PathBuf> {
+        matches!(self.backend, Backend::Sqlite(_)).then(|| self._dir.as_ref().map(|dir| dir.path().join("quire.db")))?
+    }
+}
+
 /// The store under a harness, by its concrete type.
 #[derive(Clone)]
 pub enum Backend {

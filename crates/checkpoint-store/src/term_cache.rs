@@ -1,0 +1,853 @@
+//! The in-process term cache: the term index's postings, document frequencies and term vectors
+//! held in memory, a cache of the database's term index that catches up with it before every
+//! use, so the lexical engine reads no postings from the database after start-up.
+//!
+//! **Why.** At a library of 100k chunks a book's lexical half read 2.4 million postings through
+//! FTS5 and 30k candidates' term vectors through SQL, most of its time (BENCHMARKS.md, "Library
+//! scale"). Held here, the same answers cost an array walk.
+//!
+//! **Catching up.** Chunks enter the index under their key (SQLite's chunk rowid) and leave it
+//! through a log of departures (`chunk_term_departures`, written by a trigger, numbered in commit
+//! order). A catch-up reads, in one read transaction of the database, the departures after the
+//! last one applied and then every chunk above the cache's high-water key. A key can be reused
+//! once its chunk has left (SQLite gives a new row the highest rowid plus one), so a departure
+//! lowers the high-water key below the departed one: the chunks that took such keys are read
+//! again and replace what the cache holds under them. Reading both in one transaction means the
+//! cache is, after each catch-up, exactly the database's term index at one moment.
+//!
+//! **Snapshots** in the data directory (`terms.snapshot`) are a start-up shortcut, never trusted:
+//! a file that does not parse, whose checksum or term rules differ, or that disagrees with the
+//! database (more departures applied than the database has, or another number of indexed chunks
+//! once caught up) is rebuilt from the database with a warning. The file is written whole to a
+//! temporary name, synced and renamed, in the background after enough changes.
+//!
+//! **Memory** is the index itself: per chunk its key, id and (term, count) pairs, per term its
+//! postings; about 12 bytes per (chunk, term) pair. Nothing is held per query beyond its answer.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{Mutex, OwnedRwLockReadGuard, RwLock};
+
+use crate::codec::decode_term_vector;
+use crate::error::{StoreError, StoreResult};
+use crate::term_index::{ChunkTerms, TermCounts, TermPostings, index_edition};
+
+/// Chunks changed since the last snapshot that make it worth writing a new one.
+const SNAPSHOT_EVERY: usize = 4_096;
+
+/// The snapshot file's first bytes and format; a new format makes old snapshots rebuild.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"QTERMS01";
+
+/// The snapshot's file name in the snapshot directory.
+const SNAPSHOT_FILE: &str = "terms.snapshot";
+
+/// What a backend offers the cache: its term index's changes, read in one consistent view.
+#[async_trait]
+pub(crate) trait TermRows: Send + Sync {
+    /// In one read transaction: every departure after `sink.departures_applied()` (in order), then
+    /// every indexed chunk with a key above `sink.entered_above()` (asked after the departures,
+    /// in key order), then, if `sink.wants_totals()`, the number of indexed chunks and the last
+    /// departure's number.
+    async fn read_term_changes(&self, sink: &mut (dyn TermChangeSink + Send)) -> StoreResult<()>;
+}
+
+/// Where [`TermRows::read_term_changes`] delivers what it reads.
+pub(crate) trait TermChangeSink {
+    /// The number of the last departure already applied.
+    fn departures_applied(&self) -> i64;
+    /// A chunk left the index.
+    fn departed(&mut self, number: i64, key: i64);
+    /// The key above which every indexed chunk is read.
+    fn entered_above(&mut self) -> i64;
+    /// An indexed chunk: its key, id and stored term vector.
+    fn entered(&mut self, key: i64, chunk_id: &str, term_vector: &str) -> StoreResult<()>;
+    /// Whether the totals are wanted.
+    fn wants_totals(&self) -> bool;
+    /// How many chunks are indexed, and the number of the last departure ever.
+    fn totals(&mut self, indexed: u64, last_departure: i64);
+}
+
+/// The cache of one store, shared by its clones.
+pub(crate) struct InProcessTerms {
+    snapshot_dir: Option<PathBuf>,
+    state: Arc<RwLock<Option<TermCache>>>,
+    /// Serialises catch-ups; readers keep reading meanwhile.
+    catching_up: Mutex<()>,
+    /// The snapshot being written in the background, if any.
+    writing: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for InProcessTerms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessTerms").field("snapshot_dir", &self.snapshot_dir).finish_non_exhaustive()
+    }
+}
+
+/// A caught-up cache, readable while the guard lives.
+pub(crate) type CaughtUp = OwnedRwLockReadGuard<Option<TermCache>, TermCache>;
+
+impl InProcessTerms {
+    /// A cache that keeps its snapshot in `snapshot_dir`, if given.
+    pub(crate) fn new(snapshot_dir: Option<PathBuf>) -> InProcessTerms {
+        InProcessTerms {
+            snapshot_dir,
+            state: Arc::new(RwLock::new(None)),
+            catching_up: Mutex::new(()),
+            writing: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The cache, caught up with the database.
+    pub(crate) async fn caught_up<R: TermRows + ?Sized>(&self, rows: &R) -> StoreResult<CaughtUp> {
+        let serialised = self.catching_up.lock().await;
+        let loaded = self.state.read().await.is_some();
+        if !loaded {
+            let cache = self.open(rows).await?;
+            *self.state.write().await = Some(cache);
+        } else {
+            // Read under a read lock, so answers go on meanwhile; applied under the write lock, only
+            // when something changed.
+            let pending = {
+                let guard = self.state.read().await;
+                let cache = guard.as_ref().ok_or_else(|| StoreError::Corrupt("term cache vanished".into()))?;
+                let mut changes = Changes::after(cache);
+                rows.read_term_changes(&mut changes).await?;
+                changes.pending
+            };
+            if !pending.is_empty() {
+                let mut guard = self.state.write().await;
+                let cache = guard.as_mut().ok_or_else(|| StoreError::Corrupt("term cache vanished".into()))?;
+                pending.apply_to(cache);
+            }
+        }
+        self.maybe_snapshot().await;
+        drop(serialised);
+        let guard = self.state.clone().read_owned().await;
+        OwnedRwLockReadGuard::try_map(guard, Option::as_ref)
+            .map_err(|_| StoreError::Corrupt("the term cache is not loaded".into()))
+    }
+
+    /// The snapshot if it is usable, else the cache built from the database; caught up either way.
+    async fn open<R: TermRows + ?Sized>(&self, rows: &R) -> StoreResult<TermCache> {
+        if let Some(dir) = &self.snapshot_dir {
+            let path = dir.join(SNAPSHOT_FILE);
+            if path.exists() {
+                let loaded = {
+                    let path = path.clone();
+                    blocking(move || TermCache::load(&path)).await?
+                };
+                let reason = match loaded {
+                    Ok(mut cache) => {
+                        let mut changes = Changes::after(&cache);
+                        changes.totals_wanted = true;
+                        rows.read_term_changes(&mut changes).await?;
+                        let (pending, indexed, last_departure) =
+                            (changes.pending, changes.indexed, changes.last_departure);
+                        let replaced = last_departure.is_some_and(|last| last < cache.departures_applied);
+                        pending.apply_to(&mut cache);
+                        match indexed {
+                            Some(indexed) if !replaced && indexed == cache.live as u64 => {
+                                tracing::info!(chunks = cache.live, "term cache loaded from its snapshot");
+                                return Ok(cache);
+                            }
+                            Some(indexed) => format!(
+                                "once caught up it holds {} chunks where the database indexes {indexed}{}",
+                                cache.live,
+                                if replaced { ", and more departures than the database has seen" } else { "" }
+                            ),
+                            None => "the database did not report its totals".to_owned(),
+                        }
+                    }
+                    Err(reason) => reason,
+                };
+                tracing::warn!(snapshot = %path.display(), %reason, "term cache snapshot not usable; rebuilding it from the database");
+            }
+        }
+        let started = std::time::Instant::now();
+        let mut cache = TermCache::empty();
+        // Built in place: the whole index is read once, page by page, into the cache's own form.
+        rows.read_term_changes(&mut Changes::building(&mut cache)).await?;
+        cache.changed_since_snapshot = cache.changed_since_snapshot.max(SNAPSHOT_EVERY);
+        tracing::info!(
+            chunks = cache.live,
+            terms = cache.terms.len(),
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "term cache built from the database"
+        );
+        Ok(cache)
+    }
+
+    /// Writes a snapshot in the background when enough changed since the last one. A failure is
+    /// logged and changes nothing: the snapshot is only a shortcut.
+    async fn maybe_snapshot(&self) {
+        let Some(dir) = self.snapshot_dir.clone() else { return };
+        {
+            let mut guard = self.state.write().await;
+            match guard.as_mut() {
+                Some(cache) if cache.changed_since_snapshot >= SNAPSHOT_EVERY => cache.changed_since_snapshot = 0,
+                _ => return,
+            }
+        }
+        let guard = self.state.clone().read_owned().await;
+        // Runs on a blocking thread, which a runtime shutting down waits for: a one-shot process
+        // still leaves its snapshot behind.
+        let writing = tokio::task::spawn_blocking(move || {
+            let Some(cache) = guard.as_ref() else { return };
+            if let Err(error) = cache.save(&dir.join(SNAPSHOT_FILE)) {
+                tracing::warn!(%error, "could not write the term cache snapshot");
+            }
+        });
+        *self.writing.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(writing);
+    }
+
+    /// Waits for the snapshot being written, if any.
+    #[cfg(test)]
+    async fn snapshot_written(&self) {
+        let writing = self.writing.lock().unwrap().take();
+        if let Some(writing) = writing {
+            writing.await.unwrap();
+        }
+    }
+}
+
+/// Runs blocking work off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> StoreResult<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| StoreError::Corrupt(format!("term cache work failed: {e}")))
+}
+
+/// The term index in memory.
+#[derive(Debug, Default)]
+pub(crate) struct TermCache {
+    /// Term id → term.
+    terms: Vec<Box<str>>,
+    /// Term → term id.
+    term_ids: HashMap<Box<str>, u32>,
+    /// Term id → how many cached chunks contain it.
+    document_frequency: Vec<u32>,
+    /// Term id → the slots of the chunks containing it, in no particular order.
+    postings: Vec<Vec<u32>>,
+    /// Slot → chunk (none: a free slot).
+    chunks: Vec<Option<CachedChunk>>,
+    free_slots: Vec<u32>,
+    /// Key → slot, ordered: a catch-up looks for the highest key still cached.
+    slot_of_key: BTreeMap<i64, u32>,
+    slot_of_id: HashMap<Arc<str>, u32>,
+    /// How many chunks are cached.
+    live: usize,
+    /// Every chunk with a key above this one is yet to be read.
+    high_water: i64,
+    /// The number of the last departure applied.
+    departures_applied: i64,
+    changed_since_snapshot: usize,
+}
+
+#[derive(Debug)]
+struct CachedChunk {
+    key: i64,
+    id: Arc<str>,
+    /// (term id, count), in the order of the stored vector (by term).
+    terms: Box<[(u32, u32)]>,
+}
+
+impl TermCache {
+    fn empty() -> TermCache {
+        TermCache::default()
+    }
+
+    /// [`crate::TermIndex::term_counts`] from the cache.
+    pub(crate) fn term_counts(&self, terms: &[String]) -> TermCounts {
+        let document_frequency = terms
+            .iter()
+            .filter_map(|term| {
+                let df = self.document_frequency[*self.term_ids.get(term.as_str())? as usize];
+                (df > 0).then(|| (term.clone(), u64::from(df)))
+            })
+            .collect();
+        TermCounts { chunk_count: self.live as u64, document_frequency }
+    }
+
+    /// [`crate::TermIndex::chunk_terms`] from the cache.
+    pub(crate) fn chunk_terms(&self, ids: &[String]) -> Vec<ChunkTerms> {
+        let mut seen = HashSet::new();
+        ids.iter()
+            .filter(|id| seen.insert(id.as_str()))
+            .filter_map(|id| {
+                let chunk = self.chunks[*self.slot_of_id.get(id.as_str())? as usize].as_ref()?;
+                let terms =
+                    chunk.terms.iter().map(|&(term, count)| (self.terms[term as usize].to_string(), count)).collect();
+                Some(ChunkTerms { chunk_id: chunk.id.to_string(), terms })
+            })
+            .collect()
+    }
+
+    fn intern(&mut self, term: &str) -> u32 {
+        if let Some(&id) = self.term_ids.get(term) {
+            return id;
+        }
+        let id = u32::try_from(self.terms.len()).unwrap_or(u32::MAX);
+        self.terms.push(term.into());
+        self.term_ids.insert(term.into(), id);
+        self.document_frequency.push(0);
+        self.postings.push(Vec::new());
+        id
+    }
+
+    /// Caches a chunk under `key`, replacing whatever was cached under that key or id.
+    fn insert(&mut self, key: i64, chunk_id: &str, vector: &[(String, u32)]) {
+        if let Some(&slot) = self.slot_of_key.get(&key) {
+            self.remove_slots(&[slot]);
+        }
+        if let Some(&slot) = self.slot_of_id.get(chunk_id) {
+            self.remove_slots(&[slot]);
+        }
+        let terms: Box<[(u32, u32)]> = vector.iter().map(|(term, count)| (self.intern(term), *count)).collect();
+        self.insert_ids(key, chunk_id.into(), terms);
+    }
+
+    /// Caches a chunk whose terms are interned already, under a key and id not cached.
+    fn insert_ids(&mut self, key: i64, id: Arc<str>, terms: Box<[(u32, u32)]>) {
+        let slot = match self.free_slots.pop() {
+            Some(slot) => slot,
+            None => {
+                self.chunks.push(None);
+                u32::try_from(self.chunks.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        for &(term, _) in terms.iter() {
+            self.document_frequency[term as usize] += 1;
+            self.postings[term as usize].push(slot);
+        }
+        self.slot_of_key.insert(key, slot);
+        self.slot_of_id.insert(id.clone(), slot);
+        self.chunks[slot as usize] = Some(CachedChunk { key, id, terms });
+        self.live += 1;
+        self.high_water = self.high_water.max(key);
+        self.changed_since_snapshot += 1;
+    }
+
+    /// Drops the chunks cached under these keys (keys not cached are ignored).
+    fn remove_keys(&mut self, keys: &[i64]) {
+        let slots: Vec<u32> = keys.iter().filter_map(|key| self.slot_of_key.get(key).copied()).collect();
+        self.remove_slots(&slots);
+    }
+
+    fn remove_slots(&mut self, slots: &[u32]) {
+        let mut removed = HashSet::new();
+        let mut touched = HashSet::new();
+        for &slot in slots {
+            let Some(chunk) = self.chunks.get_mut(slot as usize).and_then(Option::take) else { continue };
+            self.slot_of_key.remove(&chunk.key);
+            self.slot_of_id.remove(&chunk.id);
+            for &(term, _) in chunk.terms.iter() {
+                self.document_frequency[term as usize] -= 1;
+                touched.insert(term);
+            }
+            removed.insert(slot);
+            self.live -= 1;
+            self.changed_since_snapshot += 1;
+        }
+        // Postings are cleaned before a slot is handed out again, so a reused slot is never
+        // mistaken for the chunk that left it.
+        for term in touched {
+            self.postings[term as usize].retain(|slot| !removed.contains(slot));
+        }
+        self.free_slots.extend(removed);
+    }
+}
+
+/// [`crate::term_index::chunks_sharing_terms`] over the cache: the same ranking, without a
+/// database read.
+#[async_trait]
+impl TermPostings for TermCache {
+    async fn postings(&self, terms: &[&str]) -> StoreResult<Vec<(String, Vec<i64>)>> {
+        Ok(terms
+            .iter()
+            .filter_map(|term| {
+                let id = *self.term_ids.get(*term)? as usize;
+                let keys: Vec<i64> = self.postings[id]
+                    .iter()
+                    .filter_map(|&slot| Some(self.chunks[slot as usize].as_ref()?.key))
+                    .collect();
+                (!keys.is_empty()).then(|| ((*term).to_owned(), keys))
+            })
+            .collect())
+    }
+
+    async fn chunk_ids(&self, keys: &[i64]) -> StoreResult<Vec<(i64, String)>> {
+        Ok(keys
+            .iter()
+            .filter_map(|key| {
+                let chunk = self.chunks[*self.slot_of_key.get(key)? as usize].as_ref()?;
+                Some((*key, chunk.id.to_string()))
+            })
+            .collect())
+    }
+}
+
+/// A catch-up's reading: into `pending` for a cache being caught up (applied afterwards, under the
+/// write lock, only when something changed), or straight into a cache being built.
+struct Changes<'a> {
+    /// The cache being caught up, read while the database is.
+    cache: Option<&'a TermCache>,
+    building: Option<&'a mut TermCache>,
+    departures_applied: i64,
+    pending: Pending,
+    totals_wanted: bool,
+    indexed: Option<u64>,
+    last_departure: Option<i64>,
+}
+
+/// What a catch-up read and has yet to apply.
+struct Pending {
+    departures: Vec<(i64, i64)>,
+    /// Chunks read (key, id, term vector), decoded but not interned.
+    entered: Vec<(i64, String, terms::TermVector)>,
+    /// Every chunk above this key was read.
+    mark: i64,
+}
+
+impl<'a> Changes<'a> {
+    fn after(cache: &'a TermCache) -> Changes<'a> {
+        Changes {
+            cache: Some(cache),
+            building: None,
+            departures_applied: cache.departures_applied,
+            pending: Pending { departures: Vec::new(), entered: Vec::new(), mark: cache.high_water },
+            totals_wanted: false,
+            indexed: None,
+            last_departure: None,
+        }
+    }
+
+    fn building(cache: &'a mut TermCache) -> Changes<'a> {
+        Changes {
+            cache: None,
+            departures_applied: cache.departures_applied,
+            pending: Pending { departures: Vec::new(), entered: Vec::new(), mark: cache.high_water },
+            building: Some(cache),
+            totals_wanted: false,
+            indexed: None,
+            last_departure: None,
+        }
+    }
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.departures.is_empty() && self.entered.is_empty()
+    }
+
+    fn apply_to(self, cache: &mut TermCache) {
+        let departed: Vec<i64> = self.departures.iter().map(|(_, key)| *key).collect();
+        cache.remove_keys(&departed);
+        if let Some(last) = self.departures.iter().map(|(number, _)| *number).max() {
+            cache.departures_applied = cache.departures_applied.max(last);
+        }
+        // Every chunk above the mark was read: what was read is the database's truth for those
+        // keys, whatever the cache held under them.
+        for (key, id, vector) in &self.entered {
+            cache.insert(*key, id, vector);
+        }
+        cache.high_water = self.entered.iter().map(|(key, _, _)| *key).fold(self.mark, i64::max);
+    }
+}
+
+impl TermChangeSink for Changes<'_> {
+    fn departures_applied(&self) -> i64 {
+        self.departures_applied
+    }
+
+    fn departed(&mut self, number: i64, key: i64) {
+        match self.building.as_deref_mut() {
+            // A new cache holds nothing that could have left: only the count matters.
+            Some(cache) => cache.departures_applied = cache.departures_applied.max(number),
+            None => self.pending.departures.push((number, key)),
+        }
+    }
+
+    /// The highest key still cached once the departures are applied: SQLite gives a new chunk a
+    /// rowid above every rowid in use, and every key still cached was in use since the last
+    /// catch-up, so a key given out since (new, or reused after a departure) lies above it.
+    fn entered_above(&mut self) -> i64 {
+        if let Some(cache) = self.cache
+            && !self.pending.departures.is_empty()
+        {
+            let departed: HashSet<i64> = self.pending.departures.iter().map(|(_, key)| *key).collect();
+            let remaining = cache.slot_of_key.range(..=cache.high_water).rev().map(|(key, _)| *key);
+            self.pending.mark = remaining.into_iter().find(|key| !departed.contains(key)).unwrap_or(0);
+        }
+        self.pending.mark
+    }
+
+    fn entered(&mut self, key: i64, chunk_id: &str, term_vector: &str) -> StoreResult<()> {
+        let vector = decode_term_vector(term_vector)?;
+        match self.building.as_deref_mut() {
+            Some(cache) => cache.insert(key, chunk_id, &vector),
+            None => self.pending.entered.push((key, chunk_id.to_owned(), vector)),
+        }
+        Ok(())
+    }
+
+    fn wants_totals(&self) -> bool {
+        self.totals_wanted
+    }
+
+    fn totals(&mut self, indexed: u64, last_departure: i64) {
+        self.indexed = Some(indexed);
+        self.last_departure = Some(last_departure);
+    }
+}
+
+/// The snapshot's layout, all integers little-endian: the magic, the term rules' edition, the high
+/// water key and the last departure applied, the terms (count, then each as length and bytes),
+/// the chunks (count, then each as key, id, and its (term id, count) pairs), and a CRC-32 of
+/// everything before it.
+impl TermCache {
+    fn save(&self, path: &Path) -> Result<(), String> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
+        let mut out = Checksummed { inner: BufWriter::new(temp.as_file()), hasher: crc32fast::Hasher::new() };
+        let written: std::io::Result<()> = (|| {
+            out.write_all(SNAPSHOT_MAGIC)?;
+            write_bytes(&mut out, index_edition().as_bytes())?;
+            out.write_all(&self.high_water.to_le_bytes())?;
+            out.write_all(&self.departures_applied.to_le_bytes())?;
+            write_len(&mut out, self.terms.len())?;
+            for term in &self.terms {
+                write_bytes(&mut out, term.as_bytes())?;
+            }
+            write_len(&mut out, self.live)?;
+            for chunk in self.chunks.iter().flatten() {
+                out.write_all(&chunk.key.to_le_bytes())?;
+                write_bytes(&mut out, chunk.id.as_bytes())?;
+                write_len(&mut out, chunk.terms.len())?;
+                for &(term, count) in chunk.terms.iter() {
+                    out.write_all(&term.to_le_bytes())?;
+                    out.write_all(&count.to_le_bytes())?;
+                }
+            }
+            let checksum = out.hasher.clone().finalize();
+            out.inner.write_all(&checksum.to_le_bytes())?;
+            out.inner.flush()
+        })();
+        written.map_err(|e| e.to_string())?;
+        drop(out);
+        temp.as_file().sync_all().map_err(|e| e.to_string())?;
+        temp.persist(path).map_err(|e| e.error.to_string())?;
+        Ok(())
+    }
+
+    /// The cache a snapshot holds; why not, if it is unusable.
+    fn load(path: &Path) -> Result<TermCache, String> {
+        let file = std::fs::File::open(path).map_err(|e| format!("it cannot be read: {e}"))?;
+        let size = file.metadata().map_err(|e| format!("it cannot be read: {e}"))?.len();
+        let mut input = Checksummed { inner: BufReader::new(file), hasher: crc32fast::Hasher::new() };
+        let mut cache = TermCache::empty();
+        let parsed: std::io::Result<Result<(), String>> = (|| {
+            let mut magic = [0u8; 8];
+            input.read_exact(&mut magic)?;
+            if &magic != SNAPSHOT_MAGIC {
+                return Ok(Err("it was written in another format".to_owned()));
+            }
+            if read_bytes(&mut input, size)? != index_edition().as_bytes() {
+                return Ok(Err("it was built under other term rules".to_owned()));
+            }
+            cache.high_water = read_i64(&mut input)?;
+            cache.departures_applied = read_i64(&mut input)?;
+            let term_count = read_len(&mut input, size)?;
+            for _ in 0..term_count {
+                let term = String::from_utf8(read_bytes(&mut input, size)?).map_err(std::io::Error::other)?;
+                if cache.term_ids.contains_key(term.as_str()) {
+                    return Ok(Err(format!("it names the term {term:?} twice")));
+                }
+                cache.intern(&term);
+            }
+            let chunk_count = read_len(&mut input, size)?;
+            for _ in 0..chunk_count {
+                let key = read_i64(&mut input)?;
+                let id = String::from_utf8(read_bytes(&mut input, size)?).map_err(std::io::Error::other)?;
+                let pairs = read_len(&mut input, size)?;
+                let mut terms = Vec::with_capacity(pairs.min(1 << 16));
+                for _ in 0..pairs {
+                    let (term, count) = (read_u32(&mut input)?, read_u32(&mut input)?);
+                    if term as usize >= term_count {
+                        return Ok(Err(format!("chunk {id} names a term it does not list")));
+                    }
+                    terms.push((term, count));
+                }
+                if cache.slot_of_key.contains_key(&key) || cache.slot_of_id.contains_key(id.as_str()) {
+                    return Ok(Err(format!("it holds the chunk {id} (key {key}) twice")));
+                }
+                cache.insert_ids(key, id.into(), terms.into_boxed_slice());
+            }
+            let expected = input.hasher.clone().finalize();
+            let mut stored = [0u8; 4];
+            input.inner.read_exact(&mut stored)?;
+            if u32::from_le_bytes(stored) != expected {
+                return Ok(Err("its checksum does not match".to_owned()));
+            }
+            if input.inner.read(&mut [0u8; 1])? != 0 {
+                return Ok(Err("it has bytes past its end".to_owned()));
+            }
+            Ok(Ok(()))
+        })();
+        match parsed {
+            Ok(Ok(())) => {
+                cache.changed_since_snapshot = 0;
+                Ok(cache)
+            }
+            Ok(Err(reason)) => Err(reason),
+            Err(error) => Err(format!("it is cut short or unreadable: {error}")),
+        }
+    }
+}
+
+/// A reader or writer that keeps a CRC-32 of the bytes through it.
+struct Checksummed<T> {
+    inner: T,
+    hasher: crc32fast::Hasher,
+}
+
+impl<T: Write> Write for Checksummed<T> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.hasher.update(&bytes[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<T: Read> Read for Checksummed<T> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.hasher.update(&buffer[..read]);
+        Ok(read)
+    }
+}
+
+fn write_len(out: &mut impl Write, len: usize) -> std::io::Result<()> {
+    out.write_all(&u64::try_from(len).unwrap_or(u64::MAX).to_le_bytes())
+}
+
+fn write_bytes(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+    write_len(out, bytes.len())?;
+    out.write_all(bytes)
+}
+
+fn read_u32(input: &mut impl Read) -> std::io::Result<u32> {
+    let mut bytes = [0u8; 4];
+    input.read_exact(&mut bytes)?;
+    Ok(u32::from_le_bytes(bytes))
+}
+
+fn read_i64(input: &mut impl Read) -> std::io::Result<i64> {
+    let mut bytes = [0u8; 8];
+    input.read_exact(&mut bytes)?;
+    Ok(i64::from_le_bytes(bytes))
+}
+
+/// A length, refused if it exceeds the file's size: a corrupt length never allocates beyond it.
+fn read_len(input: &mut impl Read, file_size: u64) -> std::io::Result<usize> {
+    let mut bytes = [0u8; 8];
+    input.read_exact(&mut bytes)?;
+    let len = u64::from_le_bytes(bytes);
+    if len > file_size {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "a length beyond the file"));
+    }
+    usize::try_from(len).map_err(std::io::Error::other)
+}
+
+fn read_bytes(input: &mut impl Read, file_size: u64) -> std::io::Result<Vec<u8>> {
+    let len = read_len(input, file_size)?;
+    let mut bytes = vec![0u8; len];
+    input.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex as StdMutex;
+
+    use super::*;
+    use crate::codec::encode_term_vector;
+
+    /// A database's term index in memory: departures and indexed chunks, changed by the test.
+    #[derive(Default)]
+    struct FakeRows {
+        state: StdMutex<FakeState>,
+    }
+
+    #[derive(Default)]
+    struct FakeState {
+        departures: Vec<(i64, i64)>,
+        chunks: BTreeMap<i64, (String, String)>,
+        /// Chunks delivered to caches so far: what a catch-up cost.
+        delivered: usize,
+    }
+
+    impl FakeRows {
+        fn add(&self, key: i64, id: &str, text: &str) {
+            let vector = encode_term_vector(&terms::term_vector(text));
+            self.state.lock().unwrap().chunks.insert(key, (id.to_owned(), vector));
+        }
+
+        fn remove(&self, key: i64) {
+            let mut state = self.state.lock().unwrap();
+            state.chunks.remove(&key);
+            let number = state.departures.len() as i64 + 1;
+            state.departures.push((number, key));
+        }
+
+        fn delivered(&self) -> usize {
+            std::mem::take(&mut self.state.lock().unwrap().delivered)
+        }
+    }
+
+    #[async_trait]
+    impl TermRows for FakeRows {
+        async fn read_term_changes(&self, sink: &mut (dyn TermChangeSink + Send)) -> StoreResult<()> {
+            let mut state = self.state.lock().unwrap();
+            let applied = sink.departures_applied();
+            for &(number, key) in state.departures.iter().filter(|(number, _)| *number > applied) {
+                sink.departed(number, key);
+            }
+            let above = sink.entered_above();
+            let mut delivered = 0;
+            for (key, (id, vector)) in state.chunks.range(above + 1..) {
+                sink.entered(*key, id, vector)?;
+                delivered += 1;
+            }
+            state.delivered += delivered;
+            if sink.wants_totals() {
+                sink.totals(state.chunks.len() as u64, state.departures.len() as i64);
+            }
+            Ok(())
+        }
+    }
+
+    const TEXTS: &[&str] = &[
+        "the whale breached beside the harpoon boat",
+        "a lantern swung over the quarterdeck",
+        "tea and biscuits in the drawing room",
+        "the harpoon struck the white whale",
+        "granite cliffs above the harbour",
+    ];
+
+    /// What the fake database holds, counted here: term → chunks containing it.
+    fn truth(rows: &FakeRows) -> (u64, HashMap<String, u64>, Vec<(String, terms::TermVector)>) {
+        let state = rows.state.lock().unwrap();
+        let mut frequencies = HashMap::new();
+        let mut vectors = Vec::new();
+        for (id, vector) in state.chunks.values() {
+            let vector = decode_term_vector(vector).unwrap();
+            for (term, _) in &vector {
+                *frequencies.entry(term.clone()).or_default() += 1;
+            }
+            vectors.push((id.clone(), vector));
+        }
+        vectors.sort();
+        (state.chunks.len() as u64, frequencies, vectors)
+    }
+
+    async fn assert_matches(terms: &InProcessTerms, rows: &FakeRows) {
+        let (count, frequencies, vectors) = truth(rows);
+        let cache = terms.caught_up(rows).await.unwrap();
+        let asked: Vec<String> = frequencies.keys().cloned().chain(["nowhere".to_owned()]).collect();
+        let counts = cache.term_counts(&asked);
+        assert_eq!(counts.chunk_count, count);
+        assert_eq!(counts.document_frequency, frequencies);
+        let ids: Vec<String> = vectors.iter().map(|(id, _)| id.clone()).collect();
+        let mut cached: Vec<(String, terms::TermVector)> =
+            cache.chunk_terms(&ids).into_iter().map(|chunk| (chunk.chunk_id, chunk.terms)).collect();
+        cached.sort();
+        assert_eq!(cached, vectors);
+        // Every chunk containing "whale" is found by a search for it, and nothing else.
+        let whales: BTreeSet<String> =
+            vectors.iter().filter(|(_, v)| v.iter().any(|(t, _)| t == "whale")).map(|(id, _)| id.clone()).collect();
+        let found =
+            crate::term_index::chunks_sharing_terms(&*cache, &[vec![("whale".into(), 1.0)]], vectors.len() + 1).await;
+        assert_eq!(found.unwrap()[0].iter().cloned().collect::<BTreeSet<_>>(), whales);
+    }
+
+    use std::collections::BTreeSet;
+
+    #[tokio::test]
+    async fn departures_and_reused_keys_are_followed() {
+        let rows = FakeRows::default();
+        for (key, text) in TEXTS.iter().enumerate() {
+            rows.add(key as i64 + 1, &format!("c{key}"), text);
+        }
+        let terms = InProcessTerms::new(None);
+        assert_matches(&terms, &rows).await;
+        // The newest chunks leave and their keys go to new chunks, one of them under an old id.
+        rows.remove(5);
+        rows.remove(4);
+        rows.add(4, "c9", "a white whale in the harbour");
+        rows.add(5, "c3", "granite and lantern");
+        assert_matches(&terms, &rows).await;
+        // An old chunk leaves; nothing reuses its key.
+        rows.remove(1);
+        rows.add(6, "c10", "whale whale whale");
+        assert_matches(&terms, &rows).await;
+        assert_eq!(rows.delivered(), 5 + 2 + 1, "a catch-up reads above the highest key still cached");
+    }
+
+    fn many(rows: &FakeRows, count: usize) {
+        for key in 1..=count {
+            rows.add(key as i64, &format!("c{key}"), TEXTS[key % TEXTS.len()]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_loaded_and_a_corrupt_cut_or_foreign_one_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = FakeRows::default();
+        many(&rows, SNAPSHOT_EVERY + 10);
+        let first = InProcessTerms::new(Some(dir.path().to_owned()));
+        assert_matches(&first, &rows).await;
+        first.snapshot_written().await;
+        let path = dir.path().join(SNAPSHOT_FILE);
+        assert!(path.exists());
+        rows.delivered();
+
+        // Loaded: only what changed since is read.
+        rows.remove(3);
+        rows.add(SNAPSHOT_EVERY as i64 + 11, "late", "a late whale");
+        let loaded = InProcessTerms::new(Some(dir.path().to_owned()));
+        assert_matches(&loaded, &rows).await;
+        assert_eq!(rows.delivered(), 1);
+
+        // A flipped byte, a cut file: rebuilt from the database, with the same answers.
+        let bytes = std::fs::read(&path).unwrap();
+        let mut flipped = bytes.clone();
+        flipped[bytes.len() / 2] ^= 0x40;
+        for damaged in [flipped, bytes[..bytes.len() / 3].to_vec(), b"QTERMS01".to_vec()] {
+            std::fs::write(&path, &damaged).unwrap();
+            let rebuilt = InProcessTerms::new(Some(dir.path().to_owned()));
+            assert_matches(&rebuilt, &rows).await;
+            assert_eq!(rows.delivered(), SNAPSHOT_EVERY + 10, "rebuilt from every chunk");
+        }
+
+        // A snapshot of another database (more departures applied than this one has seen).
+        std::fs::write(&path, &bytes).unwrap();
+        let other = FakeRows::default();
+        many(&other, 3);
+        let foreign = InProcessTerms::new(Some(dir.path().to_owned()));
+        assert_matches(&foreign, &other).await;
+        // And one whose chunk count disagrees once caught up.
+        let fewer = FakeRows::default();
+        many(&fewer, SNAPSHOT_EVERY + 10);
+        fewer.state.lock().unwrap().chunks.remove(&2);
+        let disagreeing = InProcessTerms::new(Some(dir.path().to_owned()));
+        assert_matches(&disagreeing, &fewer).await;
+    }
+}
