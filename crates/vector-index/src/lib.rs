@@ -1,6 +1,7 @@
 //! Similarity search for quire: cosine math written once, a bounded [`TopK`] accumulator for
-//! exact search over a stream, and [`AnnIndex`], an approximate nearest-neighbour index (HNSW)
-//! with snapshots.
+//! exact search over a stream, [`AnnIndex`], an approximate nearest-neighbour index (HNSW)
+//! with snapshots, and [`TieredIndex`], an `AnnIndex` with a tail of recent vectors searched
+//! exactly until they are folded into the graph.
 //!
 //! The one design choice to understand: **an index here is a cache, never a source of truth.**
 //! Keys are chosen by the caller (quire uses the database row of each stored vector), a key names
@@ -20,8 +21,10 @@
 
 mod hnsw;
 pub mod math;
+mod tiered;
 mod top_k;
 
 pub use hnsw::{AnnIndex, IndexError, Quantization};
 pub use math::{cosine, dot, unit, unit_cosine};
+pub use tiered::TieredIndex;
 pub use top_k::{Scored, TopK};

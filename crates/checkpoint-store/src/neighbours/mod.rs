@@ -1,16 +1,19 @@
 //! The nearest-neighbour seam: the chunks whose embeddings are nearest a batch of query vectors,
 //! by cosine similarity, scoped to one model and dimension count.
 //!
-//! **The database is the source of truth; indexes are caches.** Every stored vector is a row of
-//! `embedding_cache`, named by a key that never changes (SQLite's `rowid`, PostgreSQL's `seq`).
-//! An index maps query vectors to such keys only. Keys become chunks through the `chunks` table at
+//! **The database is the source of truth; indexes and their buffers are caches.** Every stored
+//! vector is a row of `embedding_cache`, named by a key that never changes (SQLite's `rowid`,
+//! PostgreSQL's `seq`). An index maps query vectors to such keys only. Keys become chunks through the `chunks` table at
 //! query time, so a reprocessed document's old chunks never come back from an index, and a vector
 //! no chunk uses any more finds nothing. Three ways to find the keys, one algorithm around them:
 //!
 //! - [`SearchMode::Exact`]: a scan of every stored vector of the model, page by page, keeping the
 //!   best k per query ([`vector_index::TopK`]); memory bounded by the page and k.
 //! - the in-process HNSW index ([`InProcessIndexes`]), caught up with the database before every
-//!   query; used on SQLite, and on PostgreSQL without pgvector;
+//!   query; used on SQLite, and on PostgreSQL without pgvector. What a catch-up brings waits in
+//!   an exact tail (searched one by one, merged with the graph's answer) and is folded into the
+//!   graph after the query is answered, so a new book's vectors are not inserted before its own
+//!   query;
 //! - pgvector's HNSW index (PostgreSQL with the extension; see `postgres/vectors.rs`).
 //!
 //! An index returns keys, some of whose chunks may be excluded (the caller's document) or gone;
