@@ -146,6 +146,13 @@ impl AnnIndex {
     /// skipped (a key names one immutable vector), and so are zero or non-finite vectors, which
     /// have no direction to compare.
     pub fn add_batch(&mut self, entries: &[(u64, Vec<f32>)]) -> Result<usize, IndexError> {
+        self.add_batch_on(entries, self.threads)
+    }
+
+    /// [`add_batch`](Self::add_batch) on at most `threads` threads (at least one, at most
+    /// [`threads`](Self::threads)): work done beside other work leaves it the other cores.
+    pub fn add_batch_on(&mut self, entries: &[(u64, Vec<f32>)], threads: usize) -> Result<usize, IndexError> {
+        let threads = threads.clamp(1, self.threads);
         let mut fresh: Vec<(u64, Vec<f32>)> = Vec::with_capacity(entries.len());
         for (key, vector) in entries {
             if vector.len() != self.dimensions {
@@ -170,7 +177,7 @@ impl AnnIndex {
             self.index.reserve_capacity_and_threads(capacity, self.threads).map_err(engine)?;
         }
         let index = &self.index;
-        let per_thread = fresh.len().div_ceil(self.threads);
+        let per_thread = fresh.len().div_ceil(threads);
         std::thread::scope(|scope| {
             let workers: Vec<_> = fresh
                 .chunks(per_thread)

@@ -99,10 +99,15 @@ impl TieredIndex {
     /// Moves the tail into the graph; returns how many vectors the graph gained. On an error the
     /// tail stays as it was (some of it may be in the graph as well; searches count each key once).
     pub fn fold(&mut self) -> Result<usize, IndexError> {
+        self.fold_on(self.graph.threads())
+    }
+
+    /// [`fold`](Self::fold) on at most `threads` threads.
+    pub fn fold_on(&mut self, threads: usize) -> Result<usize, IndexError> {
         if self.recent.is_empty() {
             return Ok(0);
         }
-        let added = self.graph.add_batch(&self.recent)?;
+        let added = self.graph.add_batch_on(&self.recent, threads)?;
         self.recent.clear();
         self.recent_keys.clear();
         Ok(added)

@@ -199,7 +199,9 @@ impl InProcessIndexes {
             let recent = cached.index.recent_len();
             let started = Instant::now();
             let folded = blocking(move || {
-                let folded = cached.index.fold();
+                // On one thread: the caller's work goes on beside it (a connections job's lexical
+                // half), and a fold is no one's answer.
+                let folded = cached.index.fold_on(1);
                 (cached, folded)
             })
             .await;

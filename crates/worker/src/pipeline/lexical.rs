@@ -31,14 +31,18 @@ pub async fn lexical_connections(
     plan: CandidateQuery,
 ) -> Result<Vec<Connection>, JobError> {
     let started = Instant::now();
-    // The book's chunks, cut into terms once.
+    // The book's chunks' terms, as the store cut them when it stored the chunks; a chunk it has
+    // none for (gone meanwhile) is cut here.
+    let ids: Vec<String> = sources.iter().map(|source| source.chunk.id.clone()).collect();
+    let mut stored: HashMap<String, terms::TermVector> =
+        store.chunk_terms(&ids).await?.into_iter().map(|chunk| (chunk.chunk_id, chunk.terms)).collect();
     let sources: Arc<Vec<ChunkTerms>> = Arc::new(
         blocking(move || {
             sources
                 .iter()
                 .map(|source| ChunkTerms {
                     chunk_id: source.chunk.id.clone(),
-                    terms: terms::term_vector(&source.chunk.text),
+                    terms: stored.remove(&source.chunk.id).unwrap_or_else(|| terms::term_vector(&source.chunk.text)),
                 })
                 .collect()
         })
