@@ -40,7 +40,7 @@ use crate::term_index::{ChunkTerms, TermCounts, TermPostings, index_edition};
 const SNAPSHOT_EVERY: usize = 4_096;
 
 /// The snapshot file's first bytes and format; a new format makes old snapshots rebuild.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"QTERMS01";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"QTERMS02";
 
 /// The snapshot's file name in the snapshot directory.
 const SNAPSHOT_FILE: &str = "terms.snapshot";
@@ -502,35 +502,38 @@ impl TermChangeSink for Changes<'_> {
     }
 }
 
-/// The snapshot's layout, all integers little-endian: the magic, the term rules' edition, the high
-/// water key and the last departure applied, the terms (count, then each as length and bytes),
-/// the chunks (count, then each as key, id, and its (term id, count) pairs), and a CRC-32 of
-/// everything before it.
+/// The snapshot's layout, all integers little-endian, in columns so that loading is a few large
+/// reads: the magic; the term rules' edition; the high-water key and the last departure applied;
+/// the terms (count, byte length, each term's end offset, the bytes); the chunks (count, their
+/// keys, their ids as end offsets and bytes, each chunk's end offset in the pairs); the pairs
+/// (count, term ids, counts); and a CRC-32 of everything before it.
 impl TermCache {
     fn save(&self, path: &Path) -> Result<(), String> {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
-        let mut out = Checksummed { inner: BufWriter::new(temp.as_file()), hasher: crc32fast::Hasher::new() };
+        let mut out =
+            Checksummed { inner: BufWriter::with_capacity(1 << 20, temp.as_file()), hasher: crc32fast::Hasher::new() };
+        let chunks: Vec<&CachedChunk> = self.chunks.iter().flatten().collect();
         let written: std::io::Result<()> = (|| {
             out.write_all(SNAPSHOT_MAGIC)?;
             write_bytes(&mut out, index_edition().as_bytes())?;
-            out.write_all(&self.high_water.to_le_bytes())?;
-            out.write_all(&self.departures_applied.to_le_bytes())?;
-            write_len(&mut out, self.terms.len())?;
-            for term in &self.terms {
-                write_bytes(&mut out, term.as_bytes())?;
-            }
-            write_len(&mut out, self.live)?;
-            for chunk in self.chunks.iter().flatten() {
-                out.write_all(&chunk.key.to_le_bytes())?;
-                write_bytes(&mut out, chunk.id.as_bytes())?;
-                write_len(&mut out, chunk.terms.len())?;
-                for &(term, count) in chunk.terms.iter() {
-                    out.write_all(&term.to_le_bytes())?;
-                    out.write_all(&count.to_le_bytes())?;
-                }
-            }
+            write_u64s(&mut out, [self.high_water as u64, self.departures_applied as u64])?;
+            write_strings(&mut out, self.terms.iter().map(|term| term.as_bytes()), self.terms.len())?;
+            write_u64s(&mut out, [chunks.len() as u64])?;
+            write_u64s(&mut out, chunks.iter().map(|chunk| chunk.key as u64))?;
+            write_strings(&mut out, chunks.iter().map(|chunk| chunk.id.as_bytes()), chunks.len())?;
+            let mut end = 0u64;
+            write_u64s(
+                &mut out,
+                chunks.iter().map(|chunk| {
+                    end += chunk.terms.len() as u64;
+                    end
+                }),
+            )?;
+            write_u64s(&mut out, [end])?;
+            write_u32s(&mut out, chunks.iter().flat_map(|chunk| chunk.terms.iter().map(|&(term, _)| term)))?;
+            write_u32s(&mut out, chunks.iter().flat_map(|chunk| chunk.terms.iter().map(|&(_, count)| count)))?;
             let checksum = out.hasher.clone().finalize();
             out.inner.write_all(&checksum.to_le_bytes())?;
             out.inner.flush()
@@ -546,9 +549,9 @@ impl TermCache {
     fn load(path: &Path) -> Result<TermCache, String> {
         let file = std::fs::File::open(path).map_err(|e| format!("it cannot be read: {e}"))?;
         let size = file.metadata().map_err(|e| format!("it cannot be read: {e}"))?.len();
-        let mut input = Checksummed { inner: BufReader::new(file), hasher: crc32fast::Hasher::new() };
-        let mut cache = TermCache::empty();
-        let parsed: std::io::Result<Result<(), String>> = (|| {
+        let mut input =
+            Checksummed { inner: BufReader::with_capacity(1 << 20, file), hasher: crc32fast::Hasher::new() };
+        let parsed: std::io::Result<Result<TermCache, String>> = (|| {
             let mut magic = [0u8; 8];
             input.read_exact(&mut magic)?;
             if &magic != SNAPSHOT_MAGIC {
@@ -557,34 +560,15 @@ impl TermCache {
             if read_bytes(&mut input, size)? != index_edition().as_bytes() {
                 return Ok(Err("it was built under other term rules".to_owned()));
             }
-            cache.high_water = read_i64(&mut input)?;
-            cache.departures_applied = read_i64(&mut input)?;
-            let term_count = read_len(&mut input, size)?;
-            for _ in 0..term_count {
-                let term = String::from_utf8(read_bytes(&mut input, size)?).map_err(std::io::Error::other)?;
-                if cache.term_ids.contains_key(term.as_str()) {
-                    return Ok(Err(format!("it names the term {term:?} twice")));
-                }
-                cache.intern(&term);
-            }
+            let marks = read_u64s(&mut input, 2, size)?;
+            let terms = read_strings(&mut input, size)?;
             let chunk_count = read_len(&mut input, size)?;
-            for _ in 0..chunk_count {
-                let key = read_i64(&mut input)?;
-                let id = String::from_utf8(read_bytes(&mut input, size)?).map_err(std::io::Error::other)?;
-                let pairs = read_len(&mut input, size)?;
-                let mut terms = Vec::with_capacity(pairs.min(1 << 16));
-                for _ in 0..pairs {
-                    let (term, count) = (read_u32(&mut input)?, read_u32(&mut input)?);
-                    if term as usize >= term_count {
-                        return Ok(Err(format!("chunk {id} names a term it does not list")));
-                    }
-                    terms.push((term, count));
-                }
-                if cache.slot_of_key.contains_key(&key) || cache.slot_of_id.contains_key(id.as_str()) {
-                    return Ok(Err(format!("it holds the chunk {id} (key {key}) twice")));
-                }
-                cache.insert_ids(key, id.into(), terms.into_boxed_slice());
-            }
+            let keys = read_u64s(&mut input, chunk_count, size)?;
+            let ids = read_strings(&mut input, size)?;
+            let ends = read_u64s(&mut input, chunk_count, size)?;
+            let pair_count = read_len(&mut input, size)?;
+            let term_ids = read_u32s(&mut input, pair_count, size)?;
+            let counts = read_u32s(&mut input, pair_count, size)?;
             let expected = input.hasher.clone().finalize();
             let mut stored = [0u8; 4];
             input.inner.read_exact(&mut stored)?;
@@ -594,16 +578,75 @@ impl TermCache {
             if input.inner.read(&mut [0u8; 1])? != 0 {
                 return Ok(Err("it has bytes past its end".to_owned()));
             }
-            Ok(Ok(()))
+            Ok(TermCache::from_columns(marks[0] as i64, marks[1] as i64, terms, keys, ids, &ends, &term_ids, &counts))
         })();
         match parsed {
-            Ok(Ok(())) => {
-                cache.changed_since_snapshot = 0;
-                Ok(cache)
-            }
-            Ok(Err(reason)) => Err(reason),
+            Ok(loaded) => loaded,
             Err(error) => Err(format!("it is cut short or unreadable: {error}")),
         }
+    }
+
+    /// The cache from a snapshot's columns, checked as it is built.
+    #[allow(clippy::too_many_arguments)]
+    fn from_columns(
+        high_water: i64,
+        departures_applied: i64,
+        terms: Vec<String>,
+        keys: Vec<u64>,
+        ids: Vec<String>,
+        ends: &[u64],
+        term_ids: &[u32],
+        counts: &[u32],
+    ) -> Result<TermCache, String> {
+        if ids.len() != keys.len() || ends.len() != keys.len() || term_ids.len() != counts.len() {
+            return Err("its columns disagree in length".to_owned());
+        }
+        let mut cache = TermCache { high_water, departures_applied, ..TermCache::default() };
+        cache.term_ids.reserve(terms.len());
+        for term in terms {
+            let term: Box<str> = term.into();
+            let id = u32::try_from(cache.terms.len()).map_err(|_| "too many terms".to_owned())?;
+            if cache.term_ids.insert(term.clone(), id).is_some() {
+                return Err(format!("it names the term {term:?} twice"));
+            }
+            cache.terms.push(term);
+        }
+        if term_ids.iter().any(|&term| term as usize >= cache.terms.len()) {
+            return Err("a chunk names a term it does not list".to_owned());
+        }
+        // Postings allocated at their final size: one pass counts, the next fills.
+        let mut document_frequency = vec![0u32; cache.terms.len()];
+        for &term in term_ids {
+            document_frequency[term as usize] += 1;
+        }
+        cache.postings = document_frequency.iter().map(|&df| Vec::with_capacity(df as usize)).collect();
+        cache.document_frequency = document_frequency;
+        cache.chunks.reserve(keys.len());
+        let mut start = 0usize;
+        for (slot, ((key, id), &end)) in keys.into_iter().zip(ids).zip(ends).enumerate() {
+            let end = usize::try_from(end).map_err(|_| "a chunk's pairs end out of range".to_owned())?;
+            if end < start || end > term_ids.len() {
+                return Err("a chunk's pairs end out of range".to_owned());
+            }
+            let slot = u32::try_from(slot).map_err(|_| "too many chunks".to_owned())?;
+            let terms: Box<[(u32, u32)]> =
+                term_ids[start..end].iter().copied().zip(counts[start..end].iter().copied()).collect();
+            for &(term, _) in terms.iter() {
+                cache.postings[term as usize].push(slot);
+            }
+            let id: Arc<str> = id.into();
+            let key = key as i64;
+            if cache.slot_of_key.insert(key, slot).is_some() || cache.slot_of_id.insert(id.clone(), slot).is_some() {
+                return Err(format!("it holds the chunk {id} (key {key}) twice"));
+            }
+            cache.chunks.push(Some(CachedChunk { key, id, terms }));
+            start = end;
+        }
+        if start != term_ids.len() {
+            return Err("it holds pairs no chunk owns".to_owned());
+        }
+        cache.live = cache.chunks.len();
+        Ok(cache)
     }
 }
 
@@ -633,43 +676,122 @@ impl<T: Read> Read for Checksummed<T> {
     }
 }
 
-fn write_len(out: &mut impl Write, len: usize) -> std::io::Result<()> {
-    out.write_all(&u64::try_from(len).unwrap_or(u64::MAX).to_le_bytes())
+/// Values written through a buffer of this many bytes at a time.
+const COLUMN_BUFFER: usize = 1 << 16;
+
+fn write_u64s(out: &mut impl Write, values: impl IntoIterator<Item = u64>) -> std::io::Result<()> {
+    let mut buffer = Vec::with_capacity(COLUMN_BUFFER);
+    for value in values {
+        buffer.extend_from_slice(&value.to_le_bytes());
+        if buffer.len() >= COLUMN_BUFFER {
+            out.write_all(&buffer)?;
+            buffer.clear();
+        }
+    }
+    out.write_all(&buffer)
+}
+
+fn write_u32s(out: &mut impl Write, values: impl IntoIterator<Item = u32>) -> std::io::Result<()> {
+    let mut buffer = Vec::with_capacity(COLUMN_BUFFER);
+    for value in values {
+        buffer.extend_from_slice(&value.to_le_bytes());
+        if buffer.len() >= COLUMN_BUFFER {
+            out.write_all(&buffer)?;
+            buffer.clear();
+        }
+    }
+    out.write_all(&buffer)
 }
 
 fn write_bytes(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
-    write_len(out, bytes.len())?;
+    write_u64s(out, [bytes.len() as u64])?;
     out.write_all(bytes)
 }
 
-fn read_u32(input: &mut impl Read) -> std::io::Result<u32> {
-    let mut bytes = [0u8; 4];
-    input.read_exact(&mut bytes)?;
-    Ok(u32::from_le_bytes(bytes))
-}
-
-fn read_i64(input: &mut impl Read) -> std::io::Result<i64> {
-    let mut bytes = [0u8; 8];
-    input.read_exact(&mut bytes)?;
-    Ok(i64::from_le_bytes(bytes))
+/// Strings as a count, a byte length, each one's end offset and the bytes.
+fn write_strings<'a>(
+    out: &mut impl Write,
+    strings: impl Iterator<Item = &'a [u8]> + Clone,
+    count: usize,
+) -> std::io::Result<()> {
+    let total: usize = strings.clone().map(<[u8]>::len).sum();
+    write_u64s(out, [count as u64, total as u64])?;
+    let mut end = 0u64;
+    write_u64s(
+        out,
+        strings.clone().map(|bytes| {
+            end += bytes.len() as u64;
+            end
+        }),
+    )?;
+    for bytes in strings {
+        out.write_all(bytes)?;
+    }
+    Ok(())
 }
 
 /// A length, refused if it exceeds the file's size: a corrupt length never allocates beyond it.
 fn read_len(input: &mut impl Read, file_size: u64) -> std::io::Result<usize> {
-    let mut bytes = [0u8; 8];
-    input.read_exact(&mut bytes)?;
-    let len = u64::from_le_bytes(bytes);
+    let len = read_u64s(input, 1, file_size)?[0];
     if len > file_size {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "a length beyond the file"));
     }
     usize::try_from(len).map_err(std::io::Error::other)
 }
 
+/// `count` values, refused if they could not fit in the file.
+fn read_u64s(input: &mut impl Read, count: usize, file_size: u64) -> std::io::Result<Vec<u64>> {
+    let bytes = read_exactly(input, count.saturating_mul(8), file_size)?;
+    Ok(bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())).collect())
+}
+
+fn read_u32s(input: &mut impl Read, count: usize, file_size: u64) -> std::io::Result<Vec<u32>> {
+    let mut values = Vec::with_capacity(count.min(usize::try_from(file_size / 4).unwrap_or(0)));
+    let mut buffer = vec![0u8; COLUMN_BUFFER];
+    let mut left = count.checked_mul(4).filter(|&bytes| bytes as u64 <= file_size).ok_or_else(beyond_file)?;
+    while left > 0 {
+        let part = &mut buffer[..left.min(COLUMN_BUFFER)];
+        input.read_exact(part)?;
+        values.extend(part.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default())));
+        left -= part.len();
+    }
+    Ok(values)
+}
+
 fn read_bytes(input: &mut impl Read, file_size: u64) -> std::io::Result<Vec<u8>> {
     let len = read_len(input, file_size)?;
+    read_exactly(input, len, file_size)
+}
+
+fn read_exactly(input: &mut impl Read, len: usize, file_size: u64) -> std::io::Result<Vec<u8>> {
+    if len as u64 > file_size {
+        return Err(beyond_file());
+    }
     let mut bytes = vec![0u8; len];
     input.read_exact(&mut bytes)?;
     Ok(bytes)
+}
+
+fn beyond_file() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, "a length beyond the file")
+}
+
+/// Strings written by [`write_strings`].
+fn read_strings(input: &mut impl Read, file_size: u64) -> std::io::Result<Vec<String>> {
+    let count = read_len(input, file_size)?;
+    let total = read_len(input, file_size)?;
+    let ends = read_u64s(input, count, file_size)?;
+    let bytes = read_exactly(input, total, file_size)?;
+    let mut strings = Vec::with_capacity(count);
+    let mut start = 0usize;
+    for end in ends {
+        let end =
+            usize::try_from(end).ok().filter(|&end| end >= start && end <= bytes.len()).ok_or_else(beyond_file)?;
+        let text = std::str::from_utf8(&bytes[start..end]).map_err(std::io::Error::other)?;
+        strings.push(text.to_owned());
+        start = end;
+    }
+    Ok(strings)
 }
 
 #[cfg(test)]
@@ -830,7 +952,7 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         let mut flipped = bytes.clone();
         flipped[bytes.len() / 2] ^= 0x40;
-        for damaged in [flipped, bytes[..bytes.len() / 3].to_vec(), b"QTERMS01".to_vec()] {
+        for damaged in [flipped, bytes[..bytes.len() / 3].to_vec(), b"QTERMS02".to_vec()] {
             std::fs::write(&path, &damaged).unwrap();
             let rebuilt = InProcessTerms::new(Some(dir.path().to_owned()));
             assert_matches(&rebuilt, &rows).await;

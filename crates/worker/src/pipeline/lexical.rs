@@ -68,7 +68,8 @@ pub async fn lexical_connections(
     let mut first = 0;
     while first < sources.len() {
         // A round takes sources while the other chunks they shortlisted stay within the bound.
-        let mut wanted: BTreeSet<&str> = BTreeSet::new();
+        // Hash sets: a round asks about tens of thousands of ids and terms, in no particular order.
+        let mut wanted: HashSet<&str> = HashSet::new();
         let mut end = first;
         while end < sources.len() {
             let fresh: Vec<&str> = shortlists[end]
@@ -87,7 +88,7 @@ pub async fn lexical_connections(
         debug!(elapsed_ms = elapsed_ms(started), candidates = wanted.len(), "lexical: candidates read");
         // A candidate's terms that the book lacks still weigh in its norm: ask their frequencies
         // too, or they would count as terms no chunk has, and its scores would come out low.
-        let unknown: BTreeSet<&str> = others
+        let unknown: HashSet<&str> = others
             .iter()
             .flat_map(|other| other.terms.iter().map(|(term, _)| term.as_str()))
             .filter(|term| !statistics.document_frequency.contains_key(*term))
