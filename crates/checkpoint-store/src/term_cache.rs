@@ -680,21 +680,18 @@ impl<T: Read> Read for Checksummed<T> {
 const COLUMN_BUFFER: usize = 1 << 16;
 
 fn write_u64s(out: &mut impl Write, values: impl IntoIterator<Item = u64>) -> std::io::Result<()> {
-    let mut buffer = Vec::with_capacity(COLUMN_BUFFER);
-    for value in values {
-        buffer.extend_from_slice(&value.to_le_bytes());
-        if buffer.len() >= COLUMN_BUFFER {
-            out.write_all(&buffer)?;
-            buffer.clear();
-        }
-    }
-    out.write_all(&buffer)
+    write_column(out, values.into_iter().map(u64::to_le_bytes))
 }
 
 fn write_u32s(out: &mut impl Write, values: impl IntoIterator<Item = u32>) -> std::io::Result<()> {
+    write_column(out, values.into_iter().map(u32::to_le_bytes))
+}
+
+/// Values' bytes, written a buffer at a time.
+fn write_column<const N: usize>(out: &mut impl Write, values: impl Iterator<Item = [u8; N]>) -> std::io::Result<()> {
     let mut buffer = Vec::with_capacity(COLUMN_BUFFER);
-    for value in values {
-        buffer.extend_from_slice(&value.to_le_bytes());
+    for bytes in values {
+        buffer.extend_from_slice(&bytes);
         if buffer.len() >= COLUMN_BUFFER {
             out.write_all(&buffer)?;
             buffer.clear();

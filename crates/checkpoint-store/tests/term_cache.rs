@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use checkpoint_store::{Lease, NewDocument, SqliteStore, SqliteStoreOptions, StoredChunk, TermIndex};
+use checkpoint_store::{Lease, SqliteStore, SqliteStoreOptions, StoredChunk, TermIndex};
 use common::{Backend, Harness};
 
 const WORDS: &[&str] = &[
@@ -105,25 +105,12 @@ async fn assert_cache_matches_database(cache: &SqliteStore, database: &SqliteSto
     );
 }
 
-async fn new_document(h: &Harness, number: usize) -> String {
-    let (document, _) = h
-        .docs
-        .create_document(NewDocument {
-            content_hash: format!("book-{number}"),
-            file_name: format!("{number}.epub"),
-            byte_size: 1,
-        })
-        .await
-        .unwrap();
-    document.id
-}
-
 #[tokio::test]
 async fn the_cache_answers_as_the_database_through_additions_reprocessings_and_reused_keys() {
     let h = common::sqlite().await;
     let store = sqlite_store(&h);
     let mut stream = Stream(0x9e37_79b9_7f4a_7c15);
-    let first = new_document(&h, 0).await;
+    let first = h.create_numbered_document(0).await;
     h.enqueue(&first).await;
     let lease: Lease = h.lease_one("w1").await;
     let mut documents = vec![first];
@@ -132,7 +119,7 @@ async fn the_cache_answers_as_the_database_through_additions_reprocessings_and_r
         match stream.next(4) {
             // A new document.
             0 | 1 => {
-                let id = new_document(&h, documents.len()).await;
+                let id = h.create_numbered_document(documents.len()).await;
                 documents.push(id);
             }
             // Reprocess the newest document: its chunks held the highest keys, which SQLite gives
@@ -161,7 +148,7 @@ async fn another_process_s_changes_reach_the_cache() {
     let writer = sqlite_store(&h);
     let path = h.database_file().expect("a file database");
     let reader = SqliteStore::open(&path, SqliteStoreOptions::default()).await.unwrap();
-    let document = new_document(&h, 0).await;
+    let document = h.create_numbered_document(0).await;
     h.enqueue(&document).await;
     let lease = h.lease_one("w1").await;
     let mut stream = Stream(7);

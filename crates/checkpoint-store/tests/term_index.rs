@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 
-use checkpoint_store::{Lease, NewDocument, StoredChunk};
+use checkpoint_store::{Lease, StoredChunk};
 use common::{Backend, Harness, backends};
 
 fn chunk(document_id: &str, index: u32, text: &str) -> StoredChunk {
@@ -30,23 +30,15 @@ async fn library(h: &Harness, books: &[&[&str]]) -> (Vec<String>, Lease) {
     let mut ids = Vec::new();
     let mut lease = None;
     for (number, texts) in books.iter().enumerate() {
-        let (document, _) = h
-            .docs
-            .create_document(NewDocument {
-                content_hash: format!("book-{number}"),
-                file_name: format!("{number}.epub"),
-                byte_size: 1,
-            })
-            .await
-            .unwrap();
+        let document = h.create_numbered_document(number).await;
         if lease.is_none() {
-            h.enqueue(&document.id).await;
+            h.enqueue(&document).await;
             lease = Some(h.lease_one("w1").await);
         }
         let chunks: Vec<StoredChunk> =
-            texts.iter().enumerate().map(|(index, text)| chunk(&document.id, index as u32, text)).collect();
-        h.docs.replace_chunks(lease.unwrap(), &document.id, &chunks).await.unwrap();
-        ids.push(document.id);
+            texts.iter().enumerate().map(|(index, text)| chunk(&document, index as u32, text)).collect();
+        h.docs.replace_chunks(lease.unwrap(), &document, &chunks).await.unwrap();
+        ids.push(document);
     }
     (ids, lease.unwrap())
 }

@@ -282,12 +282,12 @@ fn search_one(index: &Index, query: &[f32], count: usize) -> Result<Vec<Scored>,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::math::cosine;
 
     /// Deterministic pseudo-random vectors (xorshift), so tests need no RNG crate.
-    fn vectors(count: usize, dimensions: usize, seed: u64) -> Vec<Vec<f32>> {
+    pub(crate) fn vectors(count: usize, dimensions: usize, seed: u64) -> Vec<Vec<f32>> {
         let mut state = seed.max(1);
         let mut next = move || {
             state ^= state << 13;

@@ -193,18 +193,7 @@ mod tests {
 
     use super::*;
     use crate::hnsw::Quantization;
-
-    /// Deterministic pseudo-random vectors (xorshift), so tests need no RNG crate.
-    fn vectors(count: usize, dimensions: usize, seed: u64) -> Vec<Vec<f32>> {
-        let mut state = seed.max(1);
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 2001) as f32 / 1000.0 - 1.0
-        };
-        (0..count).map(|_| (0..dimensions).map(|_| next()).collect()).collect()
-    }
+    use crate::hnsw::tests::vectors;
 
     fn keyed(vectors: &[Vec<f32>], first_key: u64) -> Vec<(u64, Vec<f32>)> {
         vectors.iter().cloned().enumerate().map(|(i, v)| (first_key + i as u64, v)).collect()

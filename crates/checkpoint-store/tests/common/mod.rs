@@ -35,6 +35,20 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// Creates the document of an upload named by `number`; returns its id.
+    pub async fn create_numbered_document(&self, number: usize) -> String {
+        let (document, _) = self
+            .docs
+            .create_document(checkpoint_store::NewDocument {
+                content_hash: format!("book-{number}"),
+                file_name: format!("{number}.epub"),
+                byte_size: 1,
+            })
+            .await
+            .expect("create document");
+        document.id
+    }
+
     /// The SQLite database file under test, for a second store on the same file (another
     /// process, as far as the store can tell); none for PostgreSQL.
     pub fn database_file(&self) -> Option<std::path::PathBuf> {
