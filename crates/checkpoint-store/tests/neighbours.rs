@@ -141,9 +141,10 @@ async fn a_large_batch_answers_each_query_as_it_is_answered_alone() {
         let _library = library(&h, 3, 100).await;
         let queries: Vec<Vec<f32>> = (0..300).map(|i| vector(20_000 + i)).collect();
         // The in-process index answers its first query from its exact tail of new vectors and
-        // folds them into its (approximate) graph afterwards: let that happen first, so that the
+        // folds them into its (approximate) graph once idle: settle that first, so that the
         // batch and the single queries below meet the same index.
         h.search.nearest_chunks(query(&queries[..1], 3, SearchMode::Approximate)).await.unwrap();
+        h.search.settle_indexes().await.unwrap();
         let batch = h.search.nearest_chunks(query(&queries, 3, SearchMode::Approximate)).await.unwrap();
         assert_eq!(batch.len(), queries.len(), "{}", h.name);
         for (i, q) in queries.iter().enumerate() {
@@ -303,9 +304,10 @@ async fn a_corrupt_or_stale_snapshot_is_rebuilt_from_the_database() {
         assert!(hits * 10 >= expected.len() * 9, "{hits} of {} found their own chunk", expected.len());
     };
     finds_its_own(store.nearest_chunks(query(&queries, 3, SearchMode::Approximate)).await.unwrap());
-    // The new vectors were searched exactly and are folded into the graph, and the snapshot
-    // written, after the answer; the next query waits for that.
-    finds_its_own(store.nearest_chunks(query(&queries, 3, SearchMode::Approximate)).await.unwrap());
+    // The new vectors were searched exactly; they are folded into the graph, and the snapshot
+    // written, once the index is idle or when the store settles its indexes, as a process does
+    // before it exits.
+    store.settle_indexes().await.unwrap();
     let written: Vec<std::path::PathBuf> =
         std::fs::read_dir(&snapshots).unwrap().map(|entry| entry.unwrap().path()).collect();
     let index_file = written.iter().find(|p| p.extension().is_some_and(|e| e == "usearch")).expect("a snapshot");

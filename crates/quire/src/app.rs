@@ -56,6 +56,17 @@ impl App {
         pipeline.batching = batching(options, batch_service);
         Ok(pipeline)
     }
+
+    /// Does the index upkeep a worker defers while it is busy (new vectors folded into the
+    /// in-process graphs, snapshots written), for a process about to exit: the next one starts
+    /// warm. A failure costs the next process some catching up, not this one its result.
+    pub async fn settle_indexes(&self) {
+        let started = std::time::Instant::now();
+        match self.store.settle_indexes().await {
+            Ok(()) => tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "vector indexes settled"),
+            Err(error) => tracing::warn!(%error, "could not settle the vector indexes; the next process catches up"),
+        }
+    }
 }
 
 /// The backoff between a job's attempts: `--retry-base-delay`, growing up to `--retry-max-delay`

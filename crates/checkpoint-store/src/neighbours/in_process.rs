@@ -12,11 +12,17 @@
 //! while the tail stays under [`RECENT_LIMIT`] vectors: the query that follows compares with
 //! them one by one instead of waiting for them to be inserted into the graph (a new book's
 //! chunks, asked for their neighbours right after they were stored, would otherwise pay for
-//! their own inserts first). Once the query is answered, a background task that holds the
-//! index's lock folds the tail into the graph and may write a snapshot; the next query on the
-//! index waits for it. A vector in the tail is in the index for catch-up purposes, so it is never
-//! fetched twice. A catch-up that would overflow the tail (the first build of an index, a
+//! their own inserts first). A vector in the tail is in the index for catch-up purposes, so it is
+//! never fetched twice. A catch-up that would overflow the tail (the first build of an index, a
 //! snapshot far behind) inserts into the graph directly, as it must sooner or later anyway.
+//!
+//! **Folding when idle.** The tail is folded into the graph (and a due snapshot written) once
+//! the index has had no query for [`FOLD_WHEN_IDLE_FOR`], by a task that each query re-arms and
+//! that holds the index's lock only while it folds: the caller's remaining work (a connections
+//! job's lexical half) keeps the cores, and a query never waits for an idle timer, only for a
+//! fold that has begun. [`InProcessIndexes::settle`] folds every tail at once, for a process
+//! about to exit: the tail lives in memory only, and a snapshot written now is one the next
+//! process need not catch up to.
 //!
 //! **Snapshots** are a start-up shortcut, never trusted: a snapshot whose metadata does not match,
 //! whose file does not load, or that holds more vectors than the database has up to its high
@@ -33,7 +39,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::OwnedMutexGuard;
 use vector_index::{AnnIndex, Quantization, Scored, TieredIndex};
 
 use super::VectorRows;
@@ -62,6 +67,23 @@ const SNAPSHOT_EVERY: usize = 2048;
 /// graph stores f16). A larger catch-up goes into the graph, which it must reach anyway.
 const RECENT_LIMIT: usize = 16_384;
 
+/// How long an index must have had no query before its tail is folded into the graph.
+///
+/// A fold of a new book's 1,211 vectors takes about 2 s of a core at 100k vectors. Right after
+/// the answer it would run beside the rest of the job that asked (a connections job asks the
+/// index once, then ranks lexically) and take one of its cores. Between jobs a worker extracts
+/// and embeds other books, which never touches the index, so a second without a query is a
+/// good sign that nobody waits for the cores the fold takes; a query that does arrive finds the
+/// tail searched exactly, as before the fold, and re-arms the timer.
+const FOLD_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// Threads an idle fold uses: it runs beside whatever else the process does.
+const IDLE_FOLD_THREADS: usize = 1;
+
+/// Threads [`InProcessIndexes::settle`] folds on: as many as the graph has
+/// ([`TieredIndex::fold_on`] clamps to them), since its caller waits for nothing else.
+const SETTLE_THREADS: usize = usize::MAX;
+
 /// The snapshot format; bumped when the file layout changes, which makes old snapshots rebuild.
 const SNAPSHOT_FORMAT: u32 = 1;
 
@@ -75,14 +97,22 @@ pub struct InProcessIndexes {
     quantization: Quantization,
     /// The most vectors an index's tail takes in one catch-up ([`RECENT_LIMIT`]; smaller in tests).
     recent_limit: usize,
-    /// How many background tasks (a fold, a snapshot or both) have finished, well or not.
-    folds_done: Arc<AtomicU64>,
-    slots: std::sync::Mutex<HashMap<(String, usize), Slot>>,
+    /// How many folds (with or without a snapshot, or a snapshot alone) have finished, well or
+    /// not, whether an idle timer or [`settle`](Self::settle) ran them.
+    folds_done: Arc<tokio::sync::watch::Sender<u64>>,
+    slots: std::sync::Mutex<HashMap<(String, usize), Arc<Slot>>>,
 }
 
-/// One (model, dimensions) index, empty until its first query builds or loads it, and empty
-/// again if work on it failed (the next query rebuilds it).
-type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
+/// One (model, dimensions) index and the count of queries it was asked.
+#[derive(Default)]
+struct Slot {
+    /// The index, empty until its first query builds or loads it, and empty again if work on it
+    /// failed (the next query rebuilds it).
+    index: tokio::sync::Mutex<Option<Cached>>,
+    /// Bumped by every query before it waits for the index: an idle fold armed by one query
+    /// folds only if no query came after it.
+    queries: AtomicU64,
+}
 
 impl std::fmt::Debug for InProcessIndexes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,7 +161,7 @@ impl InProcessIndexes {
             snapshot_dir,
             quantization: Quantization::default(),
             recent_limit: RECENT_LIMIT,
-            folds_done: Arc::default(),
+            folds_done: Arc::new(tokio::sync::watch::Sender::new(0)),
             slots: Default::default(),
         }
     }
@@ -149,7 +179,11 @@ impl InProcessIndexes {
             let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             slots.entry((model.to_owned(), dimensions)).or_default().clone()
         };
-        let mut guard = slot.lock_owned().await;
+        // Counted before waiting for the lock, so that a pending idle fold gives way to this
+        // query rather than making it wait. (A query dropped before its answer re-arms nothing:
+        // its tail waits for the next query or `settle`.)
+        let query = slot.queries.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut guard = slot.index.lock().await;
         let (cached, opened) = match guard.take() {
             Some(cached) => (cached, false),
             None => (self.open(rows, model, dimensions).await?, true),
@@ -172,66 +206,86 @@ impl InProcessIndexes {
             (cached, found)
         })
         .await?;
-        self.tidy_in_background(guard, cached, model, dimensions);
+        let target = self.snapshot_target(model, dimensions);
+        let upkeep_due = upkeep_due(&cached, target.as_ref());
+        *guard = Some(cached);
+        drop(guard);
+        if upkeep_due {
+            self.fold_when_idle(slot, query, model, dimensions, target);
+        }
         found.map_err(|e| StoreError::VectorIndex(e.to_string()))
     }
 
-    /// Puts the index back into its slot, first folding its tail into the graph and writing a
-    /// snapshot if either is due. That work runs on a task of its own, holding the slot's lock
-    /// (`guard`), so the caller has its answer already and the next query waits for it. If the
-    /// fold fails the slot stays empty and the next query rebuilds the index.
-    fn tidy_in_background(
+    /// Folds every index's tail into its graph and writes the snapshots that are due, now, on
+    /// all the graph's threads; returns once done. For a process about to exit (the tails live
+    /// in memory only) or anyone who wants the indexes as a snapshot would hold them. An index
+    /// whose fold fails is dropped (the next query rebuilds it) and the first such failure is
+    /// returned, after the other indexes were settled.
+    pub async fn settle(&self) -> StoreResult<()> {
+        let slots: Vec<((String, usize), Arc<Slot>)> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(key, slot)| (key.clone(), slot.clone()))
+            .collect();
+        let mut first_error = None;
+        for ((model, dimensions), slot) in slots {
+            let target = self.snapshot_target(&model, dimensions);
+            let mut index = slot.index.lock().await;
+            let Some(cached) = index.take() else { continue };
+            if !upkeep_due(&cached, target.as_ref()) {
+                *index = Some(cached);
+                continue;
+            }
+            match fold_and_snapshot(cached, &model, dimensions, target.as_ref(), SETTLE_THREADS).await {
+                Ok(cached) => *index = Some(cached),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+            drop(index);
+            self.folds_done.send_modify(|done| *done += 1);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Folds the index's tail into its graph and writes a due snapshot once the index has had no
+    /// query for [`FOLD_WHEN_IDLE_FOR`] since `query`. The task waits without the index's lock,
+    /// so queries never wait for the timer; one that comes meanwhile re-arms it (bumping the
+    /// count makes this task give up, and the query spawns its own). If the fold fails the slot
+    /// stays empty and the next query rebuilds the index.
+    fn fold_when_idle(
         &self,
-        mut guard: OwnedMutexGuard<Option<Cached>>,
-        mut cached: Cached,
+        slot: Arc<Slot>,
+        query: u64,
         model: &str,
         dimensions: usize,
+        target: Option<SnapshotTarget>,
     ) {
-        let target = self.snapshot_target(model, dimensions);
-        let snapshot_due = target.is_some() && cached.added_since_snapshot >= SNAPSHOT_EVERY;
-        if cached.index.recent_len() == 0 && !snapshot_due {
-            *guard = Some(cached);
-            return;
-        }
         let folds_done = self.folds_done.clone();
         let model = model.to_owned();
+        // From the answer, not from whenever the task first runs.
+        let idle_at = tokio::time::Instant::now() + FOLD_WHEN_IDLE_FOR;
         tokio::spawn(async move {
-            let recent = cached.index.recent_len();
-            let started = Instant::now();
-            let folded = blocking(move || {
-                // On one thread: the caller's work goes on beside it (a connections job's lexical
-                // half), and a fold is no one's answer.
-                let folded = cached.index.fold_on(1);
-                (cached, folded)
-            })
-            .await;
-            *guard = match folded {
-                Ok((cached, Ok(_))) => {
-                    if recent > 0 {
-                        tracing::debug!(
-                            model,
-                            dimensions,
-                            folded = recent,
-                            took_ms = started.elapsed().as_millis() as u64,
-                            "vector index folded its recent vectors into the graph"
-                        );
-                    }
-                    maybe_snapshot(target.as_ref(), cached)
-                        .await
-                        .inspect_err(|error| tracing::warn!(%error, "vector index lost while writing its snapshot; the next query rebuilds it"))
-                        .ok()
-                }
-                Ok((_, Err(error))) => {
-                    tracing::warn!(model, dimensions, %error, "could not fold recent vectors into the vector index; the next query rebuilds it");
-                    None
-                }
-                Err(error) => {
-                    tracing::warn!(model, dimensions, %error, "vector index lost while folding; the next query rebuilds it");
-                    None
-                }
-            };
-            drop(guard);
-            folds_done.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep_until(idle_at).await;
+            // Checked under the lock: a query counts itself before it waits for the lock, so one
+            // that is waiting for it now is seen too, and gets the index unchanged.
+            let mut index = slot.index.lock().await;
+            if slot.queries.load(Ordering::SeqCst) != query {
+                return;
+            }
+            let Some(cached) = index.take() else { return };
+            if !upkeep_due(&cached, target.as_ref()) {
+                *index = Some(cached);
+                return;
+            }
+            *index = fold_and_snapshot(cached, &model, dimensions, target.as_ref(), IDLE_FOLD_THREADS)
+                .await
+                .inspect_err(|error| tracing::warn!(%error, "the next query rebuilds the vector index"))
+                .ok();
+            drop(index);
+            folds_done.send_modify(|done| *done += 1);
         });
     }
 
@@ -356,6 +410,52 @@ impl InProcessIndexes {
     }
 }
 
+/// Whether the index has a tail to fold or a snapshot to write.
+fn upkeep_due(cached: &Cached, target: Option<&SnapshotTarget>) -> bool {
+    cached.index.recent_len() > 0 || (target.is_some() && cached.added_since_snapshot >= SNAPSHOT_EVERY)
+}
+
+/// Folds the index's tail into its graph on at most `threads` threads, then writes a snapshot if
+/// one is due. An error means the index is lost (a failed fold may leave the graph and the tail
+/// overlapping; a failed task took the index with it).
+async fn fold_and_snapshot(
+    cached: Cached,
+    model: &str,
+    dimensions: usize,
+    target: Option<&SnapshotTarget>,
+    threads: usize,
+) -> StoreResult<Cached> {
+    let recent = cached.index.recent_len();
+    let started = Instant::now();
+    let folded = blocking(move || {
+        let mut cached = cached;
+        let folded = cached.index.fold_on(threads);
+        (cached, folded)
+    })
+    .await
+    .map_err(|error| StoreError::VectorIndex(format!("vector index of {model} lost while folding: {error}")))?;
+    let cached = match folded {
+        (cached, Ok(_)) => cached,
+        (_, Err(error)) => {
+            return Err(StoreError::VectorIndex(format!(
+                "could not fold recent vectors into the vector index of {model}: {error}"
+            )));
+        }
+    };
+    if recent > 0 {
+        tracing::debug!(
+            model,
+            dimensions,
+            folded = recent,
+            took_ms = started.elapsed().as_millis() as u64,
+            "vector index folded its recent vectors into the graph"
+        );
+    }
+    maybe_snapshot(target, cached).await.map_err(|error| {
+        StoreError::VectorIndex(format!("vector index of {model} lost while writing its snapshot: {error}"))
+    })
+}
+
 /// Writes a snapshot when enough was added since the last one and the tail is empty (a snapshot
 /// holds the graph only, and its metadata's marks cover the tail too). A failure to write is
 /// logged and changes nothing: the snapshot is only a shortcut.
@@ -401,18 +501,22 @@ impl InProcessIndexes {
         InProcessIndexes { recent_limit, ..InProcessIndexes::new(snapshot_dir) }
     }
 
-    /// Returns once no background fold holds an index: each slot's lock is taken in turn, and a
-    /// fold takes its slot's lock before its query returns.
-    async fn wait_for_folds(&self) {
-        let slots: Vec<Slot> =
-            self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).values().cloned().collect();
-        for slot in slots {
-            drop(slot.lock().await);
-        }
+    /// Returns once `count` folds have finished (see `folds_done`).
+    async fn wait_for_folds(&self, count: u64) {
+        let mut done = self.folds_done.subscribe();
+        done.wait_for(|&done| done >= count).await.expect("the sender lives in self");
     }
 
     fn folds_done(&self) -> u64 {
-        self.folds_done.load(Ordering::SeqCst)
+        *self.folds_done.borrow()
+    }
+
+    /// How many vectors wait in the tail of the (model, dimensions) index; waits for a fold that
+    /// has begun.
+    async fn recent_len(&self, model: &str, dimensions: usize) -> usize {
+        let slot = self.slots.lock().unwrap().get(&(model.to_owned(), dimensions)).cloned().expect("a queried index");
+        let index = slot.index.lock().await;
+        index.as_ref().map_or(0, |cached| cached.index.recent_len())
     }
 }
 
@@ -593,41 +697,121 @@ mod tests {
         assert_eq!(query_twice(&rows).await, [0, 40]);
     }
 
+    /// Lets every task that can run now run (a fold spawned at once, say), without moving the
+    /// paused clock.
+    async fn let_tasks_run() {
+        for _ in 0..16 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Lets the indexes sit idle until their timers fire, and waits for the `count`th fold.
+    async fn idle_until_fold(indexes: &InProcessIndexes, count: u64) {
+        tokio::time::advance(FOLD_WHEN_IDLE_FOR).await;
+        indexes.wait_for_folds(count).await;
+    }
+
     /// A vector stored after the index was built is answered from the tail, with its exact score,
     /// before any fold; on PostgreSQL's terms (keys re-listed below the newest) nothing is fetched
     /// twice.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_vector_stored_after_the_index_was_built_is_found_exactly_before_it_is_folded() {
         for ordered in [true, false] {
             let rows = random_rows(300, ordered);
             let indexes = InProcessIndexes::new(None);
             nearest(&indexes, &rows, vec![random_vector(1)]).await;
-            indexes.wait_for_folds().await;
-            assert_eq!(indexes.folds_done(), 1);
+            idle_until_fold(&indexes, 1).await;
             assert_eq!(rows.take_fetched().len(), 300);
 
             let probe = random_vector(1_000_000);
             rows.store(301, probe.clone());
             let query = probe.iter().map(|x| x + 0.01).collect::<Vec<f32>>();
             let found = nearest(&indexes, &rows, vec![query.clone()]).await;
-            // The answer came before the second fold (this runtime has one thread, and the fold's
-            // task has not run yet).
-            assert_eq!(indexes.folds_done(), 1);
+            let_tasks_run().await;
+            assert_eq!((indexes.folds_done(), indexes.recent_len("m", DIMENSIONS).await), (1, 1));
             assert_eq!(found[0][0], Scored { key: 301, score: exact_score(&query, &probe) });
             assert_eq!(rows.take_fetched(), [301]);
 
-            indexes.wait_for_folds().await;
-            assert_eq!(indexes.folds_done(), 2);
+            idle_until_fold(&indexes, 2).await;
+            assert_eq!(indexes.recent_len("m", DIMENSIONS).await, 0);
             let found = nearest(&indexes, &rows, vec![query]).await;
             assert_eq!(found[0][0].key, 301, "the fold kept it");
             assert!(rows.take_fetched().is_empty(), "ordered: {ordered}");
         }
     }
 
+    /// The tail waits for the index to be idle: no fold right after the answer, nor a moment
+    /// before [`FOLD_WHEN_IDLE_FOR`] has passed; one once it has.
+    #[tokio::test(start_paused = true)]
+    async fn the_tail_is_folded_once_the_index_has_been_idle() {
+        let rows = random_rows(300, true);
+        let indexes = InProcessIndexes::new(None);
+        nearest(&indexes, &rows, vec![random_vector(1)]).await;
+        let_tasks_run().await;
+        assert_eq!((indexes.folds_done(), indexes.recent_len("m", DIMENSIONS).await), (0, 300));
+
+        tokio::time::advance(FOLD_WHEN_IDLE_FOR - Duration::from_millis(10)).await;
+        let_tasks_run().await;
+        assert_eq!((indexes.folds_done(), indexes.recent_len("m", DIMENSIONS).await), (0, 300));
+
+        tokio::time::advance(Duration::from_millis(20)).await;
+        indexes.wait_for_folds(1).await;
+        assert_eq!(indexes.recent_len("m", DIMENSIONS).await, 0);
+    }
+
+    /// A query before the index has been idle long enough starts the wait over: the first
+    /// query's timer passes without a fold, the second one's folds once.
+    #[tokio::test(start_paused = true)]
+    async fn a_query_re_arms_the_idle_timer() {
+        let rows = random_rows(300, true);
+        let indexes = InProcessIndexes::new(None);
+        let step = FOLD_WHEN_IDLE_FOR * 6 / 10;
+        nearest(&indexes, &rows, vec![random_vector(1)]).await;
+        tokio::time::advance(step).await;
+        rows.store(301, random_vector(301));
+        nearest(&indexes, &rows, vec![random_vector(2)]).await;
+
+        // Past the first query's deadline, not the second's.
+        tokio::time::advance(step).await;
+        let_tasks_run().await;
+        assert_eq!((indexes.folds_done(), indexes.recent_len("m", DIMENSIONS).await), (0, 301));
+
+        tokio::time::advance(step).await;
+        indexes.wait_for_folds(1).await;
+        assert_eq!(indexes.recent_len("m", DIMENSIONS).await, 0);
+        tokio::time::advance(FOLD_WHEN_IDLE_FOR * 2).await;
+        let_tasks_run().await;
+        assert_eq!(indexes.folds_done(), 1, "one fold for two queries");
+    }
+
+    /// `settle` folds at once and writes the snapshot that is due; the idle timer then finds
+    /// nothing left to do.
+    #[tokio::test(start_paused = true)]
+    async fn settle_folds_every_tail_at_once_and_writes_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = SNAPSHOT_EVERY as i64 + 100;
+        let rows = random_rows(count, true);
+        let indexes = InProcessIndexes::new(Some(dir.path().to_path_buf()));
+        nearest(&indexes, &rows, vec![random_vector(1)]).await;
+        assert_eq!(indexes.recent_len("m", DIMENSIONS).await, count as usize);
+        assert!(snapshot_meta(dir.path()).is_none());
+
+        indexes.settle().await.unwrap();
+        assert_eq!((indexes.folds_done(), indexes.recent_len("m", DIMENSIONS).await), (1, 0));
+        let meta = snapshot_meta(dir.path()).expect("a snapshot once settled");
+        assert_eq!((meta.count, meta.high_water), (count as usize, count));
+
+        tokio::time::advance(FOLD_WHEN_IDLE_FOR * 2).await;
+        let_tasks_run().await;
+        assert_eq!(indexes.folds_done(), 1);
+        indexes.settle().await.unwrap();
+        assert_eq!(indexes.folds_done(), 1, "nothing left to settle");
+    }
+
     /// The snapshot is written by the fold, never while the tail holds vectors, and describes
     /// exactly what it holds: a fresh process loading it fetches nothing it already has.
-    #[tokio::test]
-    async fn the_background_fold_writes_a_snapshot_that_a_fresh_process_loads() {
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_fold_writes_a_snapshot_that_a_fresh_process_loads() {
         let dir = tempfile::tempdir().unwrap();
         let snapshots = Some(dir.path().to_path_buf());
         let count = SNAPSHOT_EVERY as i64 + 100;
@@ -640,7 +824,7 @@ mod tests {
         assert_eq!(own(&found), samples);
         // Everything is in the tail: no snapshot yet, though enough was added for one.
         assert!(snapshot_meta(dir.path()).is_none());
-        indexes.wait_for_folds().await;
+        idle_until_fold(&indexes, 1).await;
         let meta = snapshot_meta(dir.path()).expect("a snapshot after the fold");
         assert_eq!((meta.count, meta.high_water, meta.safe_low), (count as usize, count, count));
 
@@ -651,9 +835,10 @@ mod tests {
         assert!(rows.take_fetched().is_empty(), "the snapshot held everything");
     }
 
-    /// A catch-up larger than the tail goes into the graph, which may be written at once; a later
-    /// tail is found, folded, and left out of a snapshot whose marks therefore stay true.
-    #[tokio::test]
+    /// A catch-up larger than the tail goes into the graph before the answer, and the snapshot
+    /// due then is written when idle; a later tail is found, folded, and left out of a snapshot
+    /// whose marks therefore stay true.
+    #[tokio::test(start_paused = true)]
     async fn a_catch_up_beyond_the_tail_goes_into_the_graph_and_snapshots_stay_true() {
         let dir = tempfile::tempdir().unwrap();
         let snapshots = Some(dir.path().to_path_buf());
@@ -661,7 +846,8 @@ mod tests {
         let rows = random_rows(count, true);
         let indexes = InProcessIndexes::with_recent_limit(snapshots.clone(), 64);
         nearest(&indexes, &rows, vec![random_vector(5)]).await;
-        indexes.wait_for_folds().await;
+        assert_eq!(indexes.recent_len("m", DIMENSIONS).await, 0, "all in the graph already");
+        idle_until_fold(&indexes, 1).await;
         let meta = snapshot_meta(dir.path()).expect("a snapshot of the graph");
         assert_eq!((meta.count, meta.high_water), (count as usize, count));
 
@@ -670,7 +856,7 @@ mod tests {
         }
         let found = nearest(&indexes, &rows, vec![rows.vector(count + 20)]).await;
         assert_eq!(found[0][0].key as i64, count + 20);
-        indexes.wait_for_folds().await;
+        idle_until_fold(&indexes, 2).await;
         // Too few additions for a new snapshot: the old one still says what it holds.
         assert_eq!(snapshot_meta(dir.path()), Some(meta));
 

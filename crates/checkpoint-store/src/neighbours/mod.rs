@@ -12,8 +12,9 @@
 //! - the in-process HNSW index ([`InProcessIndexes`]), caught up with the database before every
 //!   query; used on SQLite, and on PostgreSQL without pgvector. What a catch-up brings waits in
 //!   an exact tail (searched one by one, merged with the graph's answer) and is folded into the
-//!   graph after the query is answered, so a new book's vectors are not inserted before its own
-//!   query;
+//!   graph once the index has been idle for a while (or when the process settles its indexes
+//!   before it exits), so a new book's vectors are not inserted before its own query, nor while
+//!   the job that asked still works;
 //! - pgvector's HNSW index (PostgreSQL with the extension; see `postgres/vectors.rs`).
 //!
 //! An index returns keys, some of whose chunks may be excluded (the caller's document) or gone;
@@ -87,6 +88,12 @@ pub trait NeighbourSearch: Send + Sync {
 
     /// Which index answers [`SearchMode::Approximate`] queries.
     fn vector_index_kind(&self) -> VectorIndexKind;
+
+    /// Does now the index upkeep deferred while the process was busy (the in-process indexes
+    /// fold their fresh tails into their graphs only once idle, and write their snapshots then),
+    /// and returns when it is done. A one-shot process calls it before it exits, so that the next
+    /// one starts from a snapshot that holds everything. Nothing to do for pgvector.
+    async fn settle_indexes(&self) -> StoreResult<()>;
 }
 
 /// A chunk that uses a stored vector: what a key resolves to.

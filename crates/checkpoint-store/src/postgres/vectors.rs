@@ -355,6 +355,12 @@ impl NeighbourSearch for PgStore {
     fn vector_index_kind(&self) -> VectorIndexKind {
         if self.pgvector.is_some() { VectorIndexKind::Pgvector } else { VectorIndexKind::InProcess }
     }
+
+    /// pgvector keeps its own index; the in-process ones (without pgvector, or for models with
+    /// more dimensions than pgvector indexes) have nothing to settle unless they were asked.
+    async fn settle_indexes(&self) -> StoreResult<()> {
+        self.indexes.settle().await
+    }
 }
 
 #[cfg(test)]

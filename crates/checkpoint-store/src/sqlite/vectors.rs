@@ -103,4 +103,8 @@ impl NeighbourSearch for SqliteStore {
     fn vector_index_kind(&self) -> VectorIndexKind {
         VectorIndexKind::InProcess
     }
+
+    async fn settle_indexes(&self) -> StoreResult<()> {
+        self.indexes.settle().await
+    }
 }

@@ -157,6 +157,10 @@ pub async fn run(
         });
         println!("{}", table(["title", "chunks", "connections", "status", "error"], rows));
     }
+    // An interrupted run exits at once; the next process catches up with what it stored.
+    if !interrupted {
+        app.settle_indexes().await;
+    }
     Ok(if all_complete { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

@@ -88,6 +88,9 @@ pub async fn run(
         }
     };
     let result = worker.run(shutdown).await;
+    // Stopped (a signal, or an empty queue): the indexes' deferred upkeep is done before the
+    // process exits. A second signal exits at once.
+    app.settle_indexes().await;
     endpoint_stop.cancel();
     if let Some(endpoint) = endpoint
         && let Err(error) = endpoint.await?
