@@ -23,6 +23,9 @@
 //!
 //! **Memory** is the index itself: per chunk its key, id and (term, count) pairs, per term its
 //! postings; about 12 bytes per (chunk, term) pair. Nothing is held per query beyond its answer.
+//!
+//! One file past 500 lines: the catch-up, the snapshot's format and its checks belong together
+//! (a change to one is a change to the others), and its tests drive them through a fake database.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufReader, BufWriter, Read, Write};

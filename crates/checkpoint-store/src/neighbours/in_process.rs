@@ -31,6 +31,9 @@
 //! metadata's marks and count then describe exactly what the file holds. The index file is
 //! written before its metadata, each atomically, and the metadata records the index's size, so a
 //! crash between the two is noticed too.
+//!
+//! The file runs past 500 lines because its tests (fake stores with either key order, paused
+//! time for the idle fold) sit beside the catch-up, fold and snapshot rules they pin down.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
