@@ -122,10 +122,9 @@ impl TermIndex for SqliteStore {
         // A chunk the cache lacks has no stored term vector (written by an older binary, not yet
         // reindexed) or is gone: the database reads the first from its text.
         if found.len() < ids.len() {
-            let cached: std::collections::HashSet<&str> = found.iter().map(|chunk| chunk.chunk_id.as_str()).collect();
-            let missing: Vec<String> = ids.iter().filter(|id| !cached.contains(id.as_str())).cloned().collect();
-            let mut unique = std::collections::HashSet::new();
-            let missing: Vec<String> = missing.into_iter().filter(|id| unique.insert(id.clone())).collect();
+            // Seeded with what the cache found, so each id missing from it is asked once.
+            let mut seen: std::collections::HashSet<&str> = found.iter().map(|chunk| chunk.chunk_id.as_str()).collect();
+            let missing: Vec<String> = ids.iter().filter(|id| seen.insert(id.as_str())).cloned().collect();
             if !missing.is_empty() {
                 found.extend(self.chunk_terms_in_database(&missing).await?);
             }
