@@ -264,7 +264,7 @@ pub async fn run(args: Args) -> BenchResult<()> {
             // The lexical half of a connections job, as the worker runs it (term counts, then
             // shortlists from the term index, candidates read in bounded rounds, scored exactly),
             // with each candidate plan; its recall against the exact engine over the library.
-            let sources = Arc::new(store.embedded_chunks(Some(&book_id), &model, dimensions).await?);
+            let sources = store.embedded_chunks(Some(&book_id), &model, dimensions).await?;
             let exact = if size <= args.lexical_reference_up_to {
                 Some(exact_lexical(store, &library_documents, &sources).await?)
             } else {
@@ -283,8 +283,7 @@ pub async fn run(args: Args) -> BenchResult<()> {
                 let mut found = Vec::new();
                 for _ in 0..args.rounds {
                     let started = Instant::now();
-                    found =
-                        worker::lexical_connections(store, sources.clone(), plan).await.map_err(|e| e.to_string())?;
+                    found = worker::lexical_connections(store, &sources, plan).await.map_err(|e| e.to_string())?;
                     times.push(seconds(started.elapsed()));
                 }
                 let recall = exact.as_ref().map_or(f64::NAN, |exact| {

@@ -87,7 +87,7 @@ pub mod planned_statements {
     }
 }
 pub use sqlite::{MIGRATOR as SQLITE_MIGRATOR, SqliteStore, SqliteStoreOptions};
-pub use term_index::{ChunkTerms, TermCounts, TermIndex, WeightedTerms};
+pub use term_index::{ChunkTerms, NumberedChunk, TermCounts, TermIndex, TermTable, WeightedTerms};
 
 /// Everything a worker needs from storage: the job queue, the documents and the two searches over
 /// them (by embedding, by shared terms), in one database.

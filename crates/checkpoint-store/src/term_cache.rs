@@ -37,7 +37,7 @@ use tokio::sync::{Mutex, OwnedRwLockReadGuard, RwLock};
 
 use crate::codec::decode_term_vector;
 use crate::error::{StoreError, StoreResult};
-use crate::term_index::{ChunkTerms, TermCounts, TermPostings, index_edition};
+use crate::term_index::{ChunkTerms, NumberedChunk, TermCounts, TermPostings, TermTable, index_edition};
 
 /// Chunks changed since the last snapshot that make it worth writing a new one.
 const SNAPSHOT_EVERY: usize = 4_096;
@@ -285,6 +285,56 @@ impl TermCache {
                 Some(ChunkTerms { chunk_id: chunk.id.to_string(), terms })
             })
             .collect()
+    }
+
+    /// [`crate::TermIndex::term_table`] from the cache, or `None` if it lacks one of `ids` (a
+    /// chunk gone, or stored without a term vector): the caller asks the database then. The
+    /// cache's own term ids become the table's by a sort of the distinct terms the chunks hold;
+    /// each chunk's pairs stay in order, since both numberings follow the terms' order.
+    pub(crate) fn term_table(&self, ids: &[String]) -> Option<TermTable> {
+        let mut seen = HashSet::with_capacity(ids.len());
+        let mut chunks: Vec<&CachedChunk> = Vec::with_capacity(ids.len());
+        for id in ids {
+            if seen.insert(id.as_str()) {
+                chunks.push(self.chunks[*self.slot_of_id.get(id.as_str())? as usize].as_ref()?);
+            }
+        }
+        const UNNUMBERED: u32 = u32::MAX;
+        let mut table_id = vec![UNNUMBERED; self.terms.len()];
+        let mut distinct: Vec<u32> = Vec::new();
+        for chunk in &chunks {
+            for &(term, _) in chunk.terms.iter() {
+                let slot = &mut table_id[term as usize];
+                if *slot == UNNUMBERED {
+                    *slot = 0;
+                    distinct.push(term);
+                }
+            }
+        }
+        distinct.sort_unstable_by(|&a, &b| self.terms[a as usize].cmp(&self.terms[b as usize]));
+        for (number, &term) in distinct.iter().enumerate() {
+            table_id[term as usize] = u32::try_from(number).unwrap_or(UNNUMBERED);
+        }
+        let chunks = chunks
+            .into_iter()
+            .map(|chunk| {
+                let mut terms: Vec<(u32, u32)> =
+                    chunk.terms.iter().map(|&(term, count)| (table_id[term as usize], count)).collect();
+                if !terms.is_sorted() {
+                    terms.sort_unstable();
+                }
+                NumberedChunk { chunk_id: chunk.id.to_string(), terms }
+            })
+            .collect();
+        Some(TermTable {
+            chunk_count: self.live as u64,
+            document_frequency: distinct
+                .iter()
+                .map(|&term| u64::from(self.document_frequency[term as usize]))
+                .collect(),
+            terms: distinct.iter().map(|&term| self.terms[term as usize].to_string()).collect(),
+            chunks,
+        })
     }
 
     fn intern(&mut self, term: &str) -> u32 {

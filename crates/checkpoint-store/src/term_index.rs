@@ -32,7 +32,7 @@
 //! when it opens a database indexed under another edition (or not yet indexed, after the
 //! migration that adds it).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 
@@ -68,6 +68,80 @@ pub trait TermIndex: Send + Sync {
     /// as stored beside it, in no particular order: what the lexical engine scores, without
     /// reading or cutting the chunks' text.
     async fn chunk_terms(&self, ids: &[String]) -> StoreResult<Vec<ChunkTerms>>;
+
+    /// [`TermIndex::chunk_terms`] of `ids` with their terms numbered, and the library's
+    /// [`TermIndex::term_counts`] of every term they hold: what the lexical engine scores, read
+    /// in one call, so that it looks up no term by its text. A backend that keeps its terms
+    /// numbered answers without spelling a term out per chunk.
+    async fn term_table(&self, ids: &[String]) -> StoreResult<TermTable> {
+        term_table_of(self, ids).await
+    }
+
+    /// Loads and catches up whatever the backend keeps of the index in memory, ahead of the first
+    /// question ([`crate::NeighbourSearch::warm_indexes`] for the term index). Nothing to do for a
+    /// backend that asks its database each time.
+    async fn warm_term_index(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// [`TermIndex::term_table`] from the backend's [`TermIndex::chunk_terms`] and
+/// [`TermIndex::term_counts`].
+pub(crate) async fn term_table_of<B: TermIndex + ?Sized>(backend: &B, ids: &[String]) -> StoreResult<TermTable> {
+    let chunks = backend.chunk_terms(ids).await?;
+    let distinct: BTreeSet<&str> =
+        chunks.iter().flat_map(|chunk| chunk.terms.iter().map(|(term, _)| term.as_str())).collect();
+    let distinct: Vec<String> = distinct.into_iter().map(str::to_owned).collect();
+    let counts = backend.term_counts(&distinct).await?;
+    Ok(TermTable::number(distinct, &counts, chunks))
+}
+
+/// Chunks' counted terms under one numbering of their terms, with the library's counts
+/// ([`TermIndex::term_table`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TermTable {
+    /// How many chunks the library holds.
+    pub chunk_count: u64,
+    /// Term id → term, in alphabetical order, each term once: every term of [`TermTable::chunks`].
+    pub terms: Vec<String>,
+    /// Term id → how many chunks of the library contain it.
+    pub document_frequency: Vec<u64>,
+    /// Each asked chunk that exists, in no particular order.
+    pub chunks: Vec<NumberedChunk>,
+}
+
+/// A chunk's id and its counted terms by their ids in a [`TermTable`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberedChunk {
+    /// The chunk's id.
+    pub chunk_id: String,
+    /// Its (term id, count) pairs, sorted by term id (so by term).
+    pub terms: Vec<(u32, u32)>,
+}
+
+impl TermTable {
+    /// The table of `chunks`, whose terms are exactly `terms` (sorted, distinct), with `counts`
+    /// for their document frequencies.
+    fn number(terms: Vec<String>, counts: &TermCounts, chunks: Vec<ChunkTerms>) -> TermTable {
+        let id_of = |term: &str| terms.binary_search_by(|known| known.as_str().cmp(term)).ok();
+        let chunks = chunks
+            .into_iter()
+            .map(|chunk| {
+                let mut numbered: Vec<(u32, u32)> = chunk
+                    .terms
+                    .iter()
+                    .filter_map(|(term, count)| Some((u32::try_from(id_of(term)?).ok()?, *count)))
+                    .collect();
+                if !numbered.is_sorted() {
+                    numbered.sort_unstable();
+                }
+                NumberedChunk { chunk_id: chunk.chunk_id, terms: numbered }
+            })
+            .collect();
+        let document_frequency =
+            terms.iter().map(|term| counts.document_frequency.get(term).copied().unwrap_or(0)).collect();
+        TermTable { chunk_count: counts.chunk_count, terms, document_frequency, chunks }
+    }
 }
 
 /// A chunk's id and its counted terms ([`TermIndex::chunk_terms`]).

@@ -89,11 +89,24 @@ async fn assert_cache_matches_database(cache: &SqliteStore, database: &SqliteSto
         chunks.sort_by(|a, b| a.chunk_id.cmp(&b.chunk_id));
         chunks
     };
-    assert_eq!(
-        sorted(cache.chunk_terms(ids).await.unwrap()),
-        sorted(database.chunk_terms_in_database(ids).await.unwrap()),
-        "{step}: term vectors"
-    );
+    let in_database = sorted(database.chunk_terms_in_database(ids).await.unwrap());
+    assert_eq!(sorted(cache.chunk_terms(ids).await.unwrap()), in_database, "{step}: term vectors");
+    // The numbered table, spelled out, holds the database's vectors and counts.
+    let table = cache.term_table(ids).await.unwrap();
+    let spelled: Vec<checkpoint_store::ChunkTerms> = table
+        .chunks
+        .iter()
+        .map(|chunk| checkpoint_store::ChunkTerms {
+            chunk_id: chunk.chunk_id.clone(),
+            terms: chunk.terms.iter().map(|&(term, count)| (table.terms[term as usize].clone(), count)).collect(),
+        })
+        .collect();
+    assert_eq!(sorted(spelled), in_database, "{step}: numbered term vectors");
+    let counts = database.term_counts_in_database(&table.terms).await.unwrap();
+    assert_eq!(table.chunk_count, counts.chunk_count, "{step}: numbered chunk count");
+    let frequencies: Vec<u64> =
+        table.terms.iter().map(|term| counts.document_frequency.get(term).copied().unwrap_or(0)).collect();
+    assert_eq!(table.document_frequency, frequencies, "{step}: numbered document frequencies");
     let queries: Vec<Vec<(String, f32)>> = WORDS
         .chunks(3)
         .map(|words| words.iter().enumerate().map(|(i, w)| (w.to_string(), 1.0 + i as f32)).collect())

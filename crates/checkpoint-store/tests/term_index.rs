@@ -79,6 +79,28 @@ async fn assert_term_vectors_match(h: &Harness, documents: &[String], books: &[&
     got.sort();
     expected.sort();
     assert_eq!(got, expected, "{}: term vectors", h.name);
+
+    // The same chunks with their terms numbered: spelled out, the table gives the same vectors;
+    // its terms are sorted, each once, each used, with the library's counts.
+    let table = h.terms.term_table(&asked).await.unwrap();
+    let mut spelled: Vec<(String, terms::TermVector)> = table
+        .chunks
+        .iter()
+        .map(|chunk| {
+            let terms = chunk.terms.iter().map(|&(term, count)| (table.terms[term as usize].clone(), count)).collect();
+            (chunk.chunk_id.clone(), terms)
+        })
+        .collect();
+    spelled.sort();
+    assert_eq!(spelled, expected, "{}: numbered term vectors", h.name);
+    assert!(table.terms.windows(2).all(|pair| pair[0] < pair[1]), "{}: terms sorted, each once", h.name);
+    let used: BTreeSet<u32> = table.chunks.iter().flat_map(|chunk| chunk.terms.iter().map(|&(term, _)| term)).collect();
+    assert_eq!(used.len(), table.terms.len(), "{}: every term used", h.name);
+    let counts = h.terms.term_counts(&table.terms).await.unwrap();
+    assert_eq!(table.chunk_count, counts.chunk_count, "{}: chunk count", h.name);
+    let frequencies: Vec<u64> =
+        table.terms.iter().map(|term| counts.document_frequency.get(term).copied().unwrap_or(0)).collect();
+    assert_eq!(table.document_frequency, frequencies, "{}: document frequencies", h.name);
 }
 
 const WHALING: &[&str] = &[

@@ -21,9 +21,10 @@ use crate::{ChunkRef, Connection, ConnectionEngine, best};
 ///   that share at least one of its terms (a chunk sharing none is never connected, whatever
 ///   `min_score`). This needs the whole library in memory.
 /// - [`LexicalEngine::connect_with_statistics`]: N and df are the library's, as a full-text index
-///   reports them ([`TermStatistics`]), and each source is compared only with the candidates the
+///   reports them ([`LibraryTerms`]), and each source is compared only with the candidates the
 ///   index returned for it, found with [`LexicalEngine::query_terms`]. This needs only the new
-///   book and its candidates.
+///   book and its candidates, given as numbered terms: no term is looked up by its text while
+///   scoring.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LexicalEngine {
     /// How many connections each source chunk may get at most.
@@ -125,7 +126,7 @@ impl ConnectionEngine for LexicalEngine {
                     score,
                     &source_vector,
                     target_vector,
-                    &vocabulary,
+                    &vocabulary.terms,
                 ));
             }
         }
@@ -133,21 +134,37 @@ impl ConnectionEngine for LexicalEngine {
     }
 }
 
-/// The library's term statistics, as a full-text index reports them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TermStatistics {
+/// The terms of some chunks, numbered, with the library's statistics for each: what
+/// [`LexicalEngine::connect_with_statistics`] and [`LexicalEngine::query_terms`] weigh chunks by.
+/// The chunks given with it ([`CountedChunk`]) name their terms by these ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LibraryTerms<'a> {
+    /// Term id → term, in alphabetical order: reasons name terms by it, and ties among equally
+    /// weighted terms are broken by id, so alphabetically, whoever numbered them.
+    pub terms: &'a [String],
+    /// Term id → how many chunks of the library contain it (df). A missing id counts as df 0.
+    pub document_frequency: &'a [u64],
     /// How many chunks the library holds (N).
     pub chunk_count: u64,
-    /// Term → how many chunks contain it (df). A term missing here counts as df 0.
-    pub document_frequency: HashMap<String, u64>,
 }
 
-impl TermStatistics {
+impl LibraryTerms<'_> {
     /// The term's BM25 inverse document frequency in the library.
-    pub fn idf(&self, term: &str) -> f32 {
-        let df = self.document_frequency.get(term).copied().unwrap_or(0);
+    pub fn idf(&self, term: u32) -> f32 {
+        let df = self.document_frequency(term);
         // Counts read at different moments may disagree; N is never less than a df.
         bm25_idf(self.chunk_count.max(df) as f32, df as f32)
+    }
+
+    fn document_frequency(&self, term: u32) -> u64 {
+        self.document_frequency.get(term as usize).copied().unwrap_or(0)
+    }
+
+    /// Every term's idf, by id.
+    fn idf_by_id(&self) -> Vec<f32> {
+        (0..self.terms.len().max(self.document_frequency.len()))
+            .map(|id| self.idf(u32::try_from(id).unwrap_or(u32::MAX)))
+            .collect()
     }
 }
 
@@ -185,14 +202,15 @@ impl Default for CandidateQuery {
 }
 
 /// A chunk as [`LexicalEngine::connect_with_statistics`] reads it: its id and its terms, counted
-/// ([`terms::term_vector`] of its text), so that a text is cut into terms once, when it is stored,
-/// however many books it is compared with later.
+/// ([`terms::term_vector`] of its text) and numbered as in the [`LibraryTerms`] given alongside,
+/// so that a text is cut into terms once, when it is stored, however many books it is compared
+/// with later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CountedChunk<'a> {
     /// The chunk's id; connections name chunks by it, and ties are broken by it.
     pub chunk_id: &'a str,
-    /// Its terms with their counts, sorted by term.
-    pub terms: &'a [(String, u32)],
+    /// Its (term id, count) pairs, sorted by term id, each term once.
+    pub terms: &'a [(u32, u32)],
 }
 
 /// One source chunk and the indexes (into the candidate slice) of the candidates a full-text
@@ -206,24 +224,25 @@ pub struct Shortlist<'a> {
 }
 
 impl LexicalEngine {
-    /// The terms a source chunk (its counted terms, [`terms::term_vector`]) asks a full-text
-    /// index about, each with its weight (its idf in the library): its rarest terms, within the
-    /// bounds of `plan`. Terms that only the source itself contains (df ≤ 1) are left out: they
-    /// can find nothing else. Ordered rarest first, ties broken alphabetically.
+    /// The terms a source chunk (its numbered, counted terms) asks a full-text index about, each
+    /// with its weight (its idf in the library): its rarest terms, within the bounds of `plan`.
+    /// Terms that only the source itself contains (df ≤ 1) are left out: they can find nothing
+    /// else. Ordered rarest first, ties broken alphabetically.
     pub fn query_terms(
         &self,
-        source: &[(String, u32)],
-        statistics: &TermStatistics,
+        source: &[(u32, u32)],
+        library: &LibraryTerms<'_>,
         plan: &CandidateQuery,
     ) -> Vec<(String, f32)> {
-        let mut ranked: Vec<(u64, &str)> = source
+        let mut ranked: Vec<(u64, u32)> = source
             .iter()
-            .filter_map(|(term, _)| {
-                let df = statistics.document_frequency.get(term).copied().unwrap_or(0);
-                (df > 1).then_some((df, term.as_str()))
+            .filter_map(|&(term, _)| {
+                let df = library.document_frequency(term);
+                (df > 1 && (term as usize) < library.terms.len()).then_some((df, term))
             })
             .collect();
         ranked.sort_unstable();
+        ranked.dedup();
         let mut postings = 0u64;
         let mut asked = Vec::new();
         for (df, term) in ranked {
@@ -231,39 +250,45 @@ impl LexicalEngine {
             if asked.len() == plan.max_terms || postings > plan.max_postings {
                 break;
             }
-            asked.push((term.to_owned(), statistics.idf(term)));
+            asked.push((library.terms[term as usize].clone(), library.idf(term)));
         }
         asked
     }
 
     /// Connects each source to the best of its own candidates, with the library's statistics
     /// for the weights. Candidate indexes out of range are ignored; a source listed twice is
-    /// processed once; a chunk never connects to itself.
+    /// processed once; a chunk never connects to itself. A term id that `library` does not
+    /// number counts in its chunk's norm as a term no chunk has, and matches nothing.
     pub fn connect_with_statistics(
         &self,
         shortlists: &[Shortlist<'_>],
         candidates: &[CountedChunk<'_>],
-        statistics: &TermStatistics,
+        library: &LibraryTerms<'_>,
     ) -> Vec<Connection> {
         if self.top_k == 0 {
             return Vec::new();
         }
-        // One vocabulary over candidates and sources, numbered alphabetically (so reasons and
-        // tie-breaks never depend on input order); its own document counts are not used.
-        let vocabulary = Vocabulary::new(
-            candidates.iter().chain(shortlists.iter().map(|shortlist| &shortlist.source)).map(|chunk| chunk.terms),
-        );
-        let idf: Vec<f32> = vocabulary.terms.iter().map(|term| statistics.idf(term)).collect();
-        let vectors: Vec<SparseVector> = vocabulary.counts.iter().map(|counts| weigh(counts, &[], &idf, 0.0)).collect();
-        let (candidate_vectors, source_vectors) = vectors.split_at(candidates.len());
+        let idf = library.idf_by_id();
+        let idf_unseen = bm25_idf(library.chunk_count as f32, 0.0);
+        let unit_vector = |chunk: &CountedChunk<'_>| {
+            let numbered = |&&(term, _): &&(u32, u32)| (term as usize) < idf.len();
+            let known: Vec<(u32, u32)> = chunk.terms.iter().filter(numbered).copied().collect();
+            let mut unseen: Vec<u32> =
+                chunk.terms.iter().filter(|pair| !numbered(pair)).map(|&(_, count)| count).collect();
+            unseen.sort_unstable();
+            weigh(&known, &unseen, &idf, idf_unseen)
+        };
+        // Each candidate is weighed once, when a shortlist first names it.
+        let mut candidate_vectors: Vec<Option<SparseVector>> = vec![None; candidates.len()];
 
         let mut connections = Vec::new();
         let mut done = HashSet::new();
-        for (shortlist, source_vector) in shortlists.iter().zip(source_vectors) {
+        for shortlist in shortlists {
             let source = shortlist.source;
             if !done.insert(source.chunk_id) {
                 continue;
             }
+            let source_vector = unit_vector(&source);
             let mut scored = Vec::new();
             let mut seen = HashSet::new();
             for &index in shortlist.candidates {
@@ -273,8 +298,9 @@ impl LexicalEngine {
                 if candidate.chunk_id == source.chunk_id || !seen.insert(index) {
                     continue;
                 }
+                let candidate_vector = candidate_vectors[index].get_or_insert_with(|| unit_vector(candidate));
                 // A candidate sharing no term is no match, whatever the threshold.
-                let Some(score) = dot(source_vector, &candidate_vectors[index]) else {
+                let Some(score) = dot(&source_vector, candidate_vector) else {
                     continue;
                 };
                 let score = score.clamp(0.0, 1.0);
@@ -283,14 +309,14 @@ impl LexicalEngine {
                 }
             }
             for (score, target) in best(scored, |index| candidates[index].chunk_id, self.top_k) {
-                let target_vector = &candidate_vectors[target];
+                let Some(target_vector) = &candidate_vectors[target] else { continue };
                 connections.push(self.connection(
                     source.chunk_id,
                     candidates[target].chunk_id,
                     score,
-                    source_vector,
+                    &source_vector,
                     target_vector,
-                    &vocabulary,
+                    library.terms,
                 ));
             }
         }
@@ -308,10 +334,10 @@ impl LexicalEngine {
         score: f32,
         source_vector: &SparseVector,
         target_vector: &SparseVector,
-        vocabulary: &Vocabulary,
+        names: &[String],
     ) -> Connection {
         let terms = top_shared_terms(source_vector, target_vector);
-        let names: Vec<&str> = terms.iter().map(|&t| vocabulary.terms[t as usize].as_str()).collect();
+        let names: Vec<&str> = terms.iter().filter_map(|&t| Some(names.get(t as usize)?.as_str())).collect();
         Connection {
             source_chunk_id: source.to_owned(),
             target_chunk_id: target.to_owned(),
@@ -344,7 +370,8 @@ fn dot(a: &SparseVector, b: &SparseVector) -> Option<f32> {
 /// has: they count in the norm but are left out of the vector, since they can match nothing.
 fn weigh(known: &[(u32, u32)], unseen: &[u32], idf: &[f32], idf_unseen: f32) -> SparseVector {
     let tf = |count: u32| 1.0 + (count as f32).ln();
-    let mut vector: SparseVector = known.iter().map(|&(term, count)| (term, tf(count) * idf[term as usize])).collect();
+    let mut vector: SparseVector =
+        known.iter().filter_map(|&(term, count)| Some((term, tf(count) * idf.get(term as usize)?))).collect();
     // Summed in a fixed order (term id, then sorted counts) so the result does not depend on
     // hashing or on the order of the inputs.
     let norm = (vector.iter().map(|(_, w)| w * w).sum::<f32>()

@@ -9,7 +9,7 @@
 //! - [`LexicalEngine`]: TF-IDF cosine over shared rare terms (terms as the `terms` crate defines
 //!   them). In memory, the inverse document frequency is taken from the candidates and an inverted
 //!   index scores only chunks sharing a term; against a library, it is taken from the library's
-//!   [`TermStatistics`] and each source is scored against the [`Shortlist`] of candidates a
+//!   [`LibraryTerms`] and each source is scored against the [`Shortlist`] of candidates a
 //!   full-text index returned for it ([`LexicalEngine::connect_with_statistics`]), each chunk as
 //!   its counted terms ([`CountedChunk`]), which a store keeps beside the chunk.
 //!
@@ -48,7 +48,7 @@
 mod lexical;
 mod semantic;
 
-pub use lexical::{CandidateQuery, CountedChunk, LexicalEngine, Shortlist, TermStatistics};
+pub use lexical::{CandidateQuery, CountedChunk, LexicalEngine, LibraryTerms, Shortlist};
 pub use semantic::{Neighbour, SemanticEngine};
 
 /// The names of the engines quire runs, as stored with their connections.

@@ -4,11 +4,11 @@
 //! One file past 500 lines: the examples, the properties and the references share one set of
 //! test chunks, generators and helpers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use collision_detector::{
-    CandidateQuery, ChunkRef, Connection, ConnectionEngine, CountedChunk, LexicalEngine, SemanticEngine, Shortlist,
-    TermStatistics, detect,
+    CandidateQuery, ChunkRef, Connection, ConnectionEngine, CountedChunk, LexicalEngine, LibraryTerms, SemanticEngine,
+    Shortlist, detect,
 };
 use proptest::prelude::*;
 
@@ -266,24 +266,47 @@ proptest! {
     }
 }
 
-/// The library statistics the in-memory engine computes for itself: every candidate is one chunk.
-fn statistics_of(candidates: &[TestChunk]) -> TermStatistics {
-    let mut statistics = TermStatistics { chunk_count: candidates.len() as u64, ..TermStatistics::default() };
-    for candidate in candidates {
-        for term in terms::distinct_terms(&candidate.text) {
-            *statistics.document_frequency.entry(term).or_default() += 1;
-        }
+/// Chunks as the statistics path reads them: every term of `chunks` numbered alphabetically, with
+/// the document frequencies the in-memory engine computes for itself (every one of `library` is
+/// one chunk), and each chunk's counted terms by those numbers.
+struct Numbered {
+    terms: Vec<String>,
+    document_frequency: Vec<u64>,
+    chunk_count: u64,
+    chunks: Vec<(String, Vec<(u32, u32)>)>,
+}
+
+impl Numbered {
+    fn of(chunks: &[TestChunk], library: &[TestChunk]) -> Numbered {
+        let counted: Vec<(String, terms::TermVector)> =
+            chunks.iter().map(|chunk| (chunk.id.clone(), terms::term_vector(&chunk.text))).collect();
+        let terms: Vec<String> = counted
+            .iter()
+            .flat_map(|(_, vector)| vector.iter().map(|(term, _)| term.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let id = |term: &str| terms.binary_search_by(|t| t.as_str().cmp(term)).unwrap() as u32;
+        let distinct: Vec<BTreeSet<String>> =
+            library.iter().map(|chunk| terms::distinct_terms(&chunk.text).into_iter().collect()).collect();
+        let document_frequency =
+            terms.iter().map(|term| distinct.iter().filter(|chunk| chunk.contains(term)).count() as u64).collect();
+        let chunks = counted
+            .iter()
+            .map(|(chunk_id, vector)| {
+                (chunk_id.clone(), vector.iter().map(|(term, count)| (id(term), *count)).collect())
+            })
+            .collect();
+        Numbered { terms, document_frequency, chunk_count: library.len() as u64, chunks }
     }
-    statistics
-}
 
-/// Chunks as the statistics path reads them: their counted terms.
-fn counted(chunks: &[TestChunk]) -> Vec<(String, terms::TermVector)> {
-    chunks.iter().map(|chunk| (chunk.id.clone(), terms::term_vector(&chunk.text))).collect()
-}
+    fn library(&self) -> LibraryTerms<'_> {
+        LibraryTerms { terms: &self.terms, document_frequency: &self.document_frequency, chunk_count: self.chunk_count }
+    }
 
-fn counted_refs(chunks: &[(String, terms::TermVector)]) -> Vec<CountedChunk<'_>> {
-    chunks.iter().map(|(chunk_id, terms)| CountedChunk { chunk_id, terms }).collect()
+    fn chunk(&self, index: usize) -> CountedChunk<'_> {
+        CountedChunk { chunk_id: &self.chunks[index].0, terms: &self.chunks[index].1 }
+    }
 }
 
 /// Runs the statistics path with every candidate on every source's shortlist.
@@ -292,11 +315,15 @@ fn connect_with_full_shortlists(
     sources: &[TestChunk],
     candidates: &[TestChunk],
 ) -> Vec<Connection> {
+    // Sources and candidates in one numbering: the candidates first.
     let everything: Vec<usize> = (0..candidates.len()).collect();
-    let (sources, candidates_counted) = (counted(sources), counted(candidates));
-    let shortlists: Vec<Shortlist<'_>> =
-        counted_refs(&sources).into_iter().map(|source| Shortlist { source, candidates: &everything }).collect();
-    engine.connect_with_statistics(&shortlists, &counted_refs(&candidates_counted), &statistics_of(candidates))
+    let both: Vec<TestChunk> = candidates.iter().chain(sources).cloned().collect();
+    let numbered = Numbered::of(&both, candidates);
+    let candidate_chunks: Vec<CountedChunk<'_>> = (0..candidates.len()).map(|i| numbered.chunk(i)).collect();
+    let shortlists: Vec<Shortlist<'_>> = (candidates.len()..both.len())
+        .map(|i| Shortlist { source: numbered.chunk(i), candidates: &everything })
+        .collect();
+    engine.connect_with_statistics(&shortlists, &candidate_chunks, &numbered.library())
 }
 
 #[test]
@@ -313,12 +340,12 @@ fn a_source_is_scored_only_against_its_shortlist() {
     let all = library();
     let engine = lexical(5, 0.0);
     let shortlist = [0, 2, 3]; // moby/1 itself and the two cooking chunks: not moby/2
-    let counted_all = counted(&all);
-    let chunks = counted_refs(&counted_all);
+    let numbered = Numbered::of(&all, &all);
+    let chunks: Vec<CountedChunk<'_>> = (0..all.len()).map(|i| numbered.chunk(i)).collect();
     let got = engine.connect_with_statistics(
         &[Shortlist { source: chunks[0], candidates: &shortlist }],
         &chunks,
-        &statistics_of(&all),
+        &numbered.library(),
     );
     assert!(got.iter().all(|c| c.target_chunk_id != "moby/2" && c.target_chunk_id != "moby/1"), "{got:?}");
 }
@@ -326,18 +353,20 @@ fn a_source_is_scored_only_against_its_shortlist() {
 #[test]
 fn query_terms_are_the_rarest_terms_other_chunks_share() {
     let all = library();
-    let statistics = statistics_of(&all);
+    let numbered = Numbered::of(&all, &all);
+    let library = numbered.library();
     let plan = CandidateQuery { max_terms: 3, max_postings: 1_000, candidates_per_source: 10 };
-    let source = terms::term_vector(&all[0].text);
-    let asked = LexicalEngine::default().query_terms(&source, &statistics, &plan);
+    let source = numbered.chunk(0).terms;
+    let asked = LexicalEngine::default().query_terms(source, &library, &plan);
     let names: Vec<&str> = asked.iter().map(|(term, _)| term.as_str()).collect();
     // "ishmael" and "surfaced" occur only in the source itself; the shared ones are asked,
     // rarest first, alphabetically among equals.
     assert_eq!(names, ["harpoon", "harpooneer", "nantucket"]);
-    assert!(asked.iter().all(|(term, weight)| *weight == statistics.idf(term)));
+    let id = |term: &str| numbered.terms.iter().position(|t| t == term).unwrap() as u32;
+    assert!(asked.iter().all(|(term, weight)| *weight == library.idf(id(term))));
 
     let tight = CandidateQuery { max_postings: 4, ..plan };
-    assert_eq!(LexicalEngine::default().query_terms(&source, &statistics, &tight).len(), 2);
+    assert_eq!(LexicalEngine::default().query_terms(source, &library, &tight).len(), 2);
 }
 
 #[test]

@@ -57,6 +57,25 @@ impl App {
         Ok(pipeline)
     }
 
+    /// Loads the indexes the pipeline's jobs ask (the term index, and the vector index of its
+    /// embedder's model) in the background, while the first jobs extract and embed: the first
+    /// `detect_connections` finds them loaded instead of paying for the load. A failure is logged;
+    /// the job that needs the index loads it then.
+    pub fn warm_indexes(&self, pipeline: &Pipeline) {
+        let store = self.store.clone();
+        let (model, dimensions) = (pipeline.embedder.model(), pipeline.embedder.dimensions());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let (terms, vectors) = tokio::join!(store.warm_term_index(), store.warm_indexes(&model, dimensions));
+            match terms.and(vectors) {
+                Ok(()) => tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "indexes warmed"),
+                Err(error) => {
+                    tracing::warn!(%error, "could not warm the indexes; the first job that needs them loads them")
+                }
+            }
+        });
+    }
+
     /// Does the index upkeep a worker defers while it is busy (new vectors folded into the
     /// in-process graphs, snapshots written), for a process about to exit: the next one starts
     /// warm. A failure costs the next process some catching up, not this one its result.

@@ -219,6 +219,17 @@ impl InProcessIndexes {
         found.map_err(|e| StoreError::VectorIndex(e.to_string()))
     }
 
+    /// Loads the model's index and catches it up, without a query
+    /// ([`crate::NeighbourSearch::warm_indexes`]).
+    pub(crate) async fn warm<R: VectorRows + ?Sized>(
+        &self,
+        rows: &R,
+        model: &str,
+        dimensions: usize,
+    ) -> StoreResult<()> {
+        self.nearest_keys(rows, model, dimensions, Vec::new(), 1).await.map(drop)
+    }
+
     /// Folds every index's tail into its graph and writes the snapshots that are due, now, on
     /// all the graph's threads; returns once done. For a process about to exit (the tails live
     /// in memory only) or anyone who wants the indexes as a snapshot would hold them. An index
@@ -741,6 +752,19 @@ mod tests {
             assert_eq!(found[0][0].key, 301, "the fold kept it");
             assert!(rows.take_fetched().is_empty(), "ordered: {ordered}");
         }
+    }
+
+    /// Warming loads and catches up the index without a query: the first query after it reads
+    /// no vector from the database, and finds what was stored before the warming.
+    #[tokio::test(start_paused = true)]
+    async fn a_warmed_index_answers_its_first_query_without_reading_vectors() {
+        let rows = random_rows(300, true);
+        let indexes = InProcessIndexes::new(None);
+        indexes.warm(&rows, "m", DIMENSIONS).await.unwrap();
+        assert_eq!(rows.take_fetched().len(), 300);
+        let found = nearest(&indexes, &rows, vec![random_vector(7)]).await;
+        assert_eq!(found[0][0].key, 7);
+        assert!(rows.take_fetched().is_empty());
     }
 
     /// The tail waits for the index to be idle: no fold right after the answer, nor a moment

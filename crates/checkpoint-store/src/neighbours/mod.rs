@@ -94,6 +94,12 @@ pub trait NeighbourSearch: Send + Sync {
     /// and returns when it is done. A one-shot process calls it before it exits, so that the next
     /// one starts from a snapshot that holds everything. Nothing to do for pgvector.
     async fn settle_indexes(&self) -> StoreResult<()>;
+
+    /// Loads the index that approximate queries of this model use (its snapshot, or a build from
+    /// the database) and catches it up, ahead of the first query: a process warms its indexes
+    /// when it starts, so that its first job does not pay for the load. Nothing to do for
+    /// pgvector.
+    async fn warm_indexes(&self, model: &str, dimensions: usize) -> StoreResult<()>;
 }
 
 /// A chunk that uses a stored vector: what a key resolves to.

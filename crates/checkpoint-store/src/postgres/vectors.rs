@@ -361,6 +361,13 @@ impl NeighbourSearch for PgStore {
     async fn settle_indexes(&self) -> StoreResult<()> {
         self.indexes.settle().await
     }
+
+    async fn warm_indexes(&self, model: &str, dimensions: usize) -> StoreResult<()> {
+        if self.pgvector.is_some() && dimensions <= PGVECTOR_MAX_DIMENSIONS {
+            return Ok(());
+        }
+        self.indexes.warm(self, model, dimensions).await
+    }
 }
 
 #[cfg(test)]

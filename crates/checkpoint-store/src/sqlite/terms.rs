@@ -8,7 +8,8 @@ use super::{SqliteStore, sql};
 use crate::error::{StoreError, StoreResult};
 use crate::term_cache::{TermChangeSink, TermRows};
 use crate::term_index::{
-    self, ChunkTerms, IndexedChunk, LOOKUP_BATCH, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms,
+    self, ChunkTerms, IndexedChunk, LOOKUP_BATCH, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, TermTable,
+    WeightedTerms,
 };
 
 /// Terms per statement that reads postings: one part of a compound statement each, within
@@ -130,6 +131,18 @@ impl TermIndex for SqliteStore {
             }
         }
         Ok(found)
+    }
+
+    async fn warm_term_index(&self) -> StoreResult<()> {
+        self.term_cache.caught_up(self).await.map(drop)
+    }
+
+    async fn term_table(&self, ids: &[String]) -> StoreResult<TermTable> {
+        if let Some(table) = self.term_cache.caught_up(self).await?.term_table(ids) {
+            return Ok(table);
+        }
+        // Some chunk is not cached: the rare case, answered from what `chunk_terms` finds.
+        term_index::term_table_of(self, ids).await
     }
 }
 

@@ -107,4 +107,8 @@ impl NeighbourSearch for SqliteStore {
     async fn settle_indexes(&self) -> StoreResult<()> {
         self.indexes.settle().await
     }
+
+    async fn warm_indexes(&self, model: &str, dimensions: usize) -> StoreResult<()> {
+        self.indexes.warm(self, model, dimensions).await
+    }
 }

@@ -54,6 +54,7 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let app = App::open(global).await?;
     let pipeline = app.pipeline_for(embedder_options)?;
+    app.warm_indexes(&pipeline);
 
     let mut outcomes = Vec::new();
     let mut submitted: Vec<Submission> = Vec::new();

@@ -47,6 +47,7 @@ pub async fn run(
     let config = config(options)?;
     let app = App::open(global).await?;
     let pipeline = app.pipeline_for(&options.embedder)?;
+    app.warm_indexes(&pipeline);
     tracing::info!(
         owner = %config.owner,
         concurrency = config.concurrency,

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use checkpoint_store::{
@@ -13,9 +14,9 @@ use checkpoint_store::{
 };
 use collision_detector::{CandidateQuery, Connection, Neighbour, SemanticEngine};
 use serde_json::{Value, json};
-use tracing::info;
+use tracing::{debug, info};
 
-use super::lexical::lexical_connections;
+use super::lexical::{elapsed_ms, lexical_connections};
 use super::stats::bump;
 use super::{Pipeline, document_id};
 use crate::job::{JobContext, JobError, JobHandler};
@@ -52,16 +53,23 @@ impl JobHandler for DetectConnections {
             let computed_from = ChunkSet::of(sources.iter().map(|source| source.chunk.id.as_str()));
             // The two halves are independent: the semantic search runs on blocking threads while
             // the lexical half waits on the database.
+            let started = Instant::now();
+            let semantic = async {
+                let found = semantic_neighbours(pipeline.store.as_ref(), &sources, &model, dimensions).await;
+                debug!(elapsed_ms = elapsed_ms(started), "semantic: neighbours found");
+                found
+            };
             let (neighbours, lexical) = tokio::try_join!(
-                semantic_neighbours(pipeline.store.as_ref(), &sources, &model, dimensions),
-                lexical_connections(pipeline.store.as_ref(), sources.clone(), CandidateQuery::default()),
+                semantic,
+                lexical_connections(pipeline.store.as_ref(), &sources, CandidateQuery::default()),
             )?;
             let connections = tokio::task::spawn_blocking(move || find_connections(&sources, &neighbours, lexical))
                 .await
                 .map_err(|e| JobError::Retryable(format!("connection detection crashed: {e}")))?;
+            debug!(elapsed_ms = elapsed_ms(started), connections = connections.len(), "connections put together");
             match pipeline.store.replace_connections(context.lease, &document_id, &computed_from, &connections).await? {
                 ConnectionsOutcome::Stored { written } => {
-                    info!(connections = written, "connections stored");
+                    info!(connections = written, took_ms = elapsed_ms(started), "connections stored");
                     return Ok(json!({ "document_id": document_id, "connections": written }));
                 }
                 ConnectionsOutcome::Superseded => {
