@@ -27,6 +27,12 @@ pub struct Args {
     /// The corpus whose books the chunks are drawn from.
     #[arg(long, default_value = "../shared/corpus")]
     corpus: PathBuf,
+    /// Search breadths (ef) to measure, from wide to narrow.
+    #[arg(long, value_delimiter = ',', default_value = "96,64,48,32,24,16")]
+    breadths: Vec<usize>,
+    /// Only the index quire uses (usearch, f16): no f32 and no hnsw_rs rows.
+    #[arg(long)]
+    quire_only: bool,
 }
 
 fn millis(started: Instant) -> f64 {
@@ -74,7 +80,9 @@ pub fn run(args: Args) -> BenchResult<()> {
     }
     let mut rows = vec![format!("| exact (reference) | – | {} | 1.000 | – |", cell(Spread::of(exact_times), ms))];
 
-    for quantization in [Quantization::F32, Quantization::F16] {
+    let quantizations: &[Quantization] =
+        if args.quire_only { &[Quantization::F16] } else { &[Quantization::F32, Quantization::F16] };
+    for &quantization in quantizations {
         let rss_before = crate::rss_kib();
         let started = Instant::now();
         let mut index = AnnIndex::new(data[0].len(), quantization)?;
@@ -84,7 +92,7 @@ pub fn run(args: Args) -> BenchResult<()> {
         let build = millis(started);
         // From wide to narrow: what each search breadth (ef) costs in time and recall. quire
         // searches at 32 up to 200k vectors; the semantic engine asks each chunk's top 6.
-        for breadth in [96, 64, 48, 32] {
+        for &breadth in &args.breadths {
             index.set_search_breadth(breadth);
             let mut times = Vec::new();
             let mut found = Vec::new();
@@ -106,7 +114,7 @@ pub fn run(args: Args) -> BenchResult<()> {
         }
     }
 
-    {
+    if !args.quire_only {
         let rss_before = crate::rss_kib();
         let started = Instant::now();
         let hnsw: Hnsw<f32, DistCosine> = Hnsw::new(16, data.len(), 16, 128, DistCosine {});

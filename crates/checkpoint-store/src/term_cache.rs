@@ -37,7 +37,9 @@ use tokio::sync::{Mutex, OwnedRwLockReadGuard, RwLock};
 
 use crate::codec::decode_term_vector;
 use crate::error::{StoreError, StoreResult};
-use crate::term_index::{ChunkTerms, NumberedChunk, TermCounts, TermPostings, TermTable, index_edition};
+use crate::term_index::{
+    self, ChunkTerms, NumberedChunk, TermCounts, TermTable, WeightedTerms, index_edition,
+};
 
 /// Chunks changed since the last snapshot that make it worth writing a new one.
 const SNAPSHOT_EVERY: usize = 4_096;
@@ -217,8 +219,9 @@ impl InProcessTerms {
     }
 }
 
-/// Runs blocking work off the async threads.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> StoreResult<T> {
+/// Runs blocking work off the async threads: loading a snapshot, or an answer over the cache
+/// (ranking a book's shortlists or numbering a round's terms takes tens of milliseconds of CPU).
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> StoreResult<T> {
     tokio::task::spawn_blocking(work).await.map_err(|e| StoreError::Corrupt(format!("term cache work failed: {e}")))
 }
 
@@ -337,6 +340,43 @@ impl TermCache {
         })
     }
 
+    /// [`crate::TermIndex::chunks_sharing_terms`] over the cache's own postings: each query's
+    /// weights summed per chunk slot in one array reused by every query, ranked as the database's
+    /// postings are ([`term_index::keep_best`]), without copying a posting or naming a chunk
+    /// that is not among the best.
+    pub(crate) fn chunks_sharing_terms(&self, queries: &[WeightedTerms], limit: usize) -> Vec<Vec<String>> {
+        let mut sums = vec![0f32; self.chunks.len()];
+        let mut touched: Vec<u32> = Vec::new();
+        let mut scored: Vec<(f32, i64, u32)> = Vec::new();
+        queries
+            .iter()
+            .map(|query| {
+                for (term, weight) in term_index::weighted_query_terms(query) {
+                    let Some(&term) = self.term_ids.get(term) else { continue };
+                    for &slot in &self.postings[term as usize] {
+                        let sum = &mut sums[slot as usize];
+                        if *sum == 0.0 {
+                            touched.push(slot);
+                        }
+                        *sum += term_index::shared_weight(weight);
+                    }
+                }
+                scored.clear();
+                for slot in touched.drain(..) {
+                    let sum = std::mem::take(&mut sums[slot as usize]);
+                    if let Some(chunk) = &self.chunks[slot as usize] {
+                        scored.push((sum, chunk.key, slot));
+                    }
+                }
+                term_index::keep_best(&mut scored, limit);
+                scored
+                    .iter()
+                    .filter_map(|&(_, _, slot)| Some(self.chunks[slot as usize].as_ref()?.id.to_string()))
+                    .collect()
+            })
+            .collect()
+    }
+
     fn intern(&mut self, term: &str) -> u32 {
         if let Some(&id) = self.term_ids.get(term) {
             return id;
@@ -409,35 +449,6 @@ impl TermCache {
             self.postings[term as usize].retain(|slot| !removed.contains(slot));
         }
         self.free_slots.extend(removed);
-    }
-}
-
-/// [`crate::term_index::chunks_sharing_terms`] over the cache: the same ranking, without a
-/// database read.
-#[async_trait]
-impl TermPostings for TermCache {
-    async fn postings(&self, terms: &[&str]) -> StoreResult<Vec<(String, Vec<i64>)>> {
-        Ok(terms
-            .iter()
-            .filter_map(|term| {
-                let id = *self.term_ids.get(*term)? as usize;
-                let keys: Vec<i64> = self.postings[id]
-                    .iter()
-                    .filter_map(|&slot| Some(self.chunks[slot as usize].as_ref()?.key))
-                    .collect();
-                (!keys.is_empty()).then(|| ((*term).to_owned(), keys))
-            })
-            .collect())
-    }
-
-    async fn chunk_ids(&self, keys: &[i64]) -> StoreResult<Vec<(i64, String)>> {
-        Ok(keys
-            .iter()
-            .filter_map(|key| {
-                let chunk = self.chunks[*self.slot_of_key.get(key)? as usize].as_ref()?;
-                Some((*key, chunk.id.to_string()))
-            })
-            .collect())
     }
 }
 
@@ -945,9 +956,8 @@ mod tests {
         // Every chunk containing "whale" is found by a search for it, and nothing else.
         let whales: BTreeSet<String> =
             vectors.iter().filter(|(_, v)| v.iter().any(|(t, _)| t == "whale")).map(|(id, _)| id.clone()).collect();
-        let found =
-            crate::term_index::chunks_sharing_terms(&*cache, &[vec![("whale".into(), 1.0)]], vectors.len() + 1).await;
-        assert_eq!(found.unwrap()[0].iter().cloned().collect::<BTreeSet<_>>(), whales);
+        let found = cache.chunks_sharing_terms(&[vec![("whale".into(), 1.0)]], vectors.len() + 1);
+        assert_eq!(found[0].iter().cloned().collect::<BTreeSet<_>>(), whales);
     }
 
     use std::collections::BTreeSet;

@@ -262,14 +262,14 @@ impl SharedWeights {
     /// The best `limit` keys for one query: summed weight of the query's terms each contains,
     /// highest first, ties by key.
     fn rank(&mut self, query: &[(&str, f32)], postings: &HashMap<String, Vec<i64>>, limit: usize) -> Vec<i64> {
-        let mut scored: Vec<(f32, i64)> = Vec::new();
+        let mut scored: Vec<(f32, i64, ())> = Vec::new();
         if self.dense.is_empty() {
             for (term, weight) in query {
                 for &key in postings.get(*term).map(Vec::as_slice).unwrap_or_default() {
-                    *self.sparse.entry(key).or_default() += weight;
+                    *self.sparse.entry(key).or_default() += shared_weight(*weight);
                 }
             }
-            scored.extend(self.sparse.drain().map(|(key, score)| (score, key)));
+            scored.extend(self.sparse.drain().map(|(key, score)| (score, key, ())));
         } else {
             for (term, weight) in query {
                 for &key in postings.get(*term).map(Vec::as_slice).unwrap_or_default() {
@@ -278,24 +278,36 @@ impl SharedWeights {
                     if *slot == 0.0 {
                         self.touched.push(key);
                     }
-                    // A zero weight counts as the least positive one, so that the key is touched.
-                    *slot += weight.max(f32::MIN_POSITIVE);
+                    *slot += shared_weight(*weight);
                 }
             }
             for key in self.touched.drain(..) {
                 let slot = &mut self.dense[key.abs_diff(self.lowest) as usize];
-                scored.push((*slot, key));
+                scored.push((*slot, key, ()));
                 *slot = 0.0;
             }
         }
-        let order = |a: &(f32, i64), b: &(f32, i64)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        if scored.len() > limit && limit > 0 {
-            scored.select_nth_unstable_by(limit - 1, order);
-            scored.truncate(limit);
-        }
-        scored.sort_unstable_by(order);
-        scored.into_iter().take(limit).map(|(_, key)| key).collect()
+        keep_best(&mut scored, limit);
+        scored.into_iter().map(|(_, key, ())| key).collect()
     }
+}
+
+/// What a summed weight counts for a chunk that contains a term of the query: a zero weight counts
+/// as the least positive one, so that a chunk sharing only such terms is still found (after every
+/// chunk sharing a weighed one).
+pub(crate) fn shared_weight(weight: f32) -> f32 {
+    weight.max(f32::MIN_POSITIVE)
+}
+
+/// Keeps the best `limit` of `(summed weight, key, …)`, in ranking order: highest weight first,
+/// ties by key, so that every backend and the cache rank alike.
+pub(crate) fn keep_best<T: Copy>(scored: &mut Vec<(f32, i64, T)>, limit: usize) {
+    let order = |a: &(f32, i64, T), b: &(f32, i64, T)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if scored.len() > limit && limit > 0 {
+        scored.select_nth_unstable_by(limit - 1, order);
+    }
+    scored.truncate(limit);
+    scored.sort_unstable_by(order);
 }
 
 /// The postings of `terms`, read a statement's worth at a time.

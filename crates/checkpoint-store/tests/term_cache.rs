@@ -107,10 +107,13 @@ async fn assert_cache_matches_database(cache: &SqliteStore, database: &SqliteSto
     let frequencies: Vec<u64> =
         table.terms.iter().map(|term| counts.document_frequency.get(term).copied().unwrap_or(0)).collect();
     assert_eq!(table.document_frequency, frequencies, "{step}: numbered document frequencies");
-    let queries: Vec<Vec<(String, f32)>> = WORDS
+    let mut queries: Vec<Vec<(String, f32)>> = WORDS
         .chunks(3)
         .map(|words| words.iter().enumerate().map(|(i, w)| (w.to_string(), 1.0 + i as f32)).collect())
         .collect();
+    // Equal weights (ties ranked by key) and a weightless term (found last, but found).
+    queries.push(WORDS.iter().map(|w| (w.to_string(), 1.0)).collect());
+    queries.push(vec![(WORDS[0].to_string(), 0.0), (WORDS[1].to_string(), 2.0)]);
     assert_eq!(
         cache.chunks_sharing_terms(&queries, 7).await.unwrap(),
         database.chunks_sharing_terms_in_database(&queries, 7).await.unwrap(),

@@ -200,15 +200,23 @@ impl InProcessIndexes {
         } else {
             None
         };
+        let started = Instant::now();
         let mut cached = self.catch_up(rows, model, dimensions, cached).await?;
         if let Some(settled) = settled {
             cached.safe_low = cached.safe_low.max(settled.min(cached.high_water));
         }
+        let caught_up_ms = started.elapsed().as_millis() as u64;
         let (cached, found) = blocking(move || {
             let found = cached.index.search_batch(&queries, count);
             (cached, found)
         })
         .await?;
+        tracing::debug!(
+            caught_up_ms,
+            searched_ms = started.elapsed().as_millis() as u64,
+            tail = cached.index.recent_len(),
+            "vector index: caught up and searched"
+        );
         let target = self.snapshot_target(model, dimensions);
         let upkeep_due = upkeep_due(&cached, target.as_ref());
         *guard = Some(cached);

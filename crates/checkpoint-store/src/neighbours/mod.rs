@@ -185,11 +185,17 @@ where
     if query.limit == 0 {
         return Ok(vec![Vec::new(); query.vectors.len()]);
     }
-    // Most keys name one chunk; ask for a margin over `limit` so that one round usually suffices.
-    let mut asked = (query.limit * 2 + 8).min(MAX_KEYS_PER_QUERY);
+    // Most keys name one chunk; ask for a margin over `limit` so that one round usually suffices:
+    // a wide one when a document is left out (its own chunks are often the nearest), a narrow one
+    // otherwise (only a vector whose chunks are all gone names none). Every key asked for is
+    // named through the database, so a margin costs a lookup per query and key.
+    let margin = if query.exclude_document.is_some() { query.limit + 8 } else { 2 };
+    let mut asked = (query.limit + margin).min(MAX_KEYS_PER_QUERY);
     let mut pending: Vec<usize> = (0..query.vectors.len()).collect();
     while !pending.is_empty() {
+        let started = std::time::Instant::now();
         let found = find_keys(pending.clone(), asked).await?;
+        let searched_ms = started.elapsed().as_millis() as u64;
         let keys: Vec<i64> = {
             let mut keys: Vec<i64> = found.iter().flatten().filter_map(|s| i64::try_from(s.key).ok()).collect();
             keys.sort_unstable();
@@ -200,6 +206,14 @@ where
         for chunk in rows.chunks_for_keys(&keys).await? {
             chunks_by_key.entry(chunk.key).or_default().push(chunk);
         }
+        tracing::debug!(
+            queries = pending.len(),
+            asked,
+            keys = keys.len(),
+            searched_ms,
+            named_ms = started.elapsed().as_millis() as u64,
+            "neighbour search: keys found and named"
+        );
         let mut still_short = Vec::new();
         for (&query_index, scored) in pending.iter().zip(&found) {
             let mut neighbours: Vec<Neighbour> = scored

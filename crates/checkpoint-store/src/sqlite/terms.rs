@@ -6,7 +6,7 @@ use sqlx::{Sqlite, Transaction};
 
 use super::{SqliteStore, sql};
 use crate::error::{StoreError, StoreResult};
-use crate::term_cache::{TermChangeSink, TermRows};
+use crate::term_cache::{TermChangeSink, TermRows, blocking};
 use crate::term_index::{
     self, ChunkTerms, IndexedChunk, LOOKUP_BATCH, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, TermTable,
     WeightedTerms,
@@ -114,8 +114,13 @@ impl TermIndex for SqliteStore {
     }
 
     async fn chunks_sharing_terms(&self, queries: &[WeightedTerms], limit: usize) -> StoreResult<Vec<Vec<String>>> {
+        let started = std::time::Instant::now();
         let cache = self.term_cache.caught_up(self).await?;
-        term_index::chunks_sharing_terms(&*cache, queries, limit).await
+        let caught_up_ms = started.elapsed().as_millis() as u64;
+        let queries = queries.to_vec();
+        let found = blocking(move || cache.chunks_sharing_terms(&queries, limit)).await;
+        tracing::debug!(caught_up_ms, ranked_ms = started.elapsed().as_millis() as u64, "term search over the cache");
+        found
     }
 
     async fn chunk_terms(&self, ids: &[String]) -> StoreResult<Vec<ChunkTerms>> {
@@ -138,7 +143,9 @@ impl TermIndex for SqliteStore {
     }
 
     async fn term_table(&self, ids: &[String]) -> StoreResult<TermTable> {
-        if let Some(table) = self.term_cache.caught_up(self).await?.term_table(ids) {
+        let cache = self.term_cache.caught_up(self).await?;
+        let wanted = ids.to_vec();
+        if let Some(table) = blocking(move || cache.term_table(&wanted)).await? {
             return Ok(table);
         }
         // Some chunk is not cached: the rare case, answered from what `chunk_terms` finds.

@@ -51,18 +51,22 @@ impl JobHandler for DetectConnections {
             bump(&pipeline.stats.detections, 1);
             let sources = Arc::new(pipeline.store.embedded_chunks(Some(&document_id), &model, dimensions).await?);
             let computed_from = ChunkSet::of(sources.iter().map(|source| source.chunk.id.as_str()));
-            // The two halves are independent: the semantic search runs on blocking threads while
-            // the lexical half waits on the database.
+            // The two halves are independent, and each spends stretches on the CPU between its
+            // awaits: the semantic half is a task of its own, so that it moves on while the
+            // lexical half computes, rather than only when the lexical half awaits.
             let started = Instant::now();
-            let semantic = async {
-                let found = semantic_neighbours(pipeline.store.as_ref(), &sources, &model, dimensions).await;
-                debug!(elapsed_ms = elapsed_ms(started), "semantic: neighbours found");
-                found
-            };
-            let (neighbours, lexical) = tokio::try_join!(
-                semantic,
-                lexical_connections(pipeline.store.as_ref(), &sources, CandidateQuery::default()),
-            )?;
+            let semantic = tokio::spawn({
+                let (store, sources, model) = (pipeline.store.clone(), sources.clone(), model.clone());
+                async move {
+                    let found = semantic_neighbours(store.as_ref(), &sources, &model, dimensions).await;
+                    debug!(elapsed_ms = elapsed_ms(started), "semantic: neighbours found");
+                    found
+                }
+            });
+            // Aborted if the lexical half fails first, so that it never outlives the attempt.
+            let semantic = AbortOnDrop(semantic);
+            let lexical = lexical_connections(pipeline.store.as_ref(), &sources, CandidateQuery::default()).await?;
+            let neighbours = semantic.join().await?;
             let connections = tokio::task::spawn_blocking(move || find_connections(&sources, &neighbours, lexical))
                 .await
                 .map_err(|e| JobError::Retryable(format!("connection detection crashed: {e}")))?;
@@ -78,6 +82,21 @@ impl JobHandler for DetectConnections {
             }
         }
         Ok(json!({ "document_id": document_id, "superseded": true }))
+    }
+}
+
+/// A task aborted when its handle is dropped before it was joined.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<Result<T, JobError>> {
+    async fn join(mut self) -> Result<T, JobError> {
+        (&mut self.0).await.map_err(|e| JobError::Retryable(format!("connection detection crashed: {e}")))?
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

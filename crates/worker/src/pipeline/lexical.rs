@@ -46,6 +46,7 @@ pub async fn lexical_connections(
     // term's postings once, and the book's chunks share most of their rare terms.
     let queries: Vec<_> =
         book.chunks.iter().map(|source| LEXICAL.query_terms(&source.terms, &library_terms(&book), &plan)).collect();
+    debug!(elapsed_ms = elapsed_ms(started), "lexical: queries weighed");
     let shortlists = store.chunks_sharing_terms(&queries, plan.candidates_per_source).await?;
     debug!(elapsed_ms = elapsed_ms(started), queries = queries.len(), "lexical: shortlists found");
     let sources: Vec<String> = book.chunks.into_iter().map(|chunk| chunk.chunk_id).collect();
