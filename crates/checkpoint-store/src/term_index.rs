@@ -31,6 +31,10 @@
 //! [`terms::RULES_EDITION`] and the index's layout) and rebuilds the index from the chunks' text
 //! when it opens a database indexed under another edition (or not yet indexed, after the
 //! migration that adds it).
+//!
+//! Both stores answer the seam from an in-process copy of this index (`term_cache.rs`), caught
+//! up with the database before each answer; the database's own answers remain, as each store's
+//! `*_in_database` methods, for the tests that compare the two.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 

@@ -327,3 +327,30 @@ async fn a_rebuild_by_another_process_reaches_the_cache() {
         assert!(new.iter().all(|chunk| chunk.terms.iter().any(|(term, _)| term == "whale")), "{}: {new:?}", h.name);
     }
 }
+
+/// A document deleted by hand takes its chunks with it (`ON DELETE CASCADE`): their departures
+/// are logged all the same, and the cache drops them.
+#[tokio::test]
+async fn chunks_deleted_with_their_document_leave_the_cache() {
+    for h in common::backends().await {
+        let kept = h.create_numbered_document(0).await;
+        let deleted = h.create_numbered_document(1).await;
+        h.enqueue(&kept).await;
+        let lease = h.lease_one("w1").await;
+        let texts = vec!["whale harpoon lantern".to_owned(), "granite meadow whale".to_owned()];
+        let mut ids = Vec::new();
+        for document in [&kept, &deleted] {
+            let stored = chunks(document, &texts);
+            ids.extend(stored.iter().map(|chunk| chunk.id.clone()));
+            h.docs.replace_chunks(lease, document, &stored).await.unwrap();
+        }
+        assert_cache_matches_database(&*h.terms, &h.backend, &ids, h.name).await;
+        let whale = ["whale".to_owned()];
+        assert_eq!(h.terms.term_counts(&whale).await.unwrap().chunk_count, 4);
+        h.raw.execute("DELETE FROM documents WHERE content_hash = 'book-1'").await;
+        let counts = h.terms.term_counts(&whale).await.unwrap();
+        assert_eq!((counts.chunk_count, counts.document_frequency["whale"]), (2, 2), "{}", h.name);
+        let found = h.terms.chunk_terms(&ids).await.unwrap();
+        assert_eq!(found.len(), 2, "{}: only the kept document's chunks", h.name);
+    }
+}
