@@ -594,8 +594,8 @@ pub const REBUILD_POSTINGS: &str = "INSERT INTO chunk_term_postings (term, chunk
 // The term cache's catch-up (crates/checkpoint-store/src/term_cache.rs), in one REPEATABLE READ
 // transaction.
 
-/// Makes the catch-up's statements read one snapshot; the first statement of its transaction.
-pub const READ_ONE_SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+/// Begins the catch-up's transaction: every statement of it reads one snapshot.
+pub const BEGIN_ONE_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
 /// $1 after this number: departures (number, chunk key), in order.
 pub const TERM_DEPARTURES_AFTER: &str = "SELECT seq, chunk FROM chunk_term_departures WHERE seq > $1 ORDER BY seq";

@@ -103,8 +103,7 @@ impl PgStore {
 #[async_trait]
 impl TermRows for PgStore {
     async fn read_term_changes(&self, sink: &mut (dyn TermChangeSink + Send)) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(sql::READ_ONE_SNAPSHOT).execute(&mut *tx).await?;
+        let mut tx = self.pool.begin_with(sql::BEGIN_ONE_SNAPSHOT).await?;
         let departures: Vec<(i64, i64)> =
             sqlx::query_as(sql::TERM_DEPARTURES_AFTER).bind(sink.departures_above()).fetch_all(&mut *tx).await?;
         for (number, key) in departures {
