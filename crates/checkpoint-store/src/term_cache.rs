@@ -232,12 +232,11 @@ impl InProcessTerms {
         let started = std::time::Instant::now();
         let mut cache = TermCache::empty();
         // Built in place: the whole index is read once, page by page, into the cache's own form.
-        let began = Instant::now();
         let mut building = Changes::building(&mut cache);
         rows.read_term_changes(&mut building).await?;
-        let departures = std::mem::take(&mut building.pending.departures);
-        cache.marks =
-            cache.marks.advanced(began, cache.highest_key(), departures.iter().map(|(number, _)| *number), order);
+        let (began, departures) = (building.pending.began, std::mem::take(&mut building.pending.departures));
+        let highest_key = cache.highest_key();
+        cache.marks.advance(began, highest_key, departures.iter().map(|(number, _)| *number), order);
         cache.changed_since_snapshot = cache.changed_since_snapshot.max(SNAPSHOT_EVERY);
         tracing::info!(
             chunks = cache.live,
@@ -509,7 +508,7 @@ impl TermPostings for TermCache {
 
 /// How far the cache has caught up: what the next catch-up need not read again (see the module
 /// docs and `catch_up.rs`).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default)]
 struct Marks {
     /// Keys at or below this one need no listing: their chunks are cached, or gone.
     keys: SafeLow,
@@ -523,24 +522,25 @@ struct Marks {
 }
 
 impl Marks {
-    /// The marks after a catch-up that began at `began`, applied the departures numbered
+    /// Moves the marks after a catch-up that began at `began`, applied the departures numbered
     /// `applied`, and left `highest_key` the highest key cached.
-    fn advanced(
-        &self,
-        began: Instant,
-        highest_key: i64,
-        applied: impl Iterator<Item = i64>,
-        order: NumberOrder,
-    ) -> Marks {
-        let mut next = self.clone();
+    fn advance(&mut self, began: Instant, highest_key: i64, applied: impl Iterator<Item = i64>, order: NumberOrder) {
         for number in applied {
-            next.departures_applied.insert(number);
-            next.last_departure = next.last_departure.max(number);
+            self.departures_applied.insert(number);
+            self.last_departure = self.last_departure.max(number);
         }
-        next.keys.caught_up(began, highest_key, order);
-        next.departures.caught_up(began, next.last_departure, order);
-        next.forget_settled_departures();
-        next
+        self.keys.caught_up(began, highest_key, order);
+        self.departures.caught_up(began, self.last_departure, order);
+        self.forget_settled_departures();
+    }
+
+    /// Whether a catch-up that applied no departure would move the safe lows: time alone moves
+    /// them on PostgreSQL.
+    fn would_move(&self, began: Instant, highest_key: i64, order: NumberOrder) -> bool {
+        let (mut keys, mut departures) = (self.keys.clone(), self.departures.clone());
+        keys.caught_up(began, highest_key, order);
+        departures.caught_up(began, self.last_departure, order);
+        keys != self.keys || departures != self.departures
     }
 
     /// Raises the safe lows to what the database says is settled, within what the cache has seen.
@@ -567,8 +567,6 @@ struct Changes<'a> {
     cache: Option<&'a TermCache>,
     building: Option<&'a mut TermCache>,
     order: NumberOrder,
-    /// When the reading began: what it finds was committed by then.
-    began: Instant,
     /// Where the listing of keys began, once asked.
     listed_above: i64,
     pending: Pending,
@@ -585,8 +583,11 @@ struct Pending {
     unlisted: Vec<i64>,
     /// Chunks read (key, id, term vector), decoded but not interned.
     entered: Vec<(i64, String, terms::TermVector)>,
-    /// The marks once applied (none while reading).
-    marks: Option<Marks>,
+    /// When the reading began, the highest key cached once applied, and the order of numbers:
+    /// what moves the marks.
+    began: Instant,
+    highest_key: i64,
+    order: NumberOrder,
 }
 
 impl<'a> Changes<'a> {
@@ -604,23 +605,27 @@ impl<'a> Changes<'a> {
             cache: None,
             building,
             order,
-            began: Instant::now(),
             listed_above: 0,
-            pending: Pending { departures: Vec::new(), unlisted: Vec::new(), entered: Vec::new(), marks: None },
+            pending: Pending {
+                departures: Vec::new(),
+                unlisted: Vec::new(),
+                entered: Vec::new(),
+                began: Instant::now(),
+                highest_key: 0,
+                order,
+            },
             totals_wanted: false,
             indexed: None,
             last_departure: None,
         }
     }
 
-    /// What to apply to the cache being caught up, its marks included.
+    /// What to apply to the cache being caught up.
     fn finish(mut self) -> Pending {
         if let Some(cache) = self.cache {
             let gone: HashSet<i64> = self.pending.removed_keys().collect();
             let still_cached = cache.slot_of_key.keys().rev().copied().find(|key| !gone.contains(key)).unwrap_or(0);
-            let highest = self.pending.entered.iter().map(|(key, _, _)| *key).fold(still_cached, i64::max);
-            let applied = self.pending.departures.iter().map(|(number, _)| *number);
-            self.pending.marks = Some(cache.marks.advanced(self.began, highest, applied, self.order));
+            self.pending.highest_key = self.pending.entered.iter().map(|(key, _, _)| *key).fold(still_cached, i64::max);
         }
         self.pending
     }
@@ -636,7 +641,7 @@ impl Pending {
         !self.departures.is_empty()
             || !self.unlisted.is_empty()
             || !self.entered.is_empty()
-            || self.marks.as_ref().is_some_and(|marks| *marks != cache.marks)
+            || cache.marks.would_move(self.began, self.highest_key, self.order)
     }
 
     fn apply_to(self, cache: &mut TermCache) {
@@ -647,9 +652,8 @@ impl Pending {
         for (key, id, vector) in &self.entered {
             cache.insert(*key, id, vector);
         }
-        if let Some(marks) = self.marks {
-            cache.marks = marks;
-        }
+        let applied = self.departures.iter().map(|(number, _)| *number);
+        cache.marks.advance(self.began, self.highest_key, applied, self.order);
     }
 }
 
