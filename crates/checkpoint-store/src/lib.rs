@@ -38,6 +38,7 @@
 //! ```
 
 mod cancellation;
+mod catch_up;
 mod clock;
 mod codec;
 mod document_store;

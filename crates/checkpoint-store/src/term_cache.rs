@@ -6,20 +6,39 @@
 //! FTS5 and 30k candidates' term vectors through SQL, most of its time (BENCHMARKS.md, "Library
 //! scale"). Held here, the same answers cost an array walk.
 //!
-//! **Catching up.** Chunks enter the index under their key (SQLite's chunk rowid) and leave it
-//! through a log of departures (`chunk_term_departures`, written by a trigger, numbered in commit
-//! order). A catch-up reads, in one read transaction of the database, the departures after the
-//! last one applied and then every chunk above the cache's high-water key. A key can be reused
-//! once its chunk has left (SQLite gives a new row the highest rowid plus one), so a departure
-//! lowers the high-water key below the departed one: the chunks that took such keys are read
-//! again and replace what the cache holds under them. Reading both in one transaction means the
-//! cache is, after each catch-up, exactly the database's term index at one moment.
+//! **Catching up.** Chunks enter the index under their key (SQLite's chunk rowid, PostgreSQL's
+//! `chunks.seq`) and leave it through a numbered log of departures (`chunk_term_departures`,
+//! written by triggers: on SQLite when a chunk's term vector row goes, on PostgreSQL when a chunk
+//! is deleted or its term vector rewritten by a rebuild). A catch-up reads, in one read
+//! transaction of the database (REPEATABLE READ on PostgreSQL), so that the cache is afterwards
+//! exactly the database's term index at one moment:
+//! 1. the departures numbered above the departures' safe low; each one not applied before drops
+//!    its key, and the key is read again (below), since it may be indexed again: a rewritten
+//!    vector, or on SQLite a rowid given to a new chunk;
+//! 2. the keys (not the vectors) of the indexed chunks above the keys' safe low; a cached key in
+//!    that range that is not listed is dropped;
+//! 3. the chunks of the listed keys the cache lacks, and of the departed keys, by key in pages.
+//!
+//! The safe lows follow the rule in `catch_up.rs`, which the vector index follows too. SQLite's
+//! one writer gives out keys and departure numbers in commit order, so there the departures' safe
+//! low is the last departure applied and the keys' the highest key still cached once this
+//! catch-up's departures are applied: SQLite gives a new chunk a rowid above every rowid in use,
+//! so a key given out since lies above it, or is one that departed. On PostgreSQL both come from
+//! sequences, and a transaction that took a lower number may commit after a catch-up saw a
+//! higher one: there a safe low is what the cache had seen a window ago (two minutes), so a late
+//! commit is found by a later catch-up, and a new cache starts at what the database says was
+//! stored a window ago (`TermRows::settled_marks`). Departures above the safe low are read again
+//! until they settle but applied once (the cache remembers their numbers); PostgreSQL never gives
+//! a key out twice, so a key dropped twice would be harmless anyway. Re-listing keys costs a
+//! list of integers; vectors are read only for keys the cache lacks.
 //!
 //! **Snapshots** in the data directory (`terms.snapshot`) are a start-up shortcut, never trusted:
 //! a file that does not parse, whose checksum or term rules differ, or that disagrees with the
 //! database (more departures applied than the database has, or another number of indexed chunks
-//! once caught up) is rebuilt from the database with a warning. The file is written whole to a
-//! temporary name, synced and renamed, in the background after enough changes.
+//! once caught up) is rebuilt from the database with a warning. A snapshot records the safe lows,
+//! not the highest numbers seen, so a process that loads one on PostgreSQL still finds what
+//! committed late below them. The file is written whole to a temporary name, synced and renamed,
+//! in the background after enough changes.
 //!
 //! **Memory** is the index itself: per chunk its key, id and (term, count) pairs, per term its
 //! postings; about 12 bytes per (chunk, term) pair. Nothing is held per query beyond its answer.
@@ -27,25 +46,26 @@
 //! One file past 500 lines: the catch-up, the snapshot's format and its checks belong together
 //! (a change to one is a change to the others), and its tests drive them through a fake database.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{Mutex, OwnedRwLockReadGuard, RwLock};
+use tokio::time::Instant;
 
+use crate::catch_up::{IN_FLIGHT_WINDOW, NumberOrder, SafeLow};
 use crate::codec::decode_term_vector;
 use crate::error::{StoreError, StoreResult};
-use crate::term_index::{
-    self, ChunkTerms, NumberedChunk, TermCounts, TermTable, WeightedTerms, index_edition,
-};
+use crate::term_index::{self, ChunkTerms, NumberedChunk, TermCounts, TermTable, WeightedTerms, index_edition};
 
 /// Chunks changed since the last snapshot that make it worth writing a new one.
 const SNAPSHOT_EVERY: usize = 4_096;
 
 /// The snapshot file's first bytes and format; a new format makes old snapshots rebuild.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"QTERMS02";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"QTERMS03";
 
 /// The snapshot's file name in the snapshot directory.
 const SNAPSHOT_FILE: &str = "terms.snapshot";
@@ -53,21 +73,42 @@ const SNAPSHOT_FILE: &str = "terms.snapshot";
 /// What a backend offers the cache: its term index's changes, read in one consistent view.
 #[async_trait]
 pub(crate) trait TermRows: Send + Sync {
-    /// In one read transaction: every departure after `sink.departures_applied()` (in order), then
-    /// every indexed chunk with a key above `sink.entered_above()` (asked after the departures,
-    /// in key order), then, if `sink.wants_totals()`, the number of indexed chunks and the last
-    /// departure's number.
+    /// In one read transaction (one snapshot of the database): every departure numbered above
+    /// `sink.departures_above()`, in order; then the keys of every indexed chunk above
+    /// `sink.keys_above()` (asked after the departures), in key order, to `sink.listed`; then each
+    /// chunk `listed` returned that is still indexed, in pages, to `sink.entered`; then, if
+    /// `sink.wants_totals()`, the number of indexed chunks and the last departure's number.
     async fn read_term_changes(&self, sink: &mut (dyn TermChangeSink + Send)) -> StoreResult<()>;
+
+    /// Whether chunk keys and departure numbers are given out in commit order (SQLite's one
+    /// writer), so nothing appears later below the highest seen; false on PostgreSQL.
+    fn keys_follow_commits(&self) -> bool;
+
+    /// The highest chunk key and departure number stored at least `age` ago: where a cache just
+    /// built or loaded may start its safe lows. Only asked where keys do not follow commits.
+    async fn settled_marks(&self, age: Duration) -> StoreResult<SettledMarks>;
+}
+
+/// What [`TermRows::settled_marks`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SettledMarks {
+    /// The highest key of a chunk stored at least the window ago.
+    pub key: i64,
+    /// The highest number of a departure logged at least the window ago.
+    pub departure: i64,
 }
 
 /// Where [`TermRows::read_term_changes`] delivers what it reads.
 pub(crate) trait TermChangeSink {
-    /// The number of the last departure already applied.
-    fn departures_applied(&self) -> i64;
-    /// A chunk left the index.
+    /// Departures numbered above this one are read (some of them may have been applied already).
+    fn departures_above(&self) -> i64;
+    /// A chunk left the index, or had its term vector rewritten.
     fn departed(&mut self, number: i64, key: i64);
-    /// The key above which every indexed chunk is read.
-    fn entered_above(&mut self) -> i64;
+    /// The keys of indexed chunks above this one are listed.
+    fn keys_above(&mut self) -> i64;
+    /// The keys of every indexed chunk above [`keys_above`](Self::keys_above), ascending; returns
+    /// the keys whose chunks are to be read, ascending.
+    fn listed(&mut self, keys: Vec<i64>) -> Vec<i64>;
     /// An indexed chunk: its key, id and stored term vector.
     fn entered(&mut self, key: i64, chunk_id: &str, term_vector: &str) -> StoreResult<()>;
     /// Whether the totals are wanted.
@@ -106,24 +147,75 @@ impl InProcessTerms {
         }
     }
 
+    /// [`crate::TermIndex::term_counts`], caught up first.
+    pub(crate) async fn term_counts<R: TermRows + ?Sized>(
+        &self,
+        rows: &R,
+        terms: &[String],
+    ) -> StoreResult<TermCounts> {
+        Ok(self.caught_up(rows).await?.term_counts(terms))
+    }
+
+    /// [`crate::TermIndex::chunks_sharing_terms`], caught up first.
+    pub(crate) async fn chunks_sharing_terms<R: TermRows + ?Sized>(
+        &self,
+        rows: &R,
+        queries: &[WeightedTerms],
+        limit: usize,
+    ) -> StoreResult<Vec<Vec<String>>> {
+        let started = std::time::Instant::now();
+        let cache = self.caught_up(rows).await?;
+        let caught_up_ms = started.elapsed().as_millis() as u64;
+        let queries = queries.to_vec();
+        let found = blocking(move || cache.chunks_sharing_terms(&queries, limit)).await;
+        tracing::debug!(caught_up_ms, ranked_ms = started.elapsed().as_millis() as u64, "term search over the cache");
+        found
+    }
+
+    /// [`crate::TermIndex::chunk_terms`] of the chunks cached, caught up first, and the ids of
+    /// those it lacks (stored without a term vector, or gone), for the database to read.
+    pub(crate) async fn chunk_terms<R: TermRows + ?Sized>(
+        &self,
+        rows: &R,
+        ids: &[String],
+    ) -> StoreResult<(Vec<ChunkTerms>, Vec<String>)> {
+        let found = self.caught_up(rows).await?.chunk_terms(ids);
+        let missing = term_index::uncached(&found, ids);
+        Ok((found, missing))
+    }
+
+    /// [`crate::TermIndex::term_table`], caught up first; `None` if the cache lacks one of `ids`.
+    pub(crate) async fn term_table<R: TermRows + ?Sized>(
+        &self,
+        rows: &R,
+        ids: &[String],
+    ) -> StoreResult<Option<TermTable>> {
+        let cache = self.caught_up(rows).await?;
+        let wanted = ids.to_vec();
+        blocking(move || cache.term_table(&wanted)).await
+    }
+
     /// The cache, caught up with the database.
     pub(crate) async fn caught_up<R: TermRows + ?Sized>(&self, rows: &R) -> StoreResult<CaughtUp> {
         let serialised = self.catching_up.lock().await;
+        let order = NumberOrder::of(rows.keys_follow_commits());
         let loaded = self.state.read().await.is_some();
         if !loaded {
-            let cache = self.open(rows).await?;
+            let cache = self.open(rows, order).await?;
             *self.state.write().await = Some(cache);
         } else {
             // Read under a read lock, so answers go on meanwhile; applied under the write lock, only
-            // when something changed.
+            // when something changed (the marks move with time alone, on PostgreSQL).
             let pending = {
                 let guard = self.state.read().await;
                 let cache = guard.as_ref().ok_or_else(|| StoreError::Corrupt("term cache vanished".into()))?;
-                let mut changes = Changes::after(cache);
+                let mut changes = Changes::after(cache, order);
                 rows.read_term_changes(&mut changes).await?;
-                changes.pending
+                let pending = changes.finish();
+                let changes_anything = pending.changes_anything_in(cache);
+                (pending, changes_anything)
             };
-            if !pending.is_empty() {
+            if let (pending, true) = pending {
                 let mut guard = self.state.write().await;
                 let cache = guard.as_mut().ok_or_else(|| StoreError::Corrupt("term cache vanished".into()))?;
                 pending.apply_to(cache);
@@ -137,7 +229,20 @@ impl InProcessTerms {
     }
 
     /// The snapshot if it is usable, else the cache built from the database; caught up either way.
-    async fn open<R: TermRows + ?Sized>(&self, rows: &R) -> StoreResult<TermCache> {
+    async fn open<R: TermRows + ?Sized>(&self, rows: &R, order: NumberOrder) -> StoreResult<TermCache> {
+        // Asked before catching up, so that everything settled is among what the catch-up reads.
+        let settled = match order {
+            NumberOrder::FollowsCommits => None,
+            NumberOrder::Unordered => Some(rows.settled_marks(IN_FLIGHT_WINDOW).await?),
+        };
+        let mut cache = self.load_or_build(rows, order).await?;
+        if let Some(settled) = settled {
+            cache.marks.settle(settled, cache.highest_key());
+        }
+        Ok(cache)
+    }
+
+    async fn load_or_build<R: TermRows + ?Sized>(&self, rows: &R, order: NumberOrder) -> StoreResult<TermCache> {
         if let Some(dir) = &self.snapshot_dir {
             let path = dir.join(SNAPSHOT_FILE);
             if path.exists() {
@@ -147,12 +252,12 @@ impl InProcessTerms {
                 };
                 let reason = match loaded {
                     Ok(mut cache) => {
-                        let mut changes = Changes::after(&cache);
+                        let mut changes = Changes::after(&cache, order);
                         changes.totals_wanted = true;
                         rows.read_term_changes(&mut changes).await?;
-                        let (pending, indexed, last_departure) =
-                            (changes.pending, changes.indexed, changes.last_departure);
-                        let replaced = last_departure.is_some_and(|last| last < cache.departures_applied);
+                        let (indexed, last_departure) = (changes.indexed, changes.last_departure);
+                        let pending = changes.finish();
+                        let replaced = last_departure.is_some_and(|last| last < cache.marks.last_departure);
                         pending.apply_to(&mut cache);
                         match indexed {
                             Some(indexed) if !replaced && indexed == cache.live as u64 => {
@@ -175,7 +280,11 @@ impl InProcessTerms {
         let started = std::time::Instant::now();
         let mut cache = TermCache::empty();
         // Built in place: the whole index is read once, page by page, into the cache's own form.
-        rows.read_term_changes(&mut Changes::building(&mut cache)).await?;
+        let mut building = Changes::building(&mut cache);
+        rows.read_term_changes(&mut building).await?;
+        let (began, departures) = (building.pending.began, std::mem::take(&mut building.pending.departures));
+        let highest_key = cache.highest_key();
+        cache.marks.advance(began, highest_key, departures.iter().map(|(number, _)| *number), order);
         cache.changed_since_snapshot = cache.changed_since_snapshot.max(SNAPSHOT_EVERY);
         tracing::info!(
             chunks = cache.live,
@@ -244,10 +353,8 @@ pub(crate) struct TermCache {
     slot_of_id: HashMap<Arc<str>, u32>,
     /// How many chunks are cached.
     live: usize,
-    /// Every chunk with a key above this one is yet to be read.
-    high_water: i64,
-    /// The number of the last departure applied.
-    departures_applied: i64,
+    /// How far the cache has caught up.
+    marks: Marks,
     changed_since_snapshot: usize,
 }
 
@@ -377,6 +484,11 @@ impl TermCache {
             .collect()
     }
 
+    /// The highest key cached (0: none).
+    fn highest_key(&self) -> i64 {
+        self.slot_of_key.last_key_value().map_or(0, |(key, _)| *key)
+    }
+
     fn intern(&mut self, term: &str) -> u32 {
         if let Some(&id) = self.term_ids.get(term) {
             return id;
@@ -418,7 +530,6 @@ impl TermCache {
         self.slot_of_id.insert(id.clone(), slot);
         self.chunks[slot as usize] = Some(CachedChunk { key, id, terms });
         self.live += 1;
-        self.high_water = self.high_water.max(key);
         self.changed_since_snapshot += 1;
     }
 
@@ -452,13 +563,69 @@ impl TermCache {
     }
 }
 
+/// How far the cache has caught up: what the next catch-up need not read again (see the module
+/// docs and `catch_up.rs`).
+#[derive(Debug, Default)]
+struct Marks {
+    /// Keys at or below this one need no listing: their chunks are cached, or gone.
+    keys: SafeLow,
+    /// The highest departure number applied.
+    last_departure: i64,
+    /// Departures numbered at or below this one are applied (or will never exist).
+    departures: SafeLow,
+    /// Departures numbered above that safe low that were applied: read again until they settle,
+    /// applied once.
+    departures_applied: BTreeSet<i64>,
+}
+
+impl Marks {
+    /// Moves the marks after a catch-up that began at `began`, applied the departures numbered
+    /// `applied`, and left `highest_key` the highest key cached.
+    fn advance(&mut self, began: Instant, highest_key: i64, applied: impl Iterator<Item = i64>, order: NumberOrder) {
+        for number in applied {
+            self.departures_applied.insert(number);
+            self.last_departure = self.last_departure.max(number);
+        }
+        self.keys.caught_up(began, highest_key, order);
+        self.departures.caught_up(began, self.last_departure, order);
+        self.forget_settled_departures();
+    }
+
+    /// Whether a catch-up that applied no departure would move the safe lows: time alone moves
+    /// them on PostgreSQL.
+    fn would_move(&self, began: Instant, highest_key: i64, order: NumberOrder) -> bool {
+        let (mut keys, mut departures) = (self.keys.clone(), self.departures.clone());
+        keys.caught_up(began, highest_key, order);
+        departures.caught_up(began, self.last_departure, order);
+        keys != self.keys || departures != self.departures
+    }
+
+    /// Raises the safe lows to what the database says is settled, within what the cache has seen.
+    fn settle(&mut self, settled: SettledMarks, highest_key: i64) {
+        self.keys.raise_to(settled.key.min(highest_key));
+        self.departures.raise_to(settled.departure.min(self.last_departure));
+        self.forget_settled_departures();
+    }
+
+    fn forget_settled_departures(&mut self) {
+        let low = self.departures.get();
+        self.departures_applied = self.departures_applied.split_off(&low.saturating_add(1));
+    }
+
+    fn applied(&self, departure: i64) -> bool {
+        departure <= self.departures.get() || self.departures_applied.contains(&departure)
+    }
+}
+
 /// A catch-up's reading: into `pending` for a cache being caught up (applied afterwards, under the
 /// write lock, only when something changed), or straight into a cache being built.
 struct Changes<'a> {
     /// The cache being caught up, read while the database is.
     cache: Option<&'a TermCache>,
     building: Option<&'a mut TermCache>,
-    departures_applied: i64,
+    order: NumberOrder,
+    /// Where the listing of keys began, once asked.
+    listed_above: i64,
     pending: Pending,
     totals_wanted: bool,
     indexed: Option<u64>,
@@ -467,84 +634,147 @@ struct Changes<'a> {
 
 /// What a catch-up read and has yet to apply.
 struct Pending {
+    /// Departures not applied before: (number, key).
     departures: Vec<(i64, i64)>,
+    /// Cached keys the database no longer lists.
+    unlisted: Vec<i64>,
     /// Chunks read (key, id, term vector), decoded but not interned.
     entered: Vec<(i64, String, terms::TermVector)>,
-    /// Every chunk above this key was read.
-    mark: i64,
+    /// When the reading began, the highest key cached once applied, and the order of numbers:
+    /// what moves the marks.
+    began: Instant,
+    highest_key: i64,
+    order: NumberOrder,
 }
 
 impl<'a> Changes<'a> {
-    fn after(cache: &'a TermCache) -> Changes<'a> {
+    fn after(cache: &'a TermCache, order: NumberOrder) -> Changes<'a> {
+        Changes { cache: Some(cache), ..Changes::new(None, order) }
+    }
+
+    fn building(cache: &'a mut TermCache) -> Changes<'a> {
+        // The order matters only to the marks, which the builder sets once built.
+        Changes::new(Some(cache), NumberOrder::FollowsCommits)
+    }
+
+    fn new(building: Option<&'a mut TermCache>, order: NumberOrder) -> Changes<'a> {
         Changes {
-            cache: Some(cache),
-            building: None,
-            departures_applied: cache.departures_applied,
-            pending: Pending { departures: Vec::new(), entered: Vec::new(), mark: cache.high_water },
+            cache: None,
+            building,
+            order,
+            listed_above: 0,
+            pending: Pending {
+                departures: Vec::new(),
+                unlisted: Vec::new(),
+                entered: Vec::new(),
+                began: Instant::now(),
+                highest_key: 0,
+                order,
+            },
             totals_wanted: false,
             indexed: None,
             last_departure: None,
         }
     }
 
-    fn building(cache: &'a mut TermCache) -> Changes<'a> {
-        Changes {
-            cache: None,
-            departures_applied: cache.departures_applied,
-            pending: Pending { departures: Vec::new(), entered: Vec::new(), mark: cache.high_water },
-            building: Some(cache),
-            totals_wanted: false,
-            indexed: None,
-            last_departure: None,
+    /// What to apply to the cache being caught up.
+    fn finish(mut self) -> Pending {
+        if let Some(cache) = self.cache {
+            let gone: HashSet<i64> = self.pending.removed_keys().collect();
+            let still_cached = cache.slot_of_key.keys().rev().copied().find(|key| !gone.contains(key)).unwrap_or(0);
+            self.pending.highest_key = self.pending.entered.iter().map(|(key, _, _)| *key).fold(still_cached, i64::max);
         }
+        self.pending
     }
 }
 
 impl Pending {
-    fn is_empty(&self) -> bool {
-        self.departures.is_empty() && self.entered.is_empty()
+    fn removed_keys(&self) -> impl Iterator<Item = i64> + '_ {
+        self.departures.iter().map(|(_, key)| *key).chain(self.unlisted.iter().copied())
+    }
+
+    /// Whether applying changes the cache or its marks.
+    fn changes_anything_in(&self, cache: &TermCache) -> bool {
+        !self.departures.is_empty()
+            || !self.unlisted.is_empty()
+            || !self.entered.is_empty()
+            || cache.marks.would_move(self.began, self.highest_key, self.order)
     }
 
     fn apply_to(self, cache: &mut TermCache) {
-        let departed: Vec<i64> = self.departures.iter().map(|(_, key)| *key).collect();
-        cache.remove_keys(&departed);
-        if let Some(last) = self.departures.iter().map(|(number, _)| *number).max() {
-            cache.departures_applied = cache.departures_applied.max(last);
-        }
-        // Every chunk above the mark was read: what was read is the database's truth for those
-        // keys, whatever the cache held under them.
+        let removed: Vec<i64> = self.removed_keys().collect();
+        cache.remove_keys(&removed);
+        // What was read is the database's truth for those keys, whatever the cache held under
+        // them or under their ids.
         for (key, id, vector) in &self.entered {
             cache.insert(*key, id, vector);
         }
-        cache.high_water = self.entered.iter().map(|(key, _, _)| *key).fold(self.mark, i64::max);
+        let applied = self.departures.iter().map(|(number, _)| *number);
+        cache.marks.advance(self.began, self.highest_key, applied, self.order);
     }
 }
 
 impl TermChangeSink for Changes<'_> {
-    fn departures_applied(&self) -> i64 {
-        self.departures_applied
+    fn departures_above(&self) -> i64 {
+        match (&self.building, self.cache) {
+            (Some(cache), _) => cache.marks.departures.get(),
+            (None, Some(cache)) => cache.marks.departures.get(),
+            (None, None) => 0,
+        }
     }
 
     fn departed(&mut self, number: i64, key: i64) {
-        match self.building.as_deref_mut() {
-            // A new cache holds nothing that could have left: only the count matters.
-            Some(cache) => cache.departures_applied = cache.departures_applied.max(number),
-            None => self.pending.departures.push((number, key)),
+        match (self.building.as_deref_mut(), self.cache) {
+            // A new cache holds nothing that could have left: only the number matters.
+            (Some(_), _) => self.pending.departures.push((number, key)),
+            (None, Some(cache)) if !cache.marks.applied(number) => self.pending.departures.push((number, key)),
+            _ => {}
         }
     }
 
-    /// The highest key still cached once the departures are applied: SQLite gives a new chunk a
-    /// rowid above every rowid in use, and every key still cached was in use since the last
-    /// catch-up, so a key given out since (new, or reused after a departure) lies above it.
-    fn entered_above(&mut self) -> i64 {
-        if let Some(cache) = self.cache
-            && !self.pending.departures.is_empty()
-        {
-            let departed: HashSet<i64> = self.pending.departures.iter().map(|(_, key)| *key).collect();
-            let remaining = cache.slot_of_key.range(..=cache.high_water).rev().map(|(key, _)| *key);
-            self.pending.mark = remaining.into_iter().find(|key| !departed.contains(key)).unwrap_or(0);
-        }
-        self.pending.mark
+    /// Where keys follow commits, the highest key still cached once the departures are applied:
+    /// SQLite gives a new chunk a rowid above every rowid in use, and every key still cached was
+    /// in use since the last catch-up, so a key given out since (new, or reused after a
+    /// departure) lies above it. Otherwise the keys' safe low.
+    fn keys_above(&mut self) -> i64 {
+        let Some(cache) = self.cache else { return 0 };
+        self.listed_above = match self.order {
+            NumberOrder::FollowsCommits => {
+                let departed: HashSet<i64> = self.pending.departures.iter().map(|(_, key)| *key).collect();
+                let remaining = cache.slot_of_key.range(..=cache.marks.keys.get()).rev().map(|(key, _)| *key);
+                remaining.into_iter().find(|key| !departed.contains(key)).unwrap_or(0)
+            }
+            NumberOrder::Unordered => cache.marks.keys.get(),
+        };
+        self.listed_above
+    }
+
+    /// Reads what the cache lacks among the listed keys, and every key that departed in this
+    /// catch-up: a departed key may be indexed again (its term vector rewritten by a rebuild
+    /// under new term rules, or, on SQLite, its rowid given to a new chunk), and may lie below the
+    /// keys listed. A cached key above the listed range's start that the database no longer
+    /// lists is gone.
+    fn listed(&mut self, keys: Vec<i64>) -> Vec<i64> {
+        let Some(cache) = self.cache else {
+            // Building: everything listed is read.
+            return keys;
+        };
+        let departed: HashSet<i64> = self.pending.departures.iter().map(|(_, key)| *key).collect();
+        let listed: HashSet<i64> = keys.iter().copied().collect();
+        self.pending.unlisted = cache
+            .slot_of_key
+            .range(self.listed_above.saturating_add(1)..)
+            .map(|(key, _)| *key)
+            .filter(|key| !listed.contains(key) && !departed.contains(key))
+            .collect();
+        let mut wanted: Vec<i64> = keys
+            .into_iter()
+            .filter(|key| departed.contains(key) || !cache.slot_of_key.contains_key(key))
+            .chain(departed.iter().copied())
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
     }
 
     fn entered(&mut self, key: i64, chunk_id: &str, term_vector: &str) -> StoreResult<()> {
@@ -567,7 +797,9 @@ impl TermChangeSink for Changes<'_> {
 }
 
 /// The snapshot's layout, all integers little-endian, in columns so that loading is a few large
-/// reads: the magic; the term rules' edition; the high-water key and the last departure applied;
+/// reads: the magic; the term rules' edition; the marks (the keys' safe low, the last departure
+/// applied, the departures' safe low: safe lows, not high waters, so that a process loading it
+/// on PostgreSQL looks again where late commits may still land);
 /// the terms (count, byte length, each term's end offset, the bytes); the chunks (count, their
 /// keys, their ids as end offsets and bytes, each chunk's end offset in the pairs); the pairs
 /// (count, term ids, counts); and a CRC-32 of everything before it.
@@ -582,7 +814,11 @@ impl TermCache {
         let written: std::io::Result<()> = (|| {
             out.write_all(SNAPSHOT_MAGIC)?;
             write_bytes(&mut out, index_edition().as_bytes())?;
-            write_u64s(&mut out, [self.high_water as u64, self.departures_applied as u64])?;
+            let marks = &self.marks;
+            write_u64s(
+                &mut out,
+                [marks.keys.get(), marks.last_departure, marks.departures.get()].map(|mark| mark as u64),
+            )?;
             write_strings(&mut out, self.terms.iter().map(|term| term.as_bytes()), self.terms.len())?;
             write_u64s(&mut out, [chunks.len() as u64])?;
             write_u64s(&mut out, chunks.iter().map(|chunk| chunk.key as u64))?;
@@ -624,7 +860,7 @@ impl TermCache {
             if read_bytes(&mut input, size)? != index_edition().as_bytes() {
                 return Ok(Err("it was built under other term rules".to_owned()));
             }
-            let marks = read_u64s(&mut input, 2, size)?;
+            let marks = read_u64s(&mut input, 3, size)?;
             let terms = read_strings(&mut input, size)?;
             let chunk_count = read_len(&mut input, size)?;
             let keys = read_u64s(&mut input, chunk_count, size)?;
@@ -642,7 +878,13 @@ impl TermCache {
             if input.inner.read(&mut [0u8; 1])? != 0 {
                 return Ok(Err("it has bytes past its end".to_owned()));
             }
-            Ok(TermCache::from_columns(marks[0] as i64, marks[1] as i64, terms, keys, ids, &ends, &term_ids, &counts))
+            let marks = Marks {
+                keys: SafeLow::at(marks[0] as i64),
+                last_departure: marks[1] as i64,
+                departures: SafeLow::at(marks[2] as i64),
+                departures_applied: BTreeSet::new(),
+            };
+            Ok(TermCache::from_columns(marks, terms, keys, ids, &ends, &term_ids, &counts))
         })();
         match parsed {
             Ok(loaded) => loaded,
@@ -653,8 +895,7 @@ impl TermCache {
     /// The cache from a snapshot's columns, checked as it is built.
     #[allow(clippy::too_many_arguments)]
     fn from_columns(
-        high_water: i64,
-        departures_applied: i64,
+        marks: Marks,
         terms: Vec<String>,
         keys: Vec<u64>,
         ids: Vec<String>,
@@ -665,7 +906,7 @@ impl TermCache {
         if ids.len() != keys.len() || ends.len() != keys.len() || term_ids.len() != counts.len() {
             return Err("its columns disagree in length".to_owned());
         }
-        let mut cache = TermCache { high_water, departures_applied, ..TermCache::default() };
+        let mut cache = TermCache { marks, ..TermCache::default() };
         cache.term_ids.reserve(terms.len());
         for term in terms {
             let term: Box<str> = term.into();
@@ -863,7 +1104,9 @@ mod tests {
     use super::*;
     use crate::codec::encode_term_vector;
 
-    /// A database's term index in memory: departures and indexed chunks, changed by the test.
+    /// A database's term index in memory: departures and indexed chunks, changed by the test. In
+    /// SQLite's order (`ordered`) every change is visible at once; in PostgreSQL's, a change made
+    /// `uncommitted` holds its key or number but is visible only once the test commits it.
     #[derive(Default)]
     struct FakeRows {
         state: StdMutex<FakeState>,
@@ -871,27 +1114,81 @@ mod tests {
 
     #[derive(Default)]
     struct FakeState {
-        departures: Vec<(i64, i64)>,
-        chunks: BTreeMap<i64, (String, String)>,
+        unordered: bool,
+        /// (number, key, visible).
+        departures: Vec<(i64, i64, bool)>,
+        /// Key → (id, term vector, visible).
+        chunks: BTreeMap<i64, (String, String, bool)>,
+        settled: SettledMarks,
         /// Chunks delivered to caches so far: what a catch-up cost.
         delivered: usize,
+        /// Where each catch-up listed keys from.
+        listed_above: Vec<i64>,
     }
 
     impl FakeRows {
+        /// PostgreSQL's order: keys and numbers taken by one transaction may become visible after
+        /// higher ones.
+        fn unordered() -> FakeRows {
+            FakeRows { state: StdMutex::new(FakeState { unordered: true, ..FakeState::default() }) }
+        }
+
         fn add(&self, key: i64, id: &str, text: &str) {
+            self.put(key, id, text, true);
+        }
+
+        fn add_uncommitted(&self, key: i64, id: &str, text: &str) {
+            self.put(key, id, text, false);
+        }
+
+        fn put(&self, key: i64, id: &str, text: &str, visible: bool) {
             let vector = encode_term_vector(&terms::term_vector(text));
-            self.state.lock().unwrap().chunks.insert(key, (id.to_owned(), vector));
+            self.state.lock().unwrap().chunks.insert(key, (id.to_owned(), vector, visible));
         }
 
         fn remove(&self, key: i64) {
+            let number = self.state.lock().unwrap().departures.len() as i64 + 1;
+            self.remove_numbered(key, number, true);
+        }
+
+        /// Removes a chunk in a transaction that took departure `number` and has not committed.
+        fn remove_numbered(&self, key: i64, number: i64, visible: bool) {
             let mut state = self.state.lock().unwrap();
+            if visible {
+                state.chunks.remove(&key);
+            }
+            state.departures.push((number, key, visible));
+        }
+
+        /// Commits the chunk added under `key`.
+        fn commit_chunk(&self, key: i64) {
+            self.state.lock().unwrap().chunks.get_mut(&key).expect("an added chunk").2 = true;
+        }
+
+        /// Commits the departure numbered `number`: its chunk is gone from then on.
+        fn commit_departure(&self, number: i64) {
+            let mut state = self.state.lock().unwrap();
+            let departure = state.departures.iter_mut().find(|d| d.0 == number).expect("a departure");
+            departure.2 = true;
+            let key = departure.1;
             state.chunks.remove(&key);
-            let number = state.departures.len() as i64 + 1;
-            state.departures.push((number, key));
+        }
+
+        /// Rewrites a chunk's term vector, as a rebuild under new term rules does: a departure of
+        /// its key, which stays indexed.
+        fn rewrite(&self, key: i64, text: &str) {
+            let id = self.state.lock().unwrap().chunks[&key].0.clone();
+            let number = self.state.lock().unwrap().departures.len() as i64 + 1;
+            self.state.lock().unwrap().departures.push((number, key, true));
+            self.add(key, &id, text);
         }
 
         fn delivered(&self) -> usize {
             std::mem::take(&mut self.state.lock().unwrap().delivered)
+        }
+
+        fn listed_above(&self) -> Vec<i64> {
+            std::mem::take(&mut self.state.lock().unwrap().listed_above)
         }
     }
 
@@ -899,21 +1196,39 @@ mod tests {
     impl TermRows for FakeRows {
         async fn read_term_changes(&self, sink: &mut (dyn TermChangeSink + Send)) -> StoreResult<()> {
             let mut state = self.state.lock().unwrap();
-            let applied = sink.departures_applied();
-            for &(number, key) in state.departures.iter().filter(|(number, _)| *number > applied) {
+            let above = sink.departures_above();
+            let mut departures: Vec<(i64, i64)> =
+                state.departures.iter().filter(|d| d.0 > above && d.2).map(|d| (d.0, d.1)).collect();
+            departures.sort_unstable();
+            for (number, key) in departures {
                 sink.departed(number, key);
             }
-            let above = sink.entered_above();
+            let above = sink.keys_above();
+            state.listed_above.push(above);
+            let keys: Vec<i64> = state.chunks.range(above + 1..).filter(|(_, c)| c.2).map(|(key, _)| *key).collect();
             let mut delivered = 0;
-            for (key, (id, vector)) in state.chunks.range(above + 1..) {
-                sink.entered(*key, id, vector)?;
-                delivered += 1;
+            for key in sink.listed(keys) {
+                if let Some((id, vector, true)) = state.chunks.get(&key) {
+                    sink.entered(key, id, vector)?;
+                    delivered += 1;
+                }
             }
             state.delivered += delivered;
             if sink.wants_totals() {
-                sink.totals(state.chunks.len() as u64, state.departures.len() as i64);
+                let indexed = state.chunks.values().filter(|c| c.2).count() as u64;
+                let last = state.departures.iter().filter(|d| d.2).map(|d| d.0).max().unwrap_or(0);
+                sink.totals(indexed, last);
             }
             Ok(())
+        }
+
+        fn keys_follow_commits(&self) -> bool {
+            !self.state.lock().unwrap().unordered
+        }
+
+        async fn settled_marks(&self, age: Duration) -> StoreResult<SettledMarks> {
+            assert_eq!(age, IN_FLIGHT_WINDOW);
+            Ok(self.state.lock().unwrap().settled)
         }
     }
 
@@ -930,7 +1245,8 @@ mod tests {
         let state = rows.state.lock().unwrap();
         let mut frequencies = HashMap::new();
         let mut vectors = Vec::new();
-        for (id, vector) in state.chunks.values() {
+        let visible: Vec<_> = state.chunks.values().filter(|c| c.2).collect();
+        for (id, vector, _) in &visible {
             let vector = decode_term_vector(vector).unwrap();
             for (term, _) in &vector {
                 *frequencies.entry(term.clone()).or_default() += 1;
@@ -938,7 +1254,7 @@ mod tests {
             vectors.push((id.clone(), vector));
         }
         vectors.sort();
-        (state.chunks.len() as u64, frequencies, vectors)
+        (visible.len() as u64, frequencies, vectors)
     }
 
     async fn assert_matches(terms: &InProcessTerms, rows: &FakeRows) {
@@ -1012,7 +1328,7 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         let mut flipped = bytes.clone();
         flipped[bytes.len() / 2] ^= 0x40;
-        for damaged in [flipped, bytes[..bytes.len() / 3].to_vec(), b"QTERMS02".to_vec()] {
+        for damaged in [flipped, bytes[..bytes.len() / 3].to_vec(), b"QTERMS03".to_vec()] {
             std::fs::write(&path, &damaged).unwrap();
             let rebuilt = InProcessTerms::new(Some(dir.path().to_owned()));
             assert_matches(&rebuilt, &rows).await;
@@ -1031,5 +1347,83 @@ mod tests {
         fewer.state.lock().unwrap().chunks.remove(&2);
         let disagreeing = InProcessTerms::new(Some(dir.path().to_owned()));
         assert_matches(&disagreeing, &fewer).await;
+    }
+
+    /// On PostgreSQL's terms a chunk whose key lies below the highest seen, committed after a
+    /// catch-up, is found by the next one within the window; the keys' safe low moves up only
+    /// once a catch-up that saw them is a window old.
+    #[tokio::test(start_paused = true)]
+    async fn a_chunk_committed_late_below_the_high_water_is_found_within_the_window() {
+        let rows = FakeRows::unordered();
+        rows.add(1, "c1", TEXTS[0]);
+        rows.add_uncommitted(2, "late", TEXTS[3]);
+        rows.add(3, "c3", TEXTS[1]);
+        let terms = InProcessTerms::new(None);
+        assert_matches(&terms, &rows).await;
+        assert_eq!(terms.caught_up(&rows).await.unwrap().chunk_terms(&["late".to_owned()]), []);
+        rows.commit_chunk(2);
+        tokio::time::advance(IN_FLIGHT_WINDOW - Duration::from_secs(1)).await;
+        assert_matches(&terms, &rows).await;
+        assert_eq!(terms.caught_up(&rows).await.unwrap().chunk_terms(&["late".to_owned()]).len(), 1);
+        assert_eq!(rows.delivered(), 3, "the late chunk is read once, the others never again");
+        assert_eq!(rows.listed_above(), [0, 0, 0, 0], "nothing a window old yet");
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_matches(&terms, &rows).await;
+        assert_matches(&terms, &rows).await;
+        // The first catch-up a window after the build, which saw key 3, still lists from 0, and
+        // moves the safe low for the next.
+        assert_eq!(rows.listed_above(), [0, 3]);
+        assert_eq!(rows.delivered(), 0);
+    }
+
+    /// A departure numbered below one already applied, committed later, is applied; one read
+    /// again within the window is applied once (a rewritten chunk is not read again).
+    #[tokio::test(start_paused = true)]
+    async fn a_departure_committed_late_is_applied_and_each_departure_once() {
+        let rows = FakeRows::unordered();
+        for key in 1..=4 {
+            rows.add(key, &format!("c{key}"), TEXTS[key as usize]);
+        }
+        let terms = InProcessTerms::new(None);
+        assert_matches(&terms, &rows).await;
+        rows.remove_numbered(1, 1, false);
+        rows.remove_numbered(3, 2, true);
+        assert_matches(&terms, &rows).await;
+        rows.commit_departure(1);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_matches(&terms, &rows).await;
+        assert_eq!(terms.caught_up(&rows).await.unwrap().chunk_terms(&["c1".to_owned()]), []);
+        rows.delivered();
+
+        rows.rewrite(2, "a rewritten whale of a chunk");
+        assert_matches(&terms, &rows).await;
+        assert_eq!(rows.delivered(), 1, "the rewritten chunk is read again");
+        assert_matches(&terms, &rows).await;
+        assert_eq!(rows.delivered(), 0, "its departure, read again, is applied once");
+    }
+
+    /// The snapshot holds safe lows, not high waters: a chunk committed late below the highest
+    /// key it holds is found by the process that loads it.
+    #[tokio::test]
+    async fn a_snapshot_on_postgresql_s_terms_keeps_looking_below_its_newest_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = FakeRows::unordered();
+        many(&rows, SNAPSHOT_EVERY + 10);
+        rows.state.lock().unwrap().chunks.get_mut(&7).unwrap().2 = false;
+        let first = InProcessTerms::new(Some(dir.path().to_owned()));
+        assert_matches(&first, &rows).await;
+        first.snapshot_written().await;
+        rows.delivered();
+
+        rows.commit_chunk(7);
+        // Settled by now, as far as the database can tell: raised only after the catch-up.
+        rows.state.lock().unwrap().settled = SettledMarks { key: SNAPSHOT_EVERY as i64, departure: 0 };
+        let loaded = InProcessTerms::new(Some(dir.path().to_owned()));
+        assert_matches(&loaded, &rows).await;
+        assert_eq!(rows.delivered(), 1, "loaded, and the late chunk found");
+        rows.listed_above();
+        assert_matches(&loaded, &rows).await;
+        assert_eq!(rows.listed_above(), [SNAPSHOT_EVERY as i64], "then the settled key is the safe low");
     }
 }

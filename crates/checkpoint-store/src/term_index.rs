@@ -31,8 +31,12 @@
 //! [`terms::RULES_EDITION`] and the index's layout) and rebuilds the index from the chunks' text
 //! when it opens a database indexed under another edition (or not yet indexed, after the
 //! migration that adds it).
+//!
+//! Both stores answer the seam from an in-process copy of this index (`term_cache.rs`), caught
+//! up with the database before each answer; the database's own answers remain, as each store's
+//! `*_in_database` methods, for the tests that compare the two.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
 
@@ -363,6 +367,18 @@ pub(crate) fn rebuilt(indexed: usize) {
     if indexed > 0 {
         tracing::info!(chunks = indexed, edition = index_edition(), "term index built");
     }
+}
+
+/// The ids among `ids` that the term cache did not find, each once: a chunk stored without a term
+/// vector (written by an older binary, not yet reindexed), which the database reads from its
+/// text, or one that is gone.
+pub(crate) fn uncached(found: &[ChunkTerms], ids: &[String]) -> Vec<String> {
+    if found.len() >= ids.len() {
+        return Vec::new();
+    }
+    // Seeded with what the cache found, so each id missing from it is named once.
+    let mut seen: HashSet<&str> = found.iter().map(|chunk| chunk.chunk_id.as_str()).collect();
+    ids.iter().filter(|id| seen.insert(id.as_str())).cloned().collect()
 }
 
 /// How many chunks' terms a rebuild of the index computes and writes per statement.

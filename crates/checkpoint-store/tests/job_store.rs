@@ -585,6 +585,7 @@ async fn postgres_migrations_apply_twice_without_error() {
         [
             "_sqlx_migrations",
             "chunk_term_counts",
+            "chunk_term_departures",
             "chunk_term_postings",
             "chunks",
             "connections",

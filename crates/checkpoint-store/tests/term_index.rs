@@ -247,11 +247,11 @@ async fn an_index_of_another_edition_or_none_is_rebuilt_when_the_store_opens() {
         {
             h.raw.execute(sql).await;
             let whale = [vec![("whale".to_owned(), 1.0)]];
-            // SQLite answers from its in-process cache, which follows the stored term vectors, not
-            // the full-text table damaged here: ask the database itself.
+            // The stores answer from their in-process caches, which follow the stored term vectors,
+            // not the index tables damaged here: ask the database itself.
             let emptied = match &h.backend {
                 Backend::Sqlite(store) => store.chunks_sharing_terms_in_database(&whale, 10).await.unwrap(),
-                Backend::Postgres(_) => h.terms.chunks_sharing_terms(&whale, 10).await.unwrap(),
+                Backend::Postgres(store) => store.chunks_sharing_terms_in_database(&whale, 10).await.unwrap(),
             };
             assert!(emptied[0].is_empty(), "{}: {situation}: the index was emptied", h.name);
             // Until the index is rebuilt, a chunk without a stored vector is read from its text.

@@ -5,8 +5,9 @@
 //! **Catching up.** Keys of stored vectors only grow. On SQLite one writer assigns them in commit
 //! order, so everything above the highest key seen is new. On PostgreSQL a transaction that took
 //! a key earlier can commit later, so the index re-lists the keys (keys only, not vectors) above a
-//! *safe low* — the highest key it saw at least [`IN_FLIGHT_WINDOW`] ago — and fetches the vectors
-//! of the ones it lacks. A key names one immutable vector, so adding is idempotent.
+//! *safe low* — the highest key it saw at least [`IN_FLIGHT_WINDOW`] ago, by the rule in
+//! `catch_up.rs` that the term cache follows too — and fetches the vectors of the ones it lacks.
+//! A key names one immutable vector, so adding is idempotent.
 //!
 //! **The fresh tail.** What a catch-up fetches goes into the index's exact tail, not its graph,
 //! while the tail stays under [`RECENT_LIMIT`] vectors: the query that follows compares with
@@ -35,7 +36,7 @@
 //! The file runs past 500 lines because its tests (fake stores with either key order, paused
 //! time for the idle fold) sit beside the catch-up, fold and snapshot rules they pin down.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,11 +46,8 @@ use serde::{Deserialize, Serialize};
 use vector_index::{AnnIndex, Quantization, Scored, TieredIndex};
 
 use super::VectorRows;
+use crate::catch_up::{IN_FLIGHT_WINDOW, NumberOrder, SafeLow};
 use crate::error::{StoreError, StoreResult};
-
-/// How long a PostgreSQL transaction may take between taking a key and committing before the
-/// index stops looking below that key for late arrivals.
-const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(120);
 
 /// Vectors fetched per statement while catching up.
 const FETCH_PAGE: usize = 2048;
@@ -130,9 +128,7 @@ struct Cached {
     /// The highest key in the index.
     high_water: i64,
     /// Every key at or below this one is in the index (or never will exist).
-    safe_low: i64,
-    /// (when, high water then): the safe low advances to entries older than the window.
-    history: VecDeque<(Instant, i64)>,
+    safe_low: SafeLow,
     added_since_snapshot: usize,
 }
 
@@ -203,7 +199,7 @@ impl InProcessIndexes {
         let started = Instant::now();
         let mut cached = self.catch_up(rows, model, dimensions, cached).await?;
         if let Some(settled) = settled {
-            cached.safe_low = cached.safe_low.max(settled.min(cached.high_water));
+            cached.safe_low.raise_to(settled.min(cached.high_water));
         }
         let caught_up_ms = started.elapsed().as_millis() as u64;
         let (cached, found) = blocking(move || {
@@ -328,8 +324,7 @@ impl InProcessIndexes {
         let cached = |index, high_water, safe_low| Cached {
             index: TieredIndex::new(index),
             high_water,
-            safe_low,
-            history: VecDeque::new(),
+            safe_low: SafeLow::at(safe_low),
             added_since_snapshot: 0,
         };
         let empty = || -> StoreResult<Cached> {
@@ -379,7 +374,9 @@ impl InProcessIndexes {
         mut cached: Cached,
     ) -> StoreResult<Cached> {
         let ordered = rows.keys_follow_commits();
-        let low = if ordered { cached.high_water } else { cached.safe_low };
+        let low = if ordered { cached.high_water } else { cached.safe_low.get() };
+        // Before the keys are listed: what they show was committed by then.
+        let began = tokio::time::Instant::now();
         let keys = rows.vector_keys_after(model, dimensions, low).await?;
         // The tail counts as held: a vector waiting there is never fetched again.
         let missing: Vec<i64> =
@@ -416,18 +413,7 @@ impl InProcessIndexes {
         if let Some(&highest) = keys.last() {
             cached.high_water = cached.high_water.max(highest);
         }
-        if ordered {
-            cached.safe_low = cached.high_water;
-        } else {
-            let now = Instant::now();
-            cached.history.push_back((now, cached.high_water));
-            while let Some(&(at, mark)) = cached.history.front()
-                && now.duration_since(at) >= IN_FLIGHT_WINDOW
-            {
-                cached.safe_low = cached.safe_low.max(mark);
-                cached.history.pop_front();
-            }
-        }
+        cached.safe_low.caught_up(began, cached.high_water, NumberOrder::of(ordered));
         Ok(cached)
     }
 }
@@ -492,7 +478,7 @@ async fn maybe_snapshot(target: Option<&SnapshotTarget>, cached: Cached) -> Stor
         dimensions: target.dimensions,
         quantization: target.quantization,
         high_water: cached.high_water,
-        safe_low: cached.safe_low,
+        safe_low: cached.safe_low.get(),
         count: cached.index.len(),
     };
     let (index_path, meta_path) = (target.index_path.clone(), target.meta_path.clone());

@@ -55,6 +55,7 @@ use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::recovery;
 use crate::retry_policy::RetryPolicy;
 use crate::rows::{AttemptRow, CountRow, HeldJobRow, JobRow, RenewedRow, convert_all, heartbeat_report};
+use crate::term_cache::InProcessTerms;
 
 /// The migrations of the PostgreSQL schema, embedded in the binary. They name no schema: run
 /// them on a connection whose `search_path` points at the store's schema (as
@@ -88,7 +89,8 @@ pub struct PgStoreOptions {
     /// Whether to use pgvector for similarity search when the server offers it (the default).
     /// Off, the in-process index is used, as without the extension.
     pub use_pgvector: bool,
-    /// Where the in-process vector indexes keep their snapshots (used without pgvector).
+    /// Where the in-process vector indexes (used without pgvector) and the term cache keep their
+    /// snapshots.
     pub vector_snapshots: VectorSnapshots,
 }
 
@@ -119,6 +121,8 @@ pub struct PgStore {
     pgvector: Option<Arc<vectors::Pgvector>>,
     /// The in-process nearest-neighbour indexes, used without pgvector.
     indexes: Arc<InProcessIndexes>,
+    /// The term index in memory: a cache of the database's, shared by the store's clones.
+    term_cache: Arc<InProcessTerms>,
     /// Raised on each notification of a job become pending in this store's schema.
     job_signal: JobSignal,
     /// Whether a connection listens for those notifications (opened by the first subscriber).
@@ -233,6 +237,7 @@ impl PgStore {
             retry_policy: options.retry_policy,
             pgvector_available: pgvector_available && options.use_pgvector,
             pgvector: None,
+            term_cache: Arc::new(InProcessTerms::new(options.vector_snapshots.clone())),
             indexes: Arc::new(InProcessIndexes::new(options.vector_snapshots)),
             job_signal: JobSignal::new(),
             listening: Arc::default(),

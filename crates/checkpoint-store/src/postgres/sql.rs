@@ -591,6 +591,39 @@ pub const CLEAR_POSTINGS: &str = "DELETE FROM chunk_term_postings";
 pub const REBUILD_POSTINGS: &str = "INSERT INTO chunk_term_postings (term, chunk_seq) \
      SELECT t.term, c.seq FROM chunks c, unnest(tsvector_to_array(c.terms)) AS t(term)";
 
+// The term cache's catch-up (crates/checkpoint-store/src/term_cache.rs), in one REPEATABLE READ
+// transaction.
+
+/// Begins the catch-up's transaction: every statement of it reads one snapshot.
+pub const BEGIN_ONE_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// $1 after this number: departures (number, chunk key), in order.
+pub const TERM_DEPARTURES_AFTER: &str = "SELECT seq, chunk FROM chunk_term_departures WHERE seq > $1 ORDER BY seq";
+
+/// $1 after this key: the keys of indexed chunks, ascending.
+pub const TERM_KEYS_AFTER: &str = "SELECT seq FROM chunks WHERE seq > $1 AND term_vector IS NOT NULL ORDER BY seq";
+
+/// $1 keys: those indexed, with their ids and term vectors.
+pub const TERM_VECTORS_BY_KEY: &str =
+    "SELECT seq, id, term_vector FROM chunks WHERE seq = ANY($1) AND term_vector IS NOT NULL";
+
+/// How many chunks are indexed, and the number of the last departure ever.
+pub const TERM_INDEX_TOTALS: &str = "SELECT (SELECT count(*) FROM chunks WHERE term_vector IS NOT NULL), \
+     (SELECT COALESCE(MAX(seq), 0) FROM chunk_term_departures)";
+
+/// $1 age (ms), $2 now or NULL: the highest chunk key and departure number stored at least $1
+/// ago. A document's `updated_at` is set in the transaction that writes its chunks, and only
+/// moves forward, so its chunks were written no later; departures carry the server's time (their
+/// trigger cannot see an injected clock). Both read backwards from the newest, which are few.
+pub const SETTLED_TERM_MARKS: &str = concat!(
+    "SELECT COALESCE((SELECT c.seq FROM chunks c JOIN documents d ON d.id = c.document_id \
+         WHERE d.updated_at <= clock.now - $1 ORDER BY c.seq DESC LIMIT 1), 0), \
+     COALESCE((SELECT seq FROM chunk_term_departures \
+         WHERE departed_at <= floor(extract(epoch FROM now()) * 1000)::bigint - $1 ORDER BY seq DESC LIMIT 1), 0) \
+     FROM ",
+    clock!("$2")
+);
+
 /// $1 seqs.
 pub const CHUNK_IDS_BY_SEQ: &str = "SELECT seq, id FROM chunks WHERE seq = ANY($1)";
 

@@ -1,15 +1,20 @@
-//! The term index on PostgreSQL: a `tsvector` column with a GIN index, and a table of document
-//! frequencies kept in the transactions that add or remove chunks.
+//! The term index on PostgreSQL: a `tsvector` column with a GIN index, postings, and a table of
+//! document frequencies kept in the transactions that add or remove chunks; answered from the
+//! in-process term cache (`term_cache.rs`), which catches up through `chunk_term_departures` and
+//! the chunks' keys.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::{Postgres, Transaction};
 
 use super::{PgStore, sql};
 use crate::error::StoreResult;
+use crate::term_cache::{SettledMarks, TermChangeSink, TermRows};
 use crate::term_index::{
-    self, ChunkTerms, IndexedChunk, LOOKUP_BATCH, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, WeightedTerms,
+    self, ChunkTerms, IndexedChunk, LOOKUP_BATCH, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, TermTable,
+    WeightedTerms,
 };
 
 /// Changes in the number of chunks containing each term, applied at once and in term order.
@@ -93,9 +98,84 @@ impl PgStore {
     }
 }
 
+/// The term index as the in-process cache reads it: departures and indexed chunks, in one
+/// REPEATABLE READ transaction, so that everything read comes from one snapshot.
+#[async_trait]
+impl TermRows for PgStore {
+    async fn read_term_changes(&self, sink: &mut (dyn TermChangeSink + Send)) -> StoreResult<()> {
+        let mut tx = self.pool.begin_with(sql::BEGIN_ONE_SNAPSHOT).await?;
+        let departures: Vec<(i64, i64)> =
+            sqlx::query_as(sql::TERM_DEPARTURES_AFTER).bind(sink.departures_above()).fetch_all(&mut *tx).await?;
+        for (number, key) in departures {
+            sink.departed(number, key);
+        }
+        let keys: Vec<i64> =
+            sqlx::query_scalar(sql::TERM_KEYS_AFTER).bind(sink.keys_above()).fetch_all(&mut *tx).await?;
+        for page in sink.listed(keys).chunks(REBUILD_BATCH) {
+            let rows: Vec<(i64, String, String)> =
+                sqlx::query_as(sql::TERM_VECTORS_BY_KEY).bind(page).fetch_all(&mut *tx).await?;
+            for (key, id, vector) in &rows {
+                sink.entered(*key, id, vector)?;
+            }
+        }
+        if sink.wants_totals() {
+            let (indexed, last_departure): (i64, i64) =
+                sqlx::query_as(sql::TERM_INDEX_TOTALS).fetch_one(&mut *tx).await?;
+            sink.totals(crate::codec::unsigned("indexed chunks", indexed)?, last_departure);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn keys_follow_commits(&self) -> bool {
+        false
+    }
+
+    async fn settled_marks(&self, age: Duration) -> StoreResult<SettledMarks> {
+        let (key, departure): (i64, i64) = sqlx::query_as(sql::SETTLED_TERM_MARKS)
+            .bind(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
+            .bind(self.bound_now())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(SettledMarks { key, departure })
+    }
+}
+
+/// Answered from the in-process term cache, caught up with the database first.
 #[async_trait]
 impl TermIndex for PgStore {
     async fn term_counts(&self, terms: &[String]) -> StoreResult<TermCounts> {
+        self.term_cache.term_counts(self, terms).await
+    }
+
+    async fn chunks_sharing_terms(&self, queries: &[WeightedTerms], limit: usize) -> StoreResult<Vec<Vec<String>>> {
+        self.term_cache.chunks_sharing_terms(self, queries, limit).await
+    }
+
+    async fn chunk_terms(&self, ids: &[String]) -> StoreResult<Vec<ChunkTerms>> {
+        let (mut found, missing) = self.term_cache.chunk_terms(self, ids).await?;
+        if !missing.is_empty() {
+            found.extend(self.chunk_terms_in_database(&missing).await?);
+        }
+        Ok(found)
+    }
+
+    async fn warm_term_index(&self) -> StoreResult<()> {
+        self.term_cache.caught_up(self).await.map(drop)
+    }
+
+    async fn term_table(&self, ids: &[String]) -> StoreResult<TermTable> {
+        match self.term_cache.term_table(self, ids).await? {
+            Some(table) => Ok(table),
+            // Some chunk is not cached: the rare case, answered from what `chunk_terms` finds.
+            None => term_index::term_table_of(self, ids).await,
+        }
+    }
+}
+
+impl PgStore {
+    /// [`TermIndex::term_counts`] read from the database, not the cache.
+    pub async fn term_counts_in_database(&self, terms: &[String]) -> StoreResult<TermCounts> {
         let mut tx = self.pool.begin().await?;
         let chunk_count: i64 = sqlx::query_scalar(sql::LIBRARY_CHUNK_COUNT).fetch_one(&mut *tx).await?;
         let rows: Vec<(String, i64)> = sqlx::query_as(sql::TERM_FREQUENCIES).bind(terms).fetch_all(&mut *tx).await?;
@@ -103,11 +183,17 @@ impl TermIndex for PgStore {
         TermCounts::from_rows(chunk_count, rows)
     }
 
-    async fn chunks_sharing_terms(&self, queries: &[WeightedTerms], limit: usize) -> StoreResult<Vec<Vec<String>>> {
+    /// [`TermIndex::chunks_sharing_terms`] read from the database's postings, not the cache.
+    pub async fn chunks_sharing_terms_in_database(
+        &self,
+        queries: &[WeightedTerms],
+        limit: usize,
+    ) -> StoreResult<Vec<Vec<String>>> {
         term_index::chunks_sharing_terms(self, queries, limit).await
     }
 
-    async fn chunk_terms(&self, ids: &[String]) -> StoreResult<Vec<ChunkTerms>> {
+    /// [`TermIndex::chunk_terms`] read from the database, not the cache.
+    pub async fn chunk_terms_in_database(&self, ids: &[String]) -> StoreResult<Vec<ChunkTerms>> {
         let mut found = Vec::with_capacity(ids.len());
         for slice in ids.chunks(LOOKUP_BATCH) {
             let rows: Vec<(String, Option<String>, Option<String>)> =

@@ -388,9 +388,12 @@ pub const LIBRARY_CHUNK_COUNT: &str = "SELECT COALESCE(SUM(chunk_count), 0) FROM
 /// ?1 after this number: the chunks that left the term index since, in the order they left.
 pub const TERM_DEPARTURES_AFTER: &str = "SELECT seq, chunk FROM chunk_term_departures WHERE seq > ?1 ORDER BY seq";
 
-/// ?1 after this key, ?2 limit: indexed chunks in key order, with their ids and term vectors.
-pub const TERM_VECTORS_AFTER: &str = "SELECT v.chunk, c.id, v.term_vector FROM chunk_term_vectors v \
-     JOIN chunks c ON c.rowid = v.chunk WHERE v.chunk > ?1 ORDER BY v.chunk LIMIT ?2";
+/// ?1 after this key: the keys of indexed chunks, ascending.
+pub const TERM_KEYS_AFTER: &str = "SELECT chunk FROM chunk_term_vectors WHERE chunk > ?1 ORDER BY chunk";
+
+/// ?1 keys (JSON array): those indexed, with their chunks' ids and term vectors.
+pub const TERM_VECTORS_BY_KEY: &str = "SELECT v.chunk, c.id, v.term_vector FROM json_each(?1) k \
+     JOIN chunk_term_vectors v ON v.chunk = k.value JOIN chunks c ON c.rowid = v.chunk";
 
 /// How many chunks are indexed, and the number of the last departure ever.
 pub const TERM_INDEX_TOTALS: &str = "SELECT (SELECT count(*) FROM chunk_term_vectors), \

@@ -6,7 +6,7 @@ use sqlx::{Sqlite, Transaction};
 
 use super::{SqliteStore, sql};
 use crate::error::{StoreError, StoreResult};
-use crate::term_cache::{TermChangeSink, TermRows, blocking};
+use crate::term_cache::{SettledMarks, TermChangeSink, TermRows};
 use crate::term_index::{
     self, ChunkTerms, IndexedChunk, LOOKUP_BATCH, REBUILD_BATCH, TermCounts, TermIndex, TermPostings, TermTable,
     WeightedTerms,
@@ -79,22 +79,19 @@ impl TermRows for SqliteStore {
     async fn read_term_changes(&self, sink: &mut (dyn TermChangeSink + Send)) -> StoreResult<()> {
         let mut tx = self.reader.begin().await?;
         let departures: Vec<(i64, i64)> =
-            sqlx::query_as(sql::TERM_DEPARTURES_AFTER).bind(sink.departures_applied()).fetch_all(&mut *tx).await?;
+            sqlx::query_as(sql::TERM_DEPARTURES_AFTER).bind(sink.departures_above()).fetch_all(&mut *tx).await?;
         for (number, key) in departures {
             sink.departed(number, key);
         }
-        let mut after = sink.entered_above();
-        loop {
-            let rows: Vec<(i64, String, String)> = sqlx::query_as(sql::TERM_VECTORS_AFTER)
-                .bind(after)
-                .bind(REBUILD_BATCH as i64)
-                .fetch_all(&mut *tx)
-                .await?;
-            let Some(&(last, _, _)) = rows.last() else { break };
+        let keys: Vec<i64> =
+            sqlx::query_scalar(sql::TERM_KEYS_AFTER).bind(sink.keys_above()).fetch_all(&mut *tx).await?;
+        for page in sink.listed(keys).chunks(REBUILD_BATCH) {
+            let json = serde_json::to_string(page).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let rows: Vec<(i64, String, String)> =
+                sqlx::query_as(sql::TERM_VECTORS_BY_KEY).bind(json).fetch_all(&mut *tx).await?;
             for (key, id, vector) in &rows {
                 sink.entered(*key, id, vector)?;
             }
-            after = last;
         }
         if sink.wants_totals() {
             let (indexed, last_departure): (i64, i64) =
@@ -104,36 +101,32 @@ impl TermRows for SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+
+    fn keys_follow_commits(&self) -> bool {
+        true
+    }
+
+    async fn settled_marks(&self, _: std::time::Duration) -> StoreResult<SettledMarks> {
+        // Never asked: with one writer, everything committed is settled.
+        Ok(SettledMarks::default())
+    }
 }
 
 /// Answered from the in-process term cache, caught up with the database first.
 #[async_trait]
 impl TermIndex for SqliteStore {
     async fn term_counts(&self, terms: &[String]) -> StoreResult<TermCounts> {
-        Ok(self.term_cache.caught_up(self).await?.term_counts(terms))
+        self.term_cache.term_counts(self, terms).await
     }
 
     async fn chunks_sharing_terms(&self, queries: &[WeightedTerms], limit: usize) -> StoreResult<Vec<Vec<String>>> {
-        let started = std::time::Instant::now();
-        let cache = self.term_cache.caught_up(self).await?;
-        let caught_up_ms = started.elapsed().as_millis() as u64;
-        let queries = queries.to_vec();
-        let found = blocking(move || cache.chunks_sharing_terms(&queries, limit)).await;
-        tracing::debug!(caught_up_ms, ranked_ms = started.elapsed().as_millis() as u64, "term search over the cache");
-        found
+        self.term_cache.chunks_sharing_terms(self, queries, limit).await
     }
 
     async fn chunk_terms(&self, ids: &[String]) -> StoreResult<Vec<ChunkTerms>> {
-        let mut found = self.term_cache.caught_up(self).await?.chunk_terms(ids);
-        // A chunk the cache lacks has no stored term vector (written by an older binary, not yet
-        // reindexed) or is gone: the database reads the first from its text.
-        if found.len() < ids.len() {
-            // Seeded with what the cache found, so each id missing from it is asked once.
-            let mut seen: std::collections::HashSet<&str> = found.iter().map(|chunk| chunk.chunk_id.as_str()).collect();
-            let missing: Vec<String> = ids.iter().filter(|id| seen.insert(id.as_str())).cloned().collect();
-            if !missing.is_empty() {
-                found.extend(self.chunk_terms_in_database(&missing).await?);
-            }
+        let (mut found, missing) = self.term_cache.chunk_terms(self, ids).await?;
+        if !missing.is_empty() {
+            found.extend(self.chunk_terms_in_database(&missing).await?);
         }
         Ok(found)
     }
@@ -143,13 +136,11 @@ impl TermIndex for SqliteStore {
     }
 
     async fn term_table(&self, ids: &[String]) -> StoreResult<TermTable> {
-        let cache = self.term_cache.caught_up(self).await?;
-        let wanted = ids.to_vec();
-        if let Some(table) = blocking(move || cache.term_table(&wanted)).await? {
-            return Ok(table);
+        match self.term_cache.term_table(self, ids).await? {
+            Some(table) => Ok(table),
+            // Some chunk is not cached: the rare case, answered from what `chunk_terms` finds.
+            None => term_index::term_table_of(self, ids).await,
         }
-        // Some chunk is not cached: the rare case, answered from what `chunk_terms` finds.
-        term_index::term_table_of(self, ids).await
     }
 }
 
