@@ -44,7 +44,8 @@ pub struct Args {
     /// Rounds of exact search (linear in the library, so fewer at large sizes).
     #[arg(long, default_value_t = 3)]
     exact_rounds: u32,
-    /// Keep the SQLite library of the largest size as a data directory here.
+    /// Keep the library of the largest size: SQLite's as a data directory here; PostgreSQL's in
+    /// its schema, whose name is printed (the directory is then unused).
     #[arg(long)]
     keep: Option<PathBuf>,
     /// Candidate plans of the lexical half to measure besides the default, each
@@ -192,7 +193,8 @@ pub async fn run(args: Args) -> BenchResult<()> {
     let mut plan_rows = Vec::new();
     for &size in &args.chunks {
         for &backend in &args.backend {
-            let opened = open(backend, &args, size, backend == Backend::Sqlite && size == largest).await?;
+            let kept = args.keep.is_some() && size == largest;
+            let opened = open(backend, &args, size, backend == Backend::Sqlite && kept).await?;
             let store = opened.store.as_ref();
             store
                 .enqueue(
@@ -334,9 +336,14 @@ pub async fn run(args: Args) -> BenchResult<()> {
             // A kept library must not hold a leased job: `quire` would wait for it.
             store.complete(lease, None).await?;
             if let Some((url, schema)) = &opened.drop_schema {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(url).await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&mut conn).await?;
+                if kept {
+                    println!("kept the {backend} library in schema {schema} of {url}");
+                } else {
+                    use sqlx::Connection;
+                    let mut conn = sqlx::PgConnection::connect(url).await?;
+                    let drop = format!("DROP SCHEMA {schema} CASCADE");
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await?;
+                }
             }
         }
     }
