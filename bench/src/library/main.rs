@@ -10,8 +10,9 @@
 //!   in-process index) and PostgreSQL with pgvector.
 //! - `ann`: the candidate index crates side by side on the same vectors, in memory: build time,
 //!   batch query time, recall@5 against exact search and memory.
-//! - `--keep DIR` (scale, SQLite) leaves the generated library as a data directory, so that a
-//!   real `quire process BOOK --data-dir DIR` can be measured against it.
+//! - `--keep DIR` (scale) leaves the generated library of the largest size: on SQLite as a data
+//!   directory, so that a real `quire process BOOK --data-dir DIR` can be measured against it; on
+//!   PostgreSQL in its schema, whose name it prints (`quire --database-schema SCHEMA`).
 //!
 //! ```text
 //! CARGO_TARGET_DIR=target cargo build --release --manifest-path bench/Cargo.toml
