@@ -14,7 +14,8 @@ use checkpoint_store::{
 };
 use collision_detector::{CandidateQuery, Connection, Neighbour, SemanticEngine};
 use serde_json::{Value, json};
-use tracing::{debug, info};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{Instrument, debug, info};
 
 use super::lexical::{elapsed_ms, lexical_connections};
 use super::stats::bump;
@@ -55,21 +56,24 @@ impl JobHandler for DetectConnections {
             // awaits: the semantic half is a task of its own, so that it moves on while the
             // lexical half computes, rather than only when the lexical half awaits.
             let started = Instant::now();
-            let semantic = tokio::spawn({
-                let (store, sources, model) = (pipeline.store.clone(), sources.clone(), model.clone());
-                async move {
-                    let found = semantic_neighbours(store.as_ref(), &sources, &model, dimensions).await;
-                    debug!(elapsed_ms = elapsed_ms(started), "semantic: neighbours found");
-                    found
+            // Aborted when dropped (the lexical half failed first), so it never outlives the
+            // attempt; logged in the job's span.
+            let semantic = AbortOnDropHandle::new(tokio::spawn(
+                {
+                    let (store, sources, model) = (pipeline.store.clone(), sources.clone(), model.clone());
+                    async move {
+                        let found = semantic_neighbours(store.as_ref(), &sources, &model, dimensions).await;
+                        debug!(elapsed_ms = elapsed_ms(started), "semantic: neighbours found");
+                        found
+                    }
                 }
-            });
-            // Aborted if the lexical half fails first, so that it never outlives the attempt.
-            let semantic = AbortOnDrop(semantic);
+                .in_current_span(),
+            ));
             let lexical = lexical_connections(pipeline.store.as_ref(), &sources, CandidateQuery::default()).await?;
-            let neighbours = semantic.join().await?;
+            let neighbours = semantic.await.map_err(crashed)??;
             let connections = tokio::task::spawn_blocking(move || find_connections(&sources, &neighbours, lexical))
                 .await
-                .map_err(|e| JobError::Retryable(format!("connection detection crashed: {e}")))?;
+                .map_err(crashed)?;
             debug!(elapsed_ms = elapsed_ms(started), connections = connections.len(), "connections put together");
             match pipeline.store.replace_connections(context.lease, &document_id, &computed_from, &connections).await? {
                 ConnectionsOutcome::Stored { written } => {
@@ -85,19 +89,9 @@ impl JobHandler for DetectConnections {
     }
 }
 
-/// A task aborted when its handle is dropped before it was joined.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> AbortOnDrop<Result<T, JobError>> {
-    async fn join(mut self) -> Result<T, JobError> {
-        (&mut self.0).await.map_err(|e| JobError::Retryable(format!("connection detection crashed: {e}")))?
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// A task of the job that panicked: retried, as any crash.
+fn crashed(error: tokio::task::JoinError) -> JobError {
+    JobError::Retryable(format!("connection detection crashed: {error}"))
 }
 
 /// The semantic engine's choice for one document.
