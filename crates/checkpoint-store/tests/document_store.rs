@@ -279,6 +279,50 @@ async fn replacing_chunks_drops_the_connections_that_referenced_them() {
     }
 }
 
+/// Stored connections whose source or target chunk does not exist.
+const CONNECTIONS_NAMING_A_MISSING_CHUNK: &str = "SELECT COUNT(*) FROM connections k \
+     WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = k.source_chunk_id) \
+        OR NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = k.target_chunk_id)";
+
+#[tokio::test]
+async fn replacing_chunks_drops_the_connections_from_and_to_them_and_no_other() {
+    for h in backends().await {
+        let (a, b, c) = (document(&h, "ha").await, document(&h, "hb").await, document(&h, "hc").await);
+        h.enqueue(&a).await;
+        let lease = h.lease_one("w1").await;
+        let (a_chunks, b_chunks, c_chunks) =
+            (chunks(&a, &["alpha", "beta"]), chunks(&b, &["gamma"]), chunks(&c, &["delta"]));
+        for (id, its_chunks) in [(&a, &a_chunks), (&b, &b_chunks), (&c, &c_chunks)] {
+            embed(&h, lease, id, its_chunks).await;
+        }
+        h.docs
+            .replace_connections(
+                lease,
+                &a,
+                &set(&a_chunks),
+                &[connection(&a_chunks[0], &b_chunks[0], 0.7), connection(&a_chunks[1], &c_chunks[0], 0.6)],
+            )
+            .await
+            .unwrap();
+        h.docs
+            .replace_connections(lease, &b, &set(&b_chunks), &[connection(&b_chunks[0], &c_chunks[0], 0.5)])
+            .await
+            .unwrap();
+        h.docs
+            .replace_connections(lease, &c, &set(&c_chunks), &[connection(&c_chunks[0], &a_chunks[0], 0.4)])
+            .await
+            .unwrap();
+        assert_eq!(h.raw.count("SELECT COUNT(*) FROM connections").await, 4, "{}", h.name);
+
+        // A's chunks go: its connections out (to B and C) and in (from C) go with them.
+        h.docs.replace_chunks(lease, &a, &chunks(&a, &["epsilon"])).await.unwrap();
+        assert_eq!(h.raw.count("SELECT COUNT(*) FROM connections").await, 1, "{}", h.name);
+        assert_eq!(h.docs.connection_count(&b).await.unwrap(), 1, "{}: B → C stays", h.name);
+        assert_eq!(h.docs.connection_count(&a).await.unwrap(), 0, "{}", h.name);
+        assert_eq!(h.raw.count(CONNECTIONS_NAMING_A_MISSING_CHUNK).await, 0, "{}", h.name);
+    }
+}
+
 #[tokio::test]
 async fn embedded_chunks_join_the_cache_for_one_document_or_the_library() {
     for h in backends().await {
@@ -353,7 +397,8 @@ async fn concurrent_reprocessing_never_violates_a_foreign_key_or_deadlocks() {
         reprocess.await.unwrap();
         connect.await.unwrap();
         a_again.await.unwrap();
-        // Whatever survived points at chunks that exist.
+        // Whatever survived points at chunks that exist: the views, and every stored row.
+        assert_eq!(h.raw.count(CONNECTIONS_NAMING_A_MISSING_CHUNK).await, 0, "{}", h.name);
         for view in h.docs.connections(&a, &Default::default()).await.unwrap() {
             assert!(
                 h.docs.chunks(&view.target.document_id).await.unwrap().iter().any(|c| c.id == view.target.chunk_id),

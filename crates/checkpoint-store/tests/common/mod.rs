@@ -103,6 +103,15 @@ impl RawPool {
         .unwrap_or_else(|error| panic!("setting document {id} to {status}: {error}"));
     }
 
+    /// The single integer a query written for both backends returns (a count, say).
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        match self {
+            RawPool::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            RawPool::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+    }
+
     /// Runs statements that may be refused, returning the database's message if they are.
     pub async fn try_execute(&self, sql: &'static str) -> Result<(), String> {
         match self {
