@@ -19,6 +19,7 @@ use crate::error::{StoreError, StoreResult};
     strum::EnumString,
     strum::IntoStaticStr,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -136,7 +137,7 @@ pub struct NewConnection {
 }
 
 /// A stored connection with both chunks, for display.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnectionView {
     /// The document's chunk.
     pub source: ChunkView,
@@ -163,7 +164,7 @@ impl ConnectionView {
 }
 
 /// A chunk with its document's title, for display.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChunkView {
     /// The chunk id.
     pub chunk_id: String,

@@ -40,6 +40,7 @@ impl FromStr for JobId {
     strum::EnumString,
     strum::IntoStaticStr,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -89,6 +90,7 @@ impl JobKind {
     strum::EnumString,
     strum::IntoStaticStr,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -135,6 +137,7 @@ impl JobStatus {
     strum::EnumString,
     strum::IntoStaticStr,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -430,18 +433,21 @@ pub struct QueueCount {
 
 /// One attempt of a job as it ended ([`JobStore::job_attempts`](crate::JobStore::job_attempts)),
 /// recorded by the statement that ended it, in its transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobAttempt {
     /// Which attempt, from 1: the job's attempts when it ended. An attempt handed back without
     /// counting shares its number with the attempt after it.
     pub attempt: u32,
     /// The worker that held the lease.
     pub worker: Option<String>,
-    /// When it started.
+    /// When it started (Unix milliseconds).
+    #[schema(value_type = Option<i64>)]
     pub started_at: Option<UnixMillis>,
-    /// When it ended.
+    /// When it ended (Unix milliseconds).
+    #[schema(value_type = i64)]
     pub ended_at: UnixMillis,
     /// The stage the job's checkpoint had reached when it ended.
+    #[schema(value_type = Option<crate::StageSchema>)]
     pub stage: Option<stage_machine::Stage>,
     /// How it ended.
     pub outcome: AttemptOutcome,
@@ -451,7 +457,17 @@ pub struct JobAttempt {
 
 /// How an attempt ended.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::EnumString, strum::IntoStaticStr,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]

@@ -37,6 +37,7 @@
 //! # }
 //! ```
 
+mod api_schema;
 mod cancellation;
 mod catch_up;
 mod clock;
@@ -57,6 +58,7 @@ mod sqlite;
 mod term_cache;
 mod term_index;
 
+pub use api_schema::StageSchema;
 pub use clock::{Clock, ManualClock, SystemClock, millis};
 pub use document_store::DocumentStore;
 pub use documents::{

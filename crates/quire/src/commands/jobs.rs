@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use anyhow::anyhow;
-use checkpoint_store::{Cancellation, Job, JobFilter, JobId, JobKind, JobStatus};
+use checkpoint_store::{Cancellation, ErrorKind, Job, JobFilter, JobId, JobKind, JobStatus, StageSchema};
 use serde::Serialize;
+use stage_machine::Stage;
 use worker::operations::{self, OperationError};
 
 use crate::app::App;
@@ -12,17 +13,29 @@ use crate::cli::{GlobalOptions, JobsCommand};
 use crate::output::{age, excerpt, or_dash, print_json, printable, table};
 
 /// A job as `jobs list --json` shows it. The fields of `status --json`'s jobs, plus more.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Job)]
 pub struct JobView {
-    pub id: i64,
-    pub kind: String,
-    pub document_id: Option<String>,
-    pub status: String,
-    pub stage: String,
+    #[serde(flatten)]
+    pub record: JobRecord,
+    /// Attempts used so far.
     pub attempts: u32,
+}
+
+/// A job's fields but for its attempts: a list counts them ([`JobView`]), a job's own page
+/// (`GET /v1/jobs/{id}`) lists them under the same name.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobRecord {
+    pub id: i64,
+    pub kind: JobKind,
+    pub document_id: Option<String>,
+    pub status: JobStatus,
+    /// Where its checkpoint stands.
+    #[schema(value_type = StageSchema)]
+    pub stage: Stage,
     pub max_attempts: u32,
     pub last_error: Option<String>,
-    pub error_kind: Option<String>,
+    pub error_kind: Option<ErrorKind>,
     pub lock_owner: Option<String>,
     /// Unix millis.
     pub created_at: i64,
@@ -36,18 +49,17 @@ pub struct JobView {
     pub cancel_requested_at: Option<i64>,
 }
 
-impl From<&Job> for JobView {
-    fn from(job: &Job) -> JobView {
-        JobView {
+impl From<&Job> for JobRecord {
+    fn from(job: &Job) -> JobRecord {
+        JobRecord {
             id: job.id.0,
-            kind: job.kind.to_string(),
+            kind: job.kind,
             document_id: job.document_id().map(str::to_owned),
-            status: job.status.to_string(),
-            stage: job.checkpoint().processing_stage.to_string(),
-            attempts: job.attempts,
+            status: job.status,
+            stage: job.checkpoint().processing_stage,
             max_attempts: job.max_attempts,
             last_error: job.last_error.clone(),
-            error_kind: job.error_kind.map(|k| k.to_string()),
+            error_kind: job.error_kind,
             lock_owner: job.lock_owner.clone(),
             created_at: job.created_at,
             run_at: job.run_at,
@@ -55,6 +67,12 @@ impl From<&Job> for JobView {
             finished_at: job.finished_at,
             cancel_requested_at: job.cancel_requested_at,
         }
+    }
+}
+
+impl From<&Job> for JobView {
+    fn from(job: &Job) -> JobView {
+        JobView { record: JobRecord::from(job), attempts: job.attempts }
     }
 }
 
@@ -66,13 +84,32 @@ pub async fn run(global: &GlobalOptions, command: JobsCommand) -> anyhow::Result
     }
 }
 
-/// What `jobs cancel --json` prints.
-#[derive(Debug, Serialize)]
-struct CancelReport {
-    /// `cancelled` (it was pending) or `requested` (its worker stops it at its next stage
-    /// boundary).
-    outcome: &'static str,
-    job: JobView,
+/// What `jobs cancel --json` prints and `POST /v1/jobs/{id}/cancel` answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CancelReport {
+    pub outcome: CancelOutcome,
+    /// The job as the cancel left it.
+    pub job: JobView,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// The job was pending: it is cancelled.
+    Cancelled,
+    /// A worker holds the job: it stops it at its next stage boundary, keeping its checkpoint.
+    Requested,
+}
+
+impl CancelReport {
+    /// The report of `cancellation`.
+    pub fn new(cancellation: &Cancellation) -> CancelReport {
+        match cancellation {
+            Cancellation::Cancelled(job) => CancelReport { outcome: CancelOutcome::Cancelled, job: JobView::from(job) },
+            Cancellation::Requested(job) => CancelReport { outcome: CancelOutcome::Requested, job: JobView::from(job) },
+        }
+    }
 }
 
 async fn cancel(global: &GlobalOptions, id: JobId, json: bool) -> anyhow::Result<ExitCode> {
@@ -82,18 +119,15 @@ async fn cancel(global: &GlobalOptions, id: JobId, json: bool) -> anyhow::Result
         OperationError::Store(error) => anyhow::Error::new(error).context(format!("cannot cancel job {id}")),
         error => error.into(),
     })?;
-    let (outcome, job) = match &cancellation {
-        Cancellation::Cancelled(job) => ("cancelled", job),
-        Cancellation::Requested(job) => ("requested", job),
-    };
+    let report = CancelReport::new(&cancellation);
     if json {
-        print_json(&CancelReport { outcome, job: JobView::from(job) })?;
-    } else if outcome == "cancelled" {
+        print_json(&report)?;
+    } else if report.outcome == CancelOutcome::Cancelled {
         println!("job {id} cancelled. `quire replay {id}` runs it again.");
     } else {
         println!(
             "job {id} is running on {}: it stops at its next stage boundary, keeping its checkpoint, and is then cancelled.",
-            printable(job.lock_owner.as_deref().unwrap_or("?"))
+            printable(report.job.record.lock_owner.as_deref().unwrap_or("?"))
         );
     }
     Ok(ExitCode::SUCCESS)

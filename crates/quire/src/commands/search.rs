@@ -19,7 +19,7 @@ use crate::commands::connections::describe;
 use crate::output::{excerpt, print_json, table};
 
 /// One result.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchHit {
     /// Cosine similarity with the query, in [-1, 1].
     pub score: f32,

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use checkpoint_store::{Document, Job, JobFilter, JobId};
+use checkpoint_store::{Document, DocumentStatus, Job, JobFilter, JobId};
 use serde::Serialize;
 
 use crate::app::App;
@@ -12,12 +12,13 @@ use crate::commands::jobs::JobView;
 use crate::output::{excerpt, or_dash, print_json, table};
 
 /// A document as `status --json` shows it. Field names are a contract with scripts.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Document)]
 pub struct DocumentStatusView {
     pub id: String,
     pub title: Option<String>,
     pub author: Option<String>,
-    pub status: String,
+    pub status: DocumentStatus,
     pub chunk_count: u32,
     pub connection_count: u64,
     pub ai_requests: u64,
@@ -33,7 +34,7 @@ impl DocumentStatusView {
             id: document.id,
             title: document.title,
             author: document.author,
-            status: document.status.to_string(),
+            status: document.status,
             chunk_count: document.chunk_count,
             ai_requests: document.ai_requests,
             embeddings_from_cache: document.embeddings_from_cache,
@@ -98,7 +99,7 @@ pub async fn run(global: &GlobalOptions, id: Option<&str>, json: bool) -> anyhow
         [
             d.id.clone(),
             excerpt(d.title.as_deref().unwrap_or("-"), 40),
-            d.status.clone(),
+            d.status.to_string(),
             d.chunk_count.to_string(),
             d.connection_count.to_string(),
             d.ai_requests.to_string(),
@@ -115,13 +116,13 @@ pub async fn run(global: &GlobalOptions, id: Option<&str>, json: bool) -> anyhow
     );
     let jobs = report.jobs.iter().map(|j| {
         [
-            j.id.to_string(),
-            j.kind.clone(),
-            or_dash(j.document_id.as_deref()),
-            j.status.clone(),
-            j.stage.clone(),
-            format!("{}/{}", j.attempts, j.max_attempts),
-            excerpt(j.last_error.as_deref().unwrap_or(""), 60),
+            j.record.id.to_string(),
+            j.record.kind.to_string(),
+            or_dash(j.record.document_id.as_deref()),
+            j.record.status.to_string(),
+            j.record.stage.to_string(),
+            format!("{}/{}", j.attempts, j.record.max_attempts),
+            excerpt(j.record.last_error.as_deref().unwrap_or(""), 60),
         ]
     });
     println!("{}", table(["job", "kind", "document", "status", "stage", "attempts", "last error"], jobs));

@@ -78,7 +78,7 @@ pub async fn purgeable_dead_letters(store: &dyn JobStore, older_than: Duration, 
 }
 
 /// What purging the dead-letter queue did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Purged {
     /// Jobs deleted for good.
     pub purged: u64,

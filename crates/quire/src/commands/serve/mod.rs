@@ -8,6 +8,7 @@
 //! | `POST /v1/jobs/{id}/cancel` | cancels the job (`quire jobs cancel`): 200 `{outcome, job}`, `outcome` being `cancelled` (it was pending) or `requested` (its worker stops it at its next stage boundary); 404; 409 for a job that has finished |
 //! | `GET /` and the other pages | the dashboard: see `dashboard.rs` |
 //! | lists and other actions | the jobs, documents, chunks, connections and the queue; retry, replay and the dead-letter queue: see `queue.rs` |
+//! | `GET /v1/openapi.json` | the API's OpenAPI 3.1 description, generated from these handlers and their types: see `openapi.rs` |
 //! | `GET /metrics` | Prometheus text: queue depth, stale jobs, processing ages |
 //! | `GET /healthz` | 200 when the database answers, 503 otherwise |
 //!
@@ -49,24 +50,27 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, Sta
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use checkpoint_store::{Cancellation, JobId, StoreError};
+use axum::routing::{get, post};
+use checkpoint_store::{JobAttempt, JobId, StoreError};
 use http_body_util::BodyExt as _;
-use serde_json::json;
+use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use worker::operations::OperationError;
 use worker::{StoredUpload, UploadWriter};
 
 use crate::app::App;
 use crate::cli::{GlobalOptions, ServeOptions};
-use crate::commands::jobs::JobView;
-use crate::commands::status;
+use crate::commands::jobs::{CancelReport, JobRecord, JobView};
+use crate::commands::status::{self, DocumentStatusView};
 use crate::metrics::MetricsSource;
 
 mod dashboard;
+mod openapi;
 mod queue;
 #[cfg(test)]
 mod test_api;
@@ -116,6 +120,8 @@ struct ApiState {
     limits: Limits,
     /// One permit per upload being received; none left means 503.
     upload_slots: Arc<Semaphore>,
+    /// `GET /v1/openapi.json`'s body, serialised once.
+    openapi: Bytes,
 }
 
 /// An error answer.
@@ -132,6 +138,18 @@ impl ApiError {
     }
 }
 
+/// Every error's body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+struct ErrorBody {
+    /// What went wrong, for people.
+    error: String,
+    /// On the server's own failures (500, the database's 503, 507) only: the id the server's
+    /// log holds the cause under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+}
+
 /// The cause of an internal error, carried from the handler to [`with_request_id`], which logs
 /// it under the request's id and answers without it.
 #[derive(Clone)]
@@ -140,7 +158,9 @@ struct InternalError(Arc<anyhow::Error>);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::Refused(status, message) => (status, axum::Json(json!({ "error": message }))).into_response(),
+            ApiError::Refused(status, message) => {
+                (status, axum::Json(ErrorBody { error: message, request_id: None })).into_response()
+            }
             ApiError::Internal(status, error) => {
                 let mut response = status.into_response();
                 response.extensions_mut().insert(InternalError(Arc::new(error)));
@@ -198,7 +218,7 @@ async fn with_request_id(request: Request, next: Next) -> Response {
             _ => "internal error",
         };
         let message = format!("{what}; the server's log has the details under request id {id}");
-        response = (status, axum::Json(json!({ "error": message, "request_id": id }))).into_response();
+        response = (status, axum::Json(ErrorBody { error: message, request_id: Some(id.clone()) })).into_response();
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
@@ -229,8 +249,7 @@ impl Guard {
 /// cross-site request is refused, so a page elsewhere cannot drive a server on loopback) and,
 /// when the server has a token, carry it.
 async fn guard_mutations(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
-    let method = request.method();
-    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+    if !changes_something(request.method()) {
         return next.run(request).await;
     }
     let headers = request.headers();
@@ -274,6 +293,11 @@ async fn guard_mutations(State(guard): State<Arc<Guard>>, request: Request, next
     next.run(request).await
 }
 
+/// Whether a request of `method` is one the guard checks: anything but a read (GET, HEAD).
+fn changes_something(method: &axum::http::Method) -> bool {
+    method != axum::http::Method::GET && method != axum::http::Method::HEAD
+}
+
 /// Refuses a configuration under which anyone on the network could change the queue: listening
 /// beyond loopback without a token, or with an empty one.
 fn check_guard(addr: std::net::SocketAddr, guard: &Guard) -> anyhow::Result<()> {
@@ -295,22 +319,10 @@ fn router(app: App, embedder: Arc<dyn embedder::Embedder>, limits: Limits, guard
         MetricsSource { store: app.store.clone(), lease_ttl: worker::WorkerConfig::DEFAULT_LEASE_TTL, worker: None };
     let upload_slots = Arc::new(Semaphore::new(limits.max_concurrent_uploads as usize));
     let guard = Arc::new(guard);
-    let state = Arc::new(ApiState { app, guard: guard.clone(), embedder, limits, upload_slots });
-    Router::new()
-        .route("/v1/documents", post(upload).get(queue::list_documents))
-        .route("/v1/documents/{id}", get(document))
-        .route("/v1/documents/{id}/chunks", get(queue::document_chunks))
-        .route("/v1/documents/{id}/connections", get(queue::document_connections))
-        .route("/v1/jobs", get(queue::list_jobs))
-        .route("/v1/jobs/{id}", get(job))
-        .route("/v1/jobs/{id}/cancel", post(cancel_job))
-        .route("/v1/jobs/{id}/retry", post(queue::retry_job))
-        .route("/v1/jobs/{id}/replay", post(queue::replay_job))
-        .route("/v1/dlq", delete(queue::purge_dead_letters))
-        .route("/v1/dlq/retry", post(queue::retry_dead_letters))
-        .route("/v1/queue", get(queue::queue))
-        .route("/v1/search", get(queue::search))
-        .route("/", get(dashboard::overview))
+    let (api, description) = api_routes().split_for_parts();
+    let openapi = Bytes::from(openapi::finish(description).to_json().expect("an OpenAPI document serialises"));
+    let state = Arc::new(ApiState { app, guard: guard.clone(), embedder, limits, upload_slots, openapi });
+    api.route("/", get(dashboard::overview))
         .route("/jobs", get(dashboard::jobs))
         .route("/jobs/{id}", get(dashboard::job))
         .route("/dead", get(dashboard::dead_letters))
@@ -330,6 +342,26 @@ fn router(app: App, embedder: Arc<dyn embedder::Embedder>, limits: Limits, guard
         .merge(metrics.router())
         .fallback(|| async { ApiError::refused(StatusCode::NOT_FOUND, "no such endpoint; see `quire serve --help`") })
         .layer(middleware::from_fn(with_request_id))
+}
+
+/// The JSON API under `/v1`: each handler mounted at the path its `#[utoipa::path]` names, so the
+/// routes and their description (`GET /v1/openapi.json`) are one list.
+fn api_routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(upload, queue::list_documents))
+        .routes(routes!(document))
+        .routes(routes!(queue::document_chunks))
+        .routes(routes!(queue::document_connections))
+        .routes(routes!(queue::list_jobs))
+        .routes(routes!(job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(queue::retry_job))
+        .routes(routes!(queue::replay_job))
+        .routes(routes!(queue::purge_dead_letters))
+        .routes(routes!(queue::retry_dead_letters))
+        .routes(routes!(queue::queue))
+        .routes(routes!(queue::search))
+        .routes(routes!(openapi::openapi_json))
 }
 
 /// How the upload's bytes are sent.
@@ -373,6 +405,56 @@ fn too_large(limit: u64) -> ApiError {
     ApiError::refused(StatusCode::PAYLOAD_TOO_LARGE, format!("the upload is larger than the limit of {limit} bytes"))
 }
 
+/// `POST /v1/documents`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Uploaded {
+    /// The document: the same bytes are always the same document.
+    document_id: String,
+    /// The job processing it (or that processed it).
+    job_id: Option<i64>,
+    /// True when the same bytes were uploaded before and no new work was queued.
+    deduplicated: bool,
+}
+
+/// A multipart upload: the EPUB is the field `file` (its file name is kept); other fields are
+/// read through and ignored.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the form; the handler streams it field by field.
+struct UploadForm {
+    #[schema(inline)]
+    file: openapi::EpubFile,
+}
+
+/// Uploads an EPUB: it is stored, and a job to process it queued, before the answer is sent.
+#[utoipa::path(
+    post,
+    path = "/v1/documents",
+    tag = "documents",
+    params(("X-File-Name" = Option<String>, Header, description = "The raw upload's file name (a form's part names its own)")),
+    request_body(
+        description = "The EPUB, as the raw body or as the field `file` of a form",
+        content(
+            (inline(openapi::EpubFile) = "application/epub+zip"),
+            (inline(openapi::EpubFile) = "application/zip"),
+            (inline(openapi::EpubFile) = "application/octet-stream"),
+            (inline(UploadForm) = "multipart/form-data"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "Stored, and its job queued", body = Uploaded,
+            headers(("Location" = String, description = "The document's URL"))),
+        (status = 200, description = "The same bytes were uploaded before: the document they are", body = Uploaded,
+            headers(("Location" = String, description = "The document's URL"))),
+        (status = 400, description = "The body or the form could not be read", body = ErrorBody),
+        (status = 408, description = "The body stalled, or took longer than the upload timeout", body = ErrorBody),
+        (status = 413, description = "Larger than `--max-upload-bytes`", body = ErrorBody),
+        (status = 415, description = "No Content-Type, or one that is neither an EPUB's nor a form's", body = ErrorBody),
+        (status = 422, description = "Empty, not a ZIP archive, or a form without the field `file`", body = ErrorBody),
+        (status = 503, description = "`--max-concurrent-uploads` uploads are being received, or the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when busy"))),
+        (status = 507, description = "The server has no room to store the upload", body = ErrorBody),
+    ),
+)]
 async fn upload(State(state): State<Arc<ApiState>>, request: Request) -> Result<Response, ApiError> {
     let limits = &state.limits;
     let encoding = encoding(request.headers())?;
@@ -414,7 +496,11 @@ async fn upload(State(state): State<Arc<ApiState>>, request: Request) -> Result<
     tracing::info!(document_id = %submission.document_id, job_id = ?submission.job_id, deduplicated = submission.deduplicated, bytes = stored.byte_size, "upload accepted");
     let status = if submission.deduplicated { StatusCode::OK } else { StatusCode::CREATED };
     let location = format!("/v1/documents/{}", submission.document_id);
-    let body = json!({ "document_id": submission.document_id, "job_id": submission.job_id, "deduplicated": submission.deduplicated });
+    let body = Uploaded {
+        document_id: submission.document_id,
+        job_id: submission.job_id.map(|id| id.0),
+        deduplicated: submission.deduplicated,
+    };
     Ok((status, [(header::LOCATION, location)], axum::Json(body)).into_response())
 }
 
@@ -596,6 +682,26 @@ fn not_a_zip() -> ApiError {
     ApiError::refused(StatusCode::UNPROCESSABLE_ENTITY, "the upload is not an EPUB: it is not a ZIP archive")
 }
 
+/// `GET /v1/documents/{id}`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct DocumentWithJobs {
+    #[serde(flatten)]
+    document: DocumentStatusView,
+    /// Its jobs, newest first.
+    jobs: Vec<JobView>,
+}
+
+/// A document as `quire status ID --json` shows it, with its jobs.
+#[utoipa::path(
+    get,
+    path = "/v1/documents/{id}",
+    tag = "documents",
+    params(("id" = String, Path, description = "The document's id")),
+    responses(
+        (status = 200, description = "The document", body = DocumentWithJobs),
+        (status = 404, description = "No such document", body = ErrorBody),
+    ),
+)]
 async fn document(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     if state.app.store.document(&id).await?.is_none() {
         return Err(ApiError::refused(StatusCode::NOT_FOUND, format!("no document {id:?}")));
@@ -606,24 +712,50 @@ async fn document(State(state): State<Arc<ApiState>>, Path(id): Path<String>) ->
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::refused(StatusCode::NOT_FOUND, format!("no document {id:?}")))?;
-    let mut body = serde_json::to_value(&document).map_err(anyhow::Error::from)?;
-    body["jobs"] = serde_json::to_value(&report.jobs).map_err(anyhow::Error::from)?;
-    Ok(axum::Json(body).into_response())
+    Ok(axum::Json(DocumentWithJobs { document, jobs: report.jobs }).into_response())
 }
 
+/// `GET /v1/jobs/{id}`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct JobWithAttempts {
+    #[serde(flatten)]
+    job: JobRecord,
+    /// Every attempt that has ended, oldest first.
+    attempts: Vec<JobAttempt>,
+}
+
+/// A job, with the history of its attempts.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = JobWithAttempts),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ),
+)]
 async fn job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let not_found = || ApiError::refused(StatusCode::NOT_FOUND, format!("no job {id:?}"));
     let Ok(job_id) = id.parse::<JobId>() else { return Err(not_found()) };
     let job = state.app.store.job(job_id).await?.ok_or_else(not_found)?;
     let attempts = state.app.store.job_attempts(job_id).await?;
-    let mut body = serde_json::to_value(JobView::from(&job)).map_err(anyhow::Error::from)?;
-    body["attempts"] = serde_json::to_value(attempts).map_err(anyhow::Error::from)?;
-    Ok(axum::Json(body).into_response())
+    Ok(axum::Json(JobWithAttempts { job: JobRecord::from(&job), attempts }).into_response())
 }
 
-/// `POST /v1/jobs/{id}/cancel`, through [`worker::operations::cancel`]: 200 with
-/// `{"outcome": "cancelled" | "requested", "job": …}`, 404 for an unknown job, 409 for a job
-/// that has finished.
+/// Cancels a job, through [`worker::operations::cancel`] as `quire jobs cancel` does: a pending
+/// job at once, a running one at its worker's next stage boundary.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Cancelled, or asked of the worker holding it", body = CancelReport),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job has finished", body = ErrorBody),
+    ),
+)]
 async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let not_found = || ApiError::refused(StatusCode::NOT_FOUND, format!("no job {id:?}"));
     let Ok(job_id) = id.parse::<JobId>() else { return Err(not_found()) };
@@ -636,11 +768,7 @@ async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) 
         Err(OperationError::Store(error)) => return Err(error.into()),
         Err(other) => return Err(anyhow::Error::new(other).into()),
     };
-    let (outcome, job) = match &cancellation {
-        Cancellation::Cancelled(job) => ("cancelled", job),
-        Cancellation::Requested(job) => ("requested", job),
-    };
-    Ok(axum::Json(json!({ "outcome": outcome, "job": JobView::from(job) })).into_response())
+    Ok(axum::Json(CancelReport::new(&cancellation)).into_response())
 }
 
 /// Serves until `shutdown`.

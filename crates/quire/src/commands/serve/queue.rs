@@ -29,14 +29,20 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use checkpoint_store::{ConnectionFilter, JobFilter, JobId, JobKind, JobStatus, SearchMode};
-use serde::Deserialize;
-use serde_json::json;
+use checkpoint_store::{
+    ConnectionFilter, ConnectionView, DocumentStatus, JobFilter, JobId, JobKind, JobStatus, SearchMode, StageSchema,
+    StoreError,
+};
+use serde::{Deserialize, Serialize};
 use stage_machine::Stage;
-use worker::operations::{OperationError, ReplayFrom};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, ToSchema};
+use worker::operations::{OperationError, Purged, ReplayFrom};
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, ErrorBody};
 use crate::commands::jobs::JobView;
+use crate::commands::search::SearchHit;
 use crate::commands::status::DocumentStatusView;
 
 /// A query string that parsed, or a 400 in JSON saying why not (axum's own answer is text).
@@ -56,7 +62,7 @@ fn body<T: Default>(given: Result<Option<Json<T>>, JsonRejection>) -> Result<T, 
 const DEFAULT_PAGE: u32 = 50;
 
 /// The most items one page may hold.
-const MAX_PAGE: u32 = 500;
+pub(super) const MAX_PAGE: u32 = 500;
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::refused(StatusCode::BAD_REQUEST, message)
@@ -96,16 +102,50 @@ fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
+/// A string schema: one of `names`.
+fn one_of(names: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names)).into()
+}
+
 /// `GET /v1/jobs`'s query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct JobsQuery {
+    /// Only jobs in this state.
+    #[param(value_type = Option<JobStatus>, inline)]
     status: Option<String>,
+    /// Only jobs of this kind.
+    #[param(value_type = Option<JobKind>, inline)]
     kind: Option<String>,
+    /// Only the jobs of this document.
     document_id: Option<String>,
+    /// How many jobs a page holds (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// Only jobs older than this id: the `next_before` of the page before.
     before: Option<i64>,
 }
 
+/// A page of jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct JobPage {
+    /// Newest first.
+    jobs: Vec<JobView>,
+    /// The `before` of the next page; `null` on the last.
+    next_before: Option<i64>,
+}
+
+/// The jobs, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(JobsQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 400, description = "A parameter that does not parse, naming what is accepted", body = ErrorBody),
+    ),
+)]
 pub(super) async fn list_jobs(
     State(state): State<Arc<ApiState>>,
     given: Result<Query<JobsQuery>, QueryRejection>,
@@ -122,30 +162,55 @@ pub(super) async fn list_jobs(
     let jobs = state.app.store.list_jobs(&filter).await?;
     let next_before = (jobs.len() == limit as usize).then(|| jobs.last().map(|job| job.id.0)).flatten();
     let jobs: Vec<JobView> = jobs.iter().map(JobView::from).collect();
-    Ok(Json(json!({ "jobs": jobs, "next_before": next_before })).into_response())
+    Ok(Json(JobPage { jobs, next_before }).into_response())
 }
 
 /// `GET /v1/documents`'s query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct DocumentsQuery {
+    /// Only documents in this state.
+    #[param(value_type = Option<DocumentStatus>, inline)]
     status: Option<String>,
+    /// Only documents whose id, title, author or file name contain this, ignoring case.
     q: Option<String>,
+    /// How many documents a page holds (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// How many matching documents to skip.
     offset: Option<usize>,
 }
 
+/// A page of documents.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct DocumentPage {
+    /// Oldest first.
+    documents: Vec<DocumentStatusView>,
+    /// How many documents match, on every page.
+    total: usize,
+}
+
+/// The documents, oldest first, found by state and by name.
+#[utoipa::path(
+    get,
+    path = "/v1/documents",
+    tag = "documents",
+    params(DocumentsQuery),
+    responses(
+        (status = 200, description = "A page of documents", body = DocumentPage),
+        (status = 400, description = "A parameter that does not parse, naming what is accepted", body = ErrorBody),
+    ),
+)]
 pub(super) async fn list_documents(
     State(state): State<Arc<ApiState>>,
     given: Result<Query<DocumentsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let query = query(given)?;
     let limit = page_size(query.limit)? as usize;
-    let status: Option<checkpoint_store::DocumentStatus> = match query.status.as_deref() {
+    let status: Option<DocumentStatus> = match query.status.as_deref() {
         Some(given) => {
-            let names: Vec<&str> = <checkpoint_store::DocumentStatus as strum::VariantArray>::VARIANTS
-                .iter()
-                .map(|status| status.into())
-                .collect();
+            let names: Vec<&str> =
+                <DocumentStatus as strum::VariantArray>::VARIANTS.iter().map(|status| status.into()).collect();
             Some(parse_name("status", given, &names)?)
         }
         None => None,
@@ -157,7 +222,7 @@ pub(super) async fn list_documents(
         let connection_count = state.app.store.connection_count(&document.id).await?;
         views.push(DocumentStatusView::new(document, connection_count));
     }
-    Ok(Json(json!({ "documents": views, "total": total })).into_response())
+    Ok(Json(DocumentPage { documents: views, total }).into_response())
 }
 
 /// The documents in `status` (any, if none) that `text` (ignoring case; anything, if empty)
@@ -187,12 +252,54 @@ pub(super) async fn find_documents(
 }
 
 /// `GET /v1/documents/{id}/chunks`'s query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ChunksQuery {
+    /// How many chunks a page holds (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// How many chunks to skip.
     offset: Option<usize>,
 }
 
+/// A chunk of a document.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Chunk {
+    /// Deterministic: the document, the position and the text's hash.
+    id: String,
+    /// Its position in the document, from 0.
+    index: u32,
+    /// The headings in force at its start, outermost first.
+    heading_path: Vec<String>,
+    /// Its text (markdown).
+    text: String,
+    /// Where it starts in the document's markdown, in characters.
+    start: u64,
+    /// Where it ends in the document's markdown (exclusive), in characters.
+    end: u64,
+}
+
+/// A page of a document's chunks.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ChunkPage {
+    /// In document order.
+    chunks: Vec<Chunk>,
+    /// How many chunks the document has.
+    total: usize,
+}
+
+/// A document's chunks, in order.
+#[utoipa::path(
+    get,
+    path = "/v1/documents/{id}/chunks",
+    tag = "documents",
+    params(("id" = String, Path, description = "The document's id"), ChunksQuery),
+    responses(
+        (status = 200, description = "A page of chunks", body = ChunkPage),
+        (status = 400, description = "A parameter that does not parse", body = ErrorBody),
+        (status = 404, description = "No such document", body = ErrorBody),
+    ),
+)]
 pub(super) async fn document_chunks(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -205,32 +312,60 @@ pub(super) async fn document_chunks(
     }
     let chunks = state.app.store.chunks(&id).await?;
     let total = chunks.len();
-    let page: Vec<_> = chunks
+    let page: Vec<Chunk> = chunks
         .into_iter()
         .skip(query.offset.unwrap_or(0))
         .take(limit)
-        .map(|chunk| {
-            json!({
-                "id": chunk.id,
-                "index": chunk.index,
-                "heading_path": chunk.heading_path,
-                "text": chunk.text,
-                "start": chunk.start,
-                "end": chunk.end,
-            })
+        .map(|chunk| Chunk {
+            id: chunk.id,
+            index: chunk.index,
+            heading_path: chunk.heading_path,
+            text: chunk.text,
+            start: chunk.start,
+            end: chunk.end,
         })
         .collect();
-    Ok(Json(json!({ "chunks": page, "total": total })).into_response())
+    Ok(Json(ChunkPage { chunks: page, total }).into_response())
 }
 
 /// `GET /v1/documents/{id}/connections`'s query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ConnectionsQuery {
+    /// Only the connections this engine found.
+    #[param(schema_with = engine_names)]
     engine: Option<String>,
+    /// Only connections at least this strong.
     min_score: Option<f32>,
+    /// How many connections to return (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
+/// The engines' names, as `quire connections --engine` accepts them.
+fn engine_names() -> RefOr<Schema> {
+    one_of(collision_detector::ENGINE_NAMES.iter().copied())
+}
+
+/// A document's connections.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ConnectionList {
+    /// Strongest first, the document's own chunk as `source`.
+    connections: Vec<ConnectionView>,
+}
+
+/// A document's connections to passages of its own and of other books, strongest first.
+#[utoipa::path(
+    get,
+    path = "/v1/documents/{id}/connections",
+    tag = "documents",
+    params(("id" = String, Path, description = "The document's id"), ConnectionsQuery),
+    responses(
+        (status = 200, description = "Its connections", body = ConnectionList),
+        (status = 400, description = "A parameter that does not parse, naming what is accepted", body = ErrorBody),
+        (status = 404, description = "No such document", body = ErrorBody),
+    ),
+)]
 pub(super) async fn document_connections(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -253,7 +388,7 @@ pub(super) async fn document_connections(
     }
     let filter = ConnectionFilter { engine: query.engine, min_score: query.min_score, limit: Some(limit) };
     let connections = state.app.store.connections(&id, &filter).await?;
-    Ok(Json(json!({ "connections": connections })).into_response())
+    Ok(Json(ConnectionList { connections }).into_response())
 }
 
 /// The queue at a glance, for `GET /v1/queue` and the dashboard's overview.
@@ -279,35 +414,86 @@ pub(super) async fn queue_summary(store: &dyn checkpoint_store::Store) -> Result
     Ok(QueueSummary { counts, oldest_pending_age_ms, stale_leases })
 }
 
+/// How many jobs of one kind are in one state.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct QueueCount {
+    status: JobStatus,
+    kind: JobKind,
+    count: u64,
+}
+
+/// `GET /v1/queue`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct QueueReport {
+    /// Jobs by state and kind; a pair with no job is left out.
+    counts: Vec<QueueCount>,
+    /// How long the oldest pending job has waited, in milliseconds; `null` when none is pending.
+    oldest_pending_age_ms: Option<i64>,
+    /// Processing jobs whose lease has expired: the reaper's next work.
+    stale_leases: usize,
+}
+
+/// The queue at a glance.
+#[utoipa::path(
+    get,
+    path = "/v1/queue",
+    tag = "queue",
+    responses((status = 200, description = "The queue's counts", body = QueueReport)),
+)]
 pub(super) async fn queue(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let summary = queue_summary(state.app.store.as_ref()).await?;
-    let counts: Vec<_> = summary
+    let counts = summary
         .counts
         .iter()
-        .map(|count| json!({ "status": count.status, "kind": count.kind, "count": count.count }))
+        .map(|count| QueueCount { status: count.status, kind: count.kind, count: count.count })
         .collect();
-    let body = json!({
-        "counts": counts,
-        "oldest_pending_age_ms": summary.oldest_pending_age_ms,
-        "stale_leases": summary.stale_leases,
-    });
+    let body = QueueReport {
+        counts,
+        oldest_pending_age_ms: summary.oldest_pending_age_ms,
+        stale_leases: summary.stale_leases,
+    };
     Ok(Json(body).into_response())
 }
 
 /// An operation's refusal as an answer: the client's mistake or the job's state, never a 500.
 fn refusal(error: OperationError) -> ApiError {
-    if let OperationError::Store(error) = error {
-        return error.into();
-    }
     let status = match &error {
-        OperationError::NoSuchJob(_) => StatusCode::NOT_FOUND,
+        OperationError::NoSuchJob(_) | OperationError::Store(StoreError::JobNotFound(_)) => StatusCode::NOT_FOUND,
         OperationError::NoStages { .. } | OperationError::NotReplayable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        // The store's own refusals of the job's state (another job holds its unique key, a
+        // worker leased it meanwhile) are the job's state too, not a failure of the database.
+        OperationError::Store(StoreError::UniqueKeyTaken { .. } | StoreError::InvalidState { .. }) => {
+            StatusCode::CONFLICT
+        }
+        OperationError::Store(_) => {
+            let OperationError::Store(error) = error else { unreachable!("matched as a store error") };
+            return error.into();
+        }
         // Held, finished or with nothing left to do: the job's state refuses it.
         _ => StatusCode::CONFLICT,
     };
     ApiError::refused(status, error.to_string())
 }
 
+/// A job in answer to an action.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct JobAnswer {
+    /// The job as the action left it.
+    job: JobView,
+}
+
+/// Puts a dead-lettered job back in the queue, as `quire dlq retry ID` does.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/retry",
+    tag = "dead letters",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, pending again", body = JobAnswer),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not dead, or another job holds its unique key", body = ErrorBody),
+    ),
+)]
 pub(super) async fn retry_job(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -315,7 +501,7 @@ pub(super) async fn retry_job(
     let job_id = job_id(&id)?;
     let mut outcome = worker::operations::retry_dead_letters(state.app.store.as_ref(), &[job_id]).await?;
     if let Some(job) = outcome.retried.pop() {
-        return Ok(Json(json!({ "job": JobView::from(&job) })).into_response());
+        return Ok(Json(JobAnswer { job: JobView::from(&job) }).into_response());
     }
     match outcome.refused.pop() {
         Some(refused) if refused.job.is_some() => {
@@ -325,15 +511,72 @@ pub(super) async fn retry_job(
     }
 }
 
-/// `POST /v1/jobs/{id}/replay`'s body.
-#[derive(Debug, Default, Deserialize)]
+/// `POST /v1/jobs/{id}/replay`'s body: `from_stage`, `fresh`, or neither (from the checkpoint).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReplayBody {
+    /// Rewind the checkpoint so that this stage and every later one run again
+    /// (`process_document` jobs only).
+    #[schema(schema_with = rewind_targets)]
     from_stage: Option<String>,
+    /// Start from an empty checkpoint: everything runs again.
     #[serde(default)]
     fresh: bool,
 }
 
+/// The stages a replay may start from.
+fn rewind_targets() -> RefOr<Schema> {
+    one_of(Stage::rewind_targets().map(<&str>::from))
+}
+
+/// Where a replay was asked to start.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum ReplayMode {
+    /// The job's checkpoint as it was.
+    Checkpoint,
+    /// The stage asked for.
+    FromStage,
+    /// An empty checkpoint.
+    Fresh,
+}
+
+impl From<ReplayFrom> for ReplayMode {
+    fn from(from: ReplayFrom) -> ReplayMode {
+        match from {
+            ReplayFrom::Checkpoint => ReplayMode::Checkpoint,
+            ReplayFrom::Stage(_) => ReplayMode::FromStage,
+            ReplayFrom::Fresh => ReplayMode::Fresh,
+        }
+    }
+}
+
+/// `POST /v1/jobs/{id}/replay`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ReplayReport {
+    /// The job, pending with a fresh attempt budget.
+    job: JobView,
+    from: ReplayMode,
+    /// The stage its next attempt runs first.
+    #[schema(value_type = StageSchema)]
+    resumes_at: Stage,
+}
+
+/// Runs a job again, as `quire replay` does: from its checkpoint, from a stage, or fresh.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/replay",
+    tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    request_body(content = Option<ReplayBody>, description = "Where to start; none: from the checkpoint"),
+    responses(
+        (status = 200, description = "The job, queued again", body = ReplayReport),
+        (status = 400, description = "A body that does not parse, or asks for both `from_stage` and `fresh`", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "A worker holds the job, another job holds its unique key, or resuming would do nothing", body = ErrorBody),
+        (status = 422, description = "The job has no stages, or cannot start from that one", body = ErrorBody),
+    ),
+)]
 pub(super) async fn replay_job(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -351,21 +594,50 @@ pub(super) async fn replay_job(
         (None, false) => ReplayFrom::Checkpoint,
     };
     let replayed = worker::operations::replay(state.app.store.as_ref(), job_id, from).await.map_err(refusal)?;
-    let body = json!({
-        "job": JobView::from(&replayed.job),
-        "from": replayed.from.mode(),
-        "resumes_at": replayed.resumes_at,
-    });
+    let body = ReplayReport {
+        job: JobView::from(&replayed.job),
+        from: ReplayMode::from(replayed.from),
+        resumes_at: replayed.resumes_at,
+    };
     Ok(Json(body).into_response())
 }
 
 /// `POST /v1/dlq/retry`'s body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RetryDeadBody {
+    /// The jobs to retry; none: every dead-lettered job.
     ids: Option<Vec<i64>>,
 }
 
+/// A job a retry left where it was.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct RefusedRetry {
+    job_id: i64,
+    /// Why: not dead, unknown, or its unique key held by another job.
+    reason: String,
+}
+
+/// `POST /v1/dlq/retry`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct DeadLetterRetry {
+    /// The jobs back in the queue.
+    retried: Vec<JobView>,
+    /// The jobs left where they were, and why.
+    refused: Vec<RefusedRetry>,
+}
+
+/// Puts dead-lettered jobs back in the queue: these, or every one.
+#[utoipa::path(
+    post,
+    path = "/v1/dlq/retry",
+    tag = "dead letters",
+    request_body(content = Option<RetryDeadBody>, description = "The jobs; none: every dead-lettered job"),
+    responses(
+        (status = 200, description = "What was retried and what was refused", body = DeadLetterRetry),
+        (status = 400, description = "A body that does not parse", body = ErrorBody),
+    ),
+)]
 pub(super) async fn retry_dead_letters(
     State(state): State<Arc<ApiState>>,
     given: Result<Option<Json<RetryDeadBody>>, JsonRejection>,
@@ -380,26 +652,50 @@ pub(super) async fn retry_dead_letters(
         None => worker::operations::retry_all_dead_letters(store).await?,
     };
     let retried: Vec<JobView> = outcome.retried.iter().map(JobView::from).collect();
-    let refused: Vec<_> = outcome
+    let refused = outcome
         .refused
         .iter()
-        .map(|refused| json!({ "job_id": refused.job_id, "reason": refused.reason.to_string() }))
+        .map(|refused| RefusedRetry { job_id: refused.job_id.0, reason: refused.reason.to_string() })
         .collect();
-    Ok(Json(json!({ "retried": retried, "refused": refused })).into_response())
+    Ok(Json(DeadLetterRetry { retried, refused }).into_response())
 }
 
 /// `GET /v1/search`'s query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct SearchQuery {
+    /// The text to search for.
+    #[param(required = true, min_length = 1)]
     q: Option<String>,
+    /// How many hits (default 10).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
+    /// Compare with every stored vector instead of asking the index.
     #[serde(default)]
     exact: bool,
 }
 
-/// The most hits one search returns.
-const MAX_HITS: u32 = 100;
+/// `GET /v1/search`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct SearchResults {
+    /// Best first.
+    hits: Vec<SearchHit>,
+}
 
+/// The most hits one search returns.
+pub(super) const MAX_HITS: u32 = 100;
+
+/// The chunks nearest a text, as `quire search --json` gives them.
+#[utoipa::path(
+    get,
+    path = "/v1/search",
+    tag = "queue",
+    params(SearchQuery),
+    responses(
+        (status = 200, description = "The hits", body = SearchResults),
+        (status = 400, description = "No text, or a parameter that does not parse", body = ErrorBody),
+    ),
+)]
 pub(super) async fn search(
     State(state): State<Arc<ApiState>>,
     given: Result<Query<SearchQuery>, QueryRejection>,
@@ -416,15 +712,29 @@ pub(super) async fn search(
     let mode = if query.exact { SearchMode::Exact } else { SearchMode::Approximate };
     let hits =
         crate::commands::search::search(state.app.store.as_ref(), state.embedder.as_ref(), &text, limit, mode).await?;
-    Ok(Json(json!({ "hits": hits })).into_response())
+    Ok(Json(SearchResults { hits }).into_response())
 }
 
 /// `DELETE /v1/dlq`'s query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct PurgeQuery {
+    /// How long ago a dead-lettered job must have finished to go, as `7d` or `12h` (`0s`: all).
+    #[param(required = true)]
     older_than: Option<String>,
 }
 
+/// Deletes, for good, the dead-lettered jobs that finished long enough ago, as `quire dlq purge`.
+#[utoipa::path(
+    delete,
+    path = "/v1/dlq",
+    tag = "dead letters",
+    params(PurgeQuery),
+    responses(
+        (status = 200, description = "How many jobs went", body = Purged),
+        (status = 400, description = "No age, or one that is not a duration", body = ErrorBody),
+    ),
+)]
 pub(super) async fn purge_dead_letters(
     State(state): State<Arc<ApiState>>,
     given: Result<Query<PurgeQuery>, QueryRejection>,
@@ -445,7 +755,7 @@ mod tests {
     //! The routes asked directly (no socket: `oneshot` on the router), over a fresh SQLite
     //! store whose jobs the tests put in the states they need through the store itself.
 
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::commands::serve::Guard;
@@ -552,6 +862,29 @@ mod tests {
         let (status, body) = api.call("POST", &uri, None).await;
         assert_eq!(status, 409, "{body}");
         assert!(body["error"].as_str().unwrap().contains("processing"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_replay_the_store_refuses_for_another_jobs_unique_key_is_a_conflict_not_an_outage() {
+        let api = api().await;
+        let (document, _) = api.document("a.epub").await;
+        // The first job of the key dies, and the key is queued again: the second job holds it.
+        api.dead_letter_next().await;
+        let options = || checkpoint_store::EnqueueOptions {
+            unique_key: Some(format!("process:{document}")),
+            document_id: Some(document.clone()),
+            max_attempts: Some(1),
+            ..Default::default()
+        };
+        let payload = worker::JobPayload::process_document(&document);
+        let first = payload.enqueue(api.store.as_ref(), options()).await.unwrap().job;
+        api.dead_letter_next().await;
+        payload.enqueue(api.store.as_ref(), options()).await.unwrap();
+
+        let (status, body) = api.call("POST", &format!("/v1/jobs/{}/replay", first.id.0), None).await;
+        assert_eq!(status, 409, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("unique key"), "{body}");
+        assert_eq!(api.get(&format!("/v1/jobs/{}", first.id.0)).await.1["status"], "dead", "nothing changed");
     }
 
     #[tokio::test]
@@ -688,6 +1021,13 @@ mod tests {
         let own = [host, ("origin", "http://127.0.0.1:8080")];
         let (status, body) = api.call_with("POST", &uri, &own, None).await;
         assert_eq!(status, 200, "{body}");
+    }
+
+    #[test]
+    fn a_replay_names_where_it_started_as_the_cli_does() {
+        for from in [ReplayFrom::Checkpoint, ReplayFrom::Stage(Stage::Chunking), ReplayFrom::Fresh] {
+            assert_eq!(serde_json::to_value(ReplayMode::from(from)).unwrap(), from.mode());
+        }
     }
 
     #[test]
