@@ -1,6 +1,9 @@
 //! The document store's promises, checked against every backend: uploads deduplicate by
 //! content, chunk replacement is atomic and fenced, the embedding cache is keyed by content and
 //! model, and connections never point at a missing chunk.
+//!
+//! Past 500 lines because each promise is one test run against every backend, and they share
+//! the fixtures above (documents, chunks, embedding, connections); a split would copy them.
 
 mod common;
 
