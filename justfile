@@ -15,6 +15,11 @@ test-retry-scenarios:
 test-postgres:
     QUIRE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test --workspace
 
+# The dashboard's browser test in headless Chromium, saving its screenshots under target/screenshots.
+screenshots:
+    mkdir -p target/screenshots
+    QUIRE_SCREENSHOT_DIR="$PWD/target/screenshots" cargo test -p quire --test dashboard_browser
+
 # Process the generated sample book with the local embedder.
 demo:
     cargo run --release -p quire -- process fixtures/sample.epub

@@ -8,14 +8,22 @@
 //! one pending. It listens on loopback with no token, so the generated changes (cancel, retry,
 //! replay, purge, uploads) are allowed and exercised too.
 //!
+//! The same run on PostgreSQL, in a schema of the test's own on the server named by
+//! `QUIRE_TEST_DATABASE_URL`: the answers may not depend on the backend (a NUL byte in a query,
+//! which PostgreSQL's text refuses, included).
+//!
 //! The run is bounded (a few examples per operation, a fixed seed) to stay well under a minute.
-//! Without `st` on the PATH the test says so and passes, unless `CI=true`, where it fails.
+//! Without `st` on the PATH (or, for the second run, without the URL) the test says so and
+//! passes, unless `CI=true`, where it fails.
+
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use epub_fixtures::{Block, BookSpec, ChapterSpec};
+use support::postgres::TestSchema;
 
 const BIN: &str = env!("CARGO_BIN_EXE_quire");
 
@@ -32,20 +40,30 @@ impl Drop for Server {
     }
 }
 
+/// Where the server keeps its data: a data directory and, for PostgreSQL, a schema of the test's own.
+struct Backend<'a> {
+    data_dir: &'a Path,
+    postgres: Option<&'a TestSchema>,
+}
+
 /// `quire --data-dir DATA ARGS…`, with no setting of the developer's environment.
-fn quire(data_dir: &Path, args: &[&str]) -> Command {
+fn quire(backend: &Backend, args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
-    command.env("RUST_LOG", "warn").arg("--data-dir").arg(data_dir).args(args);
     for (name, _) in std::env::vars() {
         if name.starts_with("QUIRE_") || name.starts_with("OPENAI_") {
             command.env_remove(name);
         }
     }
+    command.env("RUST_LOG", "warn").arg("--data-dir").arg(backend.data_dir);
+    if let Some(schema) = backend.postgres {
+        command.arg("--database-url").arg(schema.url()).env("QUIRE_DATABASE_SCHEMA", schema.name());
+    }
+    command.args(args);
     command
 }
 
-fn run(data_dir: &Path, args: &[&str]) {
-    let output = quire(data_dir, args).output().expect("quire runs");
+fn run(backend: &Backend, args: &[&str]) {
+    let output = quire(backend, args).output().expect("quire runs");
     assert!(output.status.success(), "quire {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
 }
 
@@ -68,29 +86,56 @@ fn schemathesis_installed() -> bool {
 
 #[test]
 fn every_answer_of_the_api_matches_its_openapi_description() {
-    if !schemathesis_installed() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "schemathesis (`st`) is not installed; .ci/run installs it from PyPI"
-        );
-        eprintln!("skipped: schemathesis (`st`) is not installed; `pip install schemathesis` to run this test");
+    if !schemathesis_ready() {
         return;
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
     let data_dir = dir.path().join("data");
-    let first = book(dir.path(), "first.epub", "First Voyage", WHALE);
-    let second = book(dir.path(), "second.epub", "Second Voyage", &format!("{WHALE} Then the fog came down."));
-    run(&data_dir, &["process", "--json", first.to_str().unwrap()]);
-    run(&data_dir, &["process", "--json", second.to_str().unwrap()]);
-    let broken = dir.path().join("broken.epub");
-    std::fs::write(&broken, epub_fixtures::hostile::not_a_zip()).expect("file written");
-    run(&data_dir, &["submit", "--json", broken.to_str().unwrap()]);
-    run(&data_dir, &["worker", "--exit-when-idle", "--metrics-addr", "off"]);
-    let third = book(dir.path(), "third.epub", "Third Voyage", "Calm water, grey sky, and no land in sight.");
-    run(&data_dir, &["submit", "--json", third.to_str().unwrap()]);
+    check_the_api(dir.path(), &Backend { data_dir: &data_dir, postgres: None });
+}
 
-    let mut child = quire(&data_dir, &["serve", "--addr", "127.0.0.1:0"])
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_of_the_api_on_postgresql_matches_its_openapi_description() {
+    if !schemathesis_ready() {
+        return;
+    }
+    let Some(url) = support::postgres::database_url() else { return };
+    let schema = TestSchema::new(&url).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data_dir = dir.path().join("data");
+    let backend = Backend { data_dir: &data_dir, postgres: Some(&schema) };
+    // The processes are blocking: off the runtime, which drops the schema afterwards.
+    tokio::task::block_in_place(|| check_the_api(dir.path(), &backend));
+}
+
+/// Whether schemathesis is here to run; a notice (or, under `CI=true`, a failure) when not.
+fn schemathesis_ready() -> bool {
+    if schemathesis_installed() {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "schemathesis (`st`) is not installed; .ci/run installs it from PyPI"
+    );
+    eprintln!("skipped: schemathesis (`st`) is not installed; `pip install schemathesis` to run this test");
+    false
+}
+
+/// Books in every state, a server over them, and schemathesis against it.
+fn check_the_api(dir: &Path, backend: &Backend) {
+    let first = book(dir, "first.epub", "First Voyage", WHALE);
+    let second = book(dir, "second.epub", "Second Voyage", &format!("{WHALE} Then the fog came down."));
+    run(backend, &["process", "--json", first.to_str().unwrap()]);
+    run(backend, &["process", "--json", second.to_str().unwrap()]);
+    let broken = dir.join("broken.epub");
+    std::fs::write(&broken, epub_fixtures::hostile::not_a_zip()).expect("file written");
+    run(backend, &["submit", "--json", broken.to_str().unwrap()]);
+    run(backend, &["worker", "--exit-when-idle", "--metrics-addr", "off"]);
+    let third = book(dir, "third.epub", "Third Voyage", "Calm water, grey sky, and no land in sight.");
+    run(backend, &["submit", "--json", third.to_str().unwrap()]);
+
+    let mut child = quire(backend, &["serve", "--addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -106,7 +151,7 @@ fn every_answer_of_the_api_matches_its_openapi_description() {
     };
 
     let output = Command::new("st")
-        .current_dir(dir.path())
+        .current_dir(dir)
         .args(["run", &format!("http://{addr}/v1/openapi.json"), "--checks", CHECKS])
         .args(["--max-examples", "8", "--seed", "15", "--workers", "1", "--generation-database", "none"])
         .args(["--request-timeout", "30", "--no-color"])

@@ -85,6 +85,35 @@ async fn a_crash_after_any_stage_checkpoint_resumes_without_losing_or_repaying_w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_dead_lettered_after_its_last_checkpoint_and_retried_leaves_its_book_complete() {
+    let clean = uninterrupted().await;
+    // Every attempt dies after the book's last checkpoint, until the job is out of attempts. The
+    // scenario is held to the end: the failpoints are the process's, shared with other tests.
+    let scenario = fail::FailScenario::setup();
+    fail::cfg("before_complete", "3*return").unwrap();
+    let embedder = CountingEmbedder::new(1);
+    let rig = Rig::new(embedder.clone()).await;
+    let submission = rig.submit("book.epub", &book()).await;
+    let job = submission.job_id.unwrap();
+    rig.drive().await;
+    assert_eq!(rig.store.job(job).await.unwrap().unwrap().status, JobStatus::Dead);
+    assert_eq!(rig.snapshot(&submission.document_id).await.status, "failed");
+    let requests = embedder.requests();
+
+    // The operator's retry puts the book back to `pending`; the attempt that finds nothing left
+    // to do must not leave it there.
+    let retried = worker::operations::retry_dead_letters(rig.store.as_ref(), &[job]).await.unwrap();
+    assert!(retried.refused.is_empty(), "{:?}", retried.refused);
+    rig.drive().await;
+    assert_eq!(rig.store.job(job).await.unwrap().unwrap().status, JobStatus::Completed);
+    let snapshot = rig.snapshot(&submission.document_id).await;
+    assert_eq!(snapshot, clean.snapshot, "the book ends as an uninterrupted run leaves it");
+    assert_eq!(embedder.requests(), requests, "nothing embedded again");
+    assert_eq!((rig.extractions(), rig.chunkings()), (1, 1), "nothing extracted or chunked again");
+    scenario.teardown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_midway_through_embedding_sends_only_the_remaining_batches() {
     let clean = uninterrupted().await;
     assert!(clean.requests >= 3, "needs at least three batches, got {}", clean.requests);

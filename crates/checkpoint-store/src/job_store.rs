@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use stage_machine::Checkpoint;
+use stage_machine::{Checkpoint, UnixMillis};
 
 use crate::error::StoreResult;
 use crate::jobs::{
-    Cancellation, EnqueueOptions, Enqueued, FailOutcome, Failure, FollowUp, HeartbeatReport, Job, JobAttempt,
-    JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery,
+    AttemptsEnded, Cancellation, EnqueueOptions, Enqueued, FailOutcome, Failure, FollowUp, HeartbeatReport, Job,
+    JobAttempt, JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, ReaperPass, Recovery,
 };
 
 /// A durable, lease-based job queue.
@@ -88,6 +88,17 @@ pub trait JobStore: Send + Sync {
 
     /// Number of jobs by status and kind.
     async fn counts(&self) -> StoreResult<Vec<QueueCount>>;
+
+    /// The attempts that ended at `since` or later, counted by outcome in periods of `period`
+    /// (each starting at a multiple of it), oldest first; a period with none is left out.
+    async fn attempts_ended(&self, since: UnixMillis, period: Duration) -> StoreResult<Vec<AttemptsEnded>>;
+
+    /// Records a pass of `worker`'s reaper, ended now (the store's time), that requeued and
+    /// dead-lettered so many jobs, replacing the last pass of any worker.
+    async fn record_reaper_pass(&self, worker: &str, requeued: u32, dead_lettered: u32) -> StoreResult<()>;
+
+    /// The last pass of any worker's reaper; none before the first.
+    async fn last_reaper_pass(&self) -> StoreResult<Option<ReaperPass>>;
 
     /// Processing jobs whose lease has expired (as [`JobStore::recover_stale`] judges it) and,
     /// when `silent_for` is given, whose last heartbeat is also at least that old; the longest

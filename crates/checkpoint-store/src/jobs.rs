@@ -492,6 +492,33 @@ pub enum AttemptOutcome {
     Retrying,
 }
 
+/// The attempts that ended in one period ([`JobStore::attempts_ended`](crate::JobStore::attempts_ended)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttemptsEnded {
+    /// When the period began (Unix milliseconds, a multiple of its length).
+    #[schema(value_type = i64)]
+    pub period_start: UnixMillis,
+    /// How they ended.
+    pub outcome: AttemptOutcome,
+    /// How many.
+    pub count: u64,
+}
+
+/// A pass of a worker's reaper: stale leases recovered and overdue jobs taken back
+/// ([`JobStore::record_reaper_pass`](crate::JobStore::record_reaper_pass)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReaperPass {
+    /// The worker whose reaper it was.
+    pub worker: String,
+    /// When it ended (Unix milliseconds).
+    #[schema(value_type = i64)]
+    pub passed_at: UnixMillis,
+    /// Jobs it gave back to the queue for another attempt.
+    pub requeued: u32,
+    /// Jobs it dead-lettered, out of attempts.
+    pub dead_lettered: u32,
+}
+
 /// Filter for [`JobStore::list_jobs`](crate::JobStore::list_jobs).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobFilter {

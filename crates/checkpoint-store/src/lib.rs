@@ -68,9 +68,9 @@ pub use documents::{
 pub use error::{StoreError, StoreResult};
 pub use job_store::JobStore;
 pub use jobs::{
-    AttemptOutcome, Cancellation, DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure,
-    FollowUp, HeartbeatReport, Job, JobAttempt, JobFilter, JobId, JobKind, JobStatus, Lease, LeaseRequest, QueueCount,
-    Recovery, RecoveryAction, RecoveryReason,
+    AttemptOutcome, AttemptsEnded, Cancellation, DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind,
+    FailOutcome, Failure, FollowUp, HeartbeatReport, Job, JobAttempt, JobFilter, JobId, JobKind, JobStatus, Lease,
+    LeaseRequest, QueueCount, ReaperPass, Recovery, RecoveryAction, RecoveryReason,
 };
 pub use neighbours::{Neighbour, NeighbourQuery, NeighbourSearch, SearchMode, VectorIndexKind, VectorSnapshots};
 pub use open::{OpenOptions, StoreLocation, open};

@@ -17,7 +17,7 @@ use sqlx::types::Json;
 use crate::codec::{decode_vector, parse_name, unsigned};
 use crate::documents::{ChunkView, ConnectionView, Document, EmbeddedChunk, StoredChunk};
 use crate::error::{StoreError, StoreResult};
-use crate::jobs::{HeartbeatReport, Job, JobAttempt, JobId, Lease, QueueCount};
+use crate::jobs::{AttemptsEnded, HeartbeatReport, Job, JobAttempt, JobId, Lease, QueueCount, ReaperPass};
 use crate::neighbours::KeyedChunk;
 
 /// A row of `jobs`, every column.
@@ -149,6 +149,48 @@ impl TryFrom<AttemptRow> for JobAttempt {
             stage: row.stage.as_deref().map(|stage| parse_name("stage", stage)).transpose()?,
             outcome: parse_name("outcome", &row.outcome)?,
             error: row.error,
+        })
+    }
+}
+
+/// A row of [`JobStore::attempts_ended`](crate::JobStore::attempts_ended)'s statement.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AttemptsEndedRow {
+    period_start: i64,
+    outcome: String,
+    count: i64,
+}
+
+impl TryFrom<AttemptsEndedRow> for AttemptsEnded {
+    type Error = StoreError;
+
+    fn try_from(row: AttemptsEndedRow) -> StoreResult<AttemptsEnded> {
+        Ok(AttemptsEnded {
+            period_start: row.period_start,
+            outcome: parse_name("outcome", &row.outcome)?,
+            count: unsigned("count", row.count)?,
+        })
+    }
+}
+
+/// The row of `reaper_passes`.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ReaperPassRow {
+    worker: String,
+    passed_at: i64,
+    requeued: i32,
+    dead_lettered: i32,
+}
+
+impl TryFrom<ReaperPassRow> for ReaperPass {
+    type Error = StoreError;
+
+    fn try_from(row: ReaperPassRow) -> StoreResult<ReaperPass> {
+        Ok(ReaperPass {
+            worker: row.worker,
+            passed_at: row.passed_at,
+            requeued: unsigned("requeued", row.requeued)?,
+            dead_lettered: unsigned("dead_lettered", row.dead_lettered)?,
         })
     }
 }

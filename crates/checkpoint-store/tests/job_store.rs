@@ -593,6 +593,7 @@ async fn postgres_migrations_apply_twice_without_error() {
             "embedding_cache",
             "job_attempts",
             "jobs",
+            "reaper_passes",
             "term_index_edition"
         ]
     );
@@ -826,5 +827,55 @@ async fn every_attempt_is_recorded_as_it_ends_with_its_worker_stage_and_outcome(
         assert_eq!(history.iter().map(|a| a.outcome).collect::<Vec<_>>(), [AttemptOutcome::Dead], "{}", h.name);
         h.store.purge_dead(Duration::ZERO).await.unwrap();
         assert!(h.store.job_attempts(dead.id).await.unwrap().is_empty(), "{}", h.name);
+    }
+}
+
+#[tokio::test]
+async fn ended_attempts_are_counted_by_period_and_outcome_from_a_given_time() {
+    use checkpoint_store::{AttemptOutcome, AttemptsEnded};
+    const PERIOD: Duration = Duration::from_secs(20);
+    for h in backends().await {
+        for document in ["a", "b", "c"] {
+            h.enqueue(document).await;
+        }
+        let leases: Vec<_> = h.lease("w1", 3).await.iter().map(|job| job.lease().unwrap()).collect();
+        h.store.complete(leases[0], None).await.unwrap();
+        h.store.fail(leases[1], "the AI service answered 503", Failure::Retryable).await.unwrap();
+        h.clock.advance(Duration::from_secs(30));
+        h.store.fail(leases[2], "not an EPUB", Failure::Permanent).await.unwrap();
+
+        let ended = |period_start, outcome, count| AttemptsEnded { period_start, outcome, count };
+        let second_period = START + 20_000;
+        assert_eq!(
+            h.store.attempts_ended(START, PERIOD).await.unwrap(),
+            [
+                ended(START, AttemptOutcome::Completed, 1),
+                ended(START, AttemptOutcome::Retrying, 1),
+                ended(second_period, AttemptOutcome::Dead, 1),
+            ],
+            "{}",
+            h.name
+        );
+        assert_eq!(
+            h.store.attempts_ended(START + 1, PERIOD).await.unwrap(),
+            [ended(second_period, AttemptOutcome::Dead, 1)],
+            "{}: only those ended since the given time",
+            h.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_reapers_last_pass_replaces_the_one_before_whichever_worker_made_it() {
+    use checkpoint_store::ReaperPass;
+    for h in backends().await {
+        assert_eq!(h.store.last_reaper_pass().await.unwrap(), None, "{}", h.name);
+        h.store.record_reaper_pass("w1", 2, 1).await.unwrap();
+        let first = ReaperPass { worker: "w1".into(), passed_at: START, requeued: 2, dead_lettered: 1 };
+        assert_eq!(h.store.last_reaper_pass().await.unwrap(), Some(first), "{}: at the store's time", h.name);
+        h.clock.advance(Duration::from_secs(30));
+        h.store.record_reaper_pass("w2", 0, 0).await.unwrap();
+        let second = ReaperPass { worker: "w2".into(), passed_at: START + 30_000, requeued: 0, dead_lettered: 0 };
+        assert_eq!(h.store.last_reaper_pass().await.unwrap(), Some(second), "{}", h.name);
     }
 }

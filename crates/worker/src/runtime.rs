@@ -437,6 +437,16 @@ impl Worker {
         }
         let now = checkpoint_store::Clock::now(&checkpoint_store::SystemClock);
         self.metrics.reaper_last_success.store(now, Ordering::Relaxed);
+        let taken_back = |action| {
+            let count = recoveries.iter().filter(|recovery| recovery.action == action).count();
+            u32::try_from(count).unwrap_or(u32::MAX)
+        };
+        let (requeued, dead_lettered) =
+            (taken_back(RecoveryAction::Requeued), taken_back(RecoveryAction::DeadLettered));
+        // Only what operators see of the pass; the pass itself is done.
+        if let Err(error) = self.store.record_reaper_pass(&self.config.owner, requeued, dead_lettered).await {
+            warn!(%error, "reaper: recording its pass failed");
+        }
     }
 
     async fn queue_is_idle(&self) -> bool {

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_store::{
-    Cancellation, EnqueueOptions, Enqueued, FailOutcome, Failure, FollowUp, HeartbeatReport, Job, JobAttempt,
-    JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, QueueCount, Recovery, RecoveryAction,
-    RecoveryReason, StoreError, StoreResult,
+    AttemptsEnded, Cancellation, EnqueueOptions, Enqueued, FailOutcome, Failure, FollowUp, HeartbeatReport, Job,
+    JobAttempt, JobFilter, JobId, JobKind, JobStatus, JobStore, Lease, LeaseRequest, QueueCount, Recovery,
+    RecoveryAction, RecoveryReason, StoreError, StoreResult,
 };
 use serde_json::{Value, json};
 use stage_machine::Checkpoint;
@@ -39,6 +39,8 @@ enum Call {
     CancelHeld(JobId),
     RecoverStale,
     EnforceTimeouts,
+    /// A reaper pass recorded: jobs requeued, dead-lettered.
+    ReaperPass(u32, u32),
 }
 
 #[derive(Default)]
@@ -289,6 +291,17 @@ impl JobStore for FakeStore {
         let mut state = self.state.lock().unwrap();
         self.record(&mut state, Call::EnforceTimeouts);
         Ok(Vec::new())
+    }
+    async fn attempts_ended(&self, _: i64, _: Duration) -> StoreResult<Vec<AttemptsEnded>> {
+        unused()
+    }
+    async fn record_reaper_pass(&self, _: &str, requeued: u32, dead_lettered: u32) -> StoreResult<()> {
+        let mut state = self.state.lock().unwrap();
+        self.record(&mut state, Call::ReaperPass(requeued, dead_lettered));
+        Ok(())
+    }
+    async fn last_reaper_pass(&self) -> StoreResult<Option<checkpoint_store::ReaperPass>> {
+        unused()
     }
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
         Ok(self.state.lock().unwrap().reaped_dead.iter().find(|job| job.id == id).cloned())
@@ -558,6 +571,12 @@ async fn the_reaper_runs_at_start_up_and_on_its_interval_and_survives_errors() {
     assert_eq!(passes, [secs(0), secs(30), secs(60)], "a failed pass at start-up does not stop the reaper");
     let timeouts = store.calls().iter().filter(|(_, call)| *call == Call::EnforceTimeouts).count();
     assert_eq!(timeouts, 2, "timeouts are enforced on every successful pass");
+    let recorded: Vec<Duration> = store
+        .calls()
+        .into_iter()
+        .filter_map(|(at, call)| matches!(call, Call::ReaperPass(0, 0)).then_some(at))
+        .collect();
+    assert_eq!(recorded, [secs(30), secs(60)], "every successful pass is recorded for operators, and only those");
     run.abort();
 }
 
@@ -858,6 +877,7 @@ async fn a_dead_letter_hook_stalled_on_the_ai_service_starves_no_heartbeat() {
     let beats: Vec<Duration> = heartbeats(&store).into_iter().map(|(at, _)| at).collect();
     assert_eq!(beats, [secs(20), secs(40), secs(60), secs(80), secs(100), secs(120)]);
     assert!(handler.saw_lease_lost.lock().unwrap().is_empty());
+    assert!(store.calls().contains(&(secs(0), Call::ReaperPass(0, 1))), "the pass is recorded with its dead letter");
     run.abort();
 }
 

@@ -38,14 +38,17 @@ use crate::error::{StoreError, StoreResult};
 use crate::job_signal::JobSignal;
 use crate::job_store::JobStore;
 use crate::jobs::{
-    Cancellation, DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure, FollowUp,
-    HeartbeatReport, Job, JobAttempt, JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, Recovery,
-    RecoveryReason,
+    AttemptsEnded, Cancellation, DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Enqueued, ErrorKind, FailOutcome, Failure,
+    FollowUp, HeartbeatReport, Job, JobAttempt, JobFilter, JobId, JobKind, Lease, LeaseRequest, QueueCount, ReaperPass,
+    Recovery, RecoveryReason,
 };
 use crate::neighbours::{InProcessIndexes, VectorSnapshots};
 use crate::recovery;
 use crate::retry_policy::RetryPolicy;
-use crate::rows::{AttemptRow, CountRow, HeldJobRow, JobRow, RenewedRow, convert_all, heartbeat_report};
+use crate::rows::{
+    AttemptRow, AttemptsEndedRow, CountRow, HeldJobRow, JobRow, ReaperPassRow, RenewedRow, convert_all,
+    heartbeat_report,
+};
 use crate::term_cache::InProcessTerms;
 use migration_lock::MigrationLock;
 
@@ -535,6 +538,28 @@ impl JobStore for SqliteStore {
     async fn counts(&self) -> StoreResult<Vec<QueueCount>> {
         let rows: Vec<CountRow> = sqlx::query_as(sql::COUNTS).fetch_all(&self.reader).await?;
         convert_all(rows)
+    }
+
+    async fn attempts_ended(&self, since: UnixMillis, period: Duration) -> StoreResult<Vec<AttemptsEnded>> {
+        let rows: Vec<AttemptsEndedRow> =
+            sqlx::query_as(sql::ATTEMPTS_ENDED).bind(since).bind(millis(period).max(1)).fetch_all(&self.reader).await?;
+        convert_all(rows)
+    }
+
+    async fn record_reaper_pass(&self, worker: &str, requeued: u32, dead_lettered: u32) -> StoreResult<()> {
+        sqlx::query(sql::RECORD_REAPER_PASS)
+            .bind(worker)
+            .bind(self.now())
+            .bind(i64::from(requeued))
+            .bind(i64::from(dead_lettered))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn last_reaper_pass(&self) -> StoreResult<Option<ReaperPass>> {
+        let row: Option<ReaperPassRow> = sqlx::query_as(sql::LAST_REAPER_PASS).fetch_optional(&self.reader).await?;
+        row.map(ReaperPass::try_from).transpose()
     }
 
     async fn stale_jobs(&self, silent_for: Option<Duration>) -> StoreResult<Vec<Job>> {

@@ -164,6 +164,17 @@ pub const LIST_JOBS_OF_DOCUMENT: &str = concat!(
 pub const COUNTS: &str = "SELECT status, kind, COUNT(*) AS count, MIN(created_at) AS oldest_created_at \
      FROM jobs GROUP BY status, kind ORDER BY status, kind";
 
+/// ?1 since, ?2 period (ms).
+pub const ATTEMPTS_ENDED: &str = "SELECT (ended_at / ?2) * ?2 AS period_start, outcome, COUNT(*) AS count \
+     FROM job_attempts WHERE ended_at >= ?1 GROUP BY period_start, outcome ORDER BY period_start, outcome";
+
+/// ?1 worker, ?2 now, ?3 requeued, ?4 dead-lettered.
+pub const RECORD_REAPER_PASS: &str = "INSERT INTO reaper_passes (only_row, worker, passed_at, requeued, dead_lettered) \
+     VALUES (1, ?1, ?2, ?3, ?4) ON CONFLICT (only_row) DO UPDATE SET worker = excluded.worker, \
+     passed_at = excluded.passed_at, requeued = excluded.requeued, dead_lettered = excluded.dead_lettered";
+
+pub const LAST_REAPER_PASS: &str = "SELECT worker, passed_at, requeued, dead_lettered FROM reaper_passes";
+
 /// ?1 id, ?2 now.
 pub const RETRY_DEAD: &str = concat!(
     "UPDATE jobs SET status = 'pending', attempts = 0, run_at = ?2, finished_at = NULL, \

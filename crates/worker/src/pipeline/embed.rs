@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use checkpoint_store::{EmbeddingUsage, EnqueueOptions, StoredChunk};
+use checkpoint_store::{EmbeddingUsage, EnqueueOptions, FollowUp, StoredChunk};
 use stage_machine::Stage;
 use tracing::{info, warn};
 
@@ -97,18 +97,28 @@ impl Attempt<'_> {
         let facts = &mut self.checkpoint.facts;
         facts.embedded_chunks = unique.len() as u32;
         facts.ai_cache_hits = (unique.len() as u64).saturating_sub(facts.embedding_pass_inputs);
-        let usage = EmbeddingUsage { ai_requests: facts.ai_requests, embeddings_from_cache: facts.ai_cache_hits };
-        pipeline.store.mark_embedded(self.context.lease, &self.document_id, usage).await?;
+        pipeline.store.mark_embedded(self.context.lease, &self.document_id, self.embedding_usage()).await?;
         // Asked for with the `embedded` checkpoint, in one transaction: a retry that resumes
         // after it never asks again (and so never detects twice), one that resumes before it does.
-        let follow_up = JobPayload::detect_connections(&self.document_id, chunks.len()).follow_up(EnqueueOptions {
-            unique_key: Some(detect_connections_key(&self.document_id)),
-            ..Default::default()
-        });
+        let follow_up = self.detect_connections(chunks.len());
         let enqueued = self.complete_with(Stage::Embedded, follow_up).await?;
         info!(detect_job = %enqueued.job.id, deduplicated = enqueued.deduplicated, "connection detection queued");
         crash_point!("after_checkpoint_embedded");
         self.complete(Stage::Complete).await?;
         Ok(())
+    }
+
+    /// What embedding the book cost, as its checkpoint counted it.
+    pub(super) fn embedding_usage(&self) -> EmbeddingUsage {
+        let facts = &self.checkpoint.facts;
+        EmbeddingUsage { ai_requests: facts.ai_requests, embeddings_from_cache: facts.ai_cache_hits }
+    }
+
+    /// The book's connection detection, as a follow-up: one active job per book (its unique key).
+    pub(super) fn detect_connections(&self, chunks: usize) -> FollowUp {
+        JobPayload::detect_connections(&self.document_id, chunks).follow_up(EnqueueOptions {
+            unique_key: Some(detect_connections_key(&self.document_id)),
+            ..Default::default()
+        })
     }
 }

@@ -73,10 +73,33 @@ impl Attempt<'_> {
         info!(stage = %stage, "checkpoint saved");
     }
 
+    /// An attempt with nothing left to do (the last one ended after the book's final
+    /// checkpoint, and the job was then dead-lettered and retried, say) finds the book as the
+    /// operator's retry left it, `pending`. Its chunks and vectors are stored, so it is
+    /// `embedded` again, and its connections are asked for again (the one active detection per
+    /// book, with the checkpoint, fenced), whose job marks it `complete`.
+    async fn restore_finished_document(&mut self) -> Result<(), JobError> {
+        let store = &self.pipeline.store;
+        let status = store.document(&self.document_id).await?.map(|document| document.status);
+        if matches!(status, None | Some(DocumentStatus::Embedded | DocumentStatus::Complete)) {
+            return Ok(());
+        }
+        store.mark_embedded(self.context.lease, &self.document_id, self.embedding_usage()).await?;
+        let facts = &self.checkpoint.facts;
+        let chunks = facts.chunk_count.unwrap_or(facts.embedded_chunks) as usize;
+        let enqueued = store
+            .save_checkpoint_and_enqueue(self.context.lease, &self.checkpoint, self.detect_connections(chunks))
+            .await?;
+        info!(detect_job = %enqueued.job.id, deduplicated = enqueued.deduplicated, "finished book restored to embedded");
+        Ok(())
+    }
+
     async fn run(mut self) -> Result<Value, JobError> {
         let store = &self.pipeline.store;
         let resume = self.checkpoint.resume_stage();
-        if resume != Stage::Complete {
+        if resume == Stage::Complete {
+            self.restore_finished_document().await?;
+        } else {
             info!(resume = %resume, deletes_chunks = retry_deletes_chunks(resume), "resuming");
             store.set_document_status(self.context.lease, &self.document_id, DocumentStatus::Processing, None).await?;
         }

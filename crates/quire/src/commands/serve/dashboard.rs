@@ -5,11 +5,11 @@
 //!
 //! | page | shows |
 //! |---|---|
-//! | `/` | jobs by status and kind, the oldest pending job's age, expired leases; refreshes every 5 s |
+//! | `/` | jobs by status and kind, the oldest pending job's age, expired leases, the reaper's last pass, and the last hour's completed and failed attempts as a chart (an inline SVG); refreshes every 5 s |
 //! | `/jobs?status=&kind=&before=` | jobs, newest first, a page at a time |
 //! | `/jobs/{id}` | the job, its stage timeline with durations, its attempts, its payload; retry, replay from a stage, cancel |
 //! | `/dead` | the dead-letter queue with reasons; retry one or all, purge with confirmation |
-//! | `/documents?q=` and `/documents/{id}` | documents; a document's chunks and its connections, the two passages side by side |
+//! | `/documents?q=` and `/documents/{id}` | documents, and a form to upload a book (through the API's upload); a document's chunks and its connections, the two passages side by side |
 //! | `/search?q=` | a box over the search of `GET /v1/search` |
 //!
 //! Actions are form posts to `/ui/…`, answered with a redirect to the page they came from (or a
@@ -18,7 +18,8 @@
 //! signing in at `/sign-in`: the token's digest, `HttpOnly`, `SameSite=Strict`).
 //!
 //! Past 500 lines because its tests sit beside it: each page and button is driven through the
-//! router over a real store, escaping included, which needs this module's handlers.
+//! router over a real store, escaping included, which needs this module's handlers. The same
+//! pages in a real browser, against real processes: tests/dashboard_browser.rs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,12 +28,14 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use checkpoint_store::{ConnectionFilter, Job, JobFilter, JobId, JobStatus, SearchMode};
+use checkpoint_store::{ConnectionFilter, Job, JobFilter, JobId, JobKind, JobStatus, ReaperPass, SearchMode};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 use stage_machine::Stage;
+use strum::VariantArray as _;
 use worker::operations::{OperationError, ReplayFrom};
 
+use super::queue::MinuteOfWork;
 use super::{ApiError, ApiState};
 
 /// Jobs and documents per page.
@@ -125,7 +128,9 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;max-wid
     nav a{margin-right:1rem}table{border-collapse:collapse;margin:1rem 0}\
     td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}\
     .pair{display:grid;grid-template-columns:1fr 1fr;gap:1rem}.pair blockquote{margin:0;\
-    padding:.5rem;background:#f4f4f4}form.inline{display:inline}pre{background:#f4f4f4;padding:.5rem}";
+    padding:.5rem;background:#f4f4f4}form.inline{display:inline}pre{background:#f4f4f4;padding:.5rem}\
+    svg.activity{border-bottom:1px solid #ccc}rect.completed{fill:#2e7d32}rect.failed{fill:#c62828}\
+    svg.activity text{font-size:11px;fill:#555}";
 
 fn millis(ms: i64) -> String {
     humantime::format_duration(Duration::from_millis(u64::try_from(ms).unwrap_or(0))).to_string()
@@ -142,6 +147,7 @@ fn when(at: Option<i64>) -> String {
 /// `/`: the queue at a glance.
 pub(super) async fn overview(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let summary = super::queue::queue_summary(state.app.store.as_ref()).await?;
+    let now = crate::output::now_millis();
     let content = html! {
         table {
             tr { th { "status" } th { "kind" } th { "jobs" } }
@@ -155,8 +161,62 @@ pub(super) async fn overview(State(state): State<Arc<ApiState>>) -> Result<Respo
         }
         p { "Oldest pending job waiting: " (summary.oldest_pending_age_ms.map_or_else(|| "none".to_owned(), millis)) }
         p { "Processing jobs whose lease has expired: " (summary.stale_leases) }
+        (reaper_pass(summary.last_reaper_pass.as_ref(), now))
+        h2 { "The last hour" }
+        (activity_chart(&summary.last_hour))
     };
     Ok(page("Queue", true, content))
+}
+
+/// A reaper silent for longer than this is worth a word: workers pass every 30 s by default.
+const REAPER_SILENT_MS: i64 = 5 * 60_000;
+
+/// When the reaper last passed, and what it did; a word when that was long ago.
+fn reaper_pass(pass: Option<&ReaperPass>, now: i64) -> Markup {
+    html! {
+        p {
+            "The reaper's last pass: "
+            @match pass {
+                None => "none yet (no worker has run one)",
+                Some(pass) => {
+                    (millis((now - pass.passed_at).max(0))) " ago, by " (pass.worker) ": "
+                    (pass.requeued) " requeued, " (pass.dead_lettered) " dead-lettered"
+                    @if now - pass.passed_at > REAPER_SILENT_MS { strong { " — is any worker running?" } }
+                }
+            }
+        }
+    }
+}
+
+/// The last hour as bars, one a minute: completions below, failures stacked on them. An inline
+/// SVG, drawn here, so the page needs no script and no library.
+fn activity_chart(minutes: &[MinuteOfWork]) -> Markup {
+    const BAR: usize = 10;
+    const HEIGHT: u64 = 100;
+    let busiest = minutes.iter().map(|minute| minute.completed + minute.failed).max().unwrap_or(0).max(1);
+    let height_of = |count: u64| count * HEIGHT / busiest;
+    let (completed, failed) = minutes
+        .iter()
+        .fold((0, 0), |(completed, failed), minute| (completed + minute.completed, failed + minute.failed));
+    let width = minutes.len() * BAR;
+    html! {
+        p { (completed) " attempts completed their job and " (failed) " failed; the busiest minute saw " (busiest) "." }
+        svg.activity role="img" width=(width) height=(HEIGHT + 16) viewBox={ "0 0 " (width) " " (HEIGHT + 16) } {
+            title { "Attempts completed and failed, each minute of the last hour" }
+            @for (index, minute) in minutes.iter().enumerate() {
+                @let x = index * BAR;
+                @let ok = height_of(minute.completed);
+                @let bad = height_of(minute.failed);
+                g {
+                    title { (when(Some(minute.minute_start))) ": " (minute.completed) " completed, " (minute.failed) " failed" }
+                    rect.completed x=(x) y=(HEIGHT - ok) width=(BAR - 1) height=(ok) {}
+                    rect.failed x=(x) y=(HEIGHT - ok - bad) width=(BAR - 1) height=(bad) {}
+                }
+            }
+            text x="0" y=(HEIGHT + 14) { "an hour ago" }
+            text x=(width) y=(HEIGHT + 14) text-anchor="end" { "now" }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,9 +241,29 @@ pub(super) async fn jobs(
     let jobs = state.app.store.list_jobs(&filter).await?;
     let next = (jobs.len() == PAGE as usize).then(|| jobs.last().map(|job| job.id.0)).flatten();
     let content = html! {
+        form method="get" action="/jobs" {
+            select name="status" {
+                option value="" { "any status" }
+                @for status in JobStatus::VARIANTS {
+                    option value=(status) selected[filter.status == Some(*status)] { (status) }
+                }
+            }
+            " "
+            select name="kind" {
+                option value="" { "any kind" }
+                @for kind in JobKind::VARIANTS {
+                    option value=(kind) selected[filter.kind == Some(*kind)] { (kind) }
+                }
+            }
+            " " button { "Filter" }
+        }
         (jobs_table(&jobs))
         @if let Some(next) = next {
-            a href={ "/jobs?before=" (next) @if let Some(status) = &query.status { "&status=" (status) } } { "Older jobs" }
+            a href={
+                "/jobs?before=" (next)
+                @if let Some(status) = filter.status { "&status=" (status) }
+                @if let Some(kind) = filter.kind { "&kind=" (kind) }
+            } { "Older jobs" }
         }
     };
     Ok(page("Jobs", false, content))
@@ -400,31 +480,85 @@ pub(super) struct TextQuery {
     q: Option<String>,
 }
 
-/// `/documents`.
+#[derive(Debug, Deserialize)]
+pub(super) struct DocumentsPage {
+    q: Option<String>,
+    offset: Option<usize>,
+}
+
+/// `/documents`, a page at a time.
 pub(super) async fn documents(
     State(state): State<Arc<ApiState>>,
-    Query(query): Query<TextQuery>,
+    Query(query): Query<DocumentsPage>,
 ) -> Result<Response, ApiError> {
+    let store = state.app.store.as_ref();
     let needle = query.q.unwrap_or_default();
-    let documents = super::queue::find_documents(state.app.store.as_ref(), None, Some(&needle)).await?;
+    let found = super::queue::find_documents(store, None, Some(&needle)).await?;
+    let offset = query.offset.unwrap_or(0).min(found.len());
+    let shown = &found[offset..found.len().min(offset + PAGE as usize)];
+    let mut connections = Vec::with_capacity(shown.len());
+    for document in shown {
+        connections.push(store.connection_count(&document.id).await?);
+    }
+    let next = (offset + shown.len() < found.len()).then_some(offset + shown.len());
     let content = html! {
+        form method="post" action="/ui/documents" enctype="multipart/form-data" {
+            "Upload an EPUB: " input type="file" name="file" accept=".epub,application/epub+zip" required;
+            " " button { "Upload" }
+        }
         form method="get" action="/documents" { input name="q" value=(needle) placeholder="title, file or id"; " " button { "Find" } }
+        p { (found.len()) " documents" @if !shown.is_empty() { ", " (offset + 1) "–" (offset + shown.len()) " shown" } }
         table {
-            tr { th { "document" } th { "title" } th { "status" } th { "chunks" } th { "AI requests" } th { "from cache" } th { "error" } }
-            @for document in &documents {
+            tr {
+                th { "document" } th { "title" } th { "status" } th { "chunks" } th { "connections" }
+                th { "AI requests" } th { "from cache" } th { "error" }
+            }
+            @for (document, connections) in shown.iter().zip(&connections) {
                 tr {
                     td { a href={ "/documents/" (document.id) } { (document.id) } }
                     td { (document.title.as_deref().unwrap_or(&document.file_name)) }
                     td { (document.status) }
                     td { (document.chunk_count) }
+                    td { (connections) }
                     td { (document.ai_requests) }
                     td { (document.embeddings_from_cache) }
                     td { (document.error.as_deref().unwrap_or("")) }
                 }
             }
         }
+        @if let Some(next) = next {
+            a href={ "/documents?" (serde_urlencoded::to_string([("offset", next.to_string()), ("q", needle.clone())]).unwrap_or_default()) } {
+                "More documents"
+            }
+        }
     };
     Ok(page("Documents", false, content))
+}
+
+/// `POST /ui/documents`: the upload form, through the API's own upload (its limits, its
+/// deduplication), answered with the document's page or a page saying why not.
+pub(super) async fn upload(State(state): State<Arc<ApiState>>, request: axum::extract::Request) -> Response {
+    let answer = super::upload(State(state), request).await.unwrap_or_else(IntoResponse::into_response);
+    // The server's own failure: left whole, for the log to keep its cause under a request id.
+    if answer.extensions().get::<super::InternalError>().is_some() {
+        return answer;
+    }
+    let status = answer.status();
+    if status.is_success()
+        && let Some(document) = answer
+            .headers()
+            .get(axum::http::header::LOCATION)
+            .and_then(|location| location.to_str().ok())
+            .and_then(|location| location.strip_prefix("/v1/documents/"))
+    {
+        return Redirect::to(&format!("/documents/{document}")).into_response();
+    }
+    let body = axum::body::to_bytes(answer.into_body(), 64 * 1024).await.unwrap_or_default();
+    let reason = serde_json::from_slice::<super::ErrorBody>(&body)
+        .map(|error| error.error)
+        .unwrap_or_else(|_| format!("the server could not store it ({status})"));
+    let content = html! { p { (reason) } p { a href="/documents" { "Back to the documents" } } };
+    (status, page("Upload refused", false, content)).into_response()
 }
 
 /// `/documents/{id}`: chunks and connections.
@@ -599,6 +733,96 @@ mod tests {
         let (status, _, _) = api.call_raw("POST", &format!("/ui/jobs/{}/cancel", dead.0), &elsewhere, None).await;
         assert_eq!(status, 403);
         assert_eq!(api.store.job(dead).await.unwrap().unwrap().status, JobStatus::Pending);
+    }
+
+    #[tokio::test]
+    async fn the_overview_charts_the_last_hour_and_says_when_the_reaper_last_passed() {
+        let api = api().await;
+        api.document("a.epub").await;
+        api.document("b.epub").await;
+        api.dead_letter_next().await;
+        let (_, page) = html(&api, "/").await;
+        assert!(page.contains("0 attempts completed their job and 1 failed"), "{page}");
+        assert!(page.contains(r#"y="0" width="9" height="100">"#), "a full bar for the one minute: {page}");
+        assert!(page.contains("The reaper's last pass: none yet"), "{page}");
+
+        api.store.record_reaper_pass("w7", 1, 0).await.unwrap();
+        let (_, page) = html(&api, "/").await;
+        assert!(page.contains("ago, by w7: 1 requeued, 0 dead-lettered"), "{page}");
+        assert!(!page.contains("is any worker running?"), "{page}");
+        let pass = api.store.last_reaper_pass().await.unwrap().unwrap();
+        let ten_minutes_on = reaper_pass(Some(&pass), pass.passed_at + 10 * 60_000).into_string();
+        assert!(ten_minutes_on.contains("10m ago, by w7"), "{ten_minutes_on}");
+        assert!(ten_minutes_on.contains("is any worker running?"), "a silent reaper is pointed out: {ten_minutes_on}");
+
+        let (status, queue) = api.get("/v1/queue").await;
+        assert_eq!(status, 200);
+        let minutes = queue["last_hour"].as_array().unwrap();
+        assert_eq!(minutes.len(), 60, "{queue}");
+        let failed: u64 = minutes.iter().map(|minute| minute["failed"].as_u64().unwrap()).sum();
+        assert_eq!(failed, 1, "{queue}");
+        assert_eq!(queue["last_reaper_pass"]["worker"], "w7", "{queue}");
+    }
+
+    #[tokio::test]
+    async fn the_jobs_page_filters_by_status_and_kind_and_keeps_its_choice() {
+        let api = api().await;
+        let (_, a) = api.document("a.epub").await;
+        let (_, b) = api.document("b.epub").await;
+        let dead = api.dead_letter_next().await;
+        let pending = if dead == a { b } else { a };
+        let (_, page) = html(&api, "/jobs?status=dead&kind=process_document").await;
+        assert!(page.contains(&format!(r#"<a href="/jobs/{}">"#, dead.0)), "{page}");
+        assert!(!page.contains(&format!(r#"<a href="/jobs/{}">"#, pending.0)), "only dead jobs: {page}");
+        assert!(page.contains(r#"<option value="dead" selected>dead</option>"#), "{page}");
+        assert!(page.contains(r#"<option value="process_document" selected>"#), "{page}");
+        let (_, page) = html(&api, "/jobs?status=&kind=").await;
+        assert!(page.contains(&format!(r#"<a href="/jobs/{}">"#, pending.0)), "an empty choice is any: {page}");
+    }
+
+    #[tokio::test]
+    async fn documents_are_listed_a_page_at_a_time_with_their_connections() {
+        let api = api().await;
+        for n in 0..55 {
+            api.document(&format!("book & {n:02}.epub")).await;
+        }
+        let (_, page) = html(&api, "/documents?q=book+%26").await;
+        assert!(page.contains("55 documents, 1–50 shown"), "{page}");
+        assert_eq!(page.matches(r#"<a href="/documents/doc-"#).count(), 50, "{page}");
+        assert!(page.contains("<th>connections</th>"), "{page}");
+        let next = r#"<a href="/documents?offset=50&amp;q=book+%26">More documents</a>"#;
+        assert!(page.contains(next), "the next page keeps the search: {page}");
+        let (_, page) = html(&api, "/documents?offset=50&q=book+%26").await;
+        assert!(page.contains("55 documents, 51–55 shown") && !page.contains("More documents"), "{page}");
+        let (status, page) = html(&api, "/documents?offset=9000").await;
+        assert_eq!(status, 200, "{page}");
+    }
+
+    #[tokio::test]
+    async fn a_book_uploaded_from_the_page_opens_its_document_and_a_bad_one_says_why() {
+        let api = api().await;
+        let book = epub_fixtures::sample_book();
+        let mut form =
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"moby.epub\"\r\n\r\n".to_vec();
+        form.extend_from_slice(&book);
+        form.extend_from_slice(b"\r\n--XyZ--\r\n");
+        let headers = [("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")];
+        let multipart = "multipart/form-data; boundary=XyZ";
+        let (status, answer, _) = api.send("POST", "/ui/documents", &headers, Some((multipart, form))).await;
+        assert_eq!(status, 303);
+        let location = answer.get("location").unwrap().to_str().unwrap();
+        let id = location.strip_prefix("/documents/").expect("the document's page");
+        assert_eq!(api.store.document(id).await.unwrap().unwrap().file_name, "moby.epub");
+
+        let not_a_book =
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.epub\"\r\n\r\nhello\r\n--XyZ--\r\n";
+        let (status, _, page) =
+            api.send("POST", "/ui/documents", &headers, Some((multipart, not_a_book.to_vec()))).await;
+        assert_eq!(status, 422, "{page}");
+        assert!(page.contains("<h1>Upload refused</h1>") && page.contains("ZIP"), "{page}");
+        // Uploads are changes: a page elsewhere cannot make one.
+        let elsewhere = [("host", "127.0.0.1:8080"), ("origin", "https://pages.example")];
+        assert_eq!(api.send("POST", "/ui/documents", &elsewhere, Some((multipart, not_a_book.to_vec()))).await.0, 403);
     }
 
     #[tokio::test]

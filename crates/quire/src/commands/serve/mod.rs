@@ -139,7 +139,7 @@ impl ApiError {
 }
 
 /// Every error's body.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[schema(as = Error)]
 struct ErrorBody {
     /// What went wrong, for people.
@@ -334,6 +334,7 @@ fn router(app: App, embedder: Arc<dyn embedder::Embedder>, limits: Limits, guard
         .route("/ui/jobs/{id}/replay", post(dashboard::replay))
         .route("/ui/dlq/retry", post(dashboard::retry_all))
         .route("/ui/dlq/purge", post(dashboard::purge))
+        .route("/ui/documents", post(dashboard::upload))
         .route(dashboard::SIGN_IN, get(dashboard::sign_in_page).post(dashboard::sign_in))
         // The upload handler enforces its own limit, to answer it in JSON.
         .layer(DefaultBodyLimit::disable())

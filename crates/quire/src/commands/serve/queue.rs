@@ -30,8 +30,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use checkpoint_store::{
-    ConnectionFilter, ConnectionView, DocumentStatus, JobFilter, JobId, JobKind, JobStatus, SearchMode, StageSchema,
-    StoreError,
+    AttemptOutcome, AttemptsEnded, ConnectionFilter, ConnectionView, DocumentStatus, JobFilter, JobId, JobKind,
+    JobStatus, ReaperPass, SearchMode, StageSchema, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use stage_machine::Stage;
@@ -399,6 +399,25 @@ pub(super) struct QueueSummary {
     pub oldest_pending_age_ms: Option<i64>,
     /// Processing jobs whose lease has expired.
     pub stale_leases: usize,
+    /// The last hour, a minute at a time, oldest first.
+    pub last_hour: Vec<MinuteOfWork>,
+    /// The last pass of any worker's reaper.
+    pub last_reaper_pass: Option<ReaperPass>,
+}
+
+/// How long the overview looks back, and in what steps.
+const LOOK_BACK_MINUTES: i64 = 60;
+const MINUTE_MS: i64 = 60_000;
+
+/// The attempts that ended in one minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub(super) struct MinuteOfWork {
+    /// When the minute began (Unix milliseconds).
+    pub minute_start: i64,
+    /// Attempts that completed their job.
+    pub completed: u64,
+    /// Attempts that failed: for good, into the dead-letter queue, or to be retried.
+    pub failed: u64,
 }
 
 pub(super) async fn queue_summary(store: &dyn checkpoint_store::Store) -> Result<QueueSummary, ApiError> {
@@ -411,7 +430,37 @@ pub(super) async fn queue_summary(store: &dyn checkpoint_store::Store) -> Result
         .filter_map(|count| count.oldest_created_at)
         .min()
         .map(|created| (now - created).max(0));
-    Ok(QueueSummary { counts, oldest_pending_age_ms, stale_leases })
+    let first_minute = (now / MINUTE_MS - (LOOK_BACK_MINUTES - 1)) * MINUTE_MS;
+    let ended = store.attempts_ended(first_minute, Duration::from_millis(MINUTE_MS as u64)).await?;
+    let last_reaper_pass = store.last_reaper_pass().await?;
+    Ok(QueueSummary {
+        counts,
+        oldest_pending_age_ms,
+        stale_leases,
+        last_hour: minutes(first_minute, &ended),
+        last_reaper_pass,
+    })
+}
+
+/// Every minute from `first_minute` on, the minutes without an ended attempt included.
+fn minutes(first_minute: i64, ended: &[AttemptsEnded]) -> Vec<MinuteOfWork> {
+    let mut minutes: Vec<MinuteOfWork> = (0..LOOK_BACK_MINUTES)
+        .map(|n| MinuteOfWork { minute_start: first_minute + n * MINUTE_MS, completed: 0, failed: 0 })
+        .collect();
+    for period in ended {
+        let Some(minute) = usize::try_from((period.period_start - first_minute) / MINUTE_MS)
+            .ok()
+            .and_then(|index| minutes.get_mut(index))
+        else {
+            continue;
+        };
+        match period.outcome {
+            AttemptOutcome::Completed => minute.completed += period.count,
+            AttemptOutcome::Failed | AttemptOutcome::Dead | AttemptOutcome::Retrying => minute.failed += period.count,
+            AttemptOutcome::Cancelled | AttemptOutcome::HandedBack => {}
+        }
+    }
+    minutes
 }
 
 /// How many jobs of one kind are in one state.
@@ -431,6 +480,10 @@ pub(super) struct QueueReport {
     oldest_pending_age_ms: Option<i64>,
     /// Processing jobs whose lease has expired: the reaper's next work.
     stale_leases: usize,
+    /// The last hour's ended attempts, a minute at a time, oldest first (60 minutes, the current one last).
+    last_hour: Vec<MinuteOfWork>,
+    /// The last pass of any worker's reaper; `null` before the first.
+    last_reaper_pass: Option<ReaperPass>,
 }
 
 /// The queue at a glance.
@@ -451,6 +504,8 @@ pub(super) async fn queue(State(state): State<Arc<ApiState>>) -> Result<Response
         counts,
         oldest_pending_age_ms: summary.oldest_pending_age_ms,
         stale_leases: summary.stale_leases,
+        last_hour: summary.last_hour,
+        last_reaper_pass: summary.last_reaper_pass,
     };
     Ok(Json(body).into_response())
 }

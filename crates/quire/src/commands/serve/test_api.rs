@@ -85,6 +85,17 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<(&str, String)>,
     ) -> (u16, axum::http::HeaderMap, String) {
+        self.send(method, uri, headers, body.map(|(content_type, body)| (content_type, body.into_bytes()))).await
+    }
+
+    /// [`Api::call_with_headers`] with a body of any bytes.
+    pub(super) async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (u16, axum::http::HeaderMap, String) {
         let mut request = Request::builder().method(method).uri(uri);
         for (name, value) in headers {
             request = request.header(*name, *value);
