@@ -179,7 +179,8 @@ fn reaper_pass(pass: Option<&ReaperPass>, now: i64) -> Markup {
             @match pass {
                 None => "none yet (no worker has run one)",
                 Some(pass) => {
-                    (millis((now - pass.passed_at).max(0))) " ago, by " (pass.worker) ": "
+                    // Whole seconds: a glance needs no milliseconds.
+                    (millis((now - pass.passed_at).max(0) / 1000 * 1000)) " ago, by " (pass.worker) ": "
                     (pass.requeued) " requeued, " (pass.dead_lettered) " dead-lettered"
                     @if now - pass.passed_at > REAPER_SILENT_MS { strong { " — is any worker running?" } }
                 }
