@@ -18,27 +18,17 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use epub_fixtures::{Block, BookSpec, ChapterSpec};
 use support::postgres::TestSchema;
+use support::processes::ServeProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_quire");
 
 /// The checks every answer must pass.
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance";
-
-/// Kills the server when the test ends, whichever way.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Where the server keeps its data: a data directory and, for PostgreSQL, a schema of the test's own.
 struct Backend<'a> {
@@ -135,20 +125,8 @@ fn check_the_api(dir: &Path, backend: &Backend) {
     let third = book(dir, "third.epub", "Third Voyage", "Calm water, grey sky, and no land in sight.");
     run(backend, &["submit", "--json", third.to_str().unwrap()]);
 
-    let mut child = quire(backend, &["serve", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("quire serve starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let server = Server(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("quire serve printed its address").expect("stdout readable");
-        if let Some(addr) = line.trim().strip_prefix("listening on ") {
-            break addr.to_owned();
-        }
-    };
+    let server = ServeProcess::start(quire(backend, &["serve", "--addr", "127.0.0.1:0"]));
+    let addr = &server.addr;
 
     let output = Command::new("st")
         .current_dir(dir)

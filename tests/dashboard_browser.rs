@@ -21,7 +21,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,7 +29,7 @@ use std::time::{Duration, Instant};
 use epub_fixtures::{Block, BookSpec, ChapterSpec};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use support::processes::{Processes, WorkerProcess};
+use support::processes::{Processes, ServeProcess, WorkerProcess};
 
 /// How long any one step may take to show on its page.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -94,25 +93,12 @@ async fn browser(chromedriver: &Path, chromium: &Path) -> (Killed, Client) {
 }
 
 /// `quire serve` on a port of its own, over the cluster's data directory; its base URL.
-fn serve(cluster: &Processes) -> (Killed, String) {
-    let mut child = cluster
-        .quire()
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("quire serve starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let server = Killed(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("quire serve printed its address").expect("stdout readable");
-        if let Some(addr) = line.trim().strip_prefix("listening on ") {
-            break addr.to_owned();
-        }
-    };
-    (server, format!("http://{addr}"))
+fn serve(cluster: &Processes) -> (ServeProcess, String) {
+    let mut command = cluster.quire();
+    command.args(["serve", "--addr", "127.0.0.1:0"]).env("RUST_LOG", "warn");
+    let server = ServeProcess::start(command);
+    let base = format!("http://{}", server.addr);
+    (server, base)
 }
 
 /// A book of `paragraphs`, written to the cluster's directory.
@@ -149,6 +135,20 @@ impl Session {
         self.client.current_url().await.expect("the page's URL").path().to_owned()
     }
 
+    /// The browser's path once it satisfies `arrived`: a click's navigation may still be under
+    /// way when the click returns.
+    async fn arrive(&self, what: &str, arrived: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        loop {
+            let path = self.path().await;
+            if arrived(&path) {
+                return path;
+            }
+            assert!(started.elapsed() < DEADLINE, "never arrived at {what}; still at {path}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn click(&self, css: &str) {
         let element = self.client.find(Locator::Css(css)).await.unwrap_or_else(|error| panic!("no {css}: {error}"));
         element.click().await.unwrap_or_else(|error| panic!("cannot click {css}: {error}"));
@@ -179,7 +179,7 @@ impl Session {
         let input = self.client.find(Locator::Css("input[type=file]")).await.expect("a file input");
         input.send_keys(file.to_str().expect("a UTF-8 path")).await.expect("the file picked");
         self.click("form[action='/ui/documents'] button").await;
-        let path = self.path().await;
+        let path = self.arrive("the uploaded book's page", |path| path != "/documents").await;
         let id = path.strip_prefix("/documents/").unwrap_or_else(|| panic!("the upload landed on {path}"));
         id.to_owned()
     }
@@ -252,31 +252,39 @@ async fn five_flows_through_the_dashboard_in_headless_chromium() {
     assert!(page.contains("Nantucket harpoon boat"), "the shared passage is shown: {page}");
     session.screenshot("dashboard-document").await;
     session.click(&format!("div.pair a[href='/documents/{first}']")).await;
-    assert_eq!(session.path().await, format!("/documents/{first}"), "the connection leads to the other book");
-    assert!(session.page().await.contains("<h1>First Voyage</h1>"));
+    let first_page = format!("/documents/{first}");
+    session.arrive("the other book, through the connection", |path| path == first_page).await;
+    let page = session.wait_for(&first_page, "the first book", |page| page.contains("<h1>First Voyage</h1>")).await;
+    assert!(page.contains("Nantucket harpoon boat"), "{page}");
 
-    // 4 (before the worker is replaced). Replay from `chunked`: the timeline falls back to the
-    // milestone before it, then grows again.
+    // 4. Replay from `chunked`: the timeline falls back to the milestone before it (with no
+    // worker running, it stays there to be seen), then a worker makes it grow again.
     let job = session.job_of(&first).await;
     let job_page = format!("/jobs/{job}");
     let before = session.wait_for(&job_page, "the job completed", status_is("completed")).await;
     assert_eq!(milestones(&before).last().map(String::as_str), Some("complete"), "{before}");
     let attempts_before = attempts(&before);
+    worker.signal("TERM");
+    assert!(worker.wait_exit(DEADLINE).await.success(), "w1 stops on SIGTERM");
     let options = session.client.find(Locator::Css("select[name=from]")).await.expect("the replay's stages");
     options.select_by_value("chunked").await.expect("chunked chosen");
     session.click("form[action$='/replay'] button").await;
-    assert_eq!(session.path().await, job_page, "back on the job's page");
-    let replayed = session.page().await;
-    assert_eq!(milestones(&replayed).last().map(String::as_str), Some("markdown_saved"), "{replayed}");
+    let replayed = session
+        .wait_for(&job_page, "the timeline rewound", |page| {
+            status_is("pending")(page) && milestones(page).last().is_some_and(|last| last == "markdown_saved")
+        })
+        .await;
+    assert!(!milestones(&replayed).iter().any(|milestone| milestone == "chunked"), "{replayed}");
+    let mut worker = cluster.worker("w2", None, &[]);
     let after = session.wait_for(&job_page, "the replay completed", status_is("completed")).await;
     let milestones_after = milestones(&after);
     assert_eq!(milestones_after, milestones(&before), "the same milestones again: {after}");
     assert_eq!(attempts(&after), attempts_before + 1, "the replay is one more attempt: {after}");
     session.screenshot("dashboard-job").await;
+    worker.signal("TERM");
+    assert!(worker.wait_exit(DEADLINE).await.success(), "w2 stops on SIGTERM");
 
     // 3. A worker killed while it holds a job; out of attempts, the job is retried from its page.
-    worker.signal("TERM");
-    assert!(worker.wait_exit(DEADLINE).await.success(), "w1 stops on SIGTERM");
     let mut holder: WorkerProcess = cluster.worker("holder", Some("before_complete=return(600000)"), &[]);
     let third = session.upload(&book(cluster, "third.epub", "Third Voyage", &["A gull cried over the quay."])).await;
     let job = session.job_of(&third).await;
@@ -297,7 +305,6 @@ async fn five_flows_through_the_dashboard_in_headless_chromium() {
     session.screenshot("dashboard-dead-letters").await;
     session.open(&job_page).await;
     session.click("form[action$='/retry'] button").await;
-    assert_eq!(session.path().await, job_page);
     let retried = session.wait_for(&job_page, "the retried job completed", status_is("completed")).await;
     assert_eq!(attempts(&retried), 4, "{retried}");
     session.wait_for(&format!("/documents/{third}"), "the book complete", |page| page.contains("<p>complete · ")).await;
@@ -312,9 +319,7 @@ async fn five_flows_through_the_dashboard_in_headless_chromium() {
     session.open(&job_page).await;
     assert!(status_is("pending")(&session.page().await));
     session.click("form[action$='/cancel'] button").await;
-    assert_eq!(session.path().await, job_page);
-    let cancelled = session.page().await;
-    assert!(status_is("cancelled")(&cancelled), "{cancelled}");
+    let cancelled = session.wait_for(&job_page, "the job cancelled", status_is("cancelled")).await;
     assert!(!cancelled.contains("/cancel\""), "a cancelled job offers no cancel: {cancelled}");
 
     session.open("/").await;

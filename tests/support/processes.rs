@@ -272,3 +272,35 @@ pub fn tail(path: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
+
+/// A `quire serve` process, killed when dropped, and the address it listens on.
+pub struct ServeProcess {
+    child: Child,
+    pub addr: String,
+}
+
+impl ServeProcess {
+    /// Starts `command` (a `quire … serve --addr 127.0.0.1:0`) and waits until it says where it
+    /// listens (`listening on ADDR`, on stdout, once it accepts connections).
+    pub fn start(mut command: Command) -> ServeProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("quire serve starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut server = ServeProcess { child, addr: String::new() };
+        let mut lines = BufReader::new(stdout).lines();
+        server.addr = loop {
+            let line = lines.next().expect("quire serve printed its address").expect("stdout readable");
+            if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                break addr.to_owned();
+            }
+        };
+        server
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
