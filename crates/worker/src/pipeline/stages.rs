@@ -76,15 +76,19 @@ impl Attempt<'_> {
     /// An attempt with nothing left to do (the last one ended after the book's final
     /// checkpoint, and the job was then dead-lettered and retried, say) finds the book as the
     /// operator's retry left it, `pending`. Its chunks and vectors are stored, so it is
-    /// `embedded` again, and its connections are asked for again (the one active detection per
-    /// book, with the checkpoint, fenced), whose job marks it `complete`.
+    /// `embedded` again, and its connections are asked for again, whose job marks it `complete`.
+    /// Marked first, asked second, as the embedding stage does (a detection finding the book not
+    /// embedded leaves it alone); a book already `embedded` is asked for again all the same,
+    /// since an attempt may have died between the two: one active detection per book makes a
+    /// second request a no-op.
     async fn restore_finished_document(&mut self) -> Result<(), JobError> {
         let store = &self.pipeline.store;
         let status = store.document(&self.document_id).await?.map(|document| document.status);
-        if matches!(status, None | Some(DocumentStatus::Embedded | DocumentStatus::Complete)) {
-            return Ok(());
+        match status {
+            None | Some(DocumentStatus::Complete) => return Ok(()),
+            Some(DocumentStatus::Embedded) => {}
+            Some(_) => store.mark_embedded(self.context.lease, &self.document_id, self.embedding_usage()).await?,
         }
-        store.mark_embedded(self.context.lease, &self.document_id, self.embedding_usage()).await?;
         let facts = &self.checkpoint.facts;
         let chunks = facts.chunk_count.unwrap_or(facts.embedded_chunks) as usize;
         let enqueued = store

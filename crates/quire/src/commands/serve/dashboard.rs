@@ -147,7 +147,6 @@ fn when(at: Option<i64>) -> String {
 /// `/`: the queue at a glance.
 pub(super) async fn overview(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let summary = super::queue::queue_summary(state.app.store.as_ref()).await?;
-    let now = crate::output::now_millis();
     let content = html! {
         table {
             tr { th { "status" } th { "kind" } th { "jobs" } }
@@ -161,7 +160,7 @@ pub(super) async fn overview(State(state): State<Arc<ApiState>>) -> Result<Respo
         }
         p { "Oldest pending job waiting: " (summary.oldest_pending_age_ms.map_or_else(|| "none".to_owned(), millis)) }
         p { "Processing jobs whose lease has expired: " (summary.stale_leases) }
-        (reaper_pass(summary.last_reaper_pass.as_ref(), now))
+        (reaper_pass(summary.last_reaper_pass.as_ref(), summary.taken_at))
         h2 { "The last hour" }
         (activity_chart(&summary.last_hour))
     };
@@ -194,8 +193,8 @@ fn reaper_pass(pass: Option<&ReaperPass>, now: i64) -> Markup {
 fn activity_chart(minutes: &[MinuteOfWork]) -> Markup {
     const BAR: usize = 10;
     const HEIGHT: u64 = 100;
-    let busiest = minutes.iter().map(|minute| minute.completed + minute.failed).max().unwrap_or(0).max(1);
-    let height_of = |count: u64| count * HEIGHT / busiest;
+    let busiest = minutes.iter().map(|minute| minute.completed + minute.failed).max().unwrap_or(0);
+    let height_of = |count: u64| count * HEIGHT / busiest.max(1);
     let (completed, failed) = minutes
         .iter()
         .fold((0, 0), |(completed, failed), minute| (completed + minute.completed, failed + minute.failed));
@@ -741,9 +740,11 @@ mod tests {
         let api = api().await;
         api.document("a.epub").await;
         api.document("b.epub").await;
+        let (_, page) = html(&api, "/").await;
+        assert!(page.contains("0 attempts completed their job and 0 failed; the busiest minute saw 0."), "{page}");
         api.dead_letter_next().await;
         let (_, page) = html(&api, "/").await;
-        assert!(page.contains("0 attempts completed their job and 1 failed"), "{page}");
+        assert!(page.contains("0 attempts completed their job and 1 failed; the busiest minute saw 1."), "{page}");
         assert!(page.contains(r#"y="0" width="9" height="100">"#), "a full bar for the one minute: {page}");
         assert!(page.contains("The reaper's last pass: none yet"), "{page}");
 

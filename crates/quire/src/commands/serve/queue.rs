@@ -393,6 +393,8 @@ pub(super) async fn document_connections(
 
 /// The queue at a glance, for `GET /v1/queue` and the dashboard's overview.
 pub(super) struct QueueSummary {
+    /// When it was taken (Unix milliseconds): the ages and the last hour are counted from it.
+    pub taken_at: i64,
     /// Jobs by status and kind.
     pub counts: Vec<checkpoint_store::QueueCount>,
     /// How long the oldest pending job has waited, if one is pending.
@@ -434,6 +436,7 @@ pub(super) async fn queue_summary(store: &dyn checkpoint_store::Store) -> Result
     let ended = store.attempts_ended(first_minute, Duration::from_millis(MINUTE_MS as u64)).await?;
     let last_reaper_pass = store.last_reaper_pass().await?;
     Ok(QueueSummary {
+        taken_at: now,
         counts,
         oldest_pending_age_ms,
         stale_leases,
